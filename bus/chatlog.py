@@ -1,0 +1,425 @@
+"""The chat event log: append, history, resume and the worker state of a chat.
+
+Guarantees:
+
+- Every append is one atomic Lua round trip that writes the log entry and publishes it;
+  the entry id is the event's ``eventId``. Ids are strictly increasing within a chat, so
+  the log gives a total order of a chat's events.
+- The log is the source of truth: pub/sub delivery is at most once, and anything missed
+  live can be read back with :meth:`ChatLog.events_after` while the log retains it.
+- Retention: the log is capped (``MAXLEN ~``) and a chat's keys expire after
+  ``retention_ms`` without any append.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from bus import scripts
+from bus.errors import BusUnavailable, ResumeGap
+from bus.keys import BusKeys
+from bus.schemas import (
+    AnswerMessage,
+    ChunkProduced,
+    MessagePosted,
+    WorkerState,
+    WorkerStateChanged,
+    encode,
+    iso_now,
+    render_frame,
+)
+
+__all__ = ["AcceptedMessage", "ChatLimits", "ChatLog", "EventRecord", "compare_ids"]
+
+DEFAULT_WORKER_STATE: dict[str, Any] = {
+    "state": "idle",
+    "detail": None,
+    "updatedAt": "1970-01-01T00:00:00.000Z",
+}
+
+
+def _parse_id(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def compare_ids(a: str, b: str) -> int:
+    """Compare two stream ids: negative if ``a < b``, zero if equal, positive if greater."""
+    pa, pb = _parse_id(a), _parse_id(b)
+    return (pa > pb) - (pa < pb)
+
+
+def is_stream_id(value: str) -> bool:
+    """True for a well-formed stream id ``<ms>-<seq>``."""
+    ms, sep, seq = value.partition("-")
+    return bool(sep) and ms.isdigit() and seq.isdigit() and len(value) <= 41
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One event of a chat's log, with its frame rendered once and shared by all sockets."""
+
+    event_id: str
+    data: str
+    prev_id: str | None = None
+    _fields: dict[str, Any] | None = field(default=None, repr=False)
+    _frame: str | None = field(default=None, repr=False)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The stored event as a dict (parsed once)."""
+        if self._fields is None:
+            self._fields = json.loads(self.data)
+        return self._fields
+
+    @property
+    def type(self) -> str:
+        """The event's ``type`` discriminator."""
+        return str(self.fields.get("type", "message"))
+
+    def frame(self) -> dict[str, Any]:
+        """The wire frame (see :func:`bus.schemas.render_frame`)."""
+        return render_frame(self.fields, self.event_id)
+
+    def frame_json(self) -> str:
+        """The wire frame as JSON text (encoded once)."""
+        if self._frame is None:
+            self._frame = json.dumps(self.frame(), ensure_ascii=False, separators=(",", ":"))
+        return self._frame
+
+
+@dataclass(frozen=True, slots=True)
+class ChatLimits:
+    """Caps and retention of the per-chat keys."""
+
+    events_maxlen: int = 5000
+    messages_maxlen: int = 1000
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    idempotency_ttl_ms: int = 24 * 3600 * 1000
+    jobs_maxlen: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedMessage:
+    """Result of :meth:`ChatLog.accept_visitor_message`."""
+
+    message: dict[str, Any]
+    duplicate: bool
+    job_id: str | None = None
+
+
+class ChatLog:
+    """Reads and writes chats' event logs. Cheap to build; share one per process."""
+
+    def __init__(self, redis: Redis, keys: BusKeys, limits: ChatLimits | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.limits = limits or ChatLimits()
+        self._append = redis.register_script(scripts.APPEND)
+        self._chunk = redis.register_script(scripts.CHUNK)
+        self._accept = redis.register_script(scripts.ACCEPT)
+        self._finish = redis.register_script(scripts.FINISH)
+
+    def _chat_keys(self, chat_id: str) -> list[str]:
+        k = self.keys
+        return [
+            k.chat_events(chat_id),
+            k.chat_meta(chat_id),
+            k.chat_messages(chat_id),
+            k.chat_replies(chat_id),
+            k.chat_memory(chat_id),
+            k.chat_cancel(chat_id),
+        ]
+
+    # --- writes -----------------------------------------------------------------
+
+    async def accept_visitor_message(
+        self,
+        chat_id: str,
+        content: str,
+        *,
+        client_message_id: str | None = None,
+        request_id: str | None = None,
+    ) -> AcceptedMessage:
+        """Store a visitor message, set the chat ``queued`` and enqueue its job, atomically.
+
+        With ``client_message_id`` a retry within the idempotency window returns the
+        Message stored the first time (``duplicate=True``) and enqueues nothing.
+        Raises :class:`BusUnavailable` if Redis cannot be reached.
+        """
+        lim = self.limits
+        message = MessagePosted(
+            id=str(uuid.uuid4()),
+            chatId=chat_id,
+            sender="Visitor",
+            content=content,
+            createdAt=iso_now(),
+        )
+        state = WorkerStateChanged(chatId=chat_id, state="queued", updatedAt=iso_now())
+        job = AnswerMessage(
+            job_id=str(uuid.uuid4()),
+            chat_id=chat_id,
+            message_id=message.id,
+            request_id=request_id or str(uuid.uuid4()),
+            enqueued_at=time.time(),
+        )
+        keys = self._chat_keys(chat_id)[:5]
+        idem = (
+            self.keys.chat_idempotency(chat_id, client_message_id) if client_message_id else keys[0]
+        )
+        try:
+            result = await self._accept(
+                keys=[*keys, idem, self.keys.jobs],
+                args=[
+                    self.keys.chat_channel(chat_id),
+                    encode(message),
+                    encode(state),
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                    lim.idempotency_ttl_ms,
+                    "1" if client_message_id else "0",
+                    encode(job),
+                    lim.jobs_maxlen,
+                ],
+            )
+        except RedisError as exc:
+            raise BusUnavailable("could not store the visitor message") from exc
+        if result[0] == "dup":
+            event_id, _, data = str(result[1]).partition(" ")
+            return AcceptedMessage(message=render_frame(data, event_id), duplicate=True)
+        return AcceptedMessage(
+            message=render_frame(encode(message), str(result[1])),
+            duplicate=False,
+            job_id=job.job_id,
+        )
+
+    async def set_worker_state(
+        self, chat_id: str, state: WorkerState, detail: str | None = None
+    ) -> str:
+        """Record and broadcast the chat's worker state. Returns the event id."""
+        event = WorkerStateChanged(chatId=chat_id, state=state, detail=detail, updatedAt=iso_now())
+        return await self._append_event(chat_id, encode(event), "state")
+
+    async def append_event(self, chat_id: str, data: str) -> str:
+        """Append an already-encoded event of a type with no side table. Returns its id."""
+        return await self._append_event(chat_id, data, "other")
+
+    async def _append_event(self, chat_id: str, data: str, kind: str) -> str:
+        lim = self.limits
+        try:
+            event_id = await self._append(
+                keys=self._chat_keys(chat_id)[:5],
+                args=[
+                    self.keys.chat_channel(chat_id),
+                    data,
+                    kind,
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                ],
+            )
+        except RedisError as exc:
+            raise BusUnavailable("could not append to the chat log") from exc
+        return str(event_id)
+
+    async def append_chunk(
+        self, chat_id: str, reply_to: str, content: str, *, done: bool = False
+    ) -> tuple[str, bool]:
+        """Append and broadcast a reply chunk.
+
+        Returns ``(event_id, cancel_requested)``: the second value is true once the
+        visitor asked to stop the reply to ``reply_to``, so the caller learns it without
+        an extra round trip.
+        """
+        chunk = ChunkProduced(
+            chatId=chat_id, content=content, done=done, emittedAt=iso_now(), replyTo=reply_to
+        )
+        lim = self.limits
+        try:
+            event_id, cancelled = await self._chunk(
+                keys=self._chat_keys(chat_id),
+                args=[
+                    self.keys.chat_channel(chat_id),
+                    encode(chunk),
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                    reply_to,
+                ],
+            )
+        except RedisError as exc:
+            raise BusUnavailable("could not append a chunk") from exc
+        return str(event_id), bool(int(cancelled))
+
+    async def finish_reply(
+        self,
+        chat_id: str,
+        reply_to: str,
+        content: str,
+        *,
+        status: Literal["complete", "stopped", "error"] = "complete",
+        state: WorkerState = "responded",
+        detail: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Store Terra's final reply to ``reply_to``, end its stream and set the state.
+
+        At most one reply per visitor message is ever stored: if one exists, nothing is
+        written and ``(existing frame stub, True)`` is returned. Otherwise writes, in one
+        round trip and in this order, the Message, a ``done`` chunk and the worker state.
+        """
+        message = MessagePosted(
+            id=str(uuid.uuid4()),
+            chatId=chat_id,
+            sender="Terra",
+            content=content,
+            createdAt=iso_now(),
+            replyTo=reply_to,
+            status=None if status == "complete" else status,
+        )
+        done = ChunkProduced(
+            chatId=chat_id, content="", done=True, emittedAt=iso_now(), replyTo=reply_to
+        )
+        state_event = WorkerStateChanged(
+            chatId=chat_id, state=state, detail=detail, updatedAt=iso_now()
+        )
+        lim = self.limits
+        try:
+            result = await self._finish(
+                keys=self._chat_keys(chat_id),
+                args=[
+                    self.keys.chat_channel(chat_id),
+                    encode(message),
+                    reply_to,
+                    encode(done),
+                    encode(state_event),
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                ],
+            )
+        except RedisError as exc:
+            raise BusUnavailable("could not store the reply") from exc
+        if result[0] == "dup":
+            return {"eventId": str(result[1])}, True
+        return render_frame(encode(message), str(result[1])), False
+
+    async def request_cancel(self, chat_id: str, message_id: str, ttl_ms: int = 600_000) -> None:
+        """Ask the worker to stop the reply to ``message_id`` (seen at its next chunk)."""
+        try:
+            await self.redis.set(self.keys.chat_cancel(chat_id), message_id, px=ttl_ms)
+        except RedisError as exc:
+            raise BusUnavailable("could not record the cancel request") from exc
+
+    async def cancel_requested(self, chat_id: str, message_id: str) -> bool:
+        """True when the visitor asked to stop the reply to ``message_id``."""
+        current = await self.redis.get(self.keys.chat_cancel(chat_id))
+        return bool(current == message_id)
+
+    # --- reads ------------------------------------------------------------------
+
+    async def history(self, chat_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest ``limit`` Messages of the chat, oldest first, as frames."""
+        entries = await self.redis.xrevrange(self.keys.chat_messages(chat_id), count=limit)
+        return [render_frame(fields["d"], entry_id) for entry_id, fields in reversed(entries)]
+
+    async def messages_until(self, chat_id: str, event_id: str, count: int) -> list[MessagePosted]:
+        """Up to ``count`` Messages with ids up to and including ``event_id``, oldest first."""
+        entries = await self.redis.xrevrange(
+            self.keys.chat_messages(chat_id), max=event_id, count=count
+        )
+        return [MessagePosted.model_validate_json(f["d"]) for _, f in reversed(entries)]
+
+    async def message_event_id(self, chat_id: str, message_id: str, scan: int = 1000) -> str | None:
+        """Event id of the Message ``message_id`` among the newest ``scan`` Messages."""
+        entries = await self.redis.xrevrange(self.keys.chat_messages(chat_id), count=scan)
+        for entry_id, fields in entries:
+            if json.loads(fields["d"]).get("id") == message_id:
+                return str(entry_id)
+        return None
+
+    async def unanswered_until(
+        self, chat_id: str, message_id: str
+    ) -> list[tuple[str, MessagePosted]]:
+        """Visitor messages up to and including ``message_id`` that have no reply yet.
+
+        Oldest first, as ``(event_id, message)``. Empty when ``message_id`` is unknown.
+        """
+        entries = await self.redis.xrange(self.keys.chat_messages(chat_id))
+        replies = await self.redis.hgetall(self.keys.chat_replies(chat_id))  # type: ignore[misc]
+        pending: list[tuple[str, MessagePosted]] = []
+        for entry_id, fields in entries:
+            msg = MessagePosted.model_validate_json(fields["d"])
+            if msg.sender == "Visitor" and msg.id not in replies:
+                pending.append((str(entry_id), msg))
+            if msg.id == message_id:
+                return pending
+        return []
+
+    async def reply_event_id(self, chat_id: str, message_id: str) -> str | None:
+        """Event id of Terra's final reply to ``message_id``, if one was stored."""
+        value = await self.redis.hget(self.keys.chat_replies(chat_id), message_id)  # type: ignore[misc]
+        return str(value) if value is not None else None
+
+    async def worker_state(self, chat_id: str) -> dict[str, Any]:
+        """``{state, detail, updatedAt}`` of the chat; idle at the epoch when unknown."""
+        raw = await self.redis.hget(self.keys.chat_meta(chat_id), "state")  # type: ignore[misc]
+        if raw is None:
+            return dict(DEFAULT_WORKER_STATE)
+        data = json.loads(raw)
+        return {
+            "state": data["state"],
+            "detail": data.get("detail"),
+            "updatedAt": data["updatedAt"],
+        }
+
+    async def last_event_id(self, chat_id: str) -> str | None:
+        """Id of the chat's newest event, or ``None`` for an empty or expired chat."""
+        value = await self.redis.hget(self.keys.chat_meta(chat_id), "last")  # type: ignore[misc]
+        return str(value) if value is not None else None
+
+    async def events_after(
+        self, chat_id: str, after: str, count: int | None = None
+    ) -> list[EventRecord]:
+        """Events with ids strictly greater than ``after``, in order (``count`` caps it)."""
+        entries = await self.redis.xrange(
+            self.keys.chat_events(chat_id), min=f"({after}", count=count
+        )
+        return [EventRecord(str(eid), f["d"]) for eid, f in entries]
+
+    async def events_between(self, chat_id: str, after: str, until: str) -> list[EventRecord]:
+        """Events with ``after < id <= until``, in order."""
+        entries = await self.redis.xrange(
+            self.keys.chat_events(chat_id), min=f"({after}", max=until
+        )
+        return [EventRecord(str(eid), f["d"]) for eid, f in entries]
+
+    async def check_resume(self, chat_id: str, after: str) -> None:
+        """Raise :class:`ResumeGap` unless every event after ``after`` is still in the log.
+
+        ``0-0`` means "from the start" and only fails if the log was trimmed. Detects a
+        trimmed log (``after`` older than the newest trimmed entry), an expired
+        chat, and a log that vanished and was recreated (for example Redis restarted
+        without persistence): its ``epoch`` is newer than ``after``.
+        """
+        events_key = self.keys.chat_events(chat_id)
+        try:
+            info = await self.redis.xinfo_stream(events_key)
+        except ResponseError as exc:  # no such key
+            raise ResumeGap("the chat log is gone") from exc
+        epoch = await self.redis.hget(self.keys.chat_meta(chat_id), "epoch")  # type: ignore[misc]
+        trimmed = str(info.get("max-deleted-entry-id", "0-0"))
+        if compare_ids(after, trimmed) < 0:
+            raise ResumeGap("events after the resume point were trimmed")
+        if after != "0-0" and epoch is not None and compare_ids(after, str(epoch)) < 0:
+            raise ResumeGap("the chat log was recreated")
+        last = str(info.get("last-generated-id", "0-0"))
+        if compare_ids(after, last) > 0:
+            raise ResumeGap("the resume point is newer than the chat log")

@@ -1,0 +1,77 @@
+"""The one Redis client factory of the project."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["RedisOptions", "create_redis"]
+
+#: Reconnect backoff never waits longer than this between attempts (seconds).
+MAX_BACKOFF_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """Connection tuning shared by the gateway and the worker.
+
+    ``socket_timeout`` must exceed any blocking command's own timeout (XREADGROUP
+    BLOCK); pass ``None`` for a connection reserved for pub/sub.
+    """
+
+    socket_timeout: float | None = 5.0
+    connect_timeout: float = 3.0
+    retries: int = 3
+    health_check_interval: int = 15
+    max_connections: int = 64
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
+def create_redis(url: str, *, client_name: str, options: RedisOptions | None = None) -> Redis:
+    """Build an asyncio Redis client for ``url`` (``redis://`` or ``rediss://``).
+
+    The client decodes responses to ``str``, retries a failed command on connection errors
+    and timeouts with jittered exponential backoff capped at :data:`MAX_BACKOFF_SECONDS`,
+    pings idle connections before use (``health_check_interval``) and names itself
+    ``client_name`` (visible in ``CLIENT LIST``). With ``rediss://`` the server certificate
+    is verified against ``ssl_ca_certs`` (or the system store). No I/O happens here: the
+    first command connects.
+    """
+    opts = options or RedisOptions()
+    retry = Retry(
+        ExponentialWithJitterBackoff(cap=MAX_BACKOFF_SECONDS, base=0.05),
+        opts.retries,
+        supported_errors=(RedisConnectionError, RedisTimeoutError),
+    )
+    extra: dict[str, Any] = {}
+    if url.startswith("rediss://"):
+        extra = {
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            "ssl_ca_certs": opts.ssl_ca_certs,
+            "ssl_certfile": opts.ssl_certfile,
+            "ssl_keyfile": opts.ssl_keyfile,
+            "ssl_check_hostname": True,
+        }
+    client: Redis = Redis.from_url(
+        url,
+        decode_responses=True,
+        client_name=client_name,
+        socket_timeout=opts.socket_timeout,
+        socket_connect_timeout=opts.connect_timeout,
+        socket_keepalive=True,
+        health_check_interval=opts.health_check_interval,
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        max_connections=opts.max_connections,
+        **extra,
+    )
+    return client

@@ -1,0 +1,117 @@
+"""Every Redis name the project uses: keys, streams, groups and channels.
+
+All names live under one configurable prefix. Per-chat names carry the chat id as a
+Redis Cluster hash tag (``{chatId}``) so one chat's keys share a slot and a Lua script
+may touch them together.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["CHAT_ID_PATTERN", "BusKeys", "is_valid_chat_id"]
+
+CHAT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+JOB_GROUP = "workers"
+
+
+def is_valid_chat_id(chat_id: str) -> bool:
+    """True when ``chat_id`` matches ``^[A-Za-z0-9_-]{1,64}$`` (PROTOCOL section 1)."""
+    return bool(CHAT_ID_PATTERN.fullmatch(chat_id))
+
+
+@dataclass(frozen=True, slots=True)
+class BusKeys:
+    """Name factory for one deployment (one prefix)."""
+
+    prefix: str = "terra"
+
+    def _chat(self, chat_id: str, suffix: str) -> str:
+        if not is_valid_chat_id(chat_id):
+            raise ValueError("invalid chat id")
+        return f"{self.prefix}:chat:{{{chat_id}}}:{suffix}"
+
+    # --- per chat ---------------------------------------------------------------
+    def chat_events(self, chat_id: str) -> str:
+        """Stream: the chat's event log (messages, worker states, chunks, ...)."""
+        return self._chat(chat_id, "events")
+
+    def chat_messages(self, chat_id: str) -> str:
+        """Stream: only the chat's Messages, same entry ids as in the event log."""
+        return self._chat(chat_id, "messages")
+
+    def chat_meta(self, chat_id: str) -> str:
+        """Hash: last event id, log epoch, current worker state."""
+        return self._chat(chat_id, "meta")
+
+    def chat_idempotency(self, chat_id: str, client_message_id: str) -> str:
+        """String: the Message stored for a client message id (retry dedupe)."""
+        return self._chat(chat_id, f"idem:{client_message_id}")
+
+    def chat_replies(self, chat_id: str) -> str:
+        """Hash: visitor message id -> event id of Terra's final reply."""
+        return self._chat(chat_id, "replies")
+
+    def chat_lease(self, chat_id: str) -> str:
+        """String: which worker currently answers this chat (lease with a TTL)."""
+        return self._chat(chat_id, "lease")
+
+    def chat_cancel(self, chat_id: str) -> str:
+        """String: the visitor message id whose reply the visitor asked to stop."""
+        return self._chat(chat_id, "cancel")
+
+    def chat_memory(self, chat_id: str) -> str:
+        """Hash: visitor message id -> JSON list of tool turns kept for the model."""
+        return self._chat(chat_id, "memory")
+
+    def chat_rate(self, chat_id: str, window: int) -> str:
+        """Counter: visitor messages to this chat in one fixed window."""
+        return self._chat(chat_id, f"rl:{window}")
+
+    def chat_channel(self, chat_id: str) -> str:
+        """Pub/sub channel carrying the chat's events live."""
+        return self._chat(chat_id, "live")
+
+    def chat_id_from_channel(self, channel: str) -> str | None:
+        """Inverse of :meth:`chat_channel`; ``None`` for a foreign channel."""
+        head = f"{self.prefix}:chat:{{"
+        tail = "}:live"
+        if channel.startswith(head) and channel.endswith(tail):
+            return channel[len(head) : -len(tail)]
+        return None
+
+    # --- global -----------------------------------------------------------------
+    def ip_rate(self, ip: str, window: int) -> str:
+        """Counter: visitor messages from one client address in one fixed window."""
+        return f"{self.prefix}:rl:ip:{ip}:{window}"
+
+    @property
+    def jobs(self) -> str:
+        """Stream of jobs for the worker consumer group."""
+        return f"{self.prefix}:jobs"
+
+    @property
+    def jobs_group(self) -> str:
+        """Consumer group name on :attr:`jobs`."""
+        return JOB_GROUP
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream of jobs that could not be processed, with the reason."""
+        return f"{self.prefix}:jobs:dead"
+
+    @property
+    def workers(self) -> str:
+        """Hash: worker consumer name -> JSON heartbeat."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def arq_queue(self) -> str:
+        """Queue name of arq's scheduled (non-live) jobs."""
+        return f"{self.prefix}:arq"
+
+    def github_cache(self, name: str) -> str:
+        """Cache entry of the GitHub tools."""
+        return f"{self.prefix}:github:{name}"

@@ -1,0 +1,36 @@
+"""Per-chat leases: at most one worker answers a given chat at a time."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from bus import scripts
+from bus.keys import BusKeys
+
+__all__ = ["ChatLease"]
+
+
+class ChatLease:
+    """A renewable lease on one chat, held by ``owner``.
+
+    Guarantee: while the owner keeps renewing within ``ttl_ms``, nobody else acquires it;
+    if the owner dies the lease expires by itself after ``ttl_ms``.
+    """
+
+    def __init__(self, redis: Redis, keys: BusKeys, owner: str, ttl_ms: int = 30_000) -> None:
+        self.owner = owner
+        self.ttl_ms = ttl_ms
+        self.keys = keys
+        self._acquire = redis.register_script(scripts.LEASE_ACQUIRE)
+        self._release = redis.register_script(scripts.LEASE_RELEASE)
+
+    async def acquire(self, chat_id: str) -> bool:
+        """Take (or renew) the lease on ``chat_id``; False if someone else holds it."""
+        got = await self._acquire(
+            keys=[self.keys.chat_lease(chat_id)], args=[self.owner, self.ttl_ms]
+        )
+        return bool(int(got))
+
+    async def release(self, chat_id: str) -> None:
+        """Give the lease back if still held by this owner."""
+        await self._release(keys=[self.keys.chat_lease(chat_id)], args=[self.owner])

@@ -1,0 +1,58 @@
+"""Worker heartbeats: who is alive, and what they know of the agent and the model."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bus.errors import SchemaError
+from bus.keys import BusKeys
+from bus.schemas import WorkerHeartbeat
+
+__all__ = ["Presence"]
+
+#: Heartbeats older than this are pruned when read (a worker gone for a day).
+PRUNE_AFTER_MS = 24 * 3600 * 1000
+
+
+class Presence:
+    """Writes and reads worker heartbeats (one hash, one field per consumer)."""
+
+    def __init__(self, redis: Redis, keys: BusKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def beat(self, heartbeat: WorkerHeartbeat) -> None:
+        """Publish ``heartbeat`` for its consumer (overwrites the previous one)."""
+        await self.redis.hset(self.keys.workers, heartbeat.consumer, heartbeat.model_dump_json())  # type: ignore[misc]
+
+    async def forget(self, consumer: str) -> None:
+        """Remove a consumer's heartbeat (clean shutdown)."""
+        await self.redis.hdel(self.keys.workers, consumer)  # type: ignore[misc]
+
+    async def freshest(self) -> WorkerHeartbeat | None:
+        """The most recent heartbeat of any worker, or ``None`` if none ever beat.
+
+        Raises ``redis`` errors to the caller (the health route reports them).
+        """
+        raw = await self.redis.hgetall(self.keys.workers)  # type: ignore[misc]
+        best: WorkerHeartbeat | None = None
+        stale: list[str] = []
+        now_ms = int(time.time() * 1000)
+        for consumer, value in raw.items():
+            try:
+                hb = WorkerHeartbeat.model_validate_json(value)
+            except ValueError as exc:
+                raise SchemaError("malformed heartbeat") from exc
+            if now_ms - hb.seen_at_ms > PRUNE_AFTER_MS:
+                stale.append(consumer)
+                continue
+            if best is None or hb.seen_at_ms > best.seen_at_ms:
+                best = hb
+        if stale:
+            with contextlib.suppress(RedisError):
+                await self.redis.hdel(self.keys.workers, *stale)  # type: ignore[misc]
+        return best

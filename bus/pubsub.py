@@ -1,0 +1,304 @@
+"""Live fan-out of chat events: one pub/sub connection per process, many local listeners.
+
+:class:`ChatFeed` owns a single Redis pub/sub connection, subscribed to exactly the
+channels of the chats that have local listeners, and dispatches each event in-process to
+those listeners' bounded queues. Guarantees:
+
+- Pub/sub itself is at most once. The feed makes delivery to a listener gap-free and
+  duplicate-free anyway: every published event names its predecessor, so a missing event
+  is read back from the chat log before the next one is dispatched, and after a reconnect
+  every subscribed chat is backfilled from the log.
+- Order within a chat is the log's order.
+- A listener that falls ``queue_size`` events behind is marked overflowed and receives
+  :class:`SlowConsumer`; it never slows the feed or other listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from bus.chatlog import ChatLog, EventRecord, compare_ids
+from bus.errors import BusError
+from bus.keys import BusKeys
+
+__all__ = ["ChatFeed", "Listener", "SlowConsumer"]
+
+log = logging.getLogger("bus.pubsub")
+
+#: Reconnect backoff cap (seconds).
+MAX_BACKOFF = 5.0
+
+
+class SlowConsumer(BusError):
+    """The listener fell too far behind; its client should reconnect and resume."""
+
+
+class _Overflow:
+    """Sentinel queued when a listener overflowed."""
+
+
+@dataclass(eq=False)
+class Listener:
+    """One local consumer of a chat's live events (typically one socket)."""
+
+    chat_id: str
+    queue_size: int
+    queue: asyncio.Queue[EventRecord | _Overflow] = field(init=False)
+    overflowed: bool = False
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.queue_size + 1)
+
+    def push(self, record: EventRecord) -> None:
+        """Queue ``record`` without waiting; on a full queue mark this listener overflowed."""
+        if self.overflowed:
+            return
+        if self.queue.qsize() >= self.queue_size:
+            self.overflowed = True
+            self.queue.put_nowait(_Overflow())
+            return
+        self.queue.put_nowait(record)
+
+    async def get(self) -> EventRecord:
+        """Next live record. Raises :class:`SlowConsumer` once overflowed."""
+        item = await self.queue.get()
+        if isinstance(item, _Overflow):
+            raise SlowConsumer("listener queue overflowed")
+        return item
+
+
+@dataclass(eq=False)
+class _Chat:
+    listeners: set[Listener] = field(default_factory=set)
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    last_id: str | None = None
+    linger: asyncio.TimerHandle | None = None
+
+
+class ChatFeed:
+    """The process-wide subscription. Start :meth:`run` as a background task."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: BusKeys,
+        chat_log: ChatLog,
+        *,
+        queue_size: int = 1000,
+        linger_seconds: float = 15.0,
+        confirm_timeout: float = 5.0,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.log = chat_log
+        self.queue_size = queue_size
+        self.linger_seconds = linger_seconds
+        self.confirm_timeout = confirm_timeout
+        self._chats: dict[str, _Chat] = {}
+        self._pubsub: PubSub | None = None
+        self._connected = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.reconnects = 0
+        self.gaps_filled = 0
+        self.dispatched = 0
+
+    @property
+    def chat_count(self) -> int:
+        """Chats currently subscribed by this process."""
+        return len(self._chats)
+
+    @property
+    def connected(self) -> bool:
+        """True while the pub/sub connection is believed healthy."""
+        return self._connected.is_set()
+
+    # --- subscription management --------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def listen(self, chat_id: str) -> AsyncIterator[Listener]:
+        """Register a listener for ``chat_id`` until the block exits.
+
+        On entry the chat's channel is subscribed and confirmed by Redis, so every event
+        appended from then on reaches the listener (or marks it overflowed).
+        """
+        listener = Listener(chat_id, self.queue_size)
+        chat = await self._attach(chat_id, listener)
+        try:
+            await asyncio.wait_for(chat.confirmed.wait(), self.confirm_timeout)
+            yield listener
+        finally:
+            self._detach(chat_id, listener)
+
+    async def _attach(self, chat_id: str, listener: Listener) -> _Chat:
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            chat = _Chat()
+            self._chats[chat_id] = chat
+            await self._subscribe([chat_id])
+        if chat.linger is not None:
+            chat.linger.cancel()
+            chat.linger = None
+        chat.listeners.add(listener)
+        return chat
+
+    def _detach(self, chat_id: str, listener: Listener) -> None:
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            return
+        chat.listeners.discard(listener)
+        if not chat.listeners and chat.linger is None:
+            loop = asyncio.get_running_loop()
+            chat.linger = loop.call_later(self.linger_seconds, self._expire, chat_id, chat)
+
+    def _expire(self, chat_id: str, chat: _Chat) -> None:
+        if self._chats.get(chat_id) is chat and not chat.listeners:
+            del self._chats[chat_id]
+            task = asyncio.get_running_loop().create_task(self._unsubscribe(chat_id))
+            task.add_done_callback(_log_failure)
+
+    async def _subscribe(self, chat_ids: list[str]) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or not self.connected:
+            return  # run() subscribes every known chat when it (re)connects
+        try:
+            await pubsub.subscribe(*(self.keys.chat_channel(c) for c in chat_ids))
+        except (RedisError, OSError):
+            self._connected.clear()
+
+    async def _unsubscribe(self, chat_id: str) -> None:
+        if chat_id in self._chats:
+            return  # someone came back meanwhile
+        pubsub = self._pubsub
+        if pubsub is not None and self.connected:
+            try:
+                await pubsub.unsubscribe(self.keys.chat_channel(chat_id))
+            except (RedisError, OSError):
+                self._connected.clear()
+
+    # --- the reader loop ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read the pub/sub connection forever, reconnecting with capped backoff."""
+        attempt = 0
+        while True:
+            pubsub = self.redis.pubsub()
+            self._pubsub = pubsub
+            try:
+                await pubsub.connect()  # type: ignore[no-untyped-call]
+                chats = list(self._chats)
+                for chat in self._chats.values():
+                    chat.confirmed.clear()
+                self._connected.set()
+                if chats:
+                    await pubsub.subscribe(*(self.keys.chat_channel(c) for c in chats))
+                else:
+                    await pubsub.ping()
+                attempt = 0
+                await self._read(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self._connected.clear()
+                self.reconnects += 1
+                delay = min(MAX_BACKOFF, 0.2 * 2**attempt) * (0.5 + random.random() / 2)
+                attempt += 1
+                log.warning("bus.feed_disconnected", extra={"error": type(exc).__name__})
+                await asyncio.sleep(delay)
+            finally:
+                self._connected.clear()
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self, pubsub: PubSub) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                if not pubsub.subscribed:
+                    await pubsub.ping()
+                continue
+            kind = message["type"]
+            if kind == "message":
+                await self._on_message(message["channel"], message["data"])
+            elif kind == "subscribe":
+                await self._on_confirmed(message["channel"])
+
+    async def _on_confirmed(self, channel: str) -> None:
+        chat_id = self.keys.chat_id_from_channel(channel)
+        chat = self._chats.get(chat_id) if chat_id else None
+        if chat is None or chat_id is None:
+            return
+        if chat.last_id is None:
+            chat.last_id = await self.log.last_event_id(chat_id) or "0-0"
+        else:
+            await self._backfill(chat_id, chat, chat.last_id, None)
+        chat.confirmed.set()
+
+    async def _on_message(self, channel: str, data: str) -> None:
+        chat_id = self.keys.chat_id_from_channel(channel)
+        chat = self._chats.get(chat_id) if chat_id else None
+        if chat is None or chat_id is None:
+            return
+        prev_id, event_id, payload = data.split(" ", 2)
+        last = chat.last_id or "0-0"
+        if compare_ids(event_id, last) <= 0:
+            return  # already dispatched (backfill overlap)
+        if prev_id != last and compare_ids(prev_id, last) > 0:
+            await self._backfill(chat_id, chat, last, prev_id)
+        self._dispatch(chat, EventRecord(event_id, payload, prev_id))
+
+    async def _backfill(self, chat_id: str, chat: _Chat, after: str, until: str | None) -> None:
+        if until is None:
+            records = await self.log.events_after(chat_id, after)
+        else:
+            records = await self.log.events_between(chat_id, after, until)
+        self.gaps_filled += len(records)
+        for record in records:
+            if compare_ids(record.event_id, chat.last_id or "0-0") > 0:
+                self._dispatch(chat, record)
+
+    def _dispatch(self, chat: _Chat, record: EventRecord) -> None:
+        chat.last_id = record.event_id
+        self.dispatched += 1
+        for listener in chat.listeners:
+            listener.push(record)
+
+    # --- gap-free following for one client ----------------------------------------
+
+    async def follow(self, chat_id: str, after: str | None) -> AsyncIterator[EventRecord]:
+        """Every event of ``chat_id`` after ``after`` (or from now), in order, then live.
+
+        No gap and no duplicate: the listener is registered before the log is read, and
+        live events at or below the last one yielded are skipped. Raises
+        :class:`ResumeGap` if ``after`` is older than the log retains and
+        :class:`SlowConsumer` if the caller stops keeping up.
+        """
+        async with self.listen(chat_id) as listener:
+            if after is None:
+                last = await self.log.last_event_id(chat_id) or "0-0"
+            else:
+                await self.log.check_resume(chat_id, after)
+                last = after
+                for record in await self.log.events_after(chat_id, after):
+                    yield record
+                    last = record.event_id
+            while True:
+                record = await listener.get()
+                if compare_ids(record.event_id, last) > 0:
+                    last = record.event_id
+                    yield record
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("bus.feed_unsubscribe_failed", extra={"error": repr(task.exception())})

