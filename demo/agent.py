@@ -82,6 +82,7 @@ from demo.agent_script import (
     fragment_arguments,
     plan_reply,
 )
+from logsetup import configure_logging
 
 __all__ = [
     "DemoAgentConfig",
@@ -100,7 +101,7 @@ _FAILURE_POINT = 3
 _DEFAULT_STALL_SECONDS = 5.0
 DEFAULT_MODEL = "terra-demo-offline"
 
-logger = structlog.get_logger(__name__)
+logger = structlog.get_logger("demo.agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--health-status", choices=get_args(HealthStatus), default="healthy", help="initial health"
     )
+    parser.add_argument("--log-level", default="INFO", help="log level (INFO)")
     args = parser.parse_args(argv)
     try:
         config = DemoAgentConfig(
@@ -516,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    configure_logging(args.log_level)
     logger.info("demo_agent.starting", host=args.host, port=args.port, model=config.model)
     web.run_app(create_agent_app(config), host=args.host, port=args.port, print=None)
 
