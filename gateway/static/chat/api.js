@@ -1,0 +1,187 @@
+// HTTP side of the wire contract (docs/protocol.md, sections 4 and 7).
+//
+// Every method throws HttpError: `status` is the HTTP status, or null when the gateway
+// could not be reached at all (network error, timeout). Callers turn that into copy.
+
+import { backoffDelay, sleep } from "./util.js";
+
+const REQUEST_TIMEOUT_MS = 15000;
+export const HISTORY_LIMIT = 200;
+
+/** Sending a message: how often and how long to retry before giving up. */
+export const SEND_RETRY = { attempts: 4, base: 1000, cap: 8000, jitter: 300, maxRetryAfterMs: 60000 };
+
+export class HttpError extends Error {
+  constructor(status, message, { retryAfterMs = null } = {}) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+    this.retryAfterMs = retryAfterMs;
+  }
+
+  /** Network failures, 5xx and 429 may succeed later; any other 4xx never will. */
+  get retryable() {
+    return this.status === null || this.status === 429 || this.status >= 500;
+  }
+}
+
+/**
+ * The gateway's root, always ending in "/", with a trailing "/api" removed so that both
+ * "https://host/terrarium" and "https://host/terrarium/api/" mean the same thing.
+ */
+export function normalizeApiBase(value, fallback = document.baseURI) {
+  const url = new URL(value || "./", fallback);
+  url.search = "";
+  url.hash = "";
+  url.pathname = url.pathname.replace(/\/api\/?$/, "/").replace(/\/?$/, "/");
+  return url.href;
+}
+
+/** Retry-After is either delta-seconds or an HTTP date; null when absent or unreadable. */
+export function parseRetryAfter(header, now = Date.now()) {
+  if (!header) return null;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? null : Math.max(0, date - now);
+}
+
+export class ChatApi {
+  constructor(apiBase) {
+    this.base = normalizeApiBase(apiBase);
+  }
+
+  /** Absolute URL of an /api route, with query parameters. */
+  url(path, params = {}) {
+    const url = new URL(`api/${path}`, this.base);
+    for (const [key, value] of Object.entries(params)) {
+      if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
+    }
+    return url;
+  }
+
+  /** The visitor WebSocket URL (same host and base as the HTTP routes). */
+  socketUrl(params) {
+    const url = this.url("chat", params);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.href;
+  }
+
+  history(chatId, accessCode, { signal } = {}) {
+    return this.#json("GET", chatPath(chatId, "messages"), {
+      query: { accessCode, limit: HISTORY_LIMIT },
+      signal,
+    });
+  }
+
+  workerState(chatId, accessCode, { signal } = {}) {
+    return this.#json("GET", chatPath(chatId, "worker-state"), { query: { accessCode }, signal });
+  }
+
+  health(accessCode, { signal } = {}) {
+    return this.#json("GET", "health", { query: { accessCode }, signal });
+  }
+
+  /** {demoAgent, basePath} when the gateway offers it; null when the route is missing. */
+  async config({ signal } = {}) {
+    try {
+      return await this.#json("GET", "config", { signal });
+    } catch (error) {
+      if (error instanceof HttpError && error.status === 404) return null;
+      throw error;
+    }
+  }
+
+  cancel(chatId, accessCode) {
+    return this.#json("POST", chatPath(chatId, "cancel"), { body: { accessCode } });
+  }
+
+  /** The Markdown transcript, or null when the gateway has no transcript route (404). */
+  async transcript(chatId, accessCode) {
+    try {
+      return await this.#request("GET", chatPath(chatId, "transcript"), {
+        query: { accessCode, format: "md" },
+        parse: (response) => response.text(),
+      });
+    } catch (error) {
+      if (error instanceof HttpError && error.status === 404) return null;
+      throw error;
+    }
+  }
+
+  /**
+   * POST a visitor message, idempotently: every attempt carries the same clientMessageId,
+   * so a retry after a lost response returns the message already stored instead of a
+   * second one. Retries network errors, 5xx and 429 (waiting at least Retry-After); any
+   * other 4xx is final. onRetry(attempt, delayMs, error) lets the UI say what is going on.
+   */
+  async sendMessage(chatId, accessCode, content, clientMessageId, { signal, onRetry } = {}) {
+    const body = { content, accessCode, clientMessageId };
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.#json("POST", chatPath(chatId, "messages"), { body, signal });
+      } catch (error) {
+        const delay = retryDelay(error, attempt);
+        if (delay === null || signal?.aborted) throw error;
+        onRetry?.(attempt + 1, delay, error);
+        await sleep(delay, signal);
+      }
+    }
+  }
+
+  #json(method, path, options) {
+    return this.#request(method, path, { ...options, parse: (response) => response.json() });
+  }
+
+  async #request(method, path, { query, body, signal, parse }) {
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), REQUEST_TIMEOUT_MS);
+    const onAbort = () => timeout.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let response;
+    try {
+      response = await fetch(this.url(path, query), {
+        method,
+        headers: body ? { "Content-Type": "application/json" } : {},
+        body: body ? JSON.stringify(body) : undefined,
+        cache: "no-store",
+        credentials: "omit",
+        signal: timeout.signal,
+      });
+    } catch (cause) {
+      throw new HttpError(null, `Network error: ${cause?.message ?? cause}`);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+    if (!response.ok) throw await errorFrom(response);
+    return parse(response);
+  }
+}
+
+function chatPath(chatId, leaf) {
+  return `chat/${encodeURIComponent(chatId)}/${leaf}`;
+}
+
+async function errorFrom(response) {
+  let message = `HTTP ${response.status}`;
+  try {
+    const payload = await response.json();
+    if (payload && typeof payload.error === "string") message = payload.error;
+  } catch {
+    // Not JSON (a proxy's HTML error page): keep the status line.
+  }
+  return new HttpError(response.status, message, {
+    retryAfterMs: parseRetryAfter(response.headers.get("Retry-After")),
+  });
+}
+
+/** How long to wait before retrying a failed send, or null to give up. */
+export function retryDelay(error, attempt, policy = SEND_RETRY) {
+  if (!(error instanceof HttpError) || !error.retryable) return null;
+  if (attempt + 1 >= policy.attempts) return null;
+  const backoff = backoffDelay(attempt, policy);
+  if (error.retryAfterMs === null) return backoff;
+  if (error.retryAfterMs > policy.maxRetryAfterMs) return null;
+  return Math.max(error.retryAfterMs, backoff);
+}

@@ -1,0 +1,100 @@
+// Turning message text into safe DOM: <think> extraction, Markdown, sanitising.
+//
+// Markdown goes through marked and every bit of HTML it produces through DOMPurify (both
+// vendored under static/vendor/, see its README). Until they load, or if they cannot,
+// text is shown as plain text: never as unsanitised HTML.
+
+const THINK_OPEN = "<think>";
+const THINK_CLOSE = "</think>";
+
+let libraries = null; // {marked, purify} once loaded
+let loading = null;
+
+/** Load marked and DOMPurify from the widget's own base. Safe to call many times. */
+export function loadMarkdown(assetBase) {
+  loading ??= Promise.all([
+    import(new URL("static/vendor/marked/marked.esm.js", assetBase).href),
+    import(new URL("static/vendor/dompurify/purify.es.js", assetBase).href),
+  ])
+    .then(([markedModule, purifyModule]) => {
+      libraries = configure(markedModule, purifyModule.default);
+      return true;
+    })
+    .catch((error) => {
+      console.warn("[terra-chat] Markdown disabled, showing plain text:", error);
+      return false;
+    });
+  return loading;
+}
+
+function configure(markedModule, purify) {
+  const marked = new markedModule.Marked({ gfm: true, breaks: true, async: false });
+  // Links open in a new tab and pass no referrer or opener to the page they lead to.
+  purify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A" && node.hasAttribute("href")) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer nofollow");
+    }
+  });
+  return { marked, purify };
+}
+
+const SANITIZE = {
+  // Replies are text: no forms, media or styles that could imitate the page or track the reader.
+  FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "img", "video", "audio", "iframe", "svg", "math"],
+  FORBID_ATTR: ["style", "id", "class"],
+  ALLOW_DATA_ATTR: false,
+};
+
+/** Fill `target` with `text` rendered as sanitised Markdown (or plain text as a fallback). */
+export function renderInto(target, text) {
+  if (!libraries) {
+    target.classList.add("plain");
+    target.textContent = text;
+    return;
+  }
+  target.classList.remove("plain");
+  const html = libraries.marked.parse(text);
+  target.innerHTML = libraries.purify.sanitize(html, SANITIZE);
+}
+
+/**
+ * Separate a reply's visible text from its <think> blocks.
+ * Returns {text, thoughts: string[], openThought: string|null}; openThought is the text of
+ * a <think> still being streamed. Some models omit the opening tag, so text before a
+ * lone </think> counts as a thought too.
+ */
+export function splitThoughts(content) {
+  const thoughts = [];
+  let rest = String(content ?? "");
+  const firstClose = rest.indexOf(THINK_CLOSE);
+  const firstOpen = rest.indexOf(THINK_OPEN);
+  if (firstClose !== -1 && (firstOpen === -1 || firstClose < firstOpen)) {
+    pushThought(thoughts, rest.slice(0, firstClose));
+    rest = rest.slice(firstClose + THINK_CLOSE.length);
+  }
+  let text = "";
+  let openThought = null;
+  for (;;) {
+    const open = rest.indexOf(THINK_OPEN);
+    if (open === -1) {
+      text += rest;
+      break;
+    }
+    text += rest.slice(0, open);
+    const afterOpen = rest.slice(open + THINK_OPEN.length);
+    const close = afterOpen.indexOf(THINK_CLOSE);
+    if (close === -1) {
+      openThought = afterOpen;
+      break;
+    }
+    pushThought(thoughts, afterOpen.slice(0, close));
+    rest = afterOpen.slice(close + THINK_CLOSE.length);
+  }
+  return { text: text.trim(), thoughts, openThought };
+}
+
+function pushThought(list, thought) {
+  const trimmed = thought.trim();
+  if (trimmed) list.push(trimmed);
+}

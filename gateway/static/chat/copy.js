@@ -1,0 +1,102 @@
+// Every sentence the widget shows, in one place (the original page's copy where it had one).
+
+export const COPY = {
+  gateIntro:
+    "Terra is an AI assistant running on a small home server. Enter the access code you were given to start a chat.",
+  gateLabel: "Access code",
+  gateStart: "Start a chat",
+  gateStartNew: "Start a new chat",
+  gateChecking: "Checking the code…",
+  codeRejected: "That access code was rejected. Double-check it and try again.",
+  lockedChain: "Enter the access code to reveal Terra’s internal status.",
+
+  composerLabel: "Message to Terra",
+  placeholderReady: "Ask Terra anything…",
+  placeholderChecking: "Checking Terra status… you can type already",
+  placeholderOffline: "Send your first message to connect with Terra",
+  send: "Send",
+  stop: "Stop",
+  stopping: "Stopping…",
+  thinking: "Terra is thinking…",
+  streamingLabel: "Terra (streaming)",
+  newMessages: "New messages",
+  autoScrollPaused: "Auto-scroll paused",
+  top: "Top",
+  bottom: "Bottom",
+  reset: "Reset chat",
+  resetConfirm: "Start over? This chat will be closed (your access code is kept).",
+  download: "Download transcript",
+  themeToDark: "Switch to dark theme",
+  themeToLight: "Switch to light theme",
+  open: "Open chat with Terra",
+  close: "Close chat",
+  statusToggle: "Show system status",
+  demoNote: "Demo mode: answers come from an offline demo agent, not from Terra’s language model.",
+
+  showThoughts: (n) => `Show thoughts (${n})`,
+  hideThoughts: "Hide thoughts",
+  thoughtHidden: "Thought chunk (hidden) — will appear once the message finishes",
+  thoughtOnly: "(hidden thought only)",
+  toolUsing: (name) => `Using ${name}…`,
+  toolDone: (name) => `Used ${name}`,
+  toolFailed: (name) => `${name} failed`,
+  stoppedTag: "Stopped",
+  errorTag: "Reply failed",
+  sending: "Sending…",
+  sendRetrying: (seconds) => `Not delivered yet, retrying in ${seconds} s…`,
+  sendFailed: "Not delivered.",
+  retry: "Retry",
+  messageSentAt: (time) => `Message sent at ${time}.`,
+  terraCheckedIn: (time) => `Terra checked in at ${time}`,
+
+  statusListening: "Terra is listening",
+  statusChecking: "Checking Terra status…",
+  statusOffline: "Send your first message to connect with Terra",
+  statusLocked: "Enter the access code",
+
+  // Connection banner.
+  connecting: "Connecting…",
+  reconnecting: (seconds) => `Connection lost. Reconnecting in ${seconds} s…`,
+  reconnectingNow: "Connection lost. Reconnecting…",
+  reconnected: "Reconnected. You’re up to date.",
+  resyncing: "Catching up on the conversation…",
+  retryNow: "Retry now",
+  unauthorized: "The access code is no longer accepted. Reset the chat and enter a new one.",
+
+  // Worker-state notices (system lines in the conversation) and the status row.
+  notice: {
+    queued: "Terra queued your message and is waking up.",
+    processing: "Terra is thinking through her reply.",
+    responded: "Terra finished responding to the last request.",
+    error: (detail) => (detail ? `Terra hit a snag: ${detail}` : "Terra hit an error. Give her a moment and try again."),
+  },
+  statusRow: {
+    idle: "",
+    queued: "Queued: Terra is waking up.",
+    processing: "Terra is writing a reply.",
+    responded: "Terra replied.",
+    error: "Terra hit a snag.",
+  },
+
+  chainStatus: { online: "Online", degraded: "Degraded", offline: "Offline", unknown: "Unknown", locked: "Locked" },
+  chainUpdated: (time) => `Updated ${time}`,
+  liveAnnounce: (text) => `Terra replied: ${text}`,
+};
+
+/** The original page's explanation of a failed relay call, by HTTP status (null: unreachable). */
+export function describeRelayFailure(action, status) {
+  if (status === 401 || status === 403) return COPY.codeRejected;
+  if (status === 404) {
+    return `Terra’s relay doesn’t offer that endpoint (HTTP 404) while trying to ${action}. It may still be restarting.`;
+  }
+  if (status === 429) return `Too many messages for now (HTTP 429) while trying to ${action}. Wait a moment and try again.`;
+  if (status === 413) return "That message is too long. Please shorten it and try again.";
+  if (status === 502 || status === 503) {
+    return `Terra’s relay is restarting (HTTP ${status}) while trying to ${action}. It should come back shortly.`;
+  }
+  if (status && status >= 500) {
+    return `Terra’s relay hit an internal error (HTTP ${status}) while trying to ${action}. Give it a moment and try again.`;
+  }
+  if (status && status >= 400) return `We hit an HTTP ${status} error while trying to ${action}.`;
+  return `We can’t ${action} right now because the relay is offline. We’ll keep retrying automatically.`;
+}

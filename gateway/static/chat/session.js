@@ -1,0 +1,530 @@
+// One visitor's chat with Terra: state and behaviour, no DOM.
+//
+// The view (terra-chat.js) calls the public methods and re-renders on the events this
+// class dispatches: "change" (detail.parts: which parts of the state changed) and
+// "announce" (detail.text: a finished Terra reply, for the screen-reader live region).
+//
+// Ordering and resume: every frame carries an eventId (a Redis stream id). The session
+// remembers the largest one it applied; a frame at or below it is a duplicate and is
+// skipped, and each WebSocket (re)connect asks for everything after it (v=2), so a
+// reconnect or a page refresh continues exactly where the visitor left off.
+
+import { ChatApi, HttpError, HISTORY_LIMIT } from "./api.js";
+import { COPY, describeRelayFailure } from "./copy.js";
+import { HEALTH_POLL_MS, defaultChain, deriveReadiness, normalizeChain, unreachableChain } from "./health.js";
+import { LiveSocket } from "./socket.js";
+import { compareEventIds, maxEventId, readStorage, sleep, uuid, writeStorage } from "./util.js";
+
+export const STORAGE_KEYS = { accessCode: "terrarium-access-code", chatId: "terrarium-chat-id" };
+const HISTORY_ATTEMPTS = 3;
+const STREAM_LINGER_MS = 4000; // keep a finished stream on screen until its message arrives
+const AWAITING = new Set(["queued", "processing"]);
+
+/** A fresh, empty in-progress reply. */
+function emptyStream() {
+  return { text: "", reasoning: "", tools: [], done: false, replyTo: null };
+}
+
+export class ChatSession extends EventTarget {
+  constructor({ apiBase }) {
+    super();
+    this.api = new ChatApi(apiBase);
+    this.accessCode = readStorage(sessionStorage, STORAGE_KEYS.accessCode) ?? "";
+    this.chatId = readStorage(sessionStorage, STORAGE_KEYS.chatId);
+    this.socket = null;
+    this.healthTimer = null;
+    this.#clearChat();
+  }
+
+  // --- public API used by the view ------------------------------------------------
+
+  /** True when a previous page load left a chat to resume in this tab. */
+  get canResume() {
+    return Boolean(this.chatId && this.accessCode);
+  }
+
+  get awaitingReply() {
+    return AWAITING.has(this.workerState.state) || (this.stream.text !== "" && !this.stream.done);
+  }
+
+  /** Messages, local notices and unsent messages in display order. */
+  get timeline() {
+    const items = [...this.messages.values(), ...this.pending.values()];
+    return items.sort(byTime);
+  }
+
+  /**
+   * Check the code against the gateway, then open a brand-new chat. Returns null on
+   * success or the sentence to show under the form.
+   */
+  async start(accessCode) {
+    const code = accessCode.trim();
+    if (!code) return COPY.codeRejected;
+    try {
+      await this.api.health(code);
+    } catch (error) {
+      if (error instanceof HttpError && (error.status === 401 || error.status === 403)) {
+        return COPY.codeRejected;
+      }
+      // Gateway unreachable or failing: open the chat anyway; sending will retry.
+    }
+    this.accessCode = code;
+    this.chatId = uuid();
+    writeStorage(sessionStorage, STORAGE_KEYS.accessCode, code);
+    writeStorage(sessionStorage, STORAGE_KEYS.chatId, this.chatId);
+    this.#open();
+    return null;
+  }
+
+  /** Reopen the chat remembered in sessionStorage (page refresh). */
+  resume() {
+    if (this.canResume) this.#open();
+  }
+
+  /** Send a visitor message (optimistically shown until the gateway stores it). */
+  send(text) {
+    const content = text.trim();
+    if (!content || !this.chatId) return false;
+    const item = {
+      key: `pending-${uuid()}`,
+      clientMessageId: uuid(),
+      sender: "Visitor",
+      content,
+      createdAt: new Date().toISOString(),
+      pending: "sending",
+      error: null,
+    };
+    this.pending.set(item.key, item);
+    this.#changed("messages");
+    this.#deliver(item);
+    return true;
+  }
+
+  /** Try an unsent message again, with the same clientMessageId (no duplicate if it did land). */
+  retry(key) {
+    const item = this.pending.get(key);
+    if (!item || item.pending !== "failed") return;
+    item.pending = "sending";
+    item.error = null;
+    this.#changed("messages");
+    this.#deliver(item);
+  }
+
+  /** Ask the worker to stop the reply being generated. */
+  async stop() {
+    if (!this.chatId || this.stopping) return;
+    this.stopping = true;
+    this.#changed("status");
+    try {
+      await this.api.cancel(this.chatId, this.accessCode);
+    } catch (error) {
+      this.stopping = false;
+      this.#notice("cancel", describeRelayFailure("stop the reply", error.status));
+      this.#changed("status");
+    }
+  }
+
+  /** Forget this chat (the access code is kept for the next one). */
+  reset() {
+    this.#closeConnections();
+    this.chatId = null;
+    writeStorage(sessionStorage, STORAGE_KEYS.chatId, null);
+    this.#clearChat();
+    this.#changed("all");
+  }
+
+  /** The conversation as Markdown: the gateway's transcript, or one built here if it has none. */
+  async transcript() {
+    let text = null;
+    try {
+      text = await this.api.transcript(this.chatId, this.accessCode);
+    } catch (error) {
+      console.warn("[terra-chat] transcript route failed, building it locally", error);
+    }
+    return {
+      filename: `terra-chat-${String(this.chatId).slice(0, 8)}.md`,
+      text: text ?? this.#localTranscript(),
+    };
+  }
+
+  /** Reconnect at once instead of waiting out the backoff. */
+  reconnectNow() {
+    this.socket?.reconnectNow();
+  }
+
+  destroy() {
+    this.#closeConnections();
+  }
+
+  // --- opening and closing ----------------------------------------------------------
+
+  #clearChat() {
+    this.messages = new Map(); // id -> Message (server) or notice (local, sender "System")
+    this.pending = new Map(); // key -> unsent visitor message
+    this.noticeKeys = new Set();
+    this.stream = emptyStream();
+    this.streamTimer = null;
+    this.replyExtras = new Map(); // Terra message id -> {reasoning, tools}
+    this.workerState = { state: "idle", detail: null, updatedAt: null };
+    this.stateVersion = 0;
+    this.lastEventId = null;
+    this.historyLoaded = false;
+    this.connection = "idle";
+    this.connectionInfo = {};
+    this.resyncing = false;
+    this.stopping = false;
+    this.lastAckAt = null;
+    this.chain = defaultChain({ locked: !this.chatId || !this.accessCode });
+    this.readiness = this.chatId ? "checking" : "locked";
+    this.workerLastSeenAt = null;
+    this.fatal = null;
+  }
+
+  async #open() {
+    this.#closeConnections();
+    this.#clearChat();
+    this.#changed("all");
+    this.#startHealth();
+    await this.#loadHistory();
+    this.socket = new LiveSocket({
+      urlFor: () => this.#socketUrl(),
+      onFrame: (frame) => this.#applyFrame(frame),
+      onStatus: (status, info) => this.#onSocketStatus(status, info),
+    });
+    this.socket.start();
+  }
+
+  #closeConnections() {
+    this.socket?.stop();
+    this.socket = null;
+    clearInterval(this.healthTimer);
+    this.healthTimer = null;
+    clearTimeout(this.streamTimer);
+  }
+
+  #socketUrl() {
+    // With no history yet, replay the chat's whole log ("0-0") so nothing posted before
+    // this socket opened is missed; otherwise only what came after the last applied event.
+    return this.api.socketUrl({
+      chatId: this.chatId,
+      accessCode: this.accessCode,
+      v: 2,
+      lastEventId: this.lastEventId ?? "0-0",
+    });
+  }
+
+  #onSocketStatus(status, info = {}) {
+    this.connection = status;
+    this.connectionInfo = { ...info, at: Date.now() };
+    if (status === "unauthorized") this.#lockOut();
+    if (status === "open" && !this.historyLoaded) this.#loadHistory();
+    this.#changed("connection");
+  }
+
+  /** The gateway no longer accepts the code: back to the gate. */
+  #lockOut() {
+    this.fatal = COPY.unauthorized;
+    this.accessCode = "";
+    writeStorage(sessionStorage, STORAGE_KEYS.accessCode, null);
+    this.#changed("all");
+  }
+
+  // --- history and worker state -----------------------------------------------------
+
+  async #loadHistory() {
+    const chatId = this.chatId;
+    for (let attempt = 0; attempt < HISTORY_ATTEMPTS; attempt += 1) {
+      try {
+        const history = await this.api.history(chatId, this.accessCode);
+        if (chatId !== this.chatId) return;
+        this.#mergeHistory(Array.isArray(history) ? history : []);
+        this.historyLoaded = true;
+        this.noticeKeys.delete("history");
+        await this.#loadWorkerState();
+        return;
+      } catch (error) {
+        if (error.status === 401 || error.status === 403) return this.#lockOut();
+        if (attempt + 1 === HISTORY_ATTEMPTS) {
+          this.#notice("history", describeRelayFailure("load chat history", error.status));
+          return;
+        }
+        await sleep(1000 * (attempt + 1));
+      }
+    }
+  }
+
+  #mergeHistory(history) {
+    for (const message of history) {
+      if (!message?.id) continue;
+      this.messages.set(message.id, message);
+      this.lastEventId = maxEventId(this.lastEventId, message.eventId ?? null);
+    }
+    this.#capHistory();
+    this.#changed("messages");
+  }
+
+  async #loadWorkerState() {
+    try {
+      const state = await this.api.workerState(this.chatId, this.accessCode);
+      // A live frame may already have told us something newer.
+      if (this.stateVersion === 0) this.#setWorkerState(state, { notify: false });
+    } catch (error) {
+      this.#notice("workerState", describeRelayFailure("check Terra’s queue", error.status));
+    }
+  }
+
+  /** Keep the newest HISTORY_LIMIT server messages (local notices don't count). */
+  #capHistory() {
+    const server = [...this.messages.values()].filter((m) => m.sender !== "System").sort(byTime);
+    for (const old of server.slice(0, Math.max(0, server.length - HISTORY_LIMIT))) {
+      this.messages.delete(old.id);
+    }
+  }
+
+  // --- frames ---------------------------------------------------------------------
+
+  #applyFrame(frame) {
+    if (frame.type === "resync") return this.#resync();
+    if (frame.eventId) {
+      if (compareEventIds(frame.eventId, this.lastEventId) <= 0) return; // already applied
+      this.lastEventId = frame.eventId;
+    }
+    switch (FRAME_KINDS[frame.type ?? "message"]) {
+      case "message":
+        return this.#onMessage(frame);
+      case "chunk":
+        return this.#onChunk(frame);
+      case "workerState":
+        return this.#onWorkerState(frame);
+      case "streamReset":
+        return this.#onStreamReset(frame);
+      case "reasoning":
+        return this.#onReasoning(frame);
+      case "tool":
+        return this.#onToolActivity(frame);
+      default:
+        // Unknown v=2 frame types are ignored, so the gateway may add new ones safely.
+        return undefined;
+    }
+  }
+
+  #onMessage(message) {
+    if (!message.id || this.messages.has(message.id)) return;
+    this.messages.set(message.id, message);
+    if (message.sender === "Visitor") this.#dropEchoedPending(message);
+    if (message.sender === "Terra") this.#finishReply(message);
+    this.#capHistory();
+    this.#changed("messages");
+  }
+
+  /** The socket delivered our own message before the POST answered: hide the local copy. */
+  #dropEchoedPending(message) {
+    for (const [key, item] of this.pending) {
+      if (item.pending !== "failed" && item.content === message.content) {
+        this.pending.delete(key);
+        return;
+      }
+    }
+  }
+
+  #finishReply(message) {
+    if (this.stream.reasoning || this.stream.tools.length) {
+      this.replyExtras.set(message.id, { reasoning: this.stream.reasoning, tools: this.stream.tools });
+    }
+    this.stream = emptyStream();
+    this.stopping = false;
+    clearTimeout(this.streamTimer);
+    this.#changed("stream");
+    const text = message.content?.trim();
+    if (text) this.dispatchEvent(new CustomEvent("announce", { detail: { text, message } }));
+  }
+
+  #onChunk(frame) {
+    if (frame.content) {
+      this.stream.text += frame.content;
+      this.stream.replyTo = frame.replyTo ?? this.stream.replyTo;
+    }
+    if (frame.done) {
+      this.stream.done = true;
+      // Normally Terra's message follows (or came just before); if not, let the text go.
+      clearTimeout(this.streamTimer);
+      this.streamTimer = setTimeout(() => {
+        this.stream = emptyStream();
+        this.#changed("stream");
+      }, STREAM_LINGER_MS);
+    }
+    this.#changed("stream");
+  }
+
+  /** v=2: the reply is being generated again from scratch; drop what we showed of it. */
+  #onStreamReset() {
+    this.stream = { ...emptyStream(), tools: this.stream.tools, reasoning: "" };
+    this.#changed("stream");
+  }
+
+  /** v=2: a piece of the model's reasoning (shown in the thinking drawer). */
+  #onReasoning(frame) {
+    this.stream.reasoning += frame.content ?? frame.delta ?? "";
+    this.#changed("stream");
+  }
+
+  /** v=2: Terra started, finished or failed a tool call (shown in the thinking drawer). */
+  #onToolActivity(frame) {
+    const id = frame.callId ?? frame.toolCallId ?? frame.id ?? `${frame.name}-${this.stream.tools.length}`;
+    const entry = {
+      id,
+      name: frame.name ?? frame.tool ?? "a tool",
+      status: normalizeToolStatus(frame.status ?? frame.phase ?? (frame.type === "toolResult" ? "done" : null)),
+      detail: frame.detail ?? frame.summary ?? null,
+    };
+    const index = this.stream.tools.findIndex((tool) => tool.id === id);
+    if (index === -1) this.stream.tools = [...this.stream.tools, entry];
+    else this.stream.tools = this.stream.tools.map((tool, i) => (i === index ? { ...tool, ...entry } : tool));
+    this.#changed("stream");
+  }
+
+  #onWorkerState(frame) {
+    this.stateVersion += 1;
+    this.#setWorkerState(frame, { notify: true });
+  }
+
+  #setWorkerState({ state = "idle", detail = null, updatedAt = null }, { notify }) {
+    this.workerState = { state, detail, updatedAt };
+    if (!AWAITING.has(state)) this.stopping = false;
+    if (state === "error" || state === "idle") this.#dropUnfinishedStream();
+    if (notify) this.#stateNotice(this.workerState);
+    this.#changed("status");
+  }
+
+  #dropUnfinishedStream() {
+    if (!this.stream.text && !this.stream.tools.length && !this.stream.reasoning) return;
+    if (this.stream.done) return; // its own timer clears it
+    this.stream = emptyStream();
+    this.#changed("stream");
+  }
+
+  #stateNotice({ state, detail, updatedAt }) {
+    const copy = COPY.notice[state];
+    if (!copy) return;
+    const text = typeof copy === "function" ? copy(detail) : copy;
+    this.#notice(`worker-${state}-${updatedAt ?? "na"}`, text);
+  }
+
+  async #resync() {
+    this.resyncing = true;
+    this.stream = emptyStream();
+    this.historyLoaded = false;
+    this.#changed("connection");
+    // Forget local copies: the refetched history is now the truth.
+    for (const [id, message] of this.messages) if (message.sender !== "System") this.messages.delete(id);
+    await this.#loadHistory();
+    this.resyncing = false;
+    this.#changed("all");
+  }
+
+  // --- sending --------------------------------------------------------------------
+
+  async #deliver(item) {
+    const versionAtSend = this.stateVersion;
+    try {
+      const message = await this.api.sendMessage(this.chatId, this.accessCode, item.content, item.clientMessageId, {
+        onRetry: (attempt, delayMs) => {
+          item.pending = "retrying";
+          item.retryAt = Date.now() + delayMs;
+          this.#changed("messages");
+        },
+      });
+      this.pending.delete(item.key);
+      if (message?.id && !this.messages.has(message.id)) this.messages.set(message.id, message);
+      this.lastAckAt = new Date();
+      // Show "queued" at once, unless a live frame already moved the state on.
+      if (this.stateVersion === versionAtSend && !AWAITING.has(this.workerState.state)) {
+        this.workerState = { state: "queued", detail: null, updatedAt: new Date().toISOString() };
+      }
+      this.#changed("messages", "status");
+    } catch (error) {
+      if (error.status === 401 || error.status === 403) this.#lockOut();
+      item.pending = "failed";
+      item.error = describeRelayFailure("send your message", error.status);
+      this.#changed("messages");
+    }
+  }
+
+  // --- health -----------------------------------------------------------------------
+
+  #startHealth() {
+    clearInterval(this.healthTimer);
+    this.#checkHealth();
+    this.healthTimer = setInterval(() => this.#checkHealth(), HEALTH_POLL_MS);
+  }
+
+  async #checkHealth() {
+    if (!this.chatId || !this.accessCode) return;
+    try {
+      const health = await this.api.health(this.accessCode);
+      this.chain = normalizeChain(health.chain);
+      this.workerLastSeenAt = health.workerLastSeenAt ? new Date(health.workerLastSeenAt) : null;
+      const readiness = deriveReadiness(this.chain);
+      // Once Terra answered, a "checking" blip doesn't demote her.
+      this.readiness = this.readiness === "ready" && readiness === "checking" ? "ready" : readiness;
+    } catch (error) {
+      if (error.status === 401 || error.status === 403) return this.#lockOut();
+      this.chain = unreachableChain(this.chain);
+      this.readiness = "offline";
+    }
+    this.#changed("chain", "status");
+  }
+
+  // --- notices and transcript ---------------------------------------------------------
+
+  /** Add a local "System" line once per key (cleared with the chat). */
+  #notice(key, content) {
+    if (this.noticeKeys.has(key)) return;
+    this.noticeKeys.add(key);
+    const id = `system-${key}-${this.noticeKeys.size}`;
+    this.messages.set(id, { id, sender: "System", content, createdAt: new Date().toISOString(), local: true });
+    this.#changed("messages");
+  }
+
+  #localTranscript() {
+    const lines = [`# Chat with Terra`, "", `Chat ${this.chatId}`, ""];
+    for (const message of this.timeline) {
+      if (message.sender === "System" || message.pending) continue;
+      lines.push(`## ${message.sender} (${message.createdAt})`, "", message.content, "");
+    }
+    return lines.join("\n");
+  }
+
+  #changed(...parts) {
+    this.dispatchEvent(new CustomEvent("change", { detail: { parts: new Set(parts) } }));
+  }
+}
+
+/**
+ * Frame type -> what it means to the widget. v1 types first; the v=2 types (with the
+ * spellings docs/protocol.md or a future gateway may use) map onto the same few kinds.
+ */
+const FRAME_KINDS = {
+  message: "message",
+  assistantChunk: "chunk",
+  workerState: "workerState",
+  streamReset: "streamReset",
+  assistantReset: "streamReset",
+  reasoning: "reasoning",
+  reasoningChunk: "reasoning",
+  toolActivity: "tool",
+  toolCall: "tool",
+  toolResult: "tool",
+};
+
+function normalizeToolStatus(status) {
+  if (["done", "finished", "completed", "complete", "ok", "success", "succeeded", "result"].includes(status)) return "done";
+  if (["error", "failed", "failure"].includes(status)) return "failed";
+  return "running";
+}
+
+/** Sort by creation time, then by event id (ties within one millisecond). */
+function byTime(a, b) {
+  const byCreated = String(a.createdAt).localeCompare(String(b.createdAt));
+  return byCreated !== 0 ? byCreated : compareEventIds(a.eventId, b.eventId);
+}

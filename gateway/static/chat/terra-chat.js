@@ -1,0 +1,783 @@
+// <terra-chat>: the chat widget as a custom element with its own shadow root.
+//
+//   <terra-chat mode="bubble|inline|page" theme="auto|light|dark" chat-title="Terra"
+//               api-base="https://example.org/terrarium/" open></terra-chat>
+//
+// widget.js (the embed script) calls mountFromScript(); pages may also place the element
+// themselves after importing this module. Methods: open(), close(), toggle().
+// Events (bubbling, composed): "terra-chat:ready", "terra-chat:message" (detail: message),
+// "terra-chat:unread" (detail: {count}).
+
+import { loadMarkdown } from "./content.js";
+import { COPY } from "./copy.js";
+import { ICONS } from "./icons.js";
+import { ChatSession } from "./session.js";
+import { CSS } from "./styles.js";
+import { itemKey, itemVersion, renderItem, renderStream } from "./timeline.js";
+import { el, formatTime, readStorage, writeStorage } from "./util.js";
+
+const TAG = "terra-chat";
+const THEME_KEY = "terra-theme";
+const PIN_THRESHOLD_PX = 40;
+const RECONNECTED_BANNER_MS = 3000;
+const COMPOSER_MAX_PX = 200;
+/** The gateway's root: two folders up from static/chat/terra-chat.js. */
+const DEFAULT_BASE = new URL("../../", import.meta.url).href;
+
+let sheet = null;
+
+/** One constructable stylesheet shared by every instance (falls back to <style>). */
+function adoptStyles(root) {
+  if ("adoptedStyleSheets" in root && typeof CSSStyleSheet.prototype.replaceSync === "function") {
+    if (!sheet) {
+      sheet = new CSSStyleSheet();
+      sheet.replaceSync(CSS);
+    }
+    root.adoptedStyleSheets = [sheet];
+  } else {
+    root.append(el("style", { text: CSS }));
+  }
+}
+
+export class TerraChatElement extends HTMLElement {
+  constructor() {
+    super();
+    this.shadow = this.attachShadow({ mode: "open" });
+    adoptStyles(this.shadow);
+    this.session = null;
+    this.ui = {};
+    this.nodes = new Map(); // timeline key -> {node, version}
+    this.expanded = new Set(); // message ids whose thoughts drawer is open
+    this.pinned = true;
+    this.unread = 0;
+    this.streamFrame = 0;
+    this.bannerTimer = null;
+    this.tickTimer = null;
+    this.confirmingReset = false;
+  }
+
+  // --- lifecycle --------------------------------------------------------------------
+
+  connectedCallback() {
+    if (this.session) return; // moved within the document: keep everything
+    if (!this.hasAttribute("mode")) this.setAttribute("mode", "bubble");
+    this.mode = ["inline", "page"].includes(this.getAttribute("mode")) ? this.getAttribute("mode") : "bubble";
+    this.assetBase = this.getAttribute("asset-base") || DEFAULT_BASE;
+    this.session = new ChatSession({ apiBase: this.getAttribute("api-base") || this.assetBase });
+    this.#build();
+    this.#applyTheme();
+    this.session.addEventListener("change", (event) => this.#render(event.detail.parts));
+    this.session.addEventListener("announce", (event) => this.#onReply(event.detail));
+    loadMarkdown(this.assetBase).then(() => this.#rerenderAll());
+    this.#showDemoNote();
+    this.session.resume();
+    this.#render(new Set(["all"]));
+    if (this.mode !== "bubble" || this.hasAttribute("open")) this.open({ focus: false });
+    this.dispatchEvent(new CustomEvent("terra-chat:ready", { bubbles: true, composed: true }));
+  }
+
+  disconnectedCallback() {
+    // Removed for good (not just moved): close the socket and timers.
+    queueMicrotask(() => {
+      if (this.isConnected || !this.session) return;
+      this.session.destroy();
+      this.session = null;
+      clearInterval(this.tickTimer);
+      this.viewportCleanup?.();
+    });
+  }
+
+  open({ focus = true } = {}) {
+    this.isOpen = true;
+    this.ui.root.classList.add("open");
+    this.ui.panel.hidden = false;
+    this.ui.launcher.setAttribute("aria-expanded", "true");
+    this.#setUnread(0);
+    this.#scrollToBottom();
+    if (focus) this.#focusMain();
+  }
+
+  close() {
+    if (this.mode !== "bubble") return;
+    this.isOpen = false;
+    this.ui.root.classList.remove("open");
+    this.ui.panel.hidden = true;
+    this.ui.launcher.setAttribute("aria-expanded", "false");
+    this.ui.launcher.focus();
+  }
+
+  toggle() {
+    if (this.isOpen) this.close();
+    else this.open();
+  }
+
+  // --- building the DOM ---------------------------------------------------------------
+
+  #build() {
+    const title = this.getAttribute("chat-title") || "Terra";
+    const ui = this.ui;
+    ui.launcher = el("button", {
+      class: "launcher",
+      type: "button",
+      "aria-label": COPY.open,
+      "aria-expanded": "false",
+      "aria-controls": "terra-panel",
+      hidden: this.mode !== "bubble",
+      onclick: () => this.toggle(),
+    });
+    ui.launcher.innerHTML = ICONS.chat;
+    ui.badge = el("span", { class: "badge", hidden: true, "aria-hidden": "true" });
+    ui.launcher.append(ui.badge);
+
+    ui.panel = el(
+      "section",
+      {
+        class: "panel",
+        id: "terra-panel",
+        role: this.mode === "bubble" ? "dialog" : "region",
+        "aria-labelledby": "terra-title",
+        hidden: this.mode === "bubble",
+        onkeydown: (event) => this.#onPanelKey(event),
+      },
+      el(
+        "div",
+        { class: "panel-inner" },
+        this.#buildHeader(title),
+        this.#buildChainPanel(),
+        (ui.banner = el("div", { class: "banner", role: "status", hidden: true })),
+        (ui.confirm = this.#buildResetConfirm()),
+        (ui.demoNote = el("p", { class: "demo-note", hidden: true, text: COPY.demoNote })),
+        this.#buildGate(),
+        this.#buildConversation(),
+      ),
+      (ui.announcer = el("div", { class: "sr-only", "aria-live": "polite", "aria-atomic": "true" })),
+    );
+
+    ui.root = el("div", { class: `root mode-${this.mode}` }, ui.panel, ui.launcher);
+    this.shadow.append(ui.root);
+    this.#trackVisualViewport();
+  }
+
+  #buildHeader(title) {
+    const ui = this.ui;
+    const avatar = el("span", { class: "avatar", "aria-hidden": "true" });
+    avatar.innerHTML = ICONS.leaf;
+    ui.statusDot = el("span", { class: "dot", "aria-hidden": "true" });
+    ui.statusText = el("span", {});
+    ui.chainToggle = el("button", {
+      class: "chain-toggle",
+      type: "button",
+      "aria-expanded": "false",
+      "aria-controls": "terra-chain",
+      "aria-label": COPY.statusToggle,
+      title: COPY.statusToggle,
+      onclick: () => this.#toggleChain(),
+    });
+    ui.themeButton = this.#iconButton("moon", COPY.themeToDark, () => this.#toggleTheme());
+    ui.downloadButton = this.#iconButton("download", COPY.download, () => this.#download());
+    ui.resetButton = this.#iconButton("reset", COPY.reset, () => this.#askReset());
+    ui.closeButton = this.#iconButton("close", COPY.close, () => this.close());
+    ui.closeButton.hidden = this.mode !== "bubble";
+    return el(
+      "header",
+      { class: "header" },
+      avatar,
+      el(
+        "div",
+        { class: "heading" },
+        el("h2", { class: "title", id: "terra-title", text: title }),
+        el("p", { class: "status-line" }, ui.statusDot, ui.statusText, ui.chainToggle),
+      ),
+      el("div", { class: "actions" }, ui.themeButton, ui.downloadButton, ui.resetButton, ui.closeButton),
+    );
+  }
+
+  #iconButton(icon, label, onclick) {
+    const button = el("button", { class: "icon-button", type: "button", "aria-label": label, title: label, onclick });
+    button.innerHTML = ICONS[icon];
+    return button;
+  }
+
+  #buildChainPanel() {
+    this.ui.chainList = el("ol", { "aria-label": "System status, from this page to the language model" });
+    this.ui.chainNote = el("p", {});
+    this.ui.chainPanel = el("div", { class: "chain-panel", id: "terra-chain", hidden: true }, this.ui.chainList, this.ui.chainNote);
+    return this.ui.chainPanel;
+  }
+
+  #buildResetConfirm() {
+    return el(
+      "div",
+      { class: "banner", role: "alertdialog", "aria-label": COPY.reset, hidden: true },
+      el("span", { text: COPY.resetConfirm }),
+      el("button", { type: "button", class: "confirm-reset", onclick: () => this.#reset(), text: COPY.reset }),
+      el("button", { type: "button", onclick: () => this.#cancelReset(), text: "Cancel" }),
+    );
+  }
+
+  #buildGate() {
+    const ui = this.ui;
+    ui.codeInput = el("input", {
+      class: "field",
+      id: "terra-code",
+      name: "accessCode",
+      type: "password",
+      autocomplete: "off",
+      spellcheck: "false",
+      required: true,
+      "aria-describedby": "terra-gate-error",
+      oninput: () => this.#syncGateButton(),
+    });
+    ui.gateButton = el("button", { class: "primary", type: "submit", text: COPY.gateStart, disabled: true });
+    ui.gateError = el("p", { class: "error-text", id: "terra-gate-error", role: "alert" });
+    ui.gate = el(
+      "div",
+      { class: "gate" },
+      el("h3", { text: `Chat with ${this.getAttribute("chat-title") || "Terra"}` }),
+      el("p", { text: COPY.gateIntro }),
+      el(
+        "form",
+        { onsubmit: (event) => this.#onGateSubmit(event), novalidate: true },
+        el("label", { for: "terra-code", text: COPY.gateLabel }),
+        ui.codeInput,
+        ui.gateButton,
+        ui.gateError,
+      ),
+    );
+    return ui.gate;
+  }
+
+  #buildConversation() {
+    const ui = this.ui;
+    ui.messages = el("ol", { class: "messages", "aria-label": "Conversation" });
+    ui.empty = el("p", { class: "empty", text: "Say hello: Terra will answer here." });
+    ui.streamSlot = el("div", {});
+    ui.typing = el(
+      "div",
+      { class: "typing", hidden: true },
+      el("span", { class: "typing-dots", "aria-hidden": "true" }, el("span"), el("span"), el("span")),
+      el("span", { text: COPY.thinking }),
+    );
+    ui.log = el(
+      "div",
+      { class: "log", tabindex: "0", "aria-label": "Messages", onscroll: () => this.#onScroll() },
+      ui.empty,
+      ui.messages,
+      ui.streamSlot,
+      ui.typing,
+    );
+    ui.newMessages = el("button", { class: "new-messages", type: "button", hidden: true, onclick: () => this.#scrollToBottom() });
+    ui.newMessages.innerHTML = ICONS.arrowDown;
+    ui.newMessages.append(COPY.newMessages);
+    ui.paused = el("span", { hidden: true, text: COPY.autoScrollPaused });
+    ui.textarea = el("textarea", {
+      id: "terra-input",
+      rows: "1",
+      "aria-label": COPY.composerLabel,
+      placeholder: COPY.placeholderChecking,
+      enterkeyhint: "send",
+      oninput: () => this.#onComposerInput(),
+      onkeydown: (event) => this.#onComposerKey(event),
+    });
+    ui.stopButton = el("button", { class: "stop", type: "button", "aria-label": COPY.stop, title: COPY.stop, hidden: true, onclick: () => this.session.stop() });
+    ui.stopButton.innerHTML = ICONS.stop;
+    ui.sendButton = el("button", { class: "send", type: "submit", "aria-label": COPY.send, title: COPY.send, disabled: true });
+    ui.sendButton.innerHTML = ICONS.send;
+    ui.statusRow = el("span", { class: "state-text", role: "status" });
+    ui.meta = el("span", { class: "meta" });
+    ui.conversation = el(
+      "div",
+      { class: "conversation", hidden: true },
+      ui.log,
+      el("div", { class: "scroll-tools" }, ui.newMessages),
+      el(
+        "div",
+        { class: "composer-wrap" },
+        el(
+          "div",
+          { class: "jump" },
+          ui.paused,
+          el("span", { class: "spacer" }),
+          el("button", { type: "button", onclick: () => this.#scrollToTop(), text: COPY.top }),
+          el("button", { type: "button", onclick: () => this.#scrollToBottom(), text: COPY.bottom }),
+        ),
+        el("form", { class: "composer", onsubmit: (event) => this.#onSend(event) }, ui.textarea, ui.stopButton, ui.sendButton),
+        el("p", { class: "status-row" }, ui.statusRow, ui.meta),
+      ),
+    );
+    return ui.conversation;
+  }
+
+  // --- rendering ----------------------------------------------------------------------
+
+  #render(parts) {
+    const all = parts.has("all");
+    if (all) this.#renderView();
+    if (all || parts.has("messages")) this.#renderTimeline();
+    if (all || parts.has("stream")) this.#scheduleStream();
+    if (all || parts.has("status") || parts.has("messages") || parts.has("stream")) this.#renderStatus();
+    if (all || parts.has("chain") || parts.has("status")) this.#renderChain();
+    if (all || parts.has("connection")) this.#renderConnection();
+  }
+
+  #rerenderAll() {
+    this.nodes.clear();
+    this.ui.messages.replaceChildren();
+    this.#render(new Set(["all"]));
+  }
+
+  /** Gate or conversation. */
+  #renderView() {
+    const session = this.session;
+    const inChat = Boolean(session.chatId && session.accessCode);
+    const wasInChat = !this.ui.conversation.hidden;
+    this.ui.gate.hidden = inChat;
+    this.ui.conversation.hidden = !inChat;
+    this.ui.downloadButton.disabled = !inChat;
+    this.ui.resetButton.disabled = !inChat;
+    if (!inChat) {
+      this.ui.codeInput.value ||= session.accessCode;
+      this.ui.gateButton.textContent = session.accessCode ? COPY.gateStartNew : COPY.gateStart;
+      this.ui.gateError.textContent = session.fatal ?? "";
+      this.#syncGateButton();
+      this.nodes.clear();
+      this.ui.messages.replaceChildren();
+      this.ui.streamSlot.replaceChildren();
+    }
+    if (inChat !== wasInChat && this.isOpen) this.#focusMain();
+  }
+
+  /** Keyed update of the message list: only changed items are rebuilt. */
+  #renderTimeline() {
+    const { messages } = this.ui;
+    const items = this.session.timeline;
+    const seen = new Set();
+    let added = false;
+    let previous = null;
+    for (const item of items) {
+      const key = itemKey(item);
+      seen.add(key);
+      const options = this.#itemOptions(item);
+      const version = itemVersion(item, options);
+      let entry = this.nodes.get(key);
+      if (!entry || entry.version !== version) {
+        const node = renderItem(item, options);
+        if (entry) entry.node.replaceWith(node);
+        else added = true;
+        entry = { node, version };
+        this.nodes.set(key, entry);
+      }
+      const expectedPosition = previous ? previous.nextSibling : messages.firstChild;
+      if (entry.node !== expectedPosition) messages.insertBefore(entry.node, expectedPosition);
+      previous = entry.node;
+    }
+    for (const [key, entry] of this.nodes) {
+      if (!seen.has(key)) {
+        entry.node.remove();
+        this.nodes.delete(key);
+      }
+    }
+    this.ui.empty.hidden = items.length > 0 || Boolean(this.session.stream.text);
+    this.#afterContentChange(added);
+  }
+
+  #itemOptions(item) {
+    return {
+      expanded: this.expanded.has(item.id),
+      extras: this.session.replyExtras.get(item.id),
+      onToggleThoughts: (id) => this.#toggleThoughts(id),
+      onRetry: (key) => this.session.retry(key),
+    };
+  }
+
+  #toggleThoughts(id) {
+    if (this.expanded.has(id)) this.expanded.delete(id);
+    else this.expanded.add(id);
+    if (id === "stream") this.#renderStreamNow();
+    else this.#renderTimeline();
+    // Keep focus on the toggle, which was rebuilt.
+    const selector = `[aria-controls="thoughts-${String(id).replace(/[^A-Za-z0-9_-]/g, "")}"]`;
+    this.shadow.querySelector(selector)?.focus();
+  }
+
+  /** Stream text arrives in many small frames: draw at most once per animation frame. */
+  #scheduleStream() {
+    if (this.streamFrame) return;
+    this.streamFrame = requestAnimationFrame(() => {
+      this.streamFrame = 0;
+      this.#renderStreamNow();
+    });
+  }
+
+  #renderStreamNow() {
+    const bubble = renderStream(this.session.stream, {
+      expanded: this.expanded.has("stream"),
+      onToggleThoughts: (id) => this.#toggleThoughts(id),
+    });
+    this.ui.streamSlot.replaceChildren(...(bubble ? [bubble] : []));
+    this.ui.empty.hidden = this.session.timeline.length > 0 || Boolean(bubble);
+    this.#renderStatus();
+    this.#afterContentChange(Boolean(bubble));
+  }
+
+  #renderStatus() {
+    const session = this.session;
+    const { state } = session.workerState;
+    const streamingText = Boolean(session.stream.text) && !session.stream.done;
+    const awaiting = session.awaitingReply;
+    this.ui.typing.hidden = !(state === "queued" || state === "processing") || streamingText;
+    this.ui.stopButton.hidden = !awaiting;
+    this.ui.stopButton.disabled = session.stopping;
+    this.ui.stopButton.setAttribute("aria-label", session.stopping ? COPY.stopping : COPY.stop);
+    this.ui.statusRow.textContent = this.#statusRowText();
+    this.#renderReadiness();
+    this.#syncSendButton();
+  }
+
+  #statusRowText() {
+    const session = this.session;
+    if (session.stopping) return COPY.stopping;
+    const { state } = session.workerState;
+    if (state === "error") return COPY.notice.error(session.workerState.detail);
+    if (state !== "idle" && COPY.statusRow[state]) return COPY.statusRow[state];
+    return session.lastAckAt ? COPY.messageSentAt(formatTime(session.lastAckAt)) : "";
+  }
+
+  /** Header status dot and text, and the composer placeholder (the original's logic). */
+  #renderReadiness() {
+    const session = this.session;
+    const terraAnswered = session.timeline.some((m) => m.sender === "Terra");
+    let dot = "offline";
+    let text = COPY.statusLocked;
+    let placeholder = COPY.placeholderChecking;
+    if (session.chatId && session.accessCode) {
+      if (terraAnswered || session.readiness === "ready") {
+        [dot, text, placeholder] = ["online", COPY.statusListening, COPY.placeholderReady];
+      } else if (session.readiness === "offline") {
+        [dot, text, placeholder] = ["offline", COPY.statusOffline, COPY.placeholderOffline];
+      } else {
+        [dot, text] = ["pending", COPY.statusChecking];
+      }
+    }
+    this.ui.statusDot.className = `dot ${dot}`;
+    this.ui.statusText.textContent = text;
+    this.ui.textarea.placeholder = placeholder;
+  }
+
+  #renderChain() {
+    const { chain, workerLastSeenAt } = this.session;
+    this.ui.chainToggle.replaceChildren(
+      ...chain.map((node) => el("span", { class: `node-dot ${node.status}`, title: `${node.label}: ${COPY.chainStatus[node.status] ?? node.status}` })),
+    );
+    this.ui.chainList.replaceChildren(...chain.map((node) => this.#chainItem(node)));
+    const locked = chain.some((node) => node.status === "locked");
+    this.ui.chainNote.textContent = locked
+      ? COPY.lockedChain
+      : workerLastSeenAt
+        ? COPY.terraCheckedIn(formatTime(workerLastSeenAt))
+        : "";
+  }
+
+  #chainItem(node) {
+    const status = COPY.chainStatus[node.status] ?? node.status;
+    const latency = typeof node.latencyMs === "number" ? ` · ~${Math.round(node.latencyMs)} ms` : "";
+    const detail = node.status === "locked" ? "" : node.detail || (node.checkedAt ? COPY.chainUpdated(formatTime(node.checkedAt)) : "");
+    return el(
+      "li",
+      {},
+      el("span", { class: `node-dot ${node.status}`, "aria-hidden": "true" }),
+      el("span", { class: "node-label", text: node.label }),
+      el("span", { class: "node-state", text: `${status}${latency}` }),
+      detail ? el("span", { class: "node-detail", text: detail }) : null,
+    );
+  }
+
+  #toggleChain() {
+    const open = this.ui.chainPanel.hidden;
+    this.ui.chainPanel.hidden = !open;
+    this.ui.chainToggle.setAttribute("aria-expanded", String(open));
+  }
+
+  /** The reconnect banner and the connection dot in the status row. */
+  #renderConnection() {
+    const session = this.session;
+    const { connection, connectionInfo } = session;
+    clearInterval(this.tickTimer);
+    this.tickTimer = null;
+    const dotClass = { open: "online", connecting: "pending", reconnecting: "offline" }[connection] ?? "offline";
+    this.ui.meta.replaceChildren(
+      session.chatId ? `Chat ${session.chatId.slice(0, 8)} · ` : "",
+      el("span", { class: "conn" }, el("span", { class: `dot ${dotClass}`, "aria-hidden": "true" }), connection === "open" ? "connected" : connection),
+    );
+    if (session.resyncing) return this.#showBanner(COPY.resyncing);
+    if (connection === "unauthorized") return this.#showBanner(COPY.unauthorized, { kind: "error" });
+    if (connection === "reconnecting") {
+      const update = () => {
+        const seconds = Math.max(0, Math.ceil((connectionInfo.at + connectionInfo.delayMs - Date.now()) / 1000));
+        this.#showBanner(seconds > 0 ? COPY.reconnecting(seconds) : COPY.reconnectingNow, { retry: true });
+      };
+      update();
+      this.tickTimer = setInterval(update, 1000);
+      return undefined;
+    }
+    if (connection === "connecting" && connectionInfo.attempt > 0) {
+      return this.#showBanner(COPY.reconnectingNow, { retry: false });
+    }
+    if (connection === "open" && connectionInfo.reconnect) {
+      this.#showBanner(COPY.reconnected, { kind: "ok" });
+      clearTimeout(this.bannerTimer);
+      this.bannerTimer = setTimeout(() => this.#hideBanner(), RECONNECTED_BANNER_MS);
+      return undefined;
+    }
+    if (connection === "open" || connection === "closed" || connection === "idle" || connection === "connecting") this.#hideBanner();
+    return undefined;
+  }
+
+  #showBanner(text, { kind = "warn", retry = false } = {}) {
+    clearTimeout(this.bannerTimer);
+    const banner = this.ui.banner;
+    banner.className = `banner ${kind}`;
+    const children = [el("span", { text })];
+    if (retry) children.push(el("button", { type: "button", onclick: () => this.session.reconnectNow(), text: COPY.retryNow }));
+    // Only replace the text when it changed, so screen readers don't re-announce the countdown.
+    if (banner.textContent !== text + (retry ? COPY.retryNow : "")) banner.replaceChildren(...children);
+    banner.hidden = false;
+  }
+
+  #hideBanner() {
+    this.ui.banner.hidden = true;
+  }
+
+  // --- scrolling ----------------------------------------------------------------------
+
+  #onScroll() {
+    const log = this.ui.log;
+    this.pinned = log.scrollHeight - log.scrollTop - log.clientHeight <= PIN_THRESHOLD_PX;
+    if (this.pinned) this.ui.newMessages.hidden = true;
+    this.ui.paused.hidden = this.pinned;
+  }
+
+  /** Follow new content while pinned to the bottom; otherwise offer the "New messages" badge. */
+  #afterContentChange(somethingNew) {
+    if (this.pinned) {
+      this.ui.log.scrollTop = this.ui.log.scrollHeight;
+    } else if (somethingNew) {
+      this.ui.newMessages.hidden = false;
+    }
+  }
+
+  #scrollToBottom() {
+    this.ui.log.scrollTop = this.ui.log.scrollHeight;
+    this.pinned = true;
+    this.ui.newMessages.hidden = true;
+    this.ui.paused.hidden = true;
+  }
+
+  #scrollToTop() {
+    this.ui.log.scrollTop = 0;
+    this.#onScroll();
+  }
+
+  // --- input --------------------------------------------------------------------------
+
+  async #onGateSubmit(event) {
+    event.preventDefault();
+    const code = this.ui.codeInput.value;
+    if (!code.trim()) return;
+    this.ui.gateButton.disabled = true;
+    this.ui.gateButton.textContent = COPY.gateChecking;
+    this.ui.gateError.textContent = "";
+    const error = await this.session.start(code);
+    this.ui.gateButton.textContent = COPY.gateStart;
+    this.#syncGateButton();
+    if (error) {
+      this.ui.gateError.textContent = error;
+      this.ui.codeInput.focus();
+      this.ui.codeInput.select();
+    }
+  }
+
+  #syncGateButton() {
+    this.ui.gateButton.disabled = !this.ui.codeInput.value.trim();
+  }
+
+  #onComposerInput() {
+    const textarea = this.ui.textarea;
+    textarea.style.height = "auto";
+    textarea.style.height = `${Math.min(textarea.scrollHeight + 2, COMPOSER_MAX_PX)}px`;
+    this.#syncSendButton();
+  }
+
+  #syncSendButton() {
+    this.ui.sendButton.disabled = !this.ui.textarea.value.trim();
+  }
+
+  /** Enter sends, Shift+Enter adds a line (and Enter while composing with an IME does neither). */
+  #onComposerKey(event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      this.#onSend(event);
+    }
+  }
+
+  #onSend(event) {
+    event.preventDefault();
+    if (!this.session.send(this.ui.textarea.value)) return;
+    this.ui.textarea.value = "";
+    this.#onComposerInput();
+    this.#scrollToBottom();
+    this.ui.textarea.focus();
+  }
+
+  #onPanelKey(event) {
+    if (event.key !== "Escape") return;
+    if (!this.ui.chainPanel.hidden) {
+      this.#toggleChain();
+      this.ui.chainToggle.focus();
+    } else if (!this.ui.confirm.hidden) {
+      this.#cancelReset();
+    } else if (this.mode === "bubble") {
+      this.close();
+    } else {
+      return;
+    }
+    event.stopPropagation();
+  }
+
+  #focusMain() {
+    const target = this.ui.conversation.hidden ? this.ui.codeInput : this.ui.textarea;
+    requestAnimationFrame(() => target.focus({ preventScroll: true }));
+  }
+
+  // --- replies, unread, announcements ---------------------------------------------------
+
+  #onReply({ text, message }) {
+    this.ui.announcer.textContent = COPY.liveAnnounce(plainSnippet(text));
+    if (this.mode === "bubble" && !this.isOpen) this.#setUnread(this.unread + 1);
+    this.dispatchEvent(new CustomEvent("terra-chat:message", { bubbles: true, composed: true, detail: message }));
+  }
+
+  #setUnread(count) {
+    this.unread = count;
+    this.ui.badge.hidden = count === 0;
+    this.ui.badge.textContent = count > 9 ? "9+" : String(count);
+    this.ui.launcher.setAttribute("aria-label", count ? `${COPY.open} (${count} new)` : COPY.open);
+    this.dispatchEvent(new CustomEvent("terra-chat:unread", { bubbles: true, composed: true, detail: { count } }));
+  }
+
+  // --- header actions -------------------------------------------------------------------
+
+  #askReset() {
+    this.ui.confirm.hidden = false;
+    this.ui.confirm.querySelector(".confirm-reset").focus();
+  }
+
+  #cancelReset() {
+    this.ui.confirm.hidden = true;
+    this.ui.resetButton.focus();
+  }
+
+  #reset() {
+    this.ui.confirm.hidden = true;
+    this.expanded.clear();
+    this.session.reset();
+    this.ui.textarea.value = "";
+    this.#onComposerInput();
+    this.ui.codeInput.focus();
+  }
+
+  async #download() {
+    const { filename, text } = await this.session.transcript();
+    const url = URL.createObjectURL(new Blob([text], { type: "text/markdown;charset=utf-8" }));
+    const link = el("a", { href: url, download: filename, hidden: true });
+    this.shadow.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  /** Theme: the visitor's own choice (localStorage) beats the site's data-theme, then the OS. */
+  #applyTheme() {
+    const stored = readStorage(localStorage, THEME_KEY);
+    const configured = this.getAttribute("theme");
+    const media = window.matchMedia?.("(prefers-color-scheme: dark)");
+    let dark;
+    if (stored === "dark" || stored === "light") dark = stored === "dark";
+    else if (configured === "dark" || configured === "light") dark = configured === "dark";
+    else dark = Boolean(media?.matches);
+    this.ui.root.classList.toggle("dark", dark);
+    this.ui.themeButton.innerHTML = dark ? ICONS.sun : ICONS.moon;
+    const label = dark ? COPY.themeToLight : COPY.themeToDark;
+    this.ui.themeButton.setAttribute("aria-label", label);
+    this.ui.themeButton.title = label;
+    if (media && !this.mediaListener) {
+      this.mediaListener = () => this.#applyTheme();
+      media.addEventListener?.("change", this.mediaListener);
+    }
+  }
+
+  #toggleTheme() {
+    const dark = !this.ui.root.classList.contains("dark");
+    writeStorage(localStorage, THEME_KEY, dark ? "dark" : "light");
+    this.#applyTheme();
+  }
+
+  async #showDemoNote() {
+    try {
+      const config = await this.session.api.config();
+      this.ui.demoNote.hidden = !config?.demoAgent;
+    } catch {
+      // No config route or gateway down: no note.
+    }
+  }
+
+  /** On phones the on-screen keyboard shrinks the visual viewport: size the panel to it. */
+  #trackVisualViewport() {
+    const viewport = window.visualViewport;
+    if (!viewport) return;
+    const update = () => this.ui.root.style.setProperty("--vvh", `${Math.round(viewport.height)}px`);
+    update();
+    viewport.addEventListener("resize", update);
+    this.viewportCleanup = () => viewport.removeEventListener("resize", update);
+  }
+}
+
+/** Markdown-ish text reduced to a short plain sentence for the live region. */
+function plainSnippet(text) {
+  const plain = text.replace(/<think>[\s\S]*?<\/think>/g, "").replace(/[`*_#>[\]]/g, "").replace(/\s+/g, " ").trim();
+  return plain.length > 300 ? `${plain.slice(0, 297)}…` : plain;
+}
+
+/** Define <terra-chat> once, however many times the module is imported. */
+export function defineElement() {
+  if (!customElements.get(TAG)) customElements.define(TAG, TerraChatElement);
+}
+
+/**
+ * Called by widget.js with the options of its <script> tag: define the element and put
+ * one on the page (unless the page already placed its own <terra-chat>).
+ */
+export function mountFromScript(options) {
+  defineElement();
+  const place = () => {
+    if (document.querySelector(TAG)) return;
+    const element = document.createElement(TAG);
+    const mode = ["inline", "page"].includes(options.mode) ? options.mode : "bubble";
+    element.setAttribute("mode", mode);
+    element.setAttribute("asset-base", options.assetBase);
+    element.setAttribute("api-base", options.apiBase);
+    if (options.title) element.setAttribute("chat-title", options.title);
+    if (options.theme) element.setAttribute("theme", options.theme);
+    if (options.open === "true") element.setAttribute("open", "");
+    if (mode === "bubble") {
+      document.body.append(element);
+      return;
+    }
+    const target = options.target ? document.querySelector(options.target) : null;
+    if (target) target.append(element);
+    else if (options.anchor?.isConnected) options.anchor.after(element);
+    else document.body.append(element);
+  };
+  if (document.body) place();
+  else document.addEventListener("DOMContentLoaded", place, { once: true });
+}
