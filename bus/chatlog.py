@@ -363,6 +363,23 @@ class ChatLog:
                 return pending
         return []
 
+    async def oldest_unanswered(self, chat_id: str, scan: int = 200) -> str | None:
+        """Id of the oldest visitor message without a reply: the one being answered now.
+
+        Replies are written in order, so the scan stops at the first answered message.
+        """
+        entries = await self.redis.xrevrange(self.keys.chat_messages(chat_id), count=scan)
+        replies = await self.redis.hgetall(self.keys.chat_replies(chat_id))  # type: ignore[misc]
+        oldest: str | None = None
+        for _entry_id, fields in entries:
+            msg = MessagePosted.model_validate_json(fields["d"])
+            if msg.sender != "Visitor":
+                continue
+            if msg.id in replies:
+                break
+            oldest = msg.id
+        return oldest
+
     async def reply_event_id(self, chat_id: str, message_id: str) -> str | None:
         """Event id of Terra's final reply to ``message_id``, if one was stored."""
         value = await self.redis.hget(self.keys.chat_replies(chat_id), message_id)  # type: ignore[misc]

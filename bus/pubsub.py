@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ class Listener:
 
     chat_id: str
     queue_size: int
+    on_overflow: Callable[[], None] | None = None
     queue: asyncio.Queue[EventRecord | _Overflow] = field(init=False)
     overflowed: bool = False
 
@@ -66,6 +67,8 @@ class Listener:
         if self.queue.qsize() >= self.queue_size:
             self.overflowed = True
             self.queue.put_nowait(_Overflow())
+            if self.on_overflow is not None:
+                self.on_overflow()
             return
         self.queue.put_nowait(record)
 
@@ -125,13 +128,16 @@ class ChatFeed:
     # --- subscription management --------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def listen(self, chat_id: str) -> AsyncIterator[Listener]:
+    async def listen(
+        self, chat_id: str, on_overflow: Callable[[], None] | None = None
+    ) -> AsyncIterator[Listener]:
         """Register a listener for ``chat_id`` until the block exits.
 
         On entry the chat's channel is subscribed and confirmed by Redis, so every event
-        appended from then on reaches the listener (or marks it overflowed).
+        appended from then on reaches the listener (or marks it overflowed, calling
+        ``on_overflow`` once: a writer stuck on a full socket never sees the queue).
         """
-        listener = Listener(chat_id, self.queue_size)
+        listener = Listener(chat_id, self.queue_size, on_overflow)
         chat = await self._attach(chat_id, listener)
         try:
             await asyncio.wait_for(chat.confirmed.wait(), self.confirm_timeout)
@@ -275,7 +281,12 @@ class ChatFeed:
 
     # --- gap-free following for one client ----------------------------------------
 
-    async def follow(self, chat_id: str, after: str | None) -> AsyncIterator[EventRecord]:
+    async def follow(
+        self,
+        chat_id: str,
+        after: str | None,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> AsyncIterator[EventRecord]:
         """Every event of ``chat_id`` after ``after`` (or from now), in order, then live.
 
         No gap and no duplicate: the listener is registered before the log is read, and
@@ -283,7 +294,7 @@ class ChatFeed:
         :class:`ResumeGap` if ``after`` is older than the log retains and
         :class:`SlowConsumer` if the caller stops keeping up.
         """
-        async with self.listen(chat_id) as listener:
+        async with self.listen(chat_id, on_overflow) as listener:
             if after is None:
                 last = await self.log.last_event_id(chat_id) or "0-0"
             else:

@@ -1,0 +1,51 @@
+"""``python -m gateway``: run the public gateway."""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from logsetup import configure_logging
+
+__all__ = ["main"]
+
+
+def load_settings() -> GatewaySettings:
+    """Settings from the environment, or exit with one clear line (no secret echoed)."""
+    try:
+        return GatewaySettings()
+    except ValidationError as exc:
+        fields = {str(err["loc"][0]).upper() for err in exc.errors() if err["loc"]}
+        if "CHAT_PASSWORD" in fields:
+            print(
+                "gateway: CHAT_PASSWORD is required (the visitor access code; "
+                "comma-separate several for rotation). Refusing to start.",
+                file=sys.stderr,
+            )
+        else:
+            names = ", ".join(sorted(fields)) or "settings"
+            print(f"gateway: invalid configuration: {names}. Refusing to start.", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    """Entry point of the ``terrarium-gateway`` console script."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+        print=lambda line: print(line, file=sys.stderr),
+        handle_signals=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

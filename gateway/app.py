@@ -1,0 +1,117 @@
+"""The gateway's application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from redis.asyncio import Redis
+
+from bus import (
+    BusKeys,
+    ChatFeed,
+    ChatLimits,
+    ChatLog,
+    JobQueue,
+    Presence,
+    RateLimiter,
+    RedisOptions,
+    create_redis,
+)
+from gateway.errors import error_middleware
+from gateway.keys import AppKeys, BusHandles, Connections
+from gateway.metrics import GatewayMetrics
+from gateway.routes import add_routes
+from gateway.settings import GatewaySettings
+from gateway.ws import close_all
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger("gateway.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and log each request (path only: query strings may carry the access code)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = request.match_info.route.resource
+        label = route.canonical if route is not None else "unmatched"
+        request.app[AppKeys.metrics].http_requests.labels(label, request.method, status).inc()
+        if not request.path.endswith(("/metrics", "/healthz", "/readyz")):
+            log.info(
+                "gateway.request_finished",
+                method=request.method,
+                path=request.path,
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.Application:
+    """Build the gateway application; ``redis`` overrides the client built from settings."""
+    app = web.Application(
+        middlewares=[access_middleware, error_middleware],
+        client_max_size=settings.body_size_limit,
+    )
+    app[AppKeys.settings] = settings
+    app[AppKeys.metrics] = GatewayMetrics()
+    app[AppKeys.connections] = Connections()
+    app.cleanup_ctx.append(_bus_context(settings, redis))
+    app.on_shutdown.append(close_all)
+    add_routes(app, settings)
+    return app
+
+
+def _bus_context(
+    settings: GatewaySettings, injected: Redis | None
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        redis = injected or create_redis(
+            settings.redis_url,
+            client_name="terrarium-gateway",
+            options=RedisOptions(ssl_ca_certs=settings.redis_ca_cert),
+        )
+        keys = BusKeys(settings.redis_key_prefix)
+        limits = ChatLimits(
+            events_maxlen=settings.events_maxlen,
+            retention_ms=int(settings.chat_retention_hours * 3600 * 1000),
+            idempotency_ttl_ms=settings.idempotency_ttl_seconds * 1000,
+        )
+        chat_log = ChatLog(redis, keys, limits)
+        feed = ChatFeed(redis, keys, chat_log, queue_size=settings.socket_queue_size)
+        app[AppKeys.bus] = BusHandles(
+            redis=redis,
+            keys=keys,
+            log=chat_log,
+            feed=feed,
+            limiter=RateLimiter(redis),
+            presence=Presence(redis, keys),
+            jobs=JobQueue(redis, keys, consumer="gateway-stats"),
+        )
+        feed_task = asyncio.create_task(feed.run(), name="gateway.feed")
+        try:
+            yield
+        finally:
+            feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed_task
+            if injected is None:
+                await redis.aclose()
+
+    return context

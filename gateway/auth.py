@@ -1,0 +1,50 @@
+"""The access-code gate and the Origin allow-list."""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway.errors import json_error
+from gateway.settings import GatewaySettings
+
+__all__ = ["check_origin", "code_is_valid", "require_code"]
+
+
+def code_is_valid(candidate: object, codes: list[bytes]) -> bool:
+    """Constant-time check of ``candidate`` against every valid code (no early exit)."""
+    if not isinstance(candidate, str) or not candidate:
+        return False
+    given = candidate.encode()
+    matched = False
+    for code in codes:
+        matched |= hmac.compare_digest(given, code)
+    return matched
+
+
+def require_code(candidate: object, settings: GatewaySettings) -> None:
+    """Raise 401 ``Invalid access code`` unless ``candidate`` is a valid code."""
+    if not code_is_valid(candidate, settings.access_codes):
+        raise json_error(401, "Invalid access code")
+
+
+def check_origin(request: web.Request, settings: GatewaySettings) -> None:
+    """Raise 403 for a browser handshake from an Origin outside the allow-list.
+
+    No ``Origin`` header (a non-browser client) passes. With an empty allow-list only the
+    gateway's own origin is accepted; ``*`` accepts any origin.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    origin = origin.rstrip("/").lower()
+    allowed = settings.allowed_origins
+    if "*" in allowed or origin in allowed:
+        return
+    host = request.headers.get("X-Forwarded-Host") or request.host
+    parts = urlsplit(origin)
+    if not allowed and parts.netloc == host.lower():
+        return
+    raise json_error(403, "Origin not allowed")

@@ -1,0 +1,108 @@
+"""HTTP errors as JSON, WebSocket close codes, and the middleware that maps failures.
+
+::
+
+    GatewayError (an aiohttp HTTPException with a JSON body {"error": ...})
+    ├── 400 BadRequest       malformed JSON, missing fields, invalid chat id
+    ├── 401 Unauthorized     invalid access code
+    ├── 403 Forbidden        Origin not allowed, metrics without the token
+    ├── 404 NotFound
+    ├── 409 Conflict         nothing to stop
+    ├── 413 TooLarge         message or body over its cap
+    ├── 415 UnsupportedMedia not JSON
+    ├── 429 RateLimited      with Retry-After
+    └── 503 Unavailable      Redis unreachable, with Retry-After
+
+Anything else becomes a 500 with a generic sentence, logged once with the request id.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from enum import IntEnum
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from bus import BusUnavailable
+
+__all__ = ["CloseCode", "error_middleware", "json_error"]
+
+log = structlog.get_logger("gateway.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the gateway uses. Retryable ones invite a resume."""
+
+    NORMAL = 1000
+    POLICY = 1008  # bad access code or missing chat id (terminal, as the original relay)
+    SERVICE_RESTART = 1012  # the gateway is shutting down: reconnect (to another one)
+    TRY_AGAIN_LATER = 1013  # Redis is unavailable: reconnect with backoff
+    SLOW_CONSUMER = 4000  # the socket fell behind its buffer cap: reconnect and resume
+    RESYNC = 4001  # reserved: resume impossible, refetch history
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a client should reconnect after this code."""
+        return self not in (CloseCode.NORMAL, CloseCode.POLICY)
+
+
+def json_error(
+    status: int, message: str, *, headers: dict[str, str] | None = None
+) -> web.HTTPException:
+    """An aiohttp HTTP exception whose body is ``{"error": message}``."""
+    exc = web.HTTPException(
+        text=json.dumps({"error": message}),
+        content_type="application/json",
+        headers=headers,
+    )
+    exc.set_status(status)
+    return exc
+
+
+_STATUS_SENTENCES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a JSON error with the right status."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        sentence = _STATUS_SENTENCES.get(exc.status, exc.reason)
+        if exc.status == 413:
+            sentence = "Request body too large"
+        raise json_error(exc.status, sentence, headers=_passthrough(exc)) from None
+    except (BusUnavailable, RedisError, ConnectionError, TimeoutError):
+        log.warning("gateway.redis_unavailable", path=request.path)
+        raise json_error(
+            503, "Service temporarily unavailable", headers={"Retry-After": "2"}
+        ) from None
+    except Exception:
+        log.exception("gateway.request_failed", path=request.path, method=request.method)
+        raise json_error(500, "Internal server error") from None
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    return response
+
+
+def _passthrough(exc: web.HTTPException) -> dict[str, str]:
+    keep = ("Allow", "Retry-After")
+    return {k: v for k, v in exc.headers.items() if k in keep}

@@ -1,0 +1,192 @@
+"""Visitor REST routes: messages, worker state, cancel, transcript, config."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bus import RateLimiter, is_valid_chat_id
+from gateway.auth import require_code
+from gateway.errors import json_error
+from gateway.keys import AppKeys
+from gateway.net import client_ip
+
+__all__ = [
+    "cancel_reply",
+    "get_config",
+    "get_messages",
+    "get_transcript",
+    "get_worker_state",
+    "post_message",
+]
+
+log = structlog.get_logger("gateway.rest")
+
+_CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def chat_id_of(request: web.Request) -> str:
+    """The validated ``chatId`` path segment; 400 ``Invalid chat id`` before any I/O."""
+    chat_id = request.match_info.get("chat_id", "")
+    if not is_valid_chat_id(chat_id):
+        raise json_error(400, "Invalid chat id")
+    return chat_id
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object body, or 415/400/413 JSON errors."""
+    if request.content_type != "application/json":
+        raise json_error(415, "Content-Type must be application/json")
+    settings = request.app[AppKeys.settings]
+    if request.content_length is not None and request.content_length > settings.body_size_limit:
+        raise json_error(413, "Request body too large")
+    raw = await request.read()  # aiohttp enforces client_max_size while reading
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise json_error(400, "Malformed JSON body") from None
+    if not isinstance(body, dict):
+        raise json_error(400, "JSON body must be an object")
+    return body
+
+
+async def _rate_limit(
+    request: web.Request, key_for_window: Callable[[int], str], limit: int, scope: str
+) -> None:
+    settings = request.app[AppKeys.settings]
+    bus = request.app[AppKeys.bus]
+    window = RateLimiter.window(settings.rate_limit_window_ms)
+    decision = await bus.limiter.hit(key_for_window(window), limit, settings.rate_limit_window_ms)
+    if not decision.allowed:
+        request.app[AppKeys.metrics].rate_limited.labels(scope).inc()
+        retry_after = max(1, -(-decision.retry_after_ms // 1000))
+        raise json_error(
+            429, f"Rate limit exceeded ({scope})", headers={"Retry-After": str(retry_after)}
+        )
+
+
+async def post_message(request: web.Request) -> web.Response:
+    """``POST /api/chat/{chatId}/messages``: store a visitor message and enqueue its job."""
+    settings = request.app[AppKeys.settings]
+    bus = request.app[AppKeys.bus]
+    chat_id = chat_id_of(request)
+    ip = client_ip(request, settings.trusted_proxies)
+    # Per-IP budget first: it also slows down access-code guessing.
+    await _rate_limit(
+        request, lambda w: bus.keys.ip_rate(ip, w), settings.rate_limit_max_per_ip, "ip"
+    )
+    body = await read_json_object(request)
+    require_code(body.get("accessCode"), settings)
+    content = body.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise json_error(400, "Message content required")
+    if len(content) > settings.max_message_length:  # str length counts code points
+        raise json_error(413, "Message too long")
+    client_message_id = body.get("clientMessageId") or request.headers.get("Idempotency-Key")
+    if client_message_id is not None and (
+        not isinstance(client_message_id, str) or not _CLIENT_MESSAGE_ID.match(client_message_id)
+    ):
+        raise json_error(400, "Invalid clientMessageId")
+    await _rate_limit(
+        request,
+        lambda w: bus.keys.chat_rate(chat_id, w),
+        settings.rate_limit_max_per_chat,
+        "chat",
+    )
+    accepted = await bus.log.accept_visitor_message(
+        chat_id,
+        content,
+        client_message_id=client_message_id,
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
+    )
+    request.app[AppKeys.metrics].messages_accepted.labels(str(accepted.duplicate).lower()).inc()
+    log.info(
+        "gateway.message_accepted",
+        chat_id=chat_id,
+        message_id=accepted.message["id"],
+        duplicate=accepted.duplicate,
+        length=len(content),
+    )
+    return web.json_response(accepted.message)
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    """``GET /api/chat/{chatId}/messages``: history, oldest first, newest ``limit`` kept."""
+    settings = request.app[AppKeys.settings]
+    chat_id = chat_id_of(request)
+    require_code(request.query.get("accessCode"), settings)
+    limit = settings.history_limit
+    raw_limit = request.query.get("limit")
+    if raw_limit is not None:
+        if not raw_limit.isdigit() or int(raw_limit) < 1:
+            raise json_error(400, "limit must be a positive integer")
+        limit = min(int(raw_limit), settings.history_limit)
+    messages = await request.app[AppKeys.bus].log.history(chat_id, limit)
+    return web.json_response(messages)
+
+
+async def get_worker_state(request: web.Request) -> web.Response:
+    """``GET /api/chat/{chatId}/worker-state``: ``{state, detail, updatedAt}``."""
+    chat_id = chat_id_of(request)
+    require_code(request.query.get("accessCode"), request.app[AppKeys.settings])
+    return web.json_response(await request.app[AppKeys.bus].log.worker_state(chat_id))
+
+
+async def cancel_reply(request: web.Request) -> web.Response:
+    """``POST /api/chat/{chatId}/cancel``: stop the reply being generated.
+
+    Body ``{accessCode, messageId?}``; without ``messageId`` the reply in progress (to
+    the oldest unanswered visitor message) is stopped. 409 when nothing is in progress.
+    """
+    chat_id = chat_id_of(request)
+    body = await read_json_object(request)
+    require_code(body.get("accessCode"), request.app[AppKeys.settings])
+    log_ = request.app[AppKeys.bus].log
+    message_id = body.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        raise json_error(400, "messageId must be a string")
+    if message_id is None:
+        message_id = await log_.oldest_unanswered(chat_id)
+    elif await log_.reply_event_id(chat_id, message_id) is not None:
+        message_id = None
+    if message_id is None:
+        raise json_error(409, "Nothing to stop")
+    await log_.request_cancel(chat_id, message_id)
+    log.info("gateway.cancel_requested", chat_id=chat_id, message_id=message_id)
+    return web.json_response({"ok": True, "messageId": message_id})
+
+
+async def get_transcript(request: web.Request) -> web.Response:
+    """``GET /api/chat/{chatId}/transcript?format=md|json``: the conversation as a download."""
+    settings = request.app[AppKeys.settings]
+    chat_id = chat_id_of(request)
+    require_code(request.query.get("accessCode"), settings)
+    fmt = request.query.get("format", "md")
+    if fmt not in ("md", "json"):
+        raise json_error(400, "format must be md or json")
+    messages = await request.app[AppKeys.bus].log.history(chat_id, settings.history_limit)
+    disposition = f'attachment; filename="terra-chat-{chat_id}.{fmt}"'
+    if fmt == "json":
+        return web.json_response(
+            {"chatId": chat_id, "messages": messages},
+            headers={"Content-Disposition": disposition},
+        )
+    lines = [f"# Conversation with Terra ({chat_id})", ""]
+    for message in messages:
+        lines += [f"**{message['sender']}** — {message['createdAt']}", "", message["content"], ""]
+    return web.Response(
+        text="\n".join(lines),
+        content_type="text/markdown",
+        headers={"Content-Disposition": disposition},
+    )
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """``GET /api/config``: public facts the page needs (demo mode, base path)."""
+    settings = request.app[AppKeys.settings]
+    return web.json_response({"demoAgent": settings.demo_agent, "basePath": settings.base_path})

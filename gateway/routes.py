@@ -1,0 +1,42 @@
+"""The route table: every visitor route under ``/api`` and ``<BASE_PATH>/api``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import health, rest, sse, static, ws
+from gateway.settings import GatewaySettings
+
+__all__ = ["add_routes"]
+
+
+def add_routes(app: web.Application, settings: GatewaySettings) -> None:
+    """Register all routes (HTTP and WebSocket alike) under each mount."""
+    table: list[web.AbstractRouteDef] = []
+    for api in settings.mounts:
+        table += [
+            web.post(f"{api}/chat/{{chat_id}}/messages", rest.post_message),
+            web.get(f"{api}/chat/{{chat_id}}/messages", rest.get_messages, allow_head=False),
+            web.get(
+                f"{api}/chat/{{chat_id}}/worker-state", rest.get_worker_state, allow_head=False
+            ),
+            web.get(f"{api}/chat/{{chat_id}}/events", sse.chat_events, allow_head=False),
+            web.post(f"{api}/chat/{{chat_id}}/cancel", rest.cancel_reply),
+            web.get(f"{api}/chat/{{chat_id}}/transcript", rest.get_transcript, allow_head=False),
+            web.get(f"{api}/chat", ws.chat_socket, allow_head=False),
+            web.get(f"{api}/health", health.get_health, allow_head=False),
+            web.get(f"{api}/config", rest.get_config, allow_head=False),
+        ]
+    for root in ["", settings.base_path] if settings.base_path else [""]:
+        table += [
+            web.get(f"{root}/widget.js", static.serve_file("widget.js")),
+            web.get(f"{root}/terra", static.serve_file("terra.html")),
+            web.get(f"{root}/static/{{path:.+}}", static.static_asset),
+            web.get(f"{root}/" if root else "/", static.serve_file("index.html")),
+        ]
+    table += [
+        web.get("/healthz", health.healthz),
+        web.get("/readyz", health.readyz),
+        web.get("/metrics", health.get_metrics, allow_head=False),
+    ]
+    app.add_routes(table)

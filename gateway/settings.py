@@ -1,0 +1,127 @@
+"""Gateway settings, read once from the environment in ``__main__``.
+
+Env names carry over from the original Express relay where the concept does
+(CHAT_PASSWORD, PORT, BASE_PATH, MAX_MESSAGE_LENGTH, BODY_SIZE_LIMIT, RATE_LIMIT_*,
+WORKER_STALE_THRESHOLD_MS), with the same defaults, except that the access code has no
+default: a gateway without one refuses to start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["GatewaySettings", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def parse_size(value: str | int) -> int:
+    """Parse ``256kb`` / ``1mb`` / ``1024`` (as the Express ``bytes`` package) into bytes."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "b").lower()])
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway process can be told."""
+
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, secrets_dir=None
+    )
+
+    chat_password: Annotated[list[SecretStr], NoDecode] = Field(
+        validation_alias="CHAT_PASSWORD",
+        description="Visitor access code(s); several comma-separated codes are all valid.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 4100
+    base_path: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "terra"
+    redis_ca_cert: str | None = None
+
+    max_message_length: int = 4000
+    body_size_limit: int = Field(default=256 * 1024)
+    rate_limit_window_ms: int = 60_000
+    rate_limit_max_per_ip: int = 60
+    rate_limit_max_per_chat: int = 120
+    worker_stale_threshold_ms: int = 60_000
+
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    metrics_token: SecretStr | None = None
+
+    ws_heartbeat_seconds: float = 30.0
+    socket_queue_size: int = 1000
+    sse_max_lifetime_seconds: float = 3600.0
+    history_limit: int = 200
+    chat_retention_hours: float = 24 * 7
+    idempotency_ttl_seconds: int = 24 * 3600
+    events_maxlen: int = 5000
+    shutdown_timeout_seconds: float = 10.0
+    demo_agent: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("chat_password", mode="before")
+    @classmethod
+    def _codes(cls, value: object) -> object:
+        codes = _split(value)
+        if not codes:
+            raise ValueError("at least one access code is required")
+        return codes
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> object:
+        items = _split(value)
+        if isinstance(items, list):
+            for item in items:
+                ipaddress.ip_network(item, strict=False)
+        return items
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        items = _split(value)
+        if isinstance(items, list):
+            return [item.rstrip("/").lower() for item in items]
+        return items
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith("/"):
+            value = "/" + value
+        return value
+
+    @field_validator("body_size_limit", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str | int) else value
+
+    @property
+    def access_codes(self) -> list[bytes]:
+        """The valid access codes as bytes (for constant-time comparison)."""
+        return [code.get_secret_value().encode() for code in self.chat_password]
+
+    @property
+    def mounts(self) -> list[str]:
+        """Route prefixes: ``/api`` and, with BASE_PATH, ``<BASE_PATH>/api``."""
+        return ["/api"] + ([f"{self.base_path}/api"] if self.base_path else [])

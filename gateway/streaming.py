@@ -1,0 +1,91 @@
+"""What WebSocket and SSE share: following a chat's frames with resume and resync."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bus import ResumeGap
+from bus.chatlog import is_stream_id
+from bus.schemas import EVENT_TYPES_V1
+from gateway.errors import json_error
+from gateway.keys import AppKeys
+
+__all__ = ["Frame", "follow_frames", "parse_resume_point", "run_until_stalled"]
+
+#: ``(eventId or None, frame JSON)``; resync frames have no event id.
+Frame = tuple[str | None, str]
+
+
+def parse_resume_point(value: str | None) -> str | None:
+    """A validated ``lastEventId`` (400 if malformed); ``None`` when absent."""
+    if value is None or value == "":
+        return None
+    if not is_stream_id(value):
+        raise json_error(400, "Invalid lastEventId")
+    return value
+
+
+async def follow_frames(
+    app: web.Application,
+    chat_id: str,
+    after: str | None,
+    *,
+    v2: bool,
+    on_overflow: Callable[[], None],
+) -> AsyncIterator[Frame]:
+    """Frames of ``chat_id`` after ``after`` (or from now), gap-free, then live.
+
+    v1 clients receive only the frame types of the original relay. When the resume
+    point is no longer in the log, v2 clients first get ``{"type": "resync"}`` (refetch
+    history), then live frames; v1 clients simply continue live.
+    """
+    feed = app[AppKeys.bus].feed
+    metrics = app[AppKeys.metrics]
+    start = after
+    while True:
+        try:
+            async for record in feed.follow(chat_id, start, on_overflow):
+                if v2 or record.type in EVENT_TYPES_V1:
+                    yield record.event_id, record.frame_json()
+            return
+        except ResumeGap as gap:
+            metrics.resumes.labels("resync").inc()
+            if v2:
+                yield None, json.dumps({"type": "resync", "chatId": chat_id, "reason": str(gap)})
+            start = None
+        else:
+            if after is not None:
+                metrics.resumes.labels("ok").inc()
+
+
+async def run_until_stalled(
+    pump: Awaitable[None], stalled: asyncio.Event, *others: Awaitable[None]
+) -> str:
+    """Run ``pump`` and ``others`` until the first finishes or ``stalled`` is set.
+
+    Returns ``"stalled"``, ``"pump"`` or ``"other"``; cancels everything still running.
+    A pump blocked on a full socket never notices its queue overflowing, hence the event.
+    """
+    tasks: dict[asyncio.Future[Any], str] = {
+        asyncio.ensure_future(pump): "pump",
+        asyncio.ensure_future(stalled.wait()): "stalled",
+        **{asyncio.ensure_future(o): "other" for o in others},
+    }
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finished = next(iter(done))
+    outcome = tasks[finished]
+    if outcome == "pump" and not finished.cancelled():
+        error = finished.exception()
+        if error is not None:
+            raise error
+    return outcome

@@ -1,0 +1,102 @@
+"""The visitor WebSocket: ``/api/chat?chatId=&accessCode=[&lastEventId=][&v=2]``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
+
+from bus import BusUnavailable, SlowConsumer, is_valid_chat_id
+from gateway.auth import check_origin, code_is_valid
+from gateway.errors import CloseCode, json_error
+from gateway.keys import AppKeys
+from gateway.streaming import follow_frames, parse_resume_point, run_until_stalled
+
+__all__ = ["chat_socket"]
+
+log = structlog.get_logger("gateway.ws")
+
+#: A stalled socket gets this long to take the close frame before the transport is cut.
+CLOSE_GRACE_SECONDS = 1.0
+
+
+async def chat_socket(request: web.Request) -> web.StreamResponse:
+    """Stream a chat's frames to one browser socket (client frames are ignored)."""
+    settings = request.app[AppKeys.settings]
+    metrics = request.app[AppKeys.metrics]
+    connections = request.app[AppKeys.connections]
+    check_origin(request, settings)
+    chat_id = request.query.get("chatId", "")
+    if chat_id and not is_valid_chat_id(chat_id):
+        raise json_error(400, "Invalid chat id")
+    after = parse_resume_point(request.query.get("lastEventId"))
+    v2 = request.query.get("v") == "2"
+
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, max_msg_size=4096)
+    await ws.prepare(request)
+    if not chat_id or not code_is_valid(request.query.get("accessCode"), settings.access_codes):
+        await ws.close(code=CloseCode.POLICY, message=b"Unauthorized")
+        return ws
+    if connections.closing:
+        await ws.close(code=CloseCode.SERVICE_RESTART, message=b"Service restart")
+        return ws
+
+    connections.websockets.add(ws)
+    metrics.connections.labels("ws").inc()
+    stalled = asyncio.Event()
+
+    async def pump() -> None:
+        async for event_id, frame in follow_frames(
+            request.app, chat_id, after, v2=v2, on_overflow=stalled.set
+        ):
+            await ws.send_str(frame)
+            if event_id is not None:
+                metrics.observe_delivery(event_id, "ws")
+
+    async def drain_client() -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                return
+
+    log.info("gateway.ws_connected", chat_id=chat_id, v2=v2, resume=after is not None)
+    code, reason = CloseCode.NORMAL, b""
+    try:
+        outcome = await run_until_stalled(pump(), stalled, drain_client())
+        if outcome == "stalled":
+            metrics.slow_consumers.inc()
+            code, reason = CloseCode.SLOW_CONSUMER, b"Slow consumer; resume"
+    except SlowConsumer:
+        metrics.slow_consumers.inc()
+        code, reason = CloseCode.SLOW_CONSUMER, b"Slow consumer; resume"
+    except (BusUnavailable, RedisError, OSError, TimeoutError):
+        code, reason = CloseCode.TRY_AGAIN_LATER, b"Temporarily unavailable"
+    finally:
+        metrics.connections.labels("ws").dec()
+        connections.websockets.discard(ws)
+    if not ws.closed:
+        if connections.closing:
+            code, reason = CloseCode.SERVICE_RESTART, b"Service restart"
+        try:
+            await asyncio.wait_for(ws.close(code=code, message=reason), CLOSE_GRACE_SECONDS)
+        except (TimeoutError, ConnectionError):
+            if request.transport is not None:
+                request.transport.abort()
+    log.info("gateway.ws_closed", chat_id=chat_id, code=int(code))
+    return ws
+
+
+async def close_all(app: web.Application) -> None:
+    """on_shutdown: tell every socket to reconnect elsewhere (1012), then close streams."""
+    connections = app[AppKeys.connections]
+    connections.closing = True
+    closers = [
+        ws.close(code=CloseCode.SERVICE_RESTART, message=b"Service restart")
+        for ws in list(connections.websockets)
+    ]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*closers, return_exceptions=True), CLOSE_GRACE_SECONDS * 2
+        )
