@@ -501,6 +501,8 @@ async def test_ops_reads_replays_and_watches(connect: Connect) -> None:
     await ops.hgetall(f"{CHAT}:meta")
     await ops.scan(match="terra:chat:*", count=100)
     await ops.info("memory")
+    await ops.slowlog_get(10)
+    await ops.execute_command("LATENCY", "LATEST")
     channel = f"{CHAT}:live"
     pubsub = ops.pubsub(ignore_subscribe_messages=True)
     try:
