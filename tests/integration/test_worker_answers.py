@@ -1,0 +1,274 @@
+"""The worker answering jobs: real redis-server, real demo agent over HTTP, in-process worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bus import BusKeys, ChatLog, create_redis
+from demo.agent import DemoAgentConfig, run_demo_agent
+from tests.support.redis_server import RedisServer
+from worker import Worker
+from worker.testing import fast_settings, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def agent_url() -> AsyncIterator[str]:
+    async with run_demo_agent(DemoAgentConfig(token_delay_ms=1)) as url:
+        yield url
+
+
+@pytest.fixture
+async def chatlog(redis_server: RedisServer) -> AsyncIterator[ChatLog]:
+    redis = create_redis(redis_server.url, client_name="test")
+    try:
+        yield ChatLog(redis, BusKeys())
+    finally:
+        await redis.aclose()
+
+
+async def agent_requests(agent_url: str) -> list[dict[str, Any]]:
+    """Completion requests the demo agent received, without the health probes."""
+    async with aiohttp.ClientSession() as http, http.get(f"{agent_url}/_demo/requests") as resp:
+        body = await resp.json()
+    return [r for r in body["requests"] if r.get("max_tokens") != 4]
+
+
+async def reply_to(chatlog: ChatLog, chat_id: str, message_id: str) -> dict[str, Any] | None:
+    """Terra's stored reply to ``message_id``, as a frame, or None."""
+    for frame in await chatlog.history(chat_id):
+        if frame["sender"] == "Terra" and frame.get("replyTo") == message_id:
+            return frame
+    return None
+
+
+async def wait_reply(
+    chatlog: ChatLog, chat_id: str, message_id: str, timeout: float = 15.0
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        return await reply_to(chatlog, chat_id, message_id)
+
+    return await wait_until(probe, timeout=timeout, what=f"reply to {message_id}")
+
+
+async def chunks_of(chatlog: ChatLog, chat_id: str, message_id: str) -> list[dict[str, Any]]:
+    events = await chatlog.events_after(chat_id, "0-0")
+    return [
+        e.frame()
+        for e in events
+        if e.type == "assistantChunk" and e.fields.get("replyTo") == message_id
+    ]
+
+
+async def post(chatlog: ChatLog, chat_id: str, content: str) -> str:
+    accepted = await chatlog.accept_visitor_message(chat_id, content)
+    return str(accepted.message["id"])
+
+
+async def test_reply_streams_chunks_that_add_up_to_the_message(
+    redis_server: RedisServer, agent_url: str, chatlog: ChatLog
+) -> None:
+    settings = fast_settings(redis_server.url, agent_url)
+    async with Worker(settings):
+        message_id = await post(chatlog, "chat-a", "Hello there [[demo:tokens=30]]")
+        reply = await wait_reply(chatlog, "chat-a", message_id)
+
+    chunks = await chunks_of(chatlog, "chat-a", message_id)
+    assert chunks[-1]["done"] is True
+    assert chunks[-1]["content"] == ""
+    streamed = "".join(c["content"] for c in chunks if not c["done"])
+    assert streamed == reply["content"]
+    assert reply["content"]
+    assert "status" not in reply  # a complete reply has no status on the wire
+    state = await chatlog.worker_state("chat-a")
+    assert state["state"] == "responded"
+    # the event log shows: message, queued, processing, chunks..., reply, done, responded
+    kinds = [
+        (e.type, e.fields.get("state")) for e in await chatlog.events_after("chat-a", "0-0")
+    ]
+    assert kinds[:3] == [("message", None), ("workerState", "queued"), ("workerState", "processing")]
+    assert kinds[-3:] == [("message", None), ("assistantChunk", None), ("workerState", "responded")]
+
+
+async def test_chunks_are_coalesced(redis_server: RedisServer, chatlog: ChatLog) -> None:
+    async with run_demo_agent(DemoAgentConfig(token_delay_ms=1)) as url:
+        settings = fast_settings(redis_server.url, url, chunk_interval_ms=35)
+        async with Worker(settings) as worker:
+            message_id = await post(chatlog, "coalesce", "Tell me [[demo:tokens=200]]")
+            reply = await wait_reply(chatlog, "coalesce", message_id)
+            requests = await agent_requests(url)
+
+    chunks = [c for c in await chunks_of(chatlog, "coalesce", message_id) if not c["done"]]
+    assert "".join(c["content"] for c in chunks) == reply["content"]
+    assert len(requests) == 1
+    # 200 pieces at >= 1 ms each take >= 200 ms: about 6-10 writes at 35 ms, never 200.
+    assert 2 <= len(chunks) <= 40, len(chunks)
+    assert worker.metrics.chunks._value.get() == len(chunks)
+
+
+async def test_one_chat_stays_in_order_while_other_chats_run(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with run_demo_agent(DemoAgentConfig(token_delay_ms=3)) as url:
+        settings = fast_settings(redis_server.url, url, max_concurrent_chats=4)
+        async with Worker(settings):
+            ids = [await post(chatlog, "busy", f"[[demo:echo]] message {i}") for i in range(5)]
+            others = [await post(chatlog, f"other-{i}", "[[demo:echo]] hi") for i in range(3)]
+            for i, message_id in enumerate(ids):
+                reply = await wait_reply(chatlog, "busy", message_id)
+                assert reply["content"] == f"message {i}"
+            for i, message_id in enumerate(others):
+                await wait_reply(chatlog, f"other-{i}", message_id)
+
+    history = await chatlog.history("busy")
+    senders = [(m["sender"], m["content"]) for m in history]
+    expected: list[tuple[str, str]] = []
+    for i in range(5):
+        expected.append(("Visitor", f"[[demo:echo]] message {i}"))
+    # replies come in the order of their questions
+    replies = [content for sender, content in senders if sender == "Terra"]
+    assert replies == [f"message {i}" for i in range(5)]
+    assert [c for s, c in senders if s == "Visitor"] == [c for _, c in expected]
+    # and each reply's chunks are not interleaved with another reply's
+    events = await chatlog.events_after("busy", "0-0")
+    order = [e.fields["replyTo"] for e in events if e.type == "assistantChunk"]
+    collapsed = [r for i, r in enumerate(order) if i == 0 or order[i - 1] != r]
+    assert collapsed == ids
+
+
+async def test_conversation_has_prior_turns_and_nothing_later(
+    redis_server: RedisServer, agent_url: str, chatlog: ChatLog
+) -> None:
+    settings = fast_settings(redis_server.url, agent_url)
+    async with Worker(settings):
+        first = await post(chatlog, "convo", "[[demo:echo]] first question")
+        await wait_reply(chatlog, "convo", first)
+        second = await post(chatlog, "convo", "[[demo:echo]] second question")
+        third = await post(chatlog, "convo", "[[demo:echo]] third question")
+        await wait_reply(chatlog, "convo", third)
+        requests = await agent_requests(agent_url)
+
+    assert len(requests) == 3
+    roles = [[(m["role"], m["content"]) for m in r["messages"]] for r in requests]
+    for messages in roles:
+        assert messages[0][0] == "system"
+    assert roles[0][1:] == [("user", "[[demo:echo]] first question")]
+    # answering the second: prior turns, the question, and NOT the third message
+    assert roles[1][1:] == [
+        ("user", "[[demo:echo]] first question"),
+        ("assistant", "first question"),
+        ("user", "[[demo:echo]] second question"),
+    ]
+    # answering the third: the second's reply follows the second question, no duplicates
+    assert roles[2][1:] == [
+        ("user", "[[demo:echo]] first question"),
+        ("assistant", "first question"),
+        ("user", "[[demo:echo]] second question"),
+        ("assistant", "second question"),
+        ("user", "[[demo:echo]] third question"),
+    ]
+    assert second
+
+
+async def test_conversation_keeps_the_last_max_turns(
+    redis_server: RedisServer, agent_url: str, chatlog: ChatLog
+) -> None:
+    settings = fast_settings(redis_server.url, agent_url, max_turns=3, system_prompt="Be brief.")
+    async with Worker(settings):
+        last = ""
+        for i in range(3):
+            last = await post(chatlog, "turns", f"[[demo:echo]] q{i}")
+            await wait_reply(chatlog, "turns", last)
+        requests = await agent_requests(agent_url)
+
+    messages = [(m["role"], m["content"]) for m in requests[-1]["messages"]]
+    assert messages == [
+        ("system", "Be brief."),
+        ("user", "[[demo:echo]] q1"),
+        ("assistant", "q1"),
+        ("user", "[[demo:echo]] q2"),
+    ]
+
+
+async def test_cancel_stops_the_reply_within_a_few_chunks(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with run_demo_agent(DemoAgentConfig(token_delay_ms=10)) as url:
+        settings = fast_settings(redis_server.url, url, chunk_interval_ms=25)
+        async with Worker(settings):
+            message_id = await post(chatlog, "stop-me", "Go on [[demo:tokens=400]]")
+
+            async def first_chunk() -> bool:
+                return bool(await chunks_of(chatlog, "stop-me", message_id))
+
+            await wait_until(first_chunk, what="first chunk")
+            await chatlog.request_cancel("stop-me", message_id)
+            reply = await wait_reply(chatlog, "stop-me", message_id, timeout=5)
+
+    assert reply["status"] == "stopped"
+    chunks = await chunks_of(chatlog, "stop-me", message_id)
+    body = [c for c in chunks if not c["done"]]
+    assert "".join(c["content"] for c in body) == reply["content"]
+    # 400 pieces at 10 ms would take 4 s and ~160 chunks: it stopped after a few
+    assert len(body) < 15
+    assert len(reply["content"].split()) < 100
+    state = await chatlog.worker_state("stop-me")
+    assert state == {**state, "state": "responded", "detail": "stopped"}
+    assert not await chatlog.cancel_requested("stop-me", message_id)
+
+
+async def test_heartbeat_reports_agent_and_llm(
+    redis_server: RedisServer, agent_url: str, chatlog: ChatLog
+) -> None:
+    from bus import Presence
+
+    settings = fast_settings(redis_server.url, agent_url, worker_name="beating")
+    presence = Presence(chatlog.redis, BusKeys())
+    async with Worker(settings):
+
+        async def probed() -> Any:
+            hb = await presence.freshest()
+            return hb if hb is not None and hb.llm.status == "online" else None
+
+        heartbeat = await wait_until(probed, what="a heartbeat with probe results")
+        assert heartbeat.consumer == "beating"
+        assert heartbeat.agent.status == "online"
+        assert heartbeat.agent.latencyMs is not None
+        assert heartbeat.capacity == 2
+    assert await presence.freshest() is None  # removed on a clean stop
+
+
+async def test_heartbeat_sees_an_unreachable_agent(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    from bus import Presence
+    from tests.support.redis_server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    presence = Presence(chatlog.redis, BusKeys())
+    async with Worker(fast_settings(redis_server.url, dead)):
+
+        async def probed() -> Any:
+            hb = await presence.freshest()
+            return hb if hb is not None and hb.agent.status != "unknown" else None
+
+        heartbeat = await wait_until(probed, what="a heartbeat with probe results")
+    assert heartbeat.agent.status == "offline"
+    assert heartbeat.llm.status == "offline"
+    assert heartbeat.llm.detail is not None and heartbeat.llm.detail.startswith("network")
+
+
+async def test_worker_stops_promptly_when_idle(redis_server: RedisServer, agent_url: str) -> None:
+    worker = Worker(fast_settings(redis_server.url, agent_url, job_block_ms=2000))
+    await worker.start()
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await worker.stop()
+    assert loop.time() - started < 4.5

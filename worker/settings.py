@@ -1,0 +1,169 @@
+"""The worker's settings, read once from the environment by ``worker.__main__``.
+
+Env names are the upper-cased field names. Those of the original worker keep their
+meaning (``AGENT_API_URL``, ``AGENT_MODEL``, ``AGENT_HEALTH_URL``, ``MAX_CONCURRENT_CHATS``,
+``STATUS_POLL_INTERVAL_SECONDS``, ``LLM_STATUS_POLL_INTERVAL_SECONDS``, ``LOG_LEVEL``), so
+an existing env file still works; the relay-polling ones are gone (jobs come from Redis).
+Tests build ``WorkerSettings(redis_url=..., agent_api_url=..., _env_file=None)``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["WorkerSettings", "default_worker_name"]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+PositiveMs = Annotated[int, Field(ge=1)]
+
+
+def default_worker_name() -> str:
+    """``<hostname>-<pid>``: unique per process, readable in ``XINFO CONSUMERS``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WorkerSettings(BaseSettings):
+    """Everything the worker reads from the environment. Secrets are ``SecretStr``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_prefix="", case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    # --- Redis (the only thing the worker connects to besides the agent) ---------------
+    #: ``rediss://user:password@host:port/0`` in production; ``redis://`` is accepted for
+    #: development and logged as a warning unless the host is loopback.
+    redis_url: SecretStr
+    redis_ca_cert: str | None = None
+    redis_client_cert: str | None = None
+    redis_client_key: str | None = None
+    redis_key_prefix: str = Field("terra", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    worker_name: str = Field(
+        default_factory=default_worker_name, min_length=1, max_length=128, pattern=r"^\S+$"
+    )
+
+    # --- the agent (terrarium-agent's OpenAI-compatible API) -------------------------
+    #: Full URL of ``/v1/chat/completions`` (as in the original); a base URL ending in
+    #: ``/v1`` is accepted too.
+    agent_api_url: str
+    agent_model: str = "terra-webchat"
+    agent_api_key: SecretStr | None = None
+    #: Derived from ``agent_api_url`` when absent: the part before ``/v1/`` plus ``/health``.
+    agent_health_url: str | None = None
+    agent_timeout_seconds: float = Field(60.0, gt=0, le=600)
+    agent_max_attempts: int = Field(3, ge=1, le=10)
+    #: First retry waits about this long; later ones double, capped at 8 s, jittered.
+    agent_retry_base_seconds: float = Field(1.0, ge=0, le=30)
+    agent_temperature: float = Field(0.7, ge=0, le=2)
+    agent_max_tokens: int | None = Field(None, ge=1)
+    #: Consecutive agent failures that open the circuit breaker, and for how long.
+    agent_circuit_threshold: int = Field(3, ge=1)
+    agent_circuit_open_seconds: float = Field(10.0, gt=0)
+    system_prompt: str | None = None
+
+    # --- jobs ----------------------------------------------------------------------------
+    max_concurrent_chats: int = Field(2, ge=1, le=256)
+    job_block_ms: PositiveMs = 2000
+    chunk_interval_ms: int = Field(35, ge=1, le=1000)
+    max_turns: int = Field(16, ge=1, le=200)
+    reclaim_min_idle_ms: int = Field(30_000, ge=100)
+    reclaim_interval_ms: PositiveMs = 5000
+    max_deliveries: int = Field(3, ge=1)
+    chat_lease_ms: int = Field(30_000, ge=100)
+    #: On SIGTERM, running replies get this long to finish before they are left pending.
+    shutdown_grace_seconds: float = Field(20.0, ge=0)
+
+    # --- health and heartbeat -----------------------------------------------------------
+    heartbeat_interval_ms: PositiveMs = 5000
+    status_poll_interval_seconds: float = Field(30.0, gt=0)
+    llm_status_poll_interval_seconds: float = Field(180.0, gt=0)
+
+    # --- observability ------------------------------------------------------------------
+    log_level: LogLevel = "INFO"
+    #: Prometheus exposition on ``127.0.0.1:<port>``; off when unset.
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss"):
+            raise ValueError("REDIS_URL must start with rediss:// (or redis:// in development)")
+        return value
+
+    @field_validator("agent_api_url", "agent_health_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    # --- derived values -------------------------------------------------------------
+    @property
+    def agent_base_url(self) -> str:
+        """The openai ``base_url``: ``AGENT_API_URL`` without ``/chat/completions``."""
+        url = self.agent_api_url
+        suffix = "/chat/completions"
+        return url[: -len(suffix)] if url.endswith(suffix) else url
+
+    @property
+    def health_url(self) -> str:
+        """``AGENT_HEALTH_URL``, given or derived."""
+        return self.agent_health_url or derive_health_url(self.agent_api_url)
+
+    @property
+    def redis_tls(self) -> bool:
+        """True when the Redis URL uses TLS (``rediss://``)."""
+        return urlsplit(self.redis_url.get_secret_value()).scheme == "rediss"
+
+    @property
+    def redis_insecure(self) -> bool:
+        """True for a plaintext connection to a non-loopback host (worth a warning)."""
+        return not self.redis_tls and not _is_loopback(
+            urlsplit(self.redis_url.get_secret_value()).hostname
+        )
+
+    @property
+    def redis_endpoint(self) -> str:
+        """``scheme://host:port`` of Redis, safe to log (no credentials)."""
+        parts = urlsplit(self.redis_url.get_secret_value())
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}"
+
+
+def derive_health_url(agent_api_url: str) -> str:
+    """The original's rule: the part of the agent URL before ``/v1/`` (or ``/v1``) + ``/health``."""
+    url = agent_api_url.rstrip("/")
+    index = url.find("/v1/")
+    if index != -1:
+        return url[:index] + "/health"
+    if url.endswith("/v1"):
+        return url[: -len("/v1")] + "/health"
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/health"
