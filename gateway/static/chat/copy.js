@@ -12,8 +12,8 @@ export const COPY = {
 
   composerLabel: "Message to Terra",
   placeholderReady: "Ask Terra anything…",
-  placeholderChecking: "Checking Terra status… you can type already",
-  placeholderOffline: "Send your first message to connect with Terra",
+  placeholderChecking: "Message Terra…",
+  placeholderOffline: "Send a message to wake Terra…",
   send: "Send",
   stop: "Stop",
   stopping: "Stopping…",

@@ -203,13 +203,13 @@ export class ChatSession extends EventTarget {
   }
 
   #socketUrl() {
-    // With no history yet, replay the chat's whole log ("0-0") so nothing posted before
-    // this socket opened is missed; otherwise only what came after the last applied event.
+    // lastEventId: everything after the last event applied is replayed. A chat with no
+    // history yet has nothing to replay, so it starts live.
     return this.api.socketUrl({
       chatId: this.chatId,
       accessCode: this.accessCode,
       v: 2,
-      lastEventId: this.lastEventId ?? "0-0",
+      lastEventId: this.lastEventId,
     });
   }
 
@@ -414,9 +414,8 @@ export class ChatSession extends EventTarget {
     this.resyncing = true;
     this.stream = emptyStream();
     this.historyLoaded = false;
-    this.#changed("connection");
-    // Forget local copies: the refetched history is now the truth.
-    for (const [id, message] of this.messages) if (message.sender !== "System") this.messages.delete(id);
+    this.#changed("connection", "stream");
+    // The gateway goes on with live frames; the history fills in what the log no longer has.
     await this.#loadHistory();
     this.resyncing = false;
     this.#changed("all");

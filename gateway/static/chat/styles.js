@@ -150,12 +150,15 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
   display: grid; place-items: center; background: var(--terra-bg); color: var(--accent);
 }
 .heading { flex: 1; min-width: 0; }
-.title { margin: 0; font-size: 16px; font-weight: 700; line-height: 1.2; font-family: Georgia, "Iowan Old Style", "Times New Roman", serif; }
-.status-line { margin: 2px 0 0; font-size: 12.5px; color: var(--muted); display: flex; align-items: center; gap: 6px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.title-row { display: flex; align-items: center; gap: 8px; min-width: 0; }
+.title { margin: 0; min-width: 0; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 16px; font-weight: 700; line-height: 1.2; font-family: Georgia, "Iowan Old Style", "Times New Roman", serif; }
+.status-line { margin: 2px 0 0; font-size: 12.5px; color: var(--muted); display: flex; align-items: center; gap: 6px; min-width: 0; }
+.status-text { min-width: 0; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .dot { flex: none; width: 8px; height: 8px; border-radius: 50%; background: var(--muted); }
 .dot.online { background: #2fb36b; }
 .dot.pending { background: #e0a526; }
 .dot.offline { background: #d6453d; }
+.dot.locked { background: transparent; border: 1.5px solid var(--muted); }
 .actions { display: flex; gap: 2px; }
 .icon-button {
   width: 34px; height: 34px; border-radius: 8px; border: none; background: transparent;
@@ -165,8 +168,8 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 
 /* ---------- health chain ---------- */
 .chain-toggle {
-  display: inline-flex; align-items: center; gap: 4px; border: 1px solid var(--border);
-  background: transparent; border-radius: 999px; padding: 4px 8px; margin-left: 2px;
+  flex: none; display: inline-flex; align-items: center; gap: 4px; border: 1px solid var(--border);
+  background: transparent; border-radius: 999px; padding: 3px 7px;
 }
 .chain-toggle .node-dot { width: 7px; height: 7px; border-radius: 50%; background: var(--muted); }
 .node-dot.online { background: #2fb36b; }
@@ -215,7 +218,8 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 .error-text { color: var(--danger); font-size: 13.5px; margin: 0; }
 
 /* ---------- conversation ---------- */
-.conversation { flex: 1; display: flex; flex-direction: column; min-height: 0; position: relative; }
+.conversation { flex: 1; display: flex; flex-direction: column; min-height: 0; }
+.log-wrap { flex: 1; min-height: 0; position: relative; display: flex; flex-direction: column; }
 .log { flex: 1; overflow-y: auto; padding: 14px 12px 8px; overscroll-behavior: contain; scroll-behavior: auto; }
 .messages { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 10px; }
 .empty { color: var(--muted); text-align: center; font-size: 13.5px; margin: 24px 12px; }
@@ -243,6 +247,7 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 .md p, .md ul, .md ol, .md pre, .md blockquote, .md table { margin: 0 0 8px; }
 .md ul, .md ol { padding-left: 20px; }
 .md a { color: var(--accent); text-decoration: underline; }
+.md a:not([href]) { color: inherit; text-decoration: none; }
 .visitor .md a { color: inherit; }
 .md code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; background: var(--surface-2); padding: 1px 4px; border-radius: 4px; }
 .md pre { background: var(--surface); border: 1px solid var(--border); border-radius: 8px; padding: 8px 10px; overflow-x: auto; }
@@ -293,7 +298,7 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
   box-shadow: var(--shadow);
 }
 .new-messages svg { width: 16px; height: 16px; }
-.jump { display: flex; gap: 6px; padding: 0 12px; font-size: 12px; color: var(--muted); align-items: center; min-height: 22px; }
+.jump { display: flex; gap: 6px; margin: -4px 0 4px; font-size: 12px; color: var(--muted); align-items: center; }
 .jump .spacer { flex: 1; }
 .jump button { border: none; background: transparent; color: var(--muted); font-size: 12px; padding: 2px 6px; border-radius: 4px; }
 .jump button:hover { color: var(--text); background: var(--surface-2); }

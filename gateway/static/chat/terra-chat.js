@@ -18,6 +18,7 @@ import { el, formatTime, readStorage, writeStorage } from "./util.js";
 
 const TAG = "terra-chat";
 const THEME_KEY = "terra-theme";
+const OPEN_KEY = "terra-chat-open"; // sessionStorage: the bubble stays open across a refresh
 const PIN_THRESHOLD_PX = 40;
 const RECONNECTED_BANNER_MS = 3000;
 const COMPOSER_MAX_PX = 200;
@@ -72,7 +73,8 @@ export class TerraChatElement extends HTMLElement {
     this.#showDemoNote();
     this.session.resume();
     this.#render(new Set(["all"]));
-    if (this.mode !== "bubble" || this.hasAttribute("open")) this.open({ focus: false });
+    const wasOpen = readStorage(sessionStorage, OPEN_KEY) === "1";
+    if (this.mode !== "bubble" || this.hasAttribute("open") || wasOpen) this.open({ focus: false });
     this.dispatchEvent(new CustomEvent("terra-chat:ready", { bubbles: true, composed: true }));
   }
 
@@ -92,6 +94,7 @@ export class TerraChatElement extends HTMLElement {
     this.ui.root.classList.add("open");
     this.ui.panel.hidden = false;
     this.ui.launcher.setAttribute("aria-expanded", "true");
+    if (this.mode === "bubble") writeStorage(sessionStorage, OPEN_KEY, "1");
     this.#setUnread(0);
     this.#scrollToBottom();
     if (focus) this.#focusMain();
@@ -103,6 +106,7 @@ export class TerraChatElement extends HTMLElement {
     this.ui.root.classList.remove("open");
     this.ui.panel.hidden = true;
     this.ui.launcher.setAttribute("aria-expanded", "false");
+    writeStorage(sessionStorage, OPEN_KEY, null);
     this.ui.launcher.focus();
   }
 
@@ -163,7 +167,7 @@ export class TerraChatElement extends HTMLElement {
     const avatar = el("span", { class: "avatar", "aria-hidden": "true" });
     avatar.innerHTML = ICONS.leaf;
     ui.statusDot = el("span", { class: "dot", "aria-hidden": "true" });
-    ui.statusText = el("span", {});
+    ui.statusText = el("span", { class: "status-text" });
     ui.chainToggle = el("button", {
       class: "chain-toggle",
       type: "button",
@@ -185,8 +189,8 @@ export class TerraChatElement extends HTMLElement {
       el(
         "div",
         { class: "heading" },
-        el("h2", { class: "title", id: "terra-title", text: title }),
-        el("p", { class: "status-line" }, ui.statusDot, ui.statusText, ui.chainToggle),
+        el("div", { class: "title-row" }, el("h2", { class: "title", id: "terra-title", text: title }), ui.chainToggle),
+        el("p", { class: "status-line" }, ui.statusDot, ui.statusText),
       ),
       el("div", { class: "actions" }, ui.themeButton, ui.downloadButton, ui.resetButton, ui.closeButton),
     );
@@ -285,22 +289,22 @@ export class TerraChatElement extends HTMLElement {
     ui.sendButton.innerHTML = ICONS.send;
     ui.statusRow = el("span", { class: "state-text", role: "status" });
     ui.meta = el("span", { class: "meta" });
+    ui.jump = el(
+      "div",
+      { class: "jump", hidden: true },
+      ui.paused,
+      el("span", { class: "spacer" }),
+      el("button", { type: "button", onclick: () => this.#scrollToTop(), text: COPY.top }),
+      el("button", { type: "button", onclick: () => this.#scrollToBottom(), text: COPY.bottom }),
+    );
     ui.conversation = el(
       "div",
       { class: "conversation", hidden: true },
-      ui.log,
-      el("div", { class: "scroll-tools" }, ui.newMessages),
+      el("div", { class: "log-wrap" }, ui.log, el("div", { class: "scroll-tools" }, ui.newMessages)),
       el(
         "div",
         { class: "composer-wrap" },
-        el(
-          "div",
-          { class: "jump" },
-          ui.paused,
-          el("span", { class: "spacer" }),
-          el("button", { type: "button", onclick: () => this.#scrollToTop(), text: COPY.top }),
-          el("button", { type: "button", onclick: () => this.#scrollToBottom(), text: COPY.bottom }),
-        ),
+        ui.jump,
         el("form", { class: "composer", onsubmit: (event) => this.#onSend(event) }, ui.textarea, ui.stopButton, ui.sendButton),
         el("p", { class: "status-row" }, ui.statusRow, ui.meta),
       ),
@@ -447,7 +451,7 @@ export class TerraChatElement extends HTMLElement {
   #renderReadiness() {
     const session = this.session;
     const terraAnswered = session.timeline.some((m) => m.sender === "Terra");
-    let dot = "offline";
+    let dot = "locked";
     let text = COPY.statusLocked;
     let placeholder = COPY.placeholderChecking;
     if (session.chatId && session.accessCode) {
@@ -559,6 +563,8 @@ export class TerraChatElement extends HTMLElement {
 
   /** Follow new content while pinned to the bottom; otherwise offer the "New messages" badge. */
   #afterContentChange(somethingNew) {
+    const log = this.ui.log;
+    this.ui.jump.hidden = log.scrollHeight <= log.clientHeight + PIN_THRESHOLD_PX;
     if (this.pinned) {
       this.ui.log.scrollTop = this.ui.log.scrollHeight;
     } else if (somethingNew) {
@@ -601,10 +607,11 @@ export class TerraChatElement extends HTMLElement {
     this.ui.gateButton.disabled = !this.ui.codeInput.value.trim();
   }
 
+  /** Grow the composer with its text, up to COMPOSER_MAX_PX (then it scrolls). */
   #onComposerInput() {
     const textarea = this.ui.textarea;
-    textarea.style.height = "auto";
-    textarea.style.height = `${Math.min(textarea.scrollHeight + 2, COMPOSER_MAX_PX)}px`;
+    textarea.style.height = "";
+    if (textarea.value) textarea.style.height = `${Math.min(textarea.scrollHeight + 2, COMPOSER_MAX_PX)}px`;
     this.#syncSendButton();
   }
 

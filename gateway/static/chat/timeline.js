@@ -133,9 +133,18 @@ export function renderStream(stream, { expanded, onToggleThoughts }) {
   if (text) {
     const body = el("div", { class: "bubble md" });
     renderInto(body, text);
-    if (!stream.done) body.append(el("span", { class: "caret", "aria-hidden": "true" }));
+    if (!stream.done) caretHost(body).append(el("span", { class: "caret", "aria-hidden": "true" }));
     children.push(body);
   }
   if (drawer) children.push(drawer);
   return el("div", { class: "msg terra streaming", "aria-busy": stream.done ? "false" : "true" }, ...children);
+}
+
+/** Where the typing caret goes: at the end of the last paragraph or list item, inline. */
+function caretHost(body) {
+  let host = body;
+  while (host.lastElementChild && ["P", "UL", "OL", "LI", "BLOCKQUOTE"].includes(host.lastElementChild.tagName)) {
+    host = host.lastElementChild;
+  }
+  return host;
 }
