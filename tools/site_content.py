@@ -11,13 +11,22 @@ from urllib.parse import unquote, urlsplit
 
 from tools.site_search import SearchHit, SiteIndex, split_passages
 
-__all__ = ["DOCUMENT_SUFFIXES", "Document", "SiteContent", "page_slug_candidates"]
+__all__ = [
+    "DOCUMENT_SUFFIXES",
+    "Document",
+    "SiteContent",
+    "is_inside",
+    "page_slug_candidates",
+    "read_limited",
+    "slug_for_path",
+]
 
 #: Page files, in order of preference when two share a slug.
 DOCUMENT_SUFFIXES = (".md", ".txt")
 MAX_FILE_BYTES = 2_000_000
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,150}$")
 _PAGE_EXTENSIONS = (".html", ".htm", ".md", ".txt", ".php")
+_UNSAFE = re.compile(r"[^a-z0-9._-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,29 @@ class Document:
     path: Path
 
 
+def _path_segments(path: str) -> list[str]:
+    segments = [s for s in unquote(path).lower().split("/") if s not in {"", ".", ".."}]
+    if segments:
+        for ext in _PAGE_EXTENSIONS:
+            if segments[-1].endswith(ext) and len(segments[-1]) > len(ext):
+                segments[-1] = segments[-1][: -len(ext)]
+                break
+    if segments and segments[-1] == "index" and len(segments) > 1:
+        segments.pop()
+    return segments
+
+
+def slug_for_path(path: str, *, fallback: str = "page") -> str:
+    """The slug of a site path: ``/blog/post.html`` -> ``blog-post``, ``/`` -> ``index``,
+    ``/docs/index.html`` -> ``docs``. Used by the refresher to name files and by lookups.
+    A path whose characters are all unusable gives ``fallback``."""
+    segments = _path_segments(path)
+    if not segments:
+        return "index"
+    slug = _UNSAFE.sub("-", "-".join(segments)).strip("-.")
+    return slug[:150] or fallback
+
+
 def page_slug_candidates(slug_or_url: str) -> list[str]:
     """Slugs to try for a page name or URL, most specific first.
 
@@ -38,17 +70,10 @@ def page_slug_candidates(slug_or_url: str) -> list[str]:
     raw = slug_or_url.strip()
     parts = urlsplit(raw)
     path = parts.path if (parts.scheme or parts.netloc) else raw.split("?")[0].split("#")[0]
-    segments = [s for s in unquote(path).lower().split("/") if s]
-    if segments:
-        for ext in _PAGE_EXTENSIONS:
-            if segments[-1].endswith(ext) and len(segments[-1]) > len(ext):
-                segments[-1] = segments[-1][: -len(ext)]
-                break
-    if segments and segments[-1] == "index" and len(segments) > 1:
-        segments.pop()
-    candidates = ["-".join(segments) if segments else "index"]
+    candidates = [slug_for_path(path, fallback="")]
+    segments = _path_segments(path)
     if len(segments) > 1:
-        candidates.append(segments[-1])
+        candidates.append(slug_for_path(segments[-1], fallback=""))
     return [c for c in dict.fromkeys(candidates) if _SLUG.fullmatch(c)]
 
 
