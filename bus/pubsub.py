@@ -114,6 +114,8 @@ class ChatFeed:
         self.reconnects = 0
         self.gaps_filled = 0
         self.dispatched = 0
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def chat_count(self) -> int:
@@ -193,10 +195,28 @@ class ChatFeed:
 
     # --- the reader loop ---------------------------------------------------------
 
+    def start(self) -> None:
+        """Run :meth:`run` as a background task of the current loop."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="bus.feed")
+
+    async def close(self, grace_seconds: float = 5.0) -> None:
+        """Stop the reader loop and close the connection (bounded in time)."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, grace_seconds)
+
     async def run(self) -> None:
-        """Read the pub/sub connection forever, reconnecting with capped backoff."""
+        """Read the pub/sub connection until :meth:`close`, reconnecting with capped backoff.
+
+        redis-py may turn a cancellation inside its connect timeout into a TimeoutError,
+        so the loop also checks an explicit stop flag rather than trusting cancellation.
+        """
         attempt = 0
-        while True:
+        while not self._stopping:
             pubsub = self.redis.pubsub()
             self._pubsub = pubsub
             try:
@@ -215,6 +235,8 @@ class ChatFeed:
                 raise
             except (RedisError, OSError) as exc:
                 self._connected.clear()
+                if self._stopping:
+                    return
                 self.reconnects += 1
                 delay = min(MAX_BACKOFF, 0.2 * 2**attempt) * (0.5 + random.random() / 2)
                 attempt += 1
@@ -286,19 +308,23 @@ class ChatFeed:
         chat_id: str,
         after: str | None,
         on_overflow: Callable[[], None] | None = None,
+        *,
+        verify: bool = True,
     ) -> AsyncIterator[EventRecord]:
         """Every event of ``chat_id`` after ``after`` (or from now), in order, then live.
 
         No gap and no duplicate: the listener is registered before the log is read, and
         live events at or below the last one yielded are skipped. Raises
-        :class:`ResumeGap` if ``after`` is older than the log retains and
+        :class:`ResumeGap` if ``after`` is older than the log retains (unless ``verify``
+        is false: the caller took ``after`` from the log itself a moment ago) and
         :class:`SlowConsumer` if the caller stops keeping up.
         """
         async with self.listen(chat_id, on_overflow) as listener:
             if after is None:
                 last = await self.log.last_event_id(chat_id) or "0-0"
             else:
-                await self.log.check_resume(chat_id, after)
+                if verify:
+                    await self.log.check_resume(chat_id, after)
                 last = after
                 for record in await self.log.events_after(chat_id, after):
                     yield record

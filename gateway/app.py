@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -104,13 +103,11 @@ def _bus_context(
             presence=Presence(redis, keys),
             jobs=JobQueue(redis, keys, consumer="gateway-stats"),
         )
-        feed_task = asyncio.create_task(feed.run(), name="gateway.feed")
+        feed.start()
         try:
             yield
         finally:
-            feed_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed_task
+            await feed.close()
             if injected is None:
                 await redis.aclose()
 

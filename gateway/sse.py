@@ -14,7 +14,12 @@ from bus import BusUnavailable, SlowConsumer
 from gateway.auth import check_origin, require_code
 from gateway.keys import AppKeys
 from gateway.rest import chat_id_of
-from gateway.streaming import follow_frames, parse_resume_point, run_until_stalled
+from gateway.streaming import (
+    follow_frames,
+    handshake_point,
+    parse_resume_point,
+    run_until_stalled,
+)
 
 __all__ = ["chat_events"]
 
@@ -38,6 +43,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
         request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     )
     v2 = request.query.get("v") == "2"
+    now = await handshake_point(request.app, chat_id) if after is None else None
     stalled = asyncio.Event()
 
     async with sse_response(
@@ -53,7 +59,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
         async def pump() -> None:
             nonlocal first
             async for event_id, frame in follow_frames(
-                request.app, chat_id, after, v2=v2, on_overflow=stalled.set
+                request.app, chat_id, after, v2=v2, on_overflow=stalled.set, now=now
             ):
                 await stream.send(frame, id=event_id, retry=RECONNECT_MS if first else None)
                 first = False

@@ -15,7 +15,13 @@ from bus.schemas import EVENT_TYPES_V1
 from gateway.errors import json_error
 from gateway.keys import AppKeys
 
-__all__ = ["Frame", "follow_frames", "parse_resume_point", "run_until_stalled"]
+__all__ = [
+    "Frame",
+    "follow_frames",
+    "handshake_point",
+    "parse_resume_point",
+    "run_until_stalled",
+]
 
 #: ``(eventId or None, frame JSON)``; resync frames have no event id.
 Frame = tuple[str | None, str]
@@ -37,19 +43,27 @@ async def follow_frames(
     *,
     v2: bool,
     on_overflow: Callable[[], None],
+    now: str | None = None,
 ) -> AsyncIterator[Frame]:
     """Frames of ``chat_id`` after ``after`` (or from now), gap-free, then live.
 
     v1 clients receive only the frame types of the original relay. When the resume
     point is no longer in the log, v2 clients first get ``{"type": "resync"}`` (refetch
-    history), then live frames; v1 clients simply continue live.
+    history), then live frames; v1 clients simply continue live. ``now`` is the chat's
+    last event id read by the caller before the handshake completed (see
+    :func:`handshake_point`).
     """
-    feed = app[AppKeys.bus].feed
+    bus = app[AppKeys.bus]
     metrics = app[AppKeys.metrics]
+    # Without a resume point, "from now" means from the handshake: anything appended
+    # after this read is delivered even if the subscription confirms a moment later.
     start = after
+    verify = after is not None
+    if start is None:
+        start = now or await handshake_point(app, chat_id)
     while True:
         try:
-            async for record in feed.follow(chat_id, start, on_overflow):
+            async for record in bus.feed.follow(chat_id, start, on_overflow, verify=verify):
                 if v2 or record.type in EVENT_TYPES_V1:
                     yield record.event_id, record.frame_json()
             return
@@ -57,10 +71,20 @@ async def follow_frames(
             metrics.resumes.labels("resync").inc()
             if v2:
                 yield None, json.dumps({"type": "resync", "chatId": chat_id, "reason": str(gap)})
-            start = None
+            start = await bus.log.last_event_id(chat_id) or "0-0"
+            verify = False
         else:
             if after is not None:
                 metrics.resumes.labels("ok").inc()
+
+
+async def handshake_point(app: web.Application, chat_id: str) -> str:
+    """The chat's newest event id ("0-0" when empty), read before a handshake completes.
+
+    A client that connects and then posts must see its own message: its stream starts
+    after this point, not when the subscription happens to be confirmed.
+    """
+    return await app[AppKeys.bus].log.last_event_id(chat_id) or "0-0"
 
 
 async def run_until_stalled(

@@ -13,7 +13,12 @@ from bus import BusUnavailable, SlowConsumer, is_valid_chat_id
 from gateway.auth import check_origin, code_is_valid
 from gateway.errors import CloseCode, json_error
 from gateway.keys import AppKeys
-from gateway.streaming import follow_frames, parse_resume_point, run_until_stalled
+from gateway.streaming import (
+    follow_frames,
+    handshake_point,
+    parse_resume_point,
+    run_until_stalled,
+)
 
 __all__ = ["chat_socket"]
 
@@ -34,6 +39,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         raise json_error(400, "Invalid chat id")
     after = parse_resume_point(request.query.get("lastEventId"))
     v2 = request.query.get("v") == "2"
+    now = await handshake_point(request.app, chat_id) if chat_id and after is None else None
 
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, max_msg_size=4096)
     await ws.prepare(request)
@@ -50,7 +56,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
 
     async def pump() -> None:
         async for event_id, frame in follow_frames(
-            request.app, chat_id, after, v2=v2, on_overflow=stalled.set
+            request.app, chat_id, after, v2=v2, on_overflow=stalled.set, now=now
         ):
             await ws.send_str(frame)
             if event_id is not None:
