@@ -145,7 +145,8 @@ async def test_malformed_json_wrong_type_and_oversized_body(gateway: TestServer)
         r = await s.post(target, data=b"{not json", headers={"Content-Type": "application/json"})
         assert (r.status, await r.json()) == (400, {"error": "Malformed JSON body"})
         r = await s.post(target, data=b"content=x", headers={"Content-Type": "text/plain"})
-        assert r.status == 415 and "error" in await r.json()
+        assert r.status == 415
+        assert "error" in await r.json()
         big = json.dumps({"content": "x" * 300_000, "accessCode": ACCESS_CODE}).encode()
         r = await s.post(target, data=big, headers={"Content-Type": "application/json"})
         assert (r.status, await r.json()) == (413, {"error": "Request body too large"})
@@ -236,7 +237,8 @@ async def test_websocket_auth_and_origin(gateway: TestServer) -> None:
         async with s.ws_connect(url(gateway, "/api/chat?chatId=c&accessCode=wrong")) as ws:
             msg = await ws.receive(timeout=5)
             assert msg.type == aiohttp.WSMsgType.CLOSE
-            assert ws.close_code == 1008 and msg.extra == "Unauthorized"
+            assert ws.close_code == 1008
+            assert msg.extra == "Unauthorized"
         async with s.ws_connect(url(gateway, f"/api/chat?accessCode={ACCESS_CODE}")) as ws:
             await ws.receive(timeout=5)
             assert ws.close_code == 1008
@@ -255,10 +257,10 @@ async def test_websocket_auth_and_origin(gateway: TestServer) -> None:
 
 
 async def _collect_ws(
-    ws: aiohttp.ClientWebSocketResponse, until: Any, timeout: float = 10
+    ws: aiohttp.ClientWebSocketResponse, until: Any, deadline: float = 10
 ) -> list[dict[str, Any]]:
     frames: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(deadline):
         while True:
             frame = await ws.receive_json()
             frames.append(frame)
@@ -373,7 +375,8 @@ async def test_v1_clients_get_only_original_frame_types(
             await post(s, gateway, "v1", {"content": "q", "accessCode": ACCESS_CODE})
         ).json()
         frame = await ws.receive_json(timeout=5)
-        assert frame["id"] == msg["id"] and "type" not in frame
+        assert frame["id"] == msg["id"]
+        assert "type" not in frame
         await ws.close()
 
 
@@ -391,7 +394,8 @@ async def test_two_sockets_on_one_chat_see_the_same_frames(
         await chat_log.finish_reply("two", msg["id"], "0123456789")
         done = lambda f: f.get("type") == "workerState" and f["state"] == "responded"  # noqa: E731
         fa, fb = await _collect_ws(a, done), await _collect_ws(b, done)
-        assert fa == fb and len(fa) == 15
+        assert fa == fb
+        assert len(fa) == 15
         await a.close()
         await b.close()
 
