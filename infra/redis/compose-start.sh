@@ -1,0 +1,26 @@
+#!/bin/sh
+# Start command of the redis service in compose.yaml (official redis:7 Alpine image).
+#
+# Runs as root for three steps, then the image's entrypoint drops to the redis user:
+# 1. render the ACL file from the template and the password secrets, into a tmpfs;
+# 2. copy the TLS key there, owned by redis with mode 0600 (secrets are bind mounts
+#    with the host's ownership, which the redis user may not be able to read);
+# 3. exec docker-entrypoint.sh redis-server with infra/redis/redis.conf, overriding
+#    only the paths that differ inside the container.
+set -eu
+
+run=/run/redis
+mkdir -p "$run"
+chown redis:redis "$run"
+chmod 0750 "$run"
+sh /etc/redis/render-acl.sh /etc/redis/users.acl.template /run/secrets "$run/users.acl"
+chown redis:redis "$run/users.acl"
+install -m 0600 -o redis -g redis /run/secrets/redis_tls_key "$run/server.key"
+
+exec docker-entrypoint.sh redis-server /etc/redis/redis.conf \
+    --dir /data \
+    --aclfile "$run/users.acl" \
+    --tls-cert-file /run/secrets/redis_tls_cert \
+    --tls-key-file "$run/server.key" \
+    --tls-ca-cert-file /run/secrets/redis_tls_ca \
+    --pidfile "$run/redis-server.pid"
