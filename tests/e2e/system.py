@@ -24,7 +24,10 @@ class RunningSystem:
 
     @property
     def gateway(self) -> subprocess.Popen[bytes]:
-        return next(p for p in self.launcher.children if list(p.args)[-1] == "gateway")
+        for proc in self.launcher.children:
+            if isinstance(proc.args, list | tuple) and str(proc.args[-1]) == "gateway":
+                return proc
+        raise LookupError("the launcher started no gateway")
 
     def kill_gateway(self) -> None:
         """SIGKILL the gateway: no close frames, no goodbye, like a crash."""

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.system import RunningSystem  # noqa: E402
-from tests.e2e.widget import SLOW_ANSWER, Widget  # noqa: E402
+from tests.e2e.system import RunningSystem
+from tests.e2e.widget import SLOW_ANSWER, Widget
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,9 @@ def open_widget(page: Page, system: RunningSystem) -> Widget:
     return widget
 
 
-def test_gate_locks_status_until_a_valid_code(page: Page, system: RunningSystem, shots: Path) -> None:
+def test_gate_locks_status_until_a_valid_code(
+    page: Page, system: RunningSystem, shots: Path
+) -> None:
     widget = open_widget(page, system)
     widget.shot(shots, "01-launcher-closed")
     widget.open()
@@ -48,7 +50,7 @@ def test_gate_locks_status_until_a_valid_code(page: Page, system: RunningSystem,
     expect(widget.textarea).to_be_focused()
     expect(widget.host.locator(".chain-toggle .node-dot.locked")).to_have_count(0)
     storage = page.evaluate(
-        "[sessionStorage.getItem('terrarium-access-code'), sessionStorage.getItem('terrarium-chat-id')]"
+        "['terrarium-access-code', 'terrarium-chat-id'].map((key) => sessionStorage.getItem(key))"
     )
     assert storage[0] == system.access_code
     assert UUID.match(storage[1])
@@ -61,7 +63,9 @@ def test_gate_locks_status_until_a_valid_code(page: Page, system: RunningSystem,
     expect(widget.chain_panel).to_be_hidden()
 
 
-def test_send_shows_thinking_then_a_streamed_answer(page: Page, system: RunningSystem, shots: Path) -> None:
+def test_send_shows_thinking_then_a_streamed_answer(
+    page: Page, system: RunningSystem, shots: Path
+) -> None:
     widget = open_widget(page, system)
     widget.start_chat(system.access_code)
 
@@ -88,7 +92,9 @@ def test_send_shows_thinking_then_a_streamed_answer(page: Page, system: RunningS
     widget.shot(shots, "05-answered-with-thoughts")
 
 
-def test_refresh_in_the_middle_of_an_answer_resumes_it(page: Page, system: RunningSystem, shots: Path) -> None:
+def test_refresh_in_the_middle_of_an_answer_resumes_it(
+    page: Page, system: RunningSystem, shots: Path
+) -> None:
     widget = open_widget(page, system)
     widget.start_chat(system.access_code)
     widget.send(f"Tell me a long story {SLOW_ANSWER}")
@@ -117,7 +123,9 @@ def test_refresh_in_the_middle_of_an_answer_resumes_it(page: Page, system: Runni
     expect(widget.terra).to_have_count(1)
 
 
-def test_stop_ends_the_reply_and_new_messages_badge(page: Page, system: RunningSystem, shots: Path) -> None:
+def test_stop_ends_the_reply_and_new_messages_badge(
+    page: Page, system: RunningSystem, shots: Path
+) -> None:
     widget = open_widget(page, system)
     widget.start_chat(system.access_code)
     widget.send(f"Please ramble {SLOW_ANSWER}")
@@ -149,7 +157,7 @@ def test_stop_ends_the_reply_and_new_messages_badge(page: Page, system: RunningS
 
 XSS = (
     '<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script> '
-    "[click me](javascript:window.__xss=3) <a href=\"javascript:window.__xss=4\">link</a> "
+    '[click me](javascript:window.__xss=3) <a href="javascript:window.__xss=4">link</a> '
     '<svg onload="window.__xss=5"></svg> <iframe src="javascript:window.__xss=6"></iframe> **bold**'
 )
 
@@ -164,11 +172,13 @@ def test_an_xss_payload_renders_inert(page: Page, system: RunningSystem, shots: 
 
     assert page.evaluate("window.__xss") is None
     # Visitor text is shown as typed; Terra's Markdown is sanitised.
-    expect(widget.visitor.first.locator(".bubble")).to_contain_text('<img src=x onerror="window.__xss=1">')
+    expect(widget.visitor.first.locator(".bubble")).to_contain_text(
+        '<img src=x onerror="window.__xss=1">'
+    )
     dangerous = widget.shadow_eval(
         "root.querySelectorAll('ol.messages img, ol.messages script, ol.messages svg,"
         " ol.messages iframe, ol.messages [onerror], ol.messages [onload],"
-        " ol.messages a[href^=\"javascript\"]').length"
+        ' ol.messages a[href^="javascript"]\').length'
     )
     assert dangerous == 0
     expect(reply.locator("strong")).to_have_text("bold")
@@ -200,6 +210,19 @@ def test_keyboard_only_use(page: Page, system: RunningSystem) -> None:
     expect(widget.panel).to_be_hidden()
     expect(widget.launcher).to_be_focused()
     expect(widget.launcher).to_have_attribute("aria-expanded", "false")
+
+
+def test_unread_badge_while_the_panel_is_closed(page: Page, system: RunningSystem) -> None:
+    widget = open_widget(page, system)
+    widget.start_chat(system.access_code)
+    widget.send("Answer while I look away [[demo:echo]] [[demo:delay=300]]")
+    widget.textarea.press("Escape")
+    expect(widget.panel).to_be_hidden()
+    expect(widget.badge).to_have_text("1", timeout=20_000)
+    expect(widget.launcher).to_have_attribute("aria-label", "Open chat with Terra (1 new)")
+    widget.launcher.click()
+    expect(widget.badge).to_be_hidden()
+    expect(widget.terra).to_have_count(1)
 
 
 def test_transcript_theme_and_reset(page: Page, system: RunningSystem, shots: Path) -> None:
@@ -240,15 +263,19 @@ def test_full_page_mode(page: Page, system: RunningSystem, shots: Path) -> None:
     expect(widget.launcher).to_be_hidden()
     expect(widget.close_button).to_be_hidden()
     box = widget.panel.bounding_box()
-    assert box is not None and box["width"] >= 1100 and box["height"] >= 800
+    assert box is not None
+    assert box["width"] >= 1100
+    assert box["height"] >= 800
     widget.start_chat(system.access_code)
     widget.send("Hi from the full page [[demo:echo]]")
     widget.wait_reply()
     widget.shot(shots, "11-full-page")
 
 
-def test_phone_layout_is_full_screen(browser: object, system: RunningSystem, shots: Path) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)  # type: ignore[attr-defined]
+def test_phone_layout_is_full_screen(browser: Browser, system: RunningSystem, shots: Path) -> None:
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
     try:
         page = context.new_page()
         widget = open_widget(page, system)

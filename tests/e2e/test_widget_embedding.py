@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Page, expect
 
-from tests.e2e.system import RunningSystem  # noqa: E402
-from tests.e2e.widget import Widget  # noqa: E402
+from tests.e2e.system import RunningSystem
+from tests.e2e.widget import Widget
 
 pytestmark = pytest.mark.e2e
 
@@ -22,15 +22,18 @@ HOSTILE_CSS = """
   body * { display: none !important; }
   * {
     font: italic 3px/0 "Comic Sans MS", cursive !important; color: red !important;
-    background: yellow !important; letter-spacing: 6px !important; text-transform: uppercase !important;
+    background: yellow !important; letter-spacing: 6px !important;
+    text-transform: uppercase !important;
     box-sizing: content-box !important; pointer-events: none !important; cursor: wait !important;
   }
   div, section, button, textarea, input, ol, li, p, span, form, header {
-    all: unset !important; display: none !important; position: fixed !important; top: -999px !important;
+    all: unset !important; display: none !important;
+    position: fixed !important; top: -999px !important;
   }
   terra-chat {
     display: none !important; visibility: hidden !important; opacity: 0 !important;
-    position: absolute !important; left: -9999px !important; width: 0 !important; height: 0 !important;
+    position: absolute !important; left: -9999px !important;
+    width: 0 !important; height: 0 !important;
     transform: scale(0) !important; filter: blur(8px) !important; clip-path: inset(50%) !important;
     z-index: -1 !important; contain: strict !important; overflow: hidden !important;
   }
@@ -39,8 +42,10 @@ HOSTILE_CSS = """
     inset: 0 !important; background: black !important; z-index: 2147483647 !important;
   }
   /* And something to cover the corner, at the top of the page's own stacking order. */
-  #cover { display: block !important; position: fixed !important; right: 0; bottom: 0; width: 50px; height: 50px;
-           z-index: 1000 !important; background: purple !important; }
+  #cover {
+    display: block !important; position: fixed !important; right: 0; bottom: 0;
+    width: 50px; height: 50px; z-index: 1000 !important; background: purple !important;
+  }
 """
 
 
@@ -60,7 +65,9 @@ def load_host_page(page: Page, system: RunningSystem, html: str) -> None:
     page.set_content(html)
 
 
-def test_hostile_host_css_cannot_hide_or_break_the_widget(page: Page, system: RunningSystem, shots: Path) -> None:
+def test_hostile_host_css_cannot_hide_or_break_the_widget(
+    page: Page, system: RunningSystem, shots: Path
+) -> None:
     load_host_page(
         page,
         system,
@@ -73,8 +80,11 @@ def test_hostile_host_css_cannot_hide_or_break_the_widget(page: Page, system: Ru
     widget = Widget(page)
     expect(widget.launcher).to_be_visible()
     box = widget.launcher.bounding_box()
-    assert box is not None and box["width"] == 60 and box["height"] == 60
-    assert box["x"] + box["width"] <= 1200 and box["y"] + box["height"] <= 820
+    assert box is not None
+    assert box["width"] == 60
+    assert box["height"] == 60
+    assert box["x"] + box["width"] <= 1200
+    assert box["y"] + box["height"] <= 820
     widget.launcher.click()  # Playwright checks nothing covers it
     expect(widget.panel).to_be_visible()
     widget.shot(shots, "17-hostile-host-gate")
@@ -84,25 +94,30 @@ def test_hostile_host_css_cannot_hide_or_break_the_widget(page: Page, system: Ru
     widget.send("Does this page's CSS leak in? [[demo:echo]]")
     reply = widget.wait_reply()
     styles = reply.locator(".bubble").evaluate(
-        "b => { const s = getComputedStyle(b); return [s.fontSize, s.color, s.textTransform, s.letterSpacing]; }"
+        "b => { const s = getComputedStyle(b);"
+        " return [s.fontSize, s.color, s.textTransform, s.letterSpacing]; }"
     )
     assert styles[0] == "15px"
     assert styles[1] != "rgb(255, 0, 0)"
-    assert styles[2] == "none" and styles[3] == "normal"
+    assert styles[2] == "none"
+    assert styles[3] == "normal"
     assert widget.textarea.evaluate("t => getComputedStyle(t).fontSize") == "16px"
     widget.shot(shots, "18-hostile-host-chat")
     # And the widget's own styles did not leak out onto the page.
     assert page.locator("h1").evaluate("h => getComputedStyle(h).color") == "rgb(255, 0, 0)"
 
 
-def test_inline_mode_with_target_title_theme_and_api_base(page: Page, system: RunningSystem, shots: Path) -> None:
+def test_inline_mode_with_target_title_theme_and_api_base(
+    page: Page, system: RunningSystem, shots: Path
+) -> None:
     load_host_page(
         page,
         system,
         host_page(
             '<h1>My garden blog</h1><div id="chat-slot" style="width:520px;height:640px"></div>'
             f'<script src="/widget.js" data-mode="inline" data-target="#chat-slot" '
-            f'data-title="Garden helper" data-theme="dark" data-api-base="{system.url}api/"></script>',
+            'data-title="Garden helper" data-theme="dark" '
+            f'data-api-base="{system.url}api/"></script>',
             "body { font-family: Georgia, serif; margin: 24px; }",
         ),
     )
@@ -112,7 +127,9 @@ def test_inline_mode_with_target_title_theme_and_api_base(page: Page, system: Ru
     expect(widget.host.locator("h2.title")).to_have_text("Garden helper")
     expect(widget.root).to_have_class(re.compile(r"\bdark\b"))
     box = widget.panel.bounding_box()
-    assert box is not None and round(box["width"]) == 520 and round(box["height"]) == 640
+    assert box is not None
+    assert round(box["width"]) == 520
+    assert round(box["height"]) == 640
     with page.expect_request(re.compile(r".*/api/health\?accessCode=.*")):
         widget.enter_code(system.access_code)
     widget.wait_connected()
@@ -129,7 +146,8 @@ def test_api_base_is_derived_from_the_script_address(page: Page, system: Running
     widget = Widget(page)
     widget.start_chat(system.access_code)
     api_calls = [u for u in requests if "/api/" in u]
-    assert api_calls and all(u.startswith(system.url + "api/") for u in api_calls), api_calls
+    assert api_calls
+    assert all(u.startswith(system.url + "api/") for u in api_calls), api_calls
 
 
 def test_the_demo_page_says_it_runs_the_demo_agent(page: Page, system: RunningSystem) -> None:

@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
-from playwright.sync_api import Page, Route, WebSocketRoute, expect  # noqa: E402
+from playwright.sync_api import Page, Route, WebSocketRoute, expect
 
-from tests.e2e.system import RunningSystem  # noqa: E402
-from tests.e2e.widget import SLOW_ANSWER, Widget  # noqa: E402
+from tests.e2e.system import RunningSystem
+from tests.e2e.widget import SLOW_ANSWER, Widget
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,9 @@ def chat(page: Page, system: RunningSystem) -> Widget:
     return widget
 
 
-def test_gateway_down_then_back_resumes_the_answer(page: Page, own_system: RunningSystem, shots: Path) -> None:
+def test_gateway_down_then_back_resumes_the_answer(
+    page: Page, own_system: RunningSystem, shots: Path
+) -> None:
     widget = chat(page, own_system)
     widget.send(f"Keep talking while the relay restarts {SLOW_ANSWER}")
     expect(widget.stream.locator(".bubble")).to_be_visible(timeout=20_000)
@@ -119,7 +121,8 @@ def test_overload_is_retried_after_retry_after(page: Page, system: RunningSystem
     widget.send("Busy? [[demo:echo]]")
     expect(widget.visitor.first).to_contain_text("retrying")
     widget.wait_reply()
-    assert len(calls) == 2 and calls[0] == calls[1]
+    assert len(calls) == 2
+    assert calls[0] == calls[1]
 
 
 def test_a_refused_message_is_not_retried(page: Page, system: RunningSystem, shots: Path) -> None:
@@ -131,7 +134,11 @@ def test_a_refused_message_is_not_retried(page: Page, system: RunningSystem, sho
             route.continue_()
             return
         posts.append(route.request.url)
-        route.fulfill(status=413, content_type="application/json", body=json.dumps({"error": "Message too long"}))
+        route.fulfill(
+            status=413,
+            content_type="application/json",
+            body=json.dumps({"error": "Message too long"}),
+        )
 
     page.route(POSTS, refuse)
     widget.send("This one is refused")
@@ -149,7 +156,9 @@ def test_a_refused_message_is_not_retried(page: Page, system: RunningSystem, sho
     expect(failed).to_have_count(0)
 
 
-def test_v2_frames_tool_activity_reasoning_reset_and_resync(page: Page, system: RunningSystem, shots: Path) -> None:
+def test_v2_frames_tool_activity_reasoning_reset_and_resync(
+    page: Page, system: RunningSystem, shots: Path
+) -> None:
     """Frames the demo worker may never send are injected into the real socket."""
     sockets: list[WebSocketRoute] = []
 
@@ -167,10 +176,26 @@ def test_v2_frames_tool_activity_reasoning_reset_and_resync(page: Page, system: 
         # No eventId: injected frames must not move the real resume point.
         live.send(json.dumps({"chatId": "x", **frame}))
 
-    inject({"type": "workerState", "state": "processing", "detail": None, "updatedAt": "2030-01-01T00:00:00.000Z"})
+    inject(
+        {
+            "type": "workerState",
+            "state": "processing",
+            "detail": None,
+            "updatedAt": "2030-01-01T00:00:00.000Z",
+        }
+    )
+    expect(widget.typing).to_be_visible()
+    expect(widget.typing).to_contain_text("Terra is thinking…")
     inject({"type": "toolActivity", "name": "search_site", "status": "started", "callId": "c1"})
     inject({"type": "reasoning", "content": "The visitor wants the garden page."})
-    inject({"type": "assistantChunk", "content": "PARTIAL-ANSWER-TO-DISCARD", "done": False, "emittedAt": "x"})
+    inject(
+        {
+            "type": "assistantChunk",
+            "content": "PARTIAL-ANSWER-TO-DISCARD",
+            "done": False,
+            "emittedAt": "x",
+        }
+    )
     stream = widget.stream
     expect(stream.locator(".bubble")).to_contain_text("PARTIAL-ANSWER-TO-DISCARD")
     toggle = stream.locator(".thoughts-toggle")
@@ -188,7 +213,14 @@ def test_v2_frames_tool_activity_reasoning_reset_and_resync(page: Page, system: 
 
     with page.expect_request(lambda r: r.method == "GET" and HISTORY.match(r.url) is not None):
         inject({"type": "resync"})
-    inject({"type": "workerState", "state": "idle", "detail": None, "updatedAt": "2030-01-01T00:00:01.000Z"})
+    inject(
+        {
+            "type": "workerState",
+            "state": "idle",
+            "detail": None,
+            "updatedAt": "2030-01-01T00:00:01.000Z",
+        }
+    )
     expect(widget.stream).to_have_count(0)
     # The chat still works end to end afterwards.
     widget.send("After the resync [[demo:echo]]")

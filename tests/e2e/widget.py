@@ -91,4 +91,6 @@ class Widget:
 
     def shadow_eval(self, script: str) -> Any:
         """Evaluate `script` with `root` bound to the widget's shadow root."""
-        return self.host.evaluate(f"(host) => {{ const root = host.shadowRoot; return ({script}); }}")
+        return self.host.evaluate(
+            f"(host) => {{ const root = host.shadowRoot; return ({script}); }}"
+        )

@@ -13,7 +13,7 @@ export const COPY = {
   composerLabel: "Message to Terra",
   placeholderReady: "Ask Terra anything…",
   placeholderChecking: "Message Terra…",
-  placeholderOffline: "Send a message to wake Terra…",
+  placeholderOffline: "Message Terra…",
   send: "Send",
   stop: "Stop",
   stopping: "Stopping…",
