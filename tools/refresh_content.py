@@ -617,4 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from logsetup import configure_logging
+
+    configure_logging()
     raise SystemExit(main())
