@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import Field
 
 from tools.base import JsonObject, Tool, ToolContext, ToolParams
@@ -38,7 +40,7 @@ def site_page(site: SiteContent, slug_or_url: str) -> JsonObject:
 
 def create_fetch_site_page_tool(site: SiteContent) -> Tool[FetchSitePageParams]:
     async def handle(params: FetchSitePageParams, ctx: ToolContext) -> JsonObject:
-        return site_page(site, params.slug_or_url)
+        return await asyncio.to_thread(site_page, site, params.slug_or_url)
 
     return Tool(
         name="fetch_site_page",

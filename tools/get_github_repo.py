@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path, PurePosixPath
 
 from pydantic import Field
@@ -50,7 +51,7 @@ def create_get_github_repo_tool(
 ) -> Tool[GetGithubRepoParams]:
     """``owner`` is the person's name for the description, ``github_owner`` the account."""
 
-    async def handle(params: GetGithubRepoParams, ctx: ToolContext) -> JsonObject:
+    def read(params: GetGithubRepoParams) -> JsonObject:
         name = params.name
         if "/" in name:
             repo_owner, _, name = name.partition("/")
@@ -82,6 +83,9 @@ def create_get_github_repo_tool(
         if len(text) > REPO_CHAR_LIMIT:
             payload["truncated"] = True
         return payload
+
+    async def handle(params: GetGithubRepoParams, ctx: ToolContext) -> JsonObject:
+        return await asyncio.to_thread(read, params)
 
     return Tool(
         name="get_github_repo",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -46,7 +47,7 @@ def load_repos(site: SiteContent) -> list[JsonObject]:
 
 def create_list_github_repos_tool(site: SiteContent, *, owner: str) -> Tool[ListGithubReposParams]:
     async def handle(params: ListGithubReposParams, ctx: ToolContext) -> JsonObject:
-        return {"repos": load_repos(site)}
+        return {"repos": await asyncio.to_thread(load_repos, site)}
 
     return Tool(
         name="list_github_repos",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tools.base import JsonObject, Tool, ToolContext, ToolParams
 from tools.site_content import SiteContent, is_inside, read_limited
 
@@ -18,7 +20,7 @@ class WhatMatthewWantsParams(ToolParams):
 def create_what_matthew_wants_tool(
     site: SiteContent, *, owner: str
 ) -> Tool[WhatMatthewWantsParams]:
-    async def handle(params: WhatMatthewWantsParams, ctx: ToolContext) -> JsonObject:
+    def read() -> JsonObject:
         path = site.root / WANTS_FILE
         try:
             if path.is_file() and is_inside(path, site.root):
@@ -26,6 +28,9 @@ def create_what_matthew_wants_tool(
         except OSError:
             pass
         return {"note": f"{owner} has not written anything here yet.", "content": ""}
+
+    async def handle(params: WhatMatthewWantsParams, ctx: ToolContext) -> JsonObject:
+        return await asyncio.to_thread(read)
 
     return Tool(
         name="what_matthew_wants",
