@@ -485,7 +485,7 @@ export class TerraChatElement extends HTMLElement {
   #chainItem(node) {
     const status = COPY.chainStatus[node.status] ?? node.status;
     const latency = typeof node.latencyMs === "number" ? ` · ~${Math.round(node.latencyMs)} ms` : "";
-    const detail = node.status === "locked" ? "" : node.detail || (node.checkedAt ? COPY.chainUpdated(formatTime(node.checkedAt)) : "");
+    const detail = node.status === "locked" ? "" : localTimes(node.detail) || (node.checkedAt ? COPY.chainUpdated(formatTime(node.checkedAt)) : "");
     return el(
       "li",
       {},
@@ -747,6 +747,11 @@ export class TerraChatElement extends HTMLElement {
     viewport.addEventListener("resize", update);
     this.viewportCleanup = () => viewport.removeEventListener("resize", update);
   }
+}
+
+/** ISO 8601 timestamps inside a server sentence, shown as the visitor's local "HH:MM". */
+function localTimes(text) {
+  return text ? text.replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z/g, (iso) => formatTime(iso)) : text;
 }
 
 /** Markdown-ish text reduced to a short plain sentence for the live region. */
