@@ -57,7 +57,7 @@ def wrap_tool_result(name: str, payload: JsonObject) -> str:
     name is attribute-escaped and ``</`` inside the JSON is written ``<\\/`` (still valid
     JSON), so fetched text can never close the wrapper early.
     """
-    body = json.dumps(payload, ensure_ascii=False).replace("</", "<\\/")
+    body = json.dumps(payload, ensure_ascii=False, default=str).replace("</", "<\\/")
     attr = html.escape(name[:_MAX_ECHOED_NAME], quote=True)
     return f'<tool_result tool="{attr}">\n{body}\n</tool_result>'
 
@@ -141,6 +141,8 @@ def _decode_arguments(raw: str | Mapping[str, Any] | None) -> JsonObject:
         return {}
     if isinstance(raw, Mapping):
         return dict(raw)
+    if not isinstance(raw, str):
+        raise ToolInputError("Arguments must be a JSON object")
     text = raw.strip()
     if not text:
         return {}
@@ -237,6 +239,8 @@ class ToolRegistry:
         payload is ``{"error": ...}``. Only cancellation propagates.
         """
         started = time.perf_counter()
+        if not isinstance(name, str):  # a malformed stream can leave the name unset
+            name = "" if name is None else repr(name)
         tool = self.get(name)
         if tool is None:
             return self._failure(name, {}, f"Unknown tool: {name}", "unknown_tool", started)
@@ -270,13 +274,21 @@ class ToolRegistry:
             return self._failure(
                 tool.name, arguments, f"Tool {tool.name} failed unexpectedly", "crashed", started
             )
-        return ToolResult(
-            name=tool.name,
-            arguments=arguments,
-            payload=payload,
-            error_kind=None if "error" not in payload else "tool_error",
-            duration_seconds=time.perf_counter() - started,
-        )
+        try:
+            if not isinstance(payload, dict):
+                raise TypeError(f"payload is {type(payload).__name__}, not a dict")
+            return ToolResult(
+                name=tool.name,
+                arguments=arguments,
+                payload=payload,
+                error_kind=None if "error" not in payload else "tool_error",
+                duration_seconds=time.perf_counter() - started,
+            )
+        except (TypeError, ValueError):
+            log.exception("tools.bad_payload", tool=tool.name, chat_id=ctx.chat_id)
+            return self._failure(
+                tool.name, arguments, f"Tool {tool.name} failed unexpectedly", "crashed", started
+            )
 
     @staticmethod
     def _failure(

@@ -205,6 +205,33 @@ async def test_unknown_tool(registry: ToolRegistry, ctx: ToolContext) -> None:
     assert result.content.startswith('<tool_result tool="rm&quot;&gt;&lt;x">')
 
 
+async def test_malformed_stream_values_do_not_raise(
+    registry: ToolRegistry, ctx: ToolContext
+) -> None:
+    unnamed = await registry.execute(None, "{}", ctx)  # type: ignore[arg-type]
+    assert unnamed.payload == {"error": "Unknown tool: "}
+    listed = await registry.execute("echo", ["text"], ctx)  # type: ignore[arg-type]
+    assert listed.payload == {"error": "Arguments must be a JSON object"}
+
+
+async def test_bad_payloads_from_a_tool_are_contained(ctx: ToolContext) -> None:
+    async def not_a_dict(params: EchoParams, ctx: ToolContext) -> JsonObject:
+        return ["oops"]  # type: ignore[return-value]
+
+    async def odd_values(params: EchoParams, ctx: ToolContext) -> JsonObject:
+        return {"when": Path("/x"), "n": {1, 2}.__len__()}
+
+    registry = ToolRegistry()
+    registry.register(_tool("listy", not_a_dict))
+    registry.register(_tool("odd", odd_values))
+    crashed = await registry.execute("listy", {"text": "x"}, ctx)
+    assert crashed.payload == {"error": "Tool listy failed unexpectedly"}
+    assert crashed.error_kind == "crashed"
+    odd = await registry.execute("odd", {"text": "x"}, ctx)
+    assert odd.ok
+    assert '"when": "/x"' in odd.content
+
+
 async def test_timeout_becomes_an_error(registry: ToolRegistry, ctx: ToolContext) -> None:
     result = await registry.execute("slow", {"text": "x"}, ctx)
     assert result.payload == {"error": "Tool slow timed out after 0.2 s"}
