@@ -35,7 +35,6 @@ export const COPY = {
 
   showThoughts: (n) => `Show thoughts (${n})`,
   hideThoughts: "Hide thoughts",
-  thoughtHidden: "Thought chunk (hidden) — will appear once the message finishes",
   thoughtOnly: "(hidden thought only)",
   toolUsing: (name) => `Using ${name}…`,
   toolDone: (name) => `Used ${name}`,
@@ -55,7 +54,6 @@ export const COPY = {
   statusLocked: "Enter the access code",
 
   // Connection banner.
-  connecting: "Connecting…",
   reconnecting: (seconds) => `Connection lost. Reconnecting in ${seconds} s…`,
   reconnectingNow: "Connection lost. Reconnecting…",
   reconnected: "Reconnected. You’re up to date.",
