@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from tools import ToolSettings
+from tools.refresh_content import RefreshOptions
 from tools.scheduled_refresh import (
     JOB_NAME,
     parse_cron,
@@ -78,6 +79,18 @@ def test_blank_optional_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> No
 def test_invalid_values_fail_fast(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         ToolSettings(_env_file=None, **overrides)
+
+
+def test_refresh_touches_github_only_for_an_explicit_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GITHUB_OWNER", raising=False)
+    assert RefreshOptions.from_settings(ToolSettings(_env_file=None)).github_owner is None
+    monkeypatch.setenv("GITHUB_OWNER", "someone")
+    monkeypatch.setenv("CONTENT_REFRESH_REPOS", "Dice, Garden")
+    options = RefreshOptions.from_settings(ToolSettings(_env_file=None))
+    assert options.github_owner == "someone"
+    assert options.repo_allowlist == {"dice", "garden"}
 
 
 def test_parse_cron() -> None:
