@@ -15,11 +15,11 @@ Guarantees: every pushed delta is written exactly once and in order, before
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from types import TracebackType
 from typing import Self
 
 from bus.chatlog import ChatLog
+from worker.aio import cancel_and_wait, wait_event
 from worker.metrics import WorkerMetrics
 
 __all__ = ["ChunkWriter"]
@@ -53,6 +53,7 @@ class ChunkWriter:
         self._buffer: list[str] = []
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
+        self._aborted = False
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -90,12 +91,12 @@ class ChunkWriter:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._aborted:
+                    return
                 delay = next_write - loop.time()
-                if delay > 0 and not self._closing.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._closing.wait()
-                if self._buffer:
+                if delay > 0:
+                    await wait_event(self._closing, delay)
+                if self._buffer and not self._aborted:
                     text = "".join(self._buffer)
                     self._buffer.clear()
                     _, cancel = await self.chatlog.append_chunk(self.chat_id, self.reply_to, text)
@@ -121,10 +122,10 @@ class ChunkWriter:
 
     async def abort(self) -> None:
         """Stop at once, dropping anything not yet written."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._aborted = True
+        self._wake.set()
+        if self._task is not None:
+            await cancel_and_wait([self._task])
 
     async def __aenter__(self) -> Self:
         return self

@@ -50,6 +50,7 @@ from bus.keys import BusKeys, is_valid_chat_id
 from bus.lease import ChatLease
 from bus.presence import Presence
 from bus.schemas import MessagePosted, WorkerHeartbeat
+from worker.aio import cancel_and_wait, wait_event
 from worker.chunks import ChunkWriter
 from worker.conversation import DEFAULT_SYSTEM_PROMPT, build_prompt
 from worker.errors import AgentError, LeaseLost
@@ -146,6 +147,8 @@ class Worker:
         self._chat_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._leases: dict[str, _Job] = {}
         self._stopping = asyncio.Event()
+        #: Set once jobs are done during a stop: the background loops end.
+        self._closing = asyncio.Event()
         self._changed = asyncio.Event()
         self._beat = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -194,7 +197,7 @@ class Worker:
             asyncio.create_task(self._reclaim_loop(), name="worker.reclaim"),
             asyncio.create_task(self._keepalive_loop(), name="worker.keepalive"),
             asyncio.create_task(self._heartbeat_loop(), name="worker.heartbeat"),
-            asyncio.create_task(self.health.run(), name="worker.health"),
+            asyncio.create_task(self.health.run(self._closing), name="worker.health"),
         ]
         logger.info(
             "worker.started",
@@ -222,23 +225,18 @@ class Worker:
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         if self._reader is not None:
             read_bound = self.settings.job_block_ms / 1000 + 2.0
-            done, _ = await asyncio.wait({self._reader}, timeout=read_bound)
-            if not done:
-                self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        for job in list(self._jobs.values()):
-            if not job.running and job.task is not None:
-                job.task.cancel()
-        tasks = [job.task for job in self._jobs.values() if job.task is not None]
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.wait({self._reader}, timeout=read_bound)
+            await cancel_and_wait([self._reader])
+        waiting = [j.task for j in self._jobs.values() if j.task is not None and not j.running]
+        await cancel_and_wait(waiting)
+        running = [job.task for job in self._jobs.values() if job.task is not None]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            if late:
+                logger.warning("worker.jobs_left_pending", count=len(late))
+            await cancel_and_wait(late)
+        self._closing.set()
+        await cancel_and_wait(self._background)
         with contextlib.suppress(BusError, RedisError, OSError):
             await self.presence.forget(self.name)
         if self._own_agent:
@@ -311,9 +309,7 @@ class Worker:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, waking early when a stop is requested."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+        await wait_event(self._stopping, seconds)
 
     def _spawn(self, delivery: Delivery) -> None:
         if delivery.entry_id in self._jobs:
@@ -334,8 +330,7 @@ class Worker:
         """Touch running jobs' pending entries and renew held chat leases."""
         s = self.settings
         interval = min(s.reclaim_min_idle_ms, s.chat_lease_ms) / 3000
-        while True:
-            await asyncio.sleep(interval)
+        while not await wait_event(self._closing, interval):
             try:
                 await self.queue.touch(list(self._jobs))
                 for chat_id, job in list(self._leases.items()):
@@ -352,11 +347,11 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval_ms / 1000
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._beat.wait()
+        while not self._closing.is_set():
+            await wait_event(self._beat, interval)
             self._beat.clear()
+            if self._closing.is_set():
+                return
             try:
                 await self._publish_heartbeat()
             except (BusError, RedisError) as exc:

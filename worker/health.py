@@ -17,6 +17,7 @@ from collections.abc import Callable
 import aiohttp
 
 from bus.schemas import ComponentStatus, iso_now
+from worker.aio import wait_event
 from worker.errors import AgentError
 from worker.llm import AgentClient
 
@@ -46,13 +47,13 @@ class HealthMonitor:
         self.llm = ComponentStatus()
         self._llm_checked: float | None = None
 
-    async def run(self) -> None:
-        """Probe forever (cancel to stop); the first round runs at once."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Probe until ``stop`` is set (or cancelled); the first round runs at once."""
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
+            while not stop.is_set():
                 await self.check(session)
-                await asyncio.sleep(self.interval)
+                await wait_event(stop, self.interval)
 
     async def check(self, session: aiohttp.ClientSession) -> None:
         """One round: the health URL, then the inference probe when due."""

@@ -48,16 +48,16 @@ def fast_settings(redis_url: str, agent_url: str, **overrides: Any) -> WorkerSet
 async def wait_until(
     probe: Callable[[], Awaitable[T | None]],
     *,
-    timeout: float = 10.0,
+    within: float = 10.0,
     interval: float = 0.02,
     what: str = "condition",
 ) -> T:
-    """Await ``probe()`` until it returns something truthy; raise TimeoutError at the deadline."""
-    deadline = time.monotonic() + timeout
+    """Await ``probe()`` until it returns something truthy; raise TimeoutError after ``within``."""
+    deadline = time.monotonic() + within
     while True:
         value = await probe()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            raise TimeoutError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(interval)
