@@ -53,7 +53,7 @@ from bus.schemas import MessagePosted, WorkerHeartbeat
 from worker.aio import cancel_and_wait, wait_event
 from worker.chunks import ChunkWriter
 from worker.conversation import DEFAULT_SYSTEM_PROMPT, build_prompt
-from worker.errors import AgentError, LeaseLost
+from worker.errors import AgentError
 from worker.health import HealthMonitor
 from worker.llm import AgentClient
 from worker.metrics import WorkerMetrics
@@ -144,6 +144,8 @@ class Worker:
         )
         self.system_prompt = settings.system_prompt or DEFAULT_SYSTEM_PROMPT
         self._jobs: dict[str, _Job] = {}
+        #: Chats answered at once; jobs queued behind their chat's lock hold no slot.
+        self._slots = asyncio.Semaphore(settings.max_concurrent_chats)
         self._chat_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._leases: dict[str, _Job] = {}
         self._stopping = asyncio.Event()
@@ -384,6 +386,7 @@ class Worker:
             except asyncio.CancelledError:
                 if not job.lease_lost or self._stopped:
                     raise
+                logger.warning("worker.job_left_pending", reason="lease lost")
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
@@ -391,8 +394,6 @@ class Worker:
                 logger.info("worker.job_left_pending", reason=str(exc))
             except (BusError, RedisError) as exc:
                 logger.warning("worker.job_left_pending", reason="redis", error=type(exc).__name__)
-            except LeaseLost:
-                logger.warning("worker.job_left_pending", reason="lease lost")
             except Exception:
                 logger.exception("worker.job_crashed")
             finally:
@@ -443,7 +444,7 @@ class Worker:
         lock, users = self._chat_locks.get(chat_id, (asyncio.Lock(), 0))
         self._chat_locks[chat_id] = (lock, users + 1)
         try:
-            async with lock:
+            async with lock, self._slots:
                 await self._acquire_lease(chat_id)
                 self._leases[chat_id] = job
                 job.running = True
@@ -505,7 +506,7 @@ class Worker:
             content = f"{partial}\n\n{AGENT_APOLOGY}" if partial else AGENT_APOLOGY
             await self._finish(chat_id, message.id, content, "error", err.detail)
             return "error"
-        except (BusError, RedisError, LeaseLost, _Abandon):
+        except (BusError, RedisError, _Abandon):
             raise
         except Exception as exc:
             logger.exception("worker.answer_crashed")

@@ -3,19 +3,18 @@
 ::
 
     WorkerError
-    ├── AgentError      the agent call failed; ``category`` is one of CATEGORIES
-    └── LeaseLost       another worker took the chat while this one was answering
+    └── AgentError      the agent call failed; ``category`` is one of CATEGORIES
 
-Redis errors surface as :class:`bus.BusUnavailable` (the job is then left pending and
-retried later); openai exceptions are translated into :class:`AgentError` in
-:mod:`worker.llm`, cause chained.
+Redis errors surface as :class:`bus.BusUnavailable` or redis exceptions (the job is then
+left pending and retried later); losing a chat lease cancels the job's task. openai
+exceptions are translated into :class:`AgentError` in :mod:`worker.llm`, cause chained.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["CATEGORIES", "AgentError", "ErrorCategory", "LeaseLost", "WorkerError"]
+__all__ = ["CATEGORIES", "AgentError", "ErrorCategory", "WorkerError"]
 
 ErrorCategory = Literal[
     "timeout", "network", "server_error", "http_error", "auth", "circuit_open", "unknown"
@@ -65,7 +64,3 @@ class AgentError(WorkerError):
     def detail(self) -> str:
         """``"<category>: <message>"``, the worker-state detail of the original."""
         return f"{self.category}: {self.message}"
-
-
-class LeaseLost(WorkerError):
-    """The chat lease could not be renewed; stop answering and leave the job pending."""

@@ -260,6 +260,53 @@ async def test_heartbeat_sees_an_unreachable_agent(
     assert str(heartbeat.llm.detail).startswith("network")
 
 
+async def test_one_summary_line_per_job_without_the_prompt(
+    redis_server: RedisServer, agent_url: str, chatlog: ChatLog
+) -> None:
+    from structlog.contextvars import merge_contextvars
+    from structlog.testing import capture_logs
+
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        async with Worker(fast_settings(redis_server.url, agent_url)):
+            accepted = await chatlog.accept_visitor_message(
+                "logged", "[[demo:echo]] my secret question", request_id="req-1"
+            )
+            await wait_reply(chatlog, "logged", str(accepted.message["id"]))
+    finished = [e for e in logs if e["event"] == "worker.job_finished"]
+    assert len(finished) == 1
+    line = finished[0]
+    assert line["chat_id"] == "logged"
+    assert line["job_id"] == accepted.job_id
+    assert line["request_id"] == "req-1"
+    assert line["outcome"] == "answered"
+    assert line["tokens"] >= 3
+    assert line["duration_ms"] > 0
+    assert [e["event"] for e in logs].count("worker.job_started") == 1
+    assert "my secret question" not in repr(logs)
+
+
+async def test_metrics_are_exposed_on_a_local_port(
+    redis_server: RedisServer, agent_url: str, chatlog: ChatLog
+) -> None:
+    from tests.support.redis_server import free_port
+
+    port = free_port()
+    settings = fast_settings(redis_server.url, agent_url, worker_metrics_port=port)
+    async with Worker(settings):
+        message_id = await post(chatlog, "counted", "[[demo:echo]] count me")
+        await wait_reply(chatlog, "counted", message_id)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            text = await resp.text()
+    assert 'terrarium_worker_jobs_total{outcome="answered"} 1.0' in text
+    assert "terrarium_worker_time_to_first_token_seconds_count 1.0" in text
+    assert "terrarium_worker_active_jobs 0.0" in text
+    assert "terrarium_worker_job_duration_seconds_bucket" in text
+    assert "terrarium_worker_chunks_total" in text
+
+
 async def test_worker_stops_promptly_when_idle(redis_server: RedisServer, agent_url: str) -> None:
     worker = Worker(fast_settings(redis_server.url, agent_url, job_block_ms=2000))
     await worker.start()

@@ -278,6 +278,18 @@ def _has_chunk(chatlog: ChatLog, chat_id: str) -> Any:
     return probe
 
 
+async def test_worker_rides_out_a_redis_restart(
+    redis_server: RedisServer, agent_url: str, chatlog: ChatLog
+) -> None:
+    async with Worker(fast_settings(redis_server.url, agent_url)):
+        before = await post(chatlog, "survivor", "[[demo:echo]] before")
+        await wait_reply(chatlog, "survivor", before)
+        await asyncio.to_thread(redis_server.restart, down_for=0.5)  # no persistence: all gone
+        after = await post(chatlog, "survivor", "[[demo:echo]] after")
+        reply = await wait_reply(chatlog, "survivor", after, within=20)
+    assert reply["content"] == "after"
+
+
 # --- agent failures ----------------------------------------------------------------------
 
 
