@@ -133,7 +133,15 @@ async def test_two_workers_never_answer_twice(
             for message_id in posted[chat]:
                 await wait_reply(chatlog, chat, message_id)
         await wait_until(lambda: _zero_pending(redis), what="all jobs acked")
-        answered = [jobs(w, "answered") + jobs(w, "duplicate") for w in (w1, w2)]
+
+        def finished(w: Worker) -> float:
+            return jobs(w, "answered") + jobs(w, "duplicate")
+
+        async def all_counted() -> bool:  # the summary is counted just after the ack
+            return finished(w1) + finished(w2) == 16
+
+        await wait_until(all_counted, what="every job counted")
+        answered = [finished(w1), finished(w2)]
 
     requests = await agent_requests(agent_url)
     assert len(requests) == 16  # one agent call per visitor message, in total
@@ -410,10 +418,13 @@ async def test_malformed_job_is_dead_lettered(
         # the worker carries on
         message_id = await post(chatlog, "after-bad", "[[demo:echo]] fine")
         await wait_reply(chatlog, "after-bad", message_id)
-        outcome = jobs(worker, "dead_letter")
+
+        async def counted() -> bool:
+            return jobs(worker, "dead_letter") == 1
+
+        await wait_until(counted, what="the dead letter counted")
     assert letters[0]["reason"].startswith("malformed job")
     assert letters[0]["consumer"] == "test-worker"
-    assert outcome == 1
 
 
 async def test_job_delivered_too_often_is_dead_lettered_with_a_polite_reply(
