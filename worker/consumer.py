@@ -237,6 +237,7 @@ class Worker:
             if late:
                 logger.warning("worker.jobs_left_pending", count=len(late))
             await cancel_and_wait(late)
+        await cancel_and_wait([j.task for j in self._jobs.values() if j.task is not None])
         self._closing.set()
         await cancel_and_wait(self._background)
         with contextlib.suppress(BusError, RedisError, OSError):
@@ -302,6 +303,8 @@ class Worker:
                 logger.warning("worker.reclaim_failed", error=type(exc).__name__)
                 continue
             for delivery in deliveries:
+                if self._stopping.is_set():
+                    break  # still pending: reclaimed again later
                 logger.info(
                     "worker.job_reclaimed",
                     entry_id=delivery.entry_id,
@@ -510,9 +513,8 @@ class Worker:
             raise
         except Exception as exc:
             logger.exception("worker.answer_crashed")
-            await self._finish(
-                chat_id, message.id, UNEXPECTED_APOLOGY, "error", f"unknown: {exc!r}"
-            )
+            detail = f"unknown: {type(exc).__name__}"  # the detail reaches visitors
+            await self._finish(chat_id, message.id, UNEXPECTED_APOLOGY, "error", detail)
             return "error"
         job.tokens += turn.deltas
         self.health.record_reply(turn.latency_ms)
