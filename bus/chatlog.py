@@ -432,9 +432,16 @@ class ChatLog:
         except ResponseError as exc:  # no such key
             raise ResumeGap("the chat log is gone") from exc
         epoch = await self.redis.hget(self.keys.chat_meta(chat_id), "epoch")  # type: ignore[misc]
-        trimmed = str(info.get("max-deleted-entry-id", "0-0"))
+        trimmed = str(info.get("max-deleted-entry-id", "0-0"))  # Redis >= 7
         if compare_ids(after, trimmed) < 0:
             raise ResumeGap("events after the resume point were trimmed")
+        first = info.get("first-entry")
+        if first and epoch is not None and compare_ids(str(first[0]), str(epoch)) > 0:
+            # Entries before the first one were trimmed (works on Redis 6.2 too).
+            if compare_ids(after, str(first[0])) < 0 and compare_ids(after, str(epoch)) >= 0:
+                raise ResumeGap("events after the resume point were trimmed")
+            if after == "0-0":
+                raise ResumeGap("the start of the chat log was trimmed")
         if after != "0-0" and epoch is not None and compare_ids(after, str(epoch)) < 0:
             raise ResumeGap("the chat log was recreated")
         last = str(info.get("last-generated-id", "0-0"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +54,7 @@ def create_redis(url: str, *, client_name: str, options: RedisOptions | None = N
     extra: dict[str, Any] = {}
     if url.startswith("rediss://"):
         extra = {
-            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            "ssl_cert_reqs": "required",  # redis-py 5 wants the string form
             "ssl_ca_certs": opts.ssl_ca_certs,
             "ssl_certfile": opts.ssl_certfile,
             "ssl_keyfile": opts.ssl_keyfile,

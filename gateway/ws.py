@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -86,7 +85,8 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         if connections.closing:
             code, reason = CloseCode.SERVICE_RESTART, b"Service restart"
         try:
-            await asyncio.wait_for(ws.close(code=code, message=reason), CLOSE_GRACE_SECONDS)
+            async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+                await ws.close(code=code, message=reason)
         except (TimeoutError, ConnectionError):
             if request.transport is not None:
                 request.transport.abort()
@@ -102,7 +102,7 @@ async def close_all(app: web.Application) -> None:
         ws.close(code=CloseCode.SERVICE_RESTART, message=b"Service restart")
         for ws in list(connections.websockets)
     ]
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(
-            asyncio.gather(*closers, return_exceptions=True), CLOSE_GRACE_SECONDS * 2
+    if closers:
+        await asyncio.wait(
+            [asyncio.ensure_future(c) for c in closers], timeout=CLOSE_GRACE_SECONDS * 2
         )

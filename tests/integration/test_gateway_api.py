@@ -439,3 +439,33 @@ async def test_slow_reader_is_disconnected_others_keep_receiving(
             await fast.close()
     finally:
         await server.close()
+
+
+async def test_resume_from_a_trimmed_point_gives_resync(redis_server: RedisServer) -> None:
+    settings = gateway_settings(redis_server.url, events_maxlen=10)
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            first = await (
+                await post(s, server, "trim", {"content": "q", "accessCode": ACCESS_CODE})
+            ).json()
+            from bus import BusKeys, ChatLimits, ChatLog, create_redis
+
+            redis = create_redis(redis_server.url, client_name="test")
+            log = ChatLog(redis, BusKeys(), ChatLimits(events_maxlen=10))
+            for i in range(400):  # MAXLEN ~ trims whole stream nodes (100 entries)
+                await log.append_chunk("trim", first["id"], str(i))
+            await redis.aclose()
+            ws = await s.ws_connect(
+                url(
+                    server,
+                    f"/api/chat?chatId=trim&accessCode={ACCESS_CODE}&v=2"
+                    f"&lastEventId={first['eventId']}",
+                )
+            )
+            frame = await ws.receive_json(timeout=5)
+            assert frame["type"] == "resync"
+            await ws.close()
+    finally:
+        await server.close()

