@@ -210,8 +210,10 @@ class ChatFeed:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        await asyncio.wait({task}, timeout=grace_seconds)
+        deadline = asyncio.get_running_loop().time() + grace_seconds
+        while not task.done() and asyncio.get_running_loop().time() < deadline:
+            task.cancel()  # again: redis-py may have swallowed the previous one
+            await asyncio.wait({task}, timeout=0.05)
 
     async def run(self) -> None:
         """Read the pub/sub connection until :meth:`close`, reconnecting with capped backoff.
@@ -253,7 +255,7 @@ class ChatFeed:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self, pubsub: PubSub) -> None:
-        while True:
+        while not self._stopping:
             message = await pubsub.get_message(timeout=1.0)
             if message is None:
                 if not pubsub.subscribed:
