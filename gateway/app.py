@@ -21,6 +21,7 @@ from bus import (
     RedisOptions,
     create_redis,
 )
+from gateway.cors import cors_middleware
 from gateway.errors import error_middleware
 from gateway.keys import AppKeys, BusHandles, Connections
 from gateway.metrics import GatewayMetrics
@@ -64,7 +65,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.Application:
     """Build the gateway application; ``redis`` overrides the client built from settings."""
     app = web.Application(
-        middlewares=[access_middleware, error_middleware],
+        middlewares=[access_middleware, cors_middleware, error_middleware],
         client_max_size=settings.body_size_limit,
     )
     app[AppKeys.settings] = settings

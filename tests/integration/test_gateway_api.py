@@ -469,3 +469,38 @@ async def test_resume_from_a_trimmed_point_gives_resync(redis_server: RedisServe
             await ws.close()
     finally:
         await server.close()
+
+
+async def test_cors_for_allowed_origins_and_public_static(redis_server: RedisServer) -> None:
+    settings = gateway_settings(redis_server.url, allowed_origins="https://site.example")
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            pre = await s.options(
+                url(server, "/api/chat/c/messages"),
+                headers={"Origin": "https://site.example", "Access-Control-Request-Method": "POST"},
+            )
+            assert pre.status == 204
+            assert pre.headers["Access-Control-Allow-Origin"] == "https://site.example"
+            denied = await s.options(
+                url(server, "/api/chat/c/messages"),
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            )
+            assert denied.status == 403
+            r = await post(
+                s,
+                server,
+                "c",
+                {"content": "x", "accessCode": "nope"},
+                headers={"Origin": "https://site.example"},
+            )
+            assert r.status == 401
+            assert r.headers["Access-Control-Allow-Origin"] == "https://site.example"
+            js = await s.get(url(server, "/widget.js"), headers={"Origin": "https://any.example"})
+            assert js.status == 200
+            assert js.headers["Access-Control-Allow-Origin"] == "*"
+            assert "max-age" in js.headers["Cache-Control"]
+            assert js.headers.get("ETag")
+    finally:
+        await server.close()
