@@ -74,6 +74,8 @@ Outcome = Literal["answered", "stopped", "error", "duplicate", "gone", "dead_let
 BACKLOG_PER_SLOT = 8
 #: Longest wait between two tries for a chat lease held by another worker (seconds).
 LEASE_RETRY_MAX_SECONDS = 1.0
+#: How often a worker deletes the heartbeats of workers gone for a day (seconds).
+PRUNE_EVERY_SECONDS = 600.0
 #: Wait after a Redis error in a background loop before trying again (seconds).
 REDIS_RETRY_SECONDS = 1.0
 
@@ -351,7 +353,10 @@ class Worker:
         self._beat.set()
 
     async def _heartbeat_loop(self) -> None:
+        """Beat every ``HEARTBEAT_INTERVAL_MS`` (sooner on news); prune long-gone workers."""
+        loop = asyncio.get_running_loop()
         interval = self.settings.heartbeat_interval_ms / 1000
+        next_prune = loop.time()
         while not self._closing.is_set():
             await wait_event(self._beat, interval)
             self._beat.clear()
@@ -359,6 +364,11 @@ class Worker:
                 return
             try:
                 await self._publish_heartbeat()
+                if loop.time() >= next_prune:
+                    next_prune = loop.time() + PRUNE_EVERY_SECONDS
+                    pruned = await self.presence.prune()
+                    if pruned:
+                        logger.info("worker.heartbeats_pruned", count=pruned)
             except (BusError, RedisError) as exc:
                 logger.warning("worker.heartbeat_failed", error=type(exc).__name__)
 

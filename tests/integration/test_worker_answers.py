@@ -8,10 +8,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusKeys, ChatLog, Presence, create_redis
+from bus.schemas import WorkerHeartbeat
 from demo.agent import DemoAgentConfig, run_demo_agent
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 from worker import Worker
 from worker.testing import fast_settings, wait_until
 
@@ -222,10 +225,9 @@ async def test_cancel_stops_the_reply_within_a_few_chunks(
 async def test_heartbeat_reports_agent_and_llm(
     redis_server: RedisServer, agent_url: str, chatlog: ChatLog
 ) -> None:
-    from bus import Presence
-
     settings = fast_settings(redis_server.url, agent_url, worker_name="beating")
     presence = Presence(chatlog.redis, BusKeys())
+    await presence.beat(WorkerHeartbeat(consumer="gone-for-days", seen_at_ms=1))
     async with Worker(settings):
 
         async def probed() -> Any:
@@ -237,15 +239,14 @@ async def test_heartbeat_reports_agent_and_llm(
         assert heartbeat.agent.status == "online"
         assert heartbeat.agent.latencyMs is not None
         assert heartbeat.capacity == 2
+        beats = await chatlog.redis.hgetall(BusKeys().workers)  # type: ignore[misc]
+        assert set(beats) == {"beating"}  # the long-gone worker was pruned
     assert await presence.freshest() is None  # removed on a clean stop
 
 
 async def test_heartbeat_sees_an_unreachable_agent(
     redis_server: RedisServer, chatlog: ChatLog
 ) -> None:
-    from bus import Presence
-    from tests.support.redis_server import free_port
-
     dead = f"http://127.0.0.1:{free_port()}"
     presence = Presence(chatlog.redis, BusKeys())
     async with Worker(fast_settings(redis_server.url, dead)):
@@ -263,9 +264,6 @@ async def test_heartbeat_sees_an_unreachable_agent(
 async def test_one_summary_line_per_job_without_the_prompt(
     redis_server: RedisServer, agent_url: str, chatlog: ChatLog
 ) -> None:
-    from structlog.contextvars import merge_contextvars
-    from structlog.testing import capture_logs
-
     with capture_logs(processors=[merge_contextvars]) as logs:
         async with Worker(fast_settings(redis_server.url, agent_url)):
             accepted = await chatlog.accept_visitor_message(
@@ -288,8 +286,6 @@ async def test_one_summary_line_per_job_without_the_prompt(
 async def test_metrics_are_exposed_on_a_local_port(
     redis_server: RedisServer, agent_url: str, chatlog: ChatLog
 ) -> None:
-    from tests.support.redis_server import free_port
-
     port = free_port()
     settings = fast_settings(redis_server.url, agent_url, worker_metrics_port=port)
     async with Worker(settings):

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from demo.agent import DemoAgentConfig, run_demo_agent
+from tests.support.redis_server import free_port
 from worker.errors import AgentError
 from worker.llm import AgentClient, CircuitBreaker, classify_error
 
@@ -155,8 +156,6 @@ async def test_three_failures_open_the_circuit(client: AgentClient, agent_url: s
 
 
 async def test_unreachable_agent_is_a_network_error() -> None:
-    from tests.support.redis_server import free_port
-
     llm = AgentClient(
         base_url=f"http://127.0.0.1:{free_port()}/v1",
         model="m",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -97,7 +99,5 @@ def test_plaintext_redis_off_loopback_is_flagged(url: str, insecure: bool) -> No
 
 
 def test_worker_name_defaults_to_host_and_pid() -> None:
-    import os
-
     s = make(redis_url="redis://127.0.0.1", agent_api_url=AGENT)
     assert s.worker_name.endswith(f"-{os.getpid()}")
