@@ -1394,6 +1394,21 @@ def _has(module: str) -> bool:
 # --- output -------------------------------------------------------------------------------
 
 
+def noise_warnings(report: Report) -> list[str]:
+    """Rounds where foreign CPU load differed enough between the sides to skew the ratios."""
+    out = []
+    for i, r in enumerate(report.rounds, 1):
+        gw = r.fanout["gateway"].window.cpu_pct["other"]
+        raw = r.fanout["raw"].window.cpu_pct["other"]
+        if abs(gw - raw) >= 20 or max(gw, raw) >= 50:
+            out.append(
+                f"round {i}: other processes used {gw:.0f}% of the box during the gateway "
+                f"window and {raw:.0f}% during the baseline's; latency ratios are skewed, "
+                "rerun or use --rounds 3"
+            )
+    return out
+
+
 def summary(report: Report) -> str:
     """The one-line verdict."""
 
@@ -1455,6 +1470,8 @@ def table(report: Report) -> str:
     ]
     for i, k, n in errors:
         lines.append(f"round {i} {k}: {n} publish errors")
+    for warning in noise_warnings(report):
+        lines.append("warning: " + warning)
     s = report.stalled
     if s is not None:
         mib = 2**20
