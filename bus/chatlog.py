@@ -29,6 +29,7 @@ from bus.schemas import (
     AnswerMessage,
     ChunkProduced,
     MessagePosted,
+    StreamReset,
     WorkerState,
     WorkerStateChanged,
     encode,
@@ -310,6 +311,23 @@ class ChatLog:
         if result[0] == "dup":
             return {"eventId": str(result[1])}, True
         return render_frame(encode(message), str(result[1])), False
+
+    async def reset_stream(self, chat_id: str, reply_to: str, reason: str) -> str:
+        """Append a ``streamReset``: the reply to ``reply_to`` starts again from scratch.
+
+        Written before a new attempt at a reply whose earlier attempt already put chunks in
+        the log (see :meth:`streaming_reply`). Returns the event id.
+        """
+        event = StreamReset(chatId=chat_id, replyTo=reply_to, reason=reason, emittedAt=iso_now())
+        return await self._append_event(chat_id, encode(event), "other")
+
+    async def streaming_reply(self, chat_id: str) -> str | None:
+        """Visitor message id whose reply has chunks in the log but no final Message yet."""
+        try:
+            value = await self.redis.hget(self.keys.chat_meta(chat_id), "streaming")  # type: ignore[misc]
+        except RedisError as exc:
+            raise BusUnavailable("could not read the chat meta") from exc
+        return str(value) if value is not None else None
 
     async def request_cancel(self, chat_id: str, message_id: str, ttl_ms: int = 600_000) -> None:
         """Ask the worker to stop the reply to ``message_id`` (seen at its next chunk)."""

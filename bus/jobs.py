@@ -2,8 +2,10 @@
 
 Guarantees: a job is delivered at least once. It stays in the group's pending list until
 acked; a job whose consumer stops renewing it (died) can be reclaimed by another consumer
-after ``min_idle_ms``; after ``max_deliveries`` deliveries it is moved to the dead-letter
-stream with a reason instead of being retried forever. Jobs are enqueued by
+after ``min_idle_ms``, and one whose consumer stopped gracefully (:meth:`JobQueue.release`)
+at the next sweep; a consumer never renews a job another one reclaimed; after
+``max_deliveries`` deliveries it is moved to the dead-letter stream with a reason instead
+of being retried forever. Jobs are enqueued by
 :meth:`bus.chatlog.ChatLog.accept_visitor_message` in the same round trip as the message.
 """
 
@@ -15,11 +17,16 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from bus import scripts
 from bus.errors import BusUnavailable, SchemaError
 from bus.keys import BusKeys
 from bus.schemas import AnswerMessage, decode_job, iso_now
 
-__all__ = ["Delivery", "JobQueue"]
+__all__ = ["RELEASE_IDLE_MS", "Delivery", "JobQueue"]
+
+#: Idle time given to released jobs: far beyond any ``min_idle_ms``, well below "now"
+#: (XCLAIM treats an IDLE that reaches before the epoch as zero).
+RELEASE_IDLE_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,8 @@ class JobQueue:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
+        self._touch = redis.register_script(scripts.JOBS_TOUCH)
+        self._release = redis.register_script(scripts.JOBS_RELEASE)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; idempotent."""
@@ -90,22 +99,49 @@ class JobQueue:
         """Acknowledge a job: it leaves the pending list and is never redelivered."""
         await self.redis.xack(self.keys.jobs, self.keys.jobs_group, entry_id)
 
-    async def touch(self, entry_ids: list[str]) -> None:
+    async def touch(self, entry_ids: list[str]) -> list[str]:
         """Renew the lease on jobs still being worked on (resets their idle time).
 
         A consumer calls this at least every ``min_idle_ms / 3`` for each running job, so
-        a live but slow job is never reclaimed by another consumer.
+        a live but slow job is never reclaimed by another consumer. Only entries this
+        consumer still owns are renewed (one Lua round trip checks XPENDING): a job that
+        another consumer reclaimed meanwhile is never taken back. Returns the ids now
+        pending under another consumer; acked ids are skipped silently.
         """
         if not entry_ids:
-            return
-        await self.redis.xclaim(
+            return []
+        lost = await self._touch(
+            keys=[self.keys.jobs], args=[self.keys.jobs_group, self.consumer, *entry_ids]
+        )
+        return [str(entry_id) for entry_id in lost or []]
+
+    async def release(self, entry_ids: list[str], idle_ms: int = RELEASE_IDLE_MS) -> int:
+        """Hand jobs this consumer still owns back to the group, for a graceful stop.
+
+        Their idle time is set to ``idle_ms`` (a day by default), so the next reclaim sweep
+        of any consumer takes them at once instead of after ``min_idle_ms``. The delivery
+        count is unchanged by the release (the reclaim counts one). Returns how many were
+        released.
+        """
+        if not entry_ids:
+            return 0
+        released = await self._release(
+            keys=[self.keys.jobs],
+            args=[self.keys.jobs_group, self.consumer, idle_ms, *entry_ids],
+        )
+        return int(released)
+
+    async def owned(self, count: int = 1000) -> list[str]:
+        """Ids of the pending jobs this consumer owns (oldest first, at most ``count``)."""
+        rows = await self.redis.xpending_range(
             self.keys.jobs,
             self.keys.jobs_group,
-            self.consumer,
-            min_idle_time=0,
-            message_ids=list[Any](entry_ids),
-            justid=True,
+            min="-",
+            max="+",
+            count=count,
+            consumername=self.consumer,
         )
+        return [str(row["message_id"]) for row in rows]
 
     async def reclaim(self, min_idle_ms: int, count: int = 10) -> list[Delivery]:
         """Take over jobs idle for ``min_idle_ms`` (their consumer died), with delivery counts."""

@@ -24,6 +24,7 @@ __all__ = [
     "ComponentStatus",
     "Event",
     "MessagePosted",
+    "StreamReset",
     "WorkerHeartbeat",
     "WorkerStateChanged",
     "decode_event",
@@ -91,8 +92,21 @@ class ChunkProduced(_Model):
     replyTo: str | None = None
 
 
+class StreamReset(_Model):
+    """v=2: the reply to ``replyTo`` is generated again from the start (a worker died or
+    Redis failed mid-answer); clients drop the partial text they showed of it. v1 clients
+    receive it as an empty ``assistantChunk`` with ``done: true`` (docs/protocol.md 9.7)."""
+
+    type: Literal["streamReset"] = "streamReset"
+    v: Literal[1] = 1
+    chatId: str
+    replyTo: str
+    reason: str
+    emittedAt: str
+
+
 Event = Annotated[
-    MessagePosted | WorkerStateChanged | ChunkProduced,
+    MessagePosted | WorkerStateChanged | ChunkProduced | StreamReset,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

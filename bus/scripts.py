@@ -12,7 +12,17 @@ Key order shared by the chat scripts: events, meta, messages, replies, memory, c
 
 from __future__ import annotations
 
-__all__ = ["ACCEPT", "APPEND", "CHUNK", "FINISH", "LEASE_ACQUIRE", "LEASE_RELEASE", "RATE_HIT"]
+__all__ = [
+    "ACCEPT",
+    "APPEND",
+    "CHUNK",
+    "FINISH",
+    "JOBS_RELEASE",
+    "JOBS_TOUCH",
+    "LEASE_ACQUIRE",
+    "LEASE_RELEASE",
+    "RATE_HIT",
+]
 
 _APPEND_FN = """
 local function refresh(ttl)
@@ -43,11 +53,14 @@ return id
 """
 )
 
+#: Also records ``reply_to`` as the meta's ``streaming`` field (a reply with chunks in the
+#: log and no final Message yet; FINISH clears it), so a retry knows to reset the stream.
 #: ARGV: channel, data, maxlen, msg_maxlen, ttl_ms, reply_to -> {id, cancelled (0/1)}
 CHUNK = (
     _APPEND_FN
     + """
 local id = append(ARGV[1], ARGV[2], 'chunk', ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[2], 'streaming', ARGV[6])
 refresh(ARGV[5])
 local cancelled = 0
 if redis.call('GET', KEYS[6]) == ARGV[6] then cancelled = 1 end
@@ -90,6 +103,9 @@ local mid = append(ARGV[1], ARGV[2], 'message', ARGV[6], ARGV[7])
 redis.call('HSET', KEYS[4], ARGV[3], mid)
 append(ARGV[1], ARGV[4], 'chunk', ARGV[6], ARGV[7])
 append(ARGV[1], ARGV[5], 'state', ARGV[6], ARGV[7])
+if redis.call('HGET', KEYS[2], 'streaming') == ARGV[3] then
+  redis.call('HDEL', KEYS[2], 'streaming')
+end
 if redis.call('GET', KEYS[6]) == ARGV[3] then redis.call('DEL', KEYS[6]) end
 refresh(ARGV[8])
 return {'new', mid}
@@ -120,3 +136,47 @@ LEASE_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+_JOBS_OWNED_FN = """
+local function owned(id)
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)[1]
+  if not row then return nil end
+  return row[2] == ARGV[2]
+end
+"""
+
+#: Renew (idle time back to 0) the pending jobs still owned by ARGV[2]; never takes a job
+#: another consumer reclaimed meanwhile. KEYS: jobs. ARGV: group, consumer, ids...
+#: -> ids now pending under another consumer
+JOBS_TOUCH = (
+    _JOBS_OWNED_FN
+    + """
+local lost = {}
+for i = 3, #ARGV do
+  local mine = owned(ARGV[i])
+  if mine then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  elseif mine == false then
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+)
+
+#: Hand back pending jobs owned by ARGV[2]: their idle time becomes ARGV[3] ms, so the next
+#: reclaim sweep (of any consumer) takes them. JUSTID: the delivery count is unchanged.
+#: KEYS: jobs. ARGV: group, consumer, idle_ms, ids... -> number released
+JOBS_RELEASE = (
+    _JOBS_OWNED_FN
+    + """
+local n = 0
+for i = 4, #ARGV do
+  if owned(ARGV[i]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+)
