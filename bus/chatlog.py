@@ -420,6 +420,18 @@ class ChatLog:
         value = await self.redis.hget(self.keys.chat_meta(chat_id), "last")  # type: ignore[misc]
         return str(value) if value is not None else None
 
+    async def log_position(self, chat_id: str) -> tuple[str | None, str | None]:
+        """``(epoch, last)``: the first and the newest event id of the chat's current log.
+
+        A log recreated after a loss has a newer ``epoch``; both are ``None`` when the log
+        is gone or was never written.
+        """
+        epoch, last = await self.redis.hmget(self.keys.chat_meta(chat_id), ["epoch", "last"])  # type: ignore[misc]
+        return (
+            str(epoch) if epoch is not None else None,
+            str(last) if last is not None else None,
+        )
+
     async def events_after(
         self, chat_id: str, after: str, count: int | None = None
     ) -> list[EventRecord]:

@@ -11,6 +11,12 @@ those listeners' bounded queues. Guarantees:
 - Order within a chat is the log's order.
 - A listener that falls ``queue_size`` events behind is marked overflowed and receives
   :class:`SlowConsumer`; it never slows the feed or other listeners.
+- A chat log that restarted under a listener (Redis lost it: no persistence, or it
+  expired) is never papered over: the listener receives :class:`LogRestarted` and its
+  client starts again from the new log's first event. It is detected when the first
+  event of a new log arrives (its predecessor is ``0-0``), when a gap is filled, and
+  when the connection comes back (the log's ``epoch`` is newer than the last event seen,
+  or the log is gone).
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from bus.chatlog import ChatLog, EventRecord, compare_ids
-from bus.errors import BusError
+from bus.errors import BusError, ResumeGap
 from bus.keys import BusKeys
 
-__all__ = ["ChatFeed", "Listener", "SlowConsumer"]
+__all__ = ["ChatFeed", "Listener", "LogRestarted", "SlowConsumer"]
 
 log = logging.getLogger("bus.pubsub")
 
@@ -43,8 +49,16 @@ class SlowConsumer(BusError):
     """The listener fell too far behind; its client should reconnect and resume."""
 
 
+class LogRestarted(ResumeGap):
+    """The chat's log restarted under a live listener: follow it again from ``0-0``."""
+
+
 class _Overflow:
     """Sentinel queued when a listener overflowed."""
+
+
+class _Restarted:
+    """Sentinel queued when the chat's log restarted."""
 
 
 @dataclass(eq=False)
@@ -54,7 +68,7 @@ class Listener:
     chat_id: str
     queue_size: int
     on_overflow: Callable[[], None] | None = None
-    queue: asyncio.Queue[EventRecord | _Overflow] = field(init=False)
+    queue: asyncio.Queue[EventRecord | _Overflow | _Restarted] = field(init=False)
     overflowed: bool = False
 
     def __post_init__(self) -> None:
@@ -72,11 +86,21 @@ class Listener:
             return
         self.queue.put_nowait(record)
 
+    def restart(self) -> None:
+        """The chat's log restarted: end this listener with :class:`LogRestarted`."""
+        if self.overflowed:
+            return
+        self.overflowed = True  # nothing more is queued; there is room for the sentinel
+        self.queue.put_nowait(_Restarted())
+
     async def get(self) -> EventRecord:
-        """Next live record. Raises :class:`SlowConsumer` once overflowed."""
+        """Next live record. Raises :class:`SlowConsumer` once overflowed and
+        :class:`LogRestarted` once the chat's log restarted."""
         item = await self.queue.get()
         if isinstance(item, _Overflow):
             raise SlowConsumer("listener queue overflowed")
+        if isinstance(item, _Restarted):
+            raise LogRestarted("the chat log restarted")
         return item
 
 
@@ -114,6 +138,7 @@ class ChatFeed:
         self.reconnects = 0
         self.gaps_filled = 0
         self.dispatched = 0
+        self.restarts = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -275,6 +300,8 @@ class ChatFeed:
         if chat.last_id is None:
             chat.last_id = await self.log.last_event_id(chat_id) or "0-0"
         else:
+            if await self._log_restarted(chat_id, chat.last_id):
+                self._restart(chat_id, chat)
             await self._backfill(chat_id, chat, chat.last_id, None)
         chat.confirmed.set()
 
@@ -285,11 +312,34 @@ class ChatFeed:
             return
         prev_id, event_id, payload = data.split(" ", 2)
         last = chat.last_id or "0-0"
+        if prev_id == "0-0" and last != "0-0":
+            # The first event of a new log: the one this feed followed is gone.
+            self._restart(chat_id, chat)
+            last = "0-0"
         if compare_ids(event_id, last) <= 0:
             return  # already dispatched (backfill overlap)
         if prev_id != last and compare_ids(prev_id, last) > 0:
+            if last != "0-0" and await self._log_restarted(chat_id, last):
+                self._restart(chat_id, chat)
+                last = "0-0"
             await self._backfill(chat_id, chat, last, prev_id)
         self._dispatch(chat, EventRecord(event_id, payload, prev_id))
+
+    async def _log_restarted(self, chat_id: str, last: str) -> bool:
+        """True when the chat's log is not the one whose event ``last`` this feed saw."""
+        if last == "0-0":
+            return False
+        epoch, newest = await self.log.log_position(chat_id)
+        if newest is None:
+            return True  # gone (lost or expired); its next event starts a new log
+        return epoch is not None and compare_ids(epoch, last) > 0
+
+    def _restart(self, chat_id: str, chat: _Chat) -> None:
+        self.restarts += 1
+        log.warning("bus.feed_log_restarted", extra={"chat_id": chat_id})
+        chat.last_id = "0-0"
+        for listener in chat.listeners:
+            listener.restart()
 
     async def _backfill(self, chat_id: str, chat: _Chat, after: str, until: str | None) -> None:
         if until is None:
