@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -340,6 +341,50 @@ class ChatLog:
         """True when the visitor asked to stop the reply to ``message_id``."""
         current = await self.redis.get(self.keys.chat_cancel(chat_id))
         return bool(current == message_id)
+
+    # --- the model's memory of tool turns ---------------------------------------
+
+    async def save_tool_turns(
+        self, chat_id: str, message_id: str, turns: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Keep the tool turns (assistant ``tool_calls`` + ``tool`` messages) that answering
+        the visitor message ``message_id`` took, replacing any saved before.
+
+        They expire with the chat's other keys. Raises :class:`BusUnavailable`.
+        """
+        data = json.dumps(list(turns), ensure_ascii=False, separators=(",", ":"))
+        key = self.keys.chat_memory(chat_id)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, message_id, data)
+                pipe.pexpire(key, self.limits.retention_ms)
+                await pipe.execute()
+        except RedisError as exc:
+            raise BusUnavailable("could not save the tool turns") from exc
+
+    async def tool_turns(
+        self, chat_id: str, message_ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Saved tool turns of those visitor messages that have some (unreadable entries are
+        skipped). Raises :class:`BusUnavailable`."""
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+        try:
+            values = await self.redis.hmget(self.keys.chat_memory(chat_id), ids)  # type: ignore[misc]
+        except RedisError as exc:
+            raise BusUnavailable("could not read the tool turns") from exc
+        found: dict[str, list[dict[str, Any]]] = {}
+        for message_id, raw in zip(ids, values, strict=True):
+            if raw is None:
+                continue
+            try:
+                turns = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(turns, list) and all(isinstance(t, dict) for t in turns):
+                found[message_id] = turns
+        return found
 
     # --- reads ------------------------------------------------------------------
 

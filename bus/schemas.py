@@ -24,7 +24,9 @@ __all__ = [
     "ComponentStatus",
     "Event",
     "MessagePosted",
+    "ReasoningProduced",
     "StreamReset",
+    "ToolCallUpdated",
     "WorkerHeartbeat",
     "WorkerStateChanged",
     "decode_event",
@@ -38,6 +40,7 @@ Sender = Literal["Visitor", "Terra"]
 WorkerState = Literal["idle", "queued", "processing", "responded", "error"]
 ReplyStatus = Literal["complete", "stopped", "error"]
 HealthStatus = Literal["online", "degraded", "offline", "unknown"]
+ToolCallStatus = Literal["started", "done", "failed"]
 
 #: Frame types the original front end understands; anything else is v=2 only.
 EVENT_TYPES_V1 = frozenset({"message", "workerState", "assistantChunk"})
@@ -105,8 +108,40 @@ class StreamReset(_Model):
     emittedAt: str
 
 
+class ToolCallUpdated(_Model):
+    """v=2 frame ``toolActivity``: Terra started, finished or failed a tool call.
+
+    Only the tool's name, the call id and a short ``detail`` (duration, or what went
+    wrong) travel: never the arguments, which are visitor-derived (docs/protocol.md 9.6).
+    """
+
+    type: Literal["toolActivity"] = "toolActivity"
+    v: Literal[1] = 1
+    chatId: str
+    replyTo: str
+    callId: str
+    name: str
+    status: ToolCallStatus
+    detail: str | None = None
+
+
+class ReasoningProduced(_Model):
+    """v=2 frame ``reasoning``: a piece of the model's ``reasoning_content`` for a reply."""
+
+    type: Literal["reasoning"] = "reasoning"
+    v: Literal[1] = 1
+    chatId: str
+    replyTo: str
+    content: str
+
+
 Event = Annotated[
-    MessagePosted | WorkerStateChanged | ChunkProduced | StreamReset,
+    MessagePosted
+    | WorkerStateChanged
+    | ChunkProduced
+    | StreamReset
+    | ToolCallUpdated
+    | ReasoningProduced,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -189,5 +224,7 @@ def render_frame(data: str | dict[str, Any], event_id: str) -> dict[str, Any]:
                 fields.pop(optional, None)
     elif fields.get("type") == "assistantChunk" and fields.get("replyTo") is None:
         fields.pop("replyTo", None)
+    elif fields.get("type") == "toolActivity" and fields.get("detail") is None:
+        fields.pop("detail", None)
     fields["eventId"] = event_id
     return fields
