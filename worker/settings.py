@@ -76,7 +76,16 @@ class WorkerSettings(BaseSettings):
     #: Consecutive agent failures that open the circuit breaker, and for how long.
     agent_circuit_threshold: int = Field(3, ge=1)
     agent_circuit_open_seconds: float = Field(10.0, gt=0)
+    #: Replaces the prompt generated from the tool registry (``tools.build_system_prompt``).
     system_prompt: str | None = None
+
+    # --- the tool loop --------------------------------------------------------------------
+    #: Model calls per reply (the last one is offered no tools); 1 turns tools off.
+    max_tool_rounds: int = Field(8, ge=1, le=32)
+    #: A tool result longer than this (characters) is shortened for the model.
+    tool_result_max_chars: int = Field(6000, ge=500, le=200_000)
+    #: Calls beyond this many in one round get an error result instead of running.
+    max_tool_calls_per_round: int = Field(8, ge=1, le=64)
 
     # --- jobs ----------------------------------------------------------------------------
     max_concurrent_chats: int = Field(2, ge=1, le=256)
