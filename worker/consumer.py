@@ -14,13 +14,23 @@ Guarantees, and what makes them hold:
   per visitor message, and a job whose message already has one is acked without calling
   the agent, so redeliveries and restarts never answer twice.
 - **At least once.** A job is acked only after its answers are stored. Running jobs'
-  pending entries are renewed (``JobQueue.touch``) every ``RECLAIM_MIN_IDLE_MS / 3``;
-  ``JobQueue.reclaim`` picks up those of dead workers; a job delivered more than
-  ``MAX_DELIVERIES`` times, or malformed, is dead-lettered and the visitor gets a polite
-  error reply.
+  pending entries are renewed (``JobQueue.touch``, only while this worker still owns
+  them) every ``RECLAIM_MIN_IDLE_MS / 3``; ``JobQueue.reclaim`` picks up those of dead
+  workers; a job delivered more than ``MAX_DELIVERIES`` times, or malformed, is
+  dead-lettered and the visitor gets a polite error reply.
+- **One visible answer per attempt.** A new attempt at a reply whose earlier attempt
+  already streamed chunks (its worker died, or Redis failed mid-answer) first appends a
+  ``streamReset``, so clients drop the partial text before the new text arrives.
+- **Redis outages.** A job interrupted by Redis trouble waits for Redis to answer again
+  (capped backoff) and is tried again by this worker, up to ``REDIS_JOB_RETRIES`` times;
+  only then is it left pending for a reclaim.
+- **Stop.** A visitor's stop request is seen at the next chunk write, and by a watcher
+  polling every ``CANCEL_POLL_MS`` while the agent is silent; the agent call is then
+  cancelled, and the partial answer stored with ``status: "stopped"``.
 - **Graceful stop.** :meth:`Worker.stop` stops reading, lets running answers finish
-  within ``SHUTDOWN_GRACE_SECONDS``, leaves the rest pending for another worker, releases
-  leases and removes the heartbeat.
+  within ``SHUTDOWN_GRACE_SECONDS``, hands every job it still holds back to the group
+  (``JobQueue.release``: the next reclaim sweep of another worker takes them at once),
+  releases leases and removes the heartbeat.
 
 Start one in-process with ``async with Worker(settings) as worker: ...``.
 """
@@ -55,7 +65,7 @@ from worker.chunks import ChunkWriter
 from worker.conversation import DEFAULT_SYSTEM_PROMPT, build_prompt
 from worker.errors import AgentError
 from worker.health import HealthMonitor
-from worker.llm import AgentClient
+from worker.llm import AgentClient, AgentTurn
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 
@@ -78,6 +88,12 @@ LEASE_RETRY_MAX_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 600.0
 #: Wait after a Redis error in a background loop before trying again (seconds).
 REDIS_RETRY_SECONDS = 1.0
+#: Times a job interrupted by Redis trouble is tried again by the same worker.
+REDIS_JOB_RETRIES = 3
+#: How long such a job waits for Redis to answer again before it is left pending (seconds).
+REDIS_OUTAGE_WAIT_SECONDS = 120.0
+#: Longest pause between two pings while waiting for Redis to come back (seconds).
+REDIS_BACKOFF_MAX_SECONDS = 5.0
 
 
 class _Abandon(Exception):
@@ -240,6 +256,7 @@ class Worker:
                 logger.warning("worker.jobs_left_pending", count=len(late))
             await cancel_and_wait(late)
         await cancel_and_wait([j.task for j in self._jobs.values() if j.task is not None])
+        await self._release_jobs()
         self._closing.set()
         await cancel_and_wait(self._background)
         with contextlib.suppress(BusError, RedisError, OSError):
@@ -250,6 +267,17 @@ class Worker:
             await self.redis.aclose()
         self.metrics.close()
         logger.info("worker.stopped", worker=self.name)
+
+    async def _release_jobs(self) -> None:
+        """Hand every job this worker still holds back to the group (best effort)."""
+        try:
+            held = await self.queue.owned()
+            released = await self.queue.release(held)
+        except (BusError, RedisError, OSError) as exc:
+            logger.warning("worker.release_failed", error=type(exc).__name__)
+            return
+        if released:
+            logger.info("worker.jobs_released", count=released)
 
     async def __aenter__(self) -> Self:
         try:
@@ -339,7 +367,10 @@ class Worker:
         interval = min(s.reclaim_min_idle_ms, s.chat_lease_ms) / 3000
         while not await wait_event(self._closing, interval):
             try:
-                await self.queue.touch(list(self._jobs))
+                for entry_id in await self.queue.touch(list(self._jobs)):
+                    # Reclaimed by another worker (this one stalled past the idle time).
+                    # Whoever holds the chat lease answers; the other acks a duplicate.
+                    logger.warning("worker.job_taken_over", entry_id=entry_id)
                 for chat_id, job in list(self._leases.items()):
                     if not await self.lease.acquire(chat_id):
                         logger.warning("worker.lease_lost", chat_id=chat_id)
@@ -395,7 +426,7 @@ class Worker:
         ):
             logger.info("worker.job_started", deliveries=d.deliveries)
             try:
-                outcome = await self._process(job)
+                outcome = await self._process_riding_out_redis(job)
             except asyncio.CancelledError:
                 if not job.lease_lost or self._stopped:
                     raise
@@ -420,6 +451,35 @@ class Worker:
                     tokens=job.tokens,
                     answered=job.answered,
                 )
+
+    async def _process_riding_out_redis(self, job: _Job) -> Outcome:
+        """:meth:`_process`, tried again once Redis answers after it failed on Redis."""
+        tries = 0
+        while True:
+            try:
+                return await self._process(job)
+            except (BusError, RedisError) as exc:
+                tries += 1
+                if tries > REDIS_JOB_RETRIES or self._stopping.is_set():
+                    raise
+                logger.warning("worker.job_interrupted", reason="redis", error=type(exc).__name__)
+                if not await self._wait_for_redis():
+                    raise
+
+    async def _wait_for_redis(self) -> bool:
+        """Ping with capped backoff until Redis answers; False on stop or after the wait."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REDIS_OUTAGE_WAIT_SECONDS
+        delay = 0.2
+        while not self._stopping.is_set() and loop.time() < deadline:
+            try:
+                await self.redis.ping()
+            except (RedisError, OSError):
+                await self._pause(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, REDIS_BACKOFF_MAX_SECONDS)
+                continue
+            return True
+        return False
 
     async def _process(self, job: _Job) -> Outcome:
         d = job.delivery
@@ -500,6 +560,13 @@ class Worker:
     ) -> Outcome:
         """Answer one visitor message: stream the reply, then store it."""
         await self.chatlog.set_worker_state(chat_id, "processing")
+        if await self.chatlog.streaming_reply(chat_id) == message.id:
+            # An earlier attempt streamed part of this reply and never finished it.
+            await self.chatlog.reset_stream(chat_id, message.id, reason="retry")
+            logger.info("worker.stream_reset", reply_to=message.id)
+        if await self.chatlog.cancel_requested(chat_id, message.id):
+            await self._finish(chat_id, message.id, "", "stopped", "stopped")
+            return "stopped"
         prompt = await self._conversation(chat_id, event_id, message)
         writer = ChunkWriter(
             self.chatlog,
@@ -510,7 +577,7 @@ class Worker:
         )
         try:
             async with writer:
-                turn = await self.agent.reply(prompt, writer)
+                turn = await self._reply_until_stopped(prompt, writer, chat_id, message.id)
         except AgentError as err:
             job.tokens += writer.deltas
             self.health.record_failure(err)
@@ -533,6 +600,54 @@ class Worker:
             return "stopped"
         await self._finish(chat_id, message.id, turn.content, "complete", None)
         return "answered"
+
+    async def _reply_until_stopped(
+        self,
+        prompt: list[ChatCompletionMessageParam],
+        writer: ChunkWriter,
+        chat_id: str,
+        message_id: str,
+    ) -> AgentTurn:
+        """The agent's reply, cut short as soon as the visitor asks to stop it.
+
+        The chunk writer sees a stop request at its next write; while the agent sends
+        nothing, a watcher polls the request every ``CANCEL_POLL_MS``. Either way the
+        agent call is cancelled and the text streamed so far is the (stopped) turn.
+        """
+        reply = asyncio.create_task(self.agent.reply(prompt, writer), name="worker.reply")
+        watcher = asyncio.create_task(
+            self._watch_cancel(chat_id, message_id, writer, reply), name="worker.watch_cancel"
+        )
+        try:
+            await asyncio.wait({reply, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled ourselves (stop, lost lease)
+            reply.cancel()
+            watcher.cancel()
+            await cancel_and_wait([reply, watcher])
+            raise
+        if not reply.done():  # the visitor asked to stop
+            await cancel_and_wait([reply])
+            if not reply.done() or reply.cancelled() or reply.exception() is not None:
+                return AgentTurn(content=writer.text, stopped=True, deltas=writer.deltas)
+        await cancel_and_wait([watcher])
+        return reply.result()
+
+    async def _watch_cancel(
+        self, chat_id: str, message_id: str, writer: ChunkWriter, reply: asyncio.Task[AgentTurn]
+    ) -> None:
+        """Return once the visitor asked to stop (``writer.cancelled`` is then set)."""
+        interval = self.settings.cancel_poll_ms / 1000
+        while not reply.done():
+            if writer.cancelled:
+                return
+            try:
+                if await self.chatlog.cancel_requested(chat_id, message_id):
+                    writer.cancelled = True
+                    return
+            except Exception as exc:  # Redis trouble: the chunk writes report it
+                logger.debug("worker.cancel_check_failed", error=type(exc).__name__)
+            await asyncio.sleep(interval)
+        await asyncio.Event().wait()  # the reply ended first: wait to be cancelled
 
     async def _finish(
         self,

@@ -96,6 +96,8 @@ class WorkerSettings(BaseSettings):
     reclaim_interval_ms: PositiveMs = 5000
     max_deliveries: int = Field(3, ge=1)
     chat_lease_ms: int = Field(30_000, ge=100)
+    #: While the agent sends nothing, a stop request is checked this often.
+    cancel_poll_ms: int = Field(200, ge=10, le=5000)
     #: On SIGTERM, running replies get this long to finish before they are left pending.
     shutdown_grace_seconds: float = Field(20.0, ge=0)
 
