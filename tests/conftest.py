@@ -20,3 +20,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run browser tests last.
+
+    Playwright's sync API keeps an event loop running in the main thread for the rest of
+    the session (its fixtures are session-scoped), which breaks pytest-asyncio tests that
+    would run after it.
+    """
+    items.sort(key=lambda item: "/tests/e2e/" in str(item.path))
