@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,19 +22,37 @@ from bus import (
     RedisOptions,
     create_redis,
 )
+from gateway import sse, ws
 from gateway.cors import cors_middleware
 from gateway.errors import error_middleware
 from gateway.keys import AppKeys, BusHandles, Connections
 from gateway.metrics import GatewayMetrics
 from gateway.routes import add_routes
 from gateway.settings import GatewaySettings
-from gateway.ws import close_all
 
 __all__ = ["create_app"]
 
 log = structlog.get_logger("gateway.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+#: Long-lived handlers, exempt from the request deadline (they bound their own setup).
+_STREAMING_HANDLERS = frozenset({ws.chat_socket, sse.chat_events})
+
+
+@web.middleware
+async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bound a visitor request's wait on Redis: past the deadline it becomes a 503.
+
+    redis-py retries a hung connection for many times its socket timeout; a visitor's POST
+    must not hang that long. A request cut short may have been stored anyway: the client
+    retries with the same ``clientMessageId`` and gets the stored Message back.
+    """
+    if request.match_info.handler in _STREAMING_HANDLERS:
+        return await handler(request)
+    async with asyncio.timeout(request.app[AppKeys.settings].request_timeout_seconds):
+        return await handler(request)
 
 
 @web.middleware
@@ -65,14 +84,14 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.Application:
     """Build the gateway application; ``redis`` overrides the client built from settings."""
     app = web.Application(
-        middlewares=[access_middleware, cors_middleware, error_middleware],
+        middlewares=[access_middleware, cors_middleware, error_middleware, deadline_middleware],
         client_max_size=settings.body_size_limit,
     )
     app[AppKeys.settings] = settings
     app[AppKeys.metrics] = GatewayMetrics()
     app[AppKeys.connections] = Connections()
     app.cleanup_ctx.append(_bus_context(settings, redis))
-    app.on_shutdown.append(close_all)
+    app.on_shutdown.append(ws.close_all)
     add_routes(app, settings)
     return app
 

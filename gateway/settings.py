@@ -75,6 +75,8 @@ class GatewaySettings(BaseSettings):
     idempotency_ttl_seconds: int = 24 * 3600
     events_maxlen: int = 5000
     shutdown_timeout_seconds: float = 10.0
+    #: A visitor request (not a stream) that waits longer than this on Redis gets a 503.
+    request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     demo_agent: bool = False
     log_level: str = "INFO"
 

@@ -43,7 +43,10 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
         request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     )
     v2 = request.query.get("v") == "2"
-    now = await handshake_point(request.app, chat_id) if after is None else None
+    now = None
+    if after is None:
+        async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it
+            now = await handshake_point(request.app, chat_id)
     stalled = asyncio.Event()
 
     async with sse_response(

@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from bus import ResumeGap
-from bus.chatlog import is_stream_id
+from bus.chatlog import EventRecord, is_stream_id
+from bus.pubsub import LogRestarted
 from bus.schemas import EVENT_TYPES_V1
 from gateway.errors import json_error
 from gateway.keys import AppKeys
@@ -21,6 +22,7 @@ __all__ = [
     "handshake_point",
     "parse_resume_point",
     "run_until_stalled",
+    "v1_frame_json",
 ]
 
 #: ``(eventId or None, frame JSON)``; resync frames have no event id.
@@ -47,9 +49,12 @@ async def follow_frames(
 ) -> AsyncIterator[Frame]:
     """Frames of ``chat_id`` after ``after`` (or from now), gap-free, then live.
 
-    v1 clients receive only the frame types of the original relay. When the resume
-    point is no longer in the log, v2 clients first get ``{"type": "resync"}`` (refetch
-    history), then live frames; v1 clients simply continue live. ``now`` is the chat's
+    v1 clients receive only the frame types of the original relay (a ``streamReset`` is
+    rendered for them as an empty ``assistantChunk`` with ``done: true``, which clears
+    their streaming bubble). When the resume point is no longer in the log, v2 clients
+    first get ``{"type": "resync"}`` (refetch history), then live frames; v1 clients
+    simply continue live. When the log restarts under a live stream (Redis lost it), the
+    same happens, and the stream goes on from the new log's first event. ``now`` is the chat's
     last event id read by the caller before the handshake completed (see
     :func:`handshake_point`).
     """
@@ -64,18 +69,46 @@ async def follow_frames(
     while True:
         try:
             async for record in bus.feed.follow(chat_id, start, on_overflow, verify=verify):
-                if v2 or record.type in EVENT_TYPES_V1:
+                if v2:
                     yield record.event_id, record.frame_json()
+                else:
+                    frame = v1_frame_json(record)
+                    if frame is not None:
+                        yield record.event_id, frame
             return
         except ResumeGap as gap:
-            metrics.resumes.labels("resync").inc()
+            restarted = isinstance(gap, LogRestarted)
+            metrics.resumes.labels("restarted" if restarted else "resync").inc()
             if v2:
                 yield None, json.dumps({"type": "resync", "chatId": chat_id, "reason": str(gap)})
-            start = await bus.log.last_event_id(chat_id) or "0-0"
+            # After a restart every event of the new log is still to be sent.
+            start = "0-0" if restarted else await bus.log.last_event_id(chat_id) or "0-0"
             verify = False
         else:
             if after is not None:
                 metrics.resumes.labels("ok").inc()
+
+
+def v1_frame_json(record: EventRecord) -> str | None:
+    """The frame a v1 client gets for ``record``, or ``None`` when it gets none."""
+    if record.type in EVENT_TYPES_V1:
+        return record.frame_json()
+    if record.type == "streamReset":
+        fields = record.fields
+        return json.dumps(
+            {
+                "type": "assistantChunk",
+                "chatId": fields.get("chatId"),
+                "content": "",
+                "done": True,
+                "emittedAt": fields.get("emittedAt"),
+                "replyTo": fields.get("replyTo"),
+                "eventId": record.event_id,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    return None
 
 
 async def handshake_point(app: web.Application, chat_id: str) -> str:

@@ -39,7 +39,10 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         raise json_error(400, "Invalid chat id")
     after = parse_resume_point(request.query.get("lastEventId"))
     v2 = request.query.get("v") == "2"
-    now = await handshake_point(request.app, chat_id) if chat_id and after is None else None
+    now = None
+    if chat_id and after is None:
+        async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it
+            now = await handshake_point(request.app, chat_id)
 
     # No permessage-deflate: frames are ~200 bytes, and a compressor per socket costs
     # ~120 KiB of memory (measured by benchmarks/fanout.py --ws-compress).
