@@ -65,9 +65,11 @@ from worker.chunks import ChunkWriter
 from worker.conversation import DEFAULT_SYSTEM_PROMPT, build_prompt
 from worker.errors import AgentError
 from worker.health import HealthMonitor
-from worker.llm import AgentClient, AgentTurn
+from worker.llm import AgentClient, AgentTurn, ReasoningSink, ToolHost
 from worker.metrics import WorkerMetrics
+from worker.reasoning import ReasoningWriter
 from worker.settings import WorkerSettings
+from worker.toolloop import ToolKit
 
 __all__ = ["AGENT_APOLOGY", "UNEXPECTED_APOLOGY", "Worker"]
 
@@ -129,6 +131,7 @@ class Worker:
         redis: Redis | None = None,
         agent: AgentClient | None = None,
         metrics: WorkerMetrics | None = None,
+        tools: ToolKit | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.worker_name
@@ -160,7 +163,11 @@ class Worker:
             timeout_seconds=min(10.0, settings.agent_timeout_seconds),
             on_change=self._beat_soon,
         )
-        self.system_prompt = settings.system_prompt or DEFAULT_SYSTEM_PROMPT
+        #: Terra's tools (the tool loop); without them the agent only chats.
+        self.tools = tools
+        self.system_prompt = settings.system_prompt or (
+            tools.system_prompt if tools is not None else DEFAULT_SYSTEM_PROMPT
+        )
         self._jobs: dict[str, _Job] = {}
         #: Chats answered at once; jobs queued behind their chat's lock hold no slot.
         self._slots = asyncio.Semaphore(settings.max_concurrent_chats)
@@ -263,6 +270,8 @@ class Worker:
             await self.presence.forget(self.name)
         if self._own_agent:
             await self.agent.aclose()
+        if self.tools is not None:
+            await self.tools.aclose()
         if self._own_redis:
             await self.redis.aclose()
         self.metrics.close()
@@ -575,9 +584,18 @@ class Worker:
             interval_seconds=self.settings.chunk_interval_ms / 1000,
             metrics=self.metrics,
         )
+        thoughts = ReasoningWriter(
+            self.chatlog,
+            chat_id,
+            message.id,
+            interval_seconds=self.settings.chunk_interval_ms / 1000,
+        )
+        tools = self.tools.session(self.chatlog, chat_id, message.id) if self.tools else None
         try:
-            async with writer:
-                turn = await self._reply_until_stopped(prompt, writer, chat_id, message.id)
+            async with writer, thoughts:
+                turn = await self._reply_until_stopped(
+                    prompt, writer, chat_id, message.id, tools=tools, thoughts=thoughts
+                )
         except AgentError as err:
             job.tokens += writer.deltas
             self.health.record_failure(err)
@@ -607,6 +625,9 @@ class Worker:
         writer: ChunkWriter,
         chat_id: str,
         message_id: str,
+        *,
+        tools: ToolHost | None = None,
+        thoughts: ReasoningSink | None = None,
     ) -> AgentTurn:
         """The agent's reply, cut short as soon as the visitor asks to stop it.
 
@@ -614,7 +635,16 @@ class Worker:
         nothing, a watcher polls the request every ``CANCEL_POLL_MS``. Either way the
         agent call is cancelled and the text streamed so far is the (stopped) turn.
         """
-        reply = asyncio.create_task(self.agent.reply(prompt, writer), name="worker.reply")
+        reply = asyncio.create_task(
+            self.agent.reply(
+                prompt,
+                writer,
+                tools=tools,
+                thoughts=thoughts,
+                max_rounds=self.settings.max_tool_rounds,
+            ),
+            name="worker.reply",
+        )
         watcher = asyncio.create_task(
             self._watch_cancel(chat_id, message_id, writer, reply), name="worker.watch_cancel"
         )
@@ -683,7 +713,14 @@ class Worker:
                 break
         else:
             recent = await self.chatlog.messages_until(chat_id, event_id, max_turns)
-        return build_prompt(recent, message, system_prompt=self.system_prompt, max_turns=max_turns)
+        asked = [m.id for m in recent if m.sender == "Visitor"]
+        return build_prompt(
+            recent,
+            message,
+            system_prompt=self.system_prompt,
+            max_turns=max_turns,
+            tool_turns=await self.chatlog.tool_turns(chat_id, asked),
+        )
 
     async def _dead_letter_malformed(self, delivery: Delivery) -> None:
         reason = delivery.error or "malformed job"

@@ -19,20 +19,51 @@ Circuit breaker: ``threshold`` consecutive failures that say the agent is unwell
 ``open_seconds``; meanwhile calls fail at once with category ``circuit_open``. After that
 one trial call is let through; any success closes it.
 
-The tool loop (issue 4) goes in :meth:`AgentClient.reply`: a turn whose ``tool_calls`` is
-non-empty is where the model asks for tools (deltas already merged by ``index``).
+The tool loop (:meth:`AgentClient.reply` with a :class:`ToolHost`). Up to ``max_rounds``
+streamed calls per answer; tool-call deltas are merged by ``index`` (only a call's first delta
+carries its id and name). Each round's calls run through the host (the tool registry: per-call
+timeouts, and bad JSON, unknown tools or invalid arguments come back to the model as a tool
+error, never as an exception); the assistant ``tool_calls`` message (content ``""`` when
+empty, never null) and one ``tool`` message per call are appended, and the answer's tool turns
+so far are saved (``ToolHost.remember``) before the next call, so a restarted worker or the
+next question sees them intact. Rules:
+
+- Retries apply per round: a round is retried while *that round* has shown nothing yet; text
+  of earlier rounds stays, as it is already part of the answer.
+- Before the second-to-last call a system message warns the model that one round of tools
+  is left (as terrarium-irc does); the last call is offered no tools, so the model answers.
+  If it still asks for tools, the calls are not run and the answer ends with
+  :data:`TOOL_ROUNDS_APOLOGY`.
+- Textual tool calls: when a response has no structured ``tool_calls`` but its text (outside
+  ``<think>`` blocks) contains a call of a known tool (``name(arg="v")`` or
+  ``<tool_call>{...}</tool_call>``), the calls run as if made properly. So that the visitor
+  does not see such text as the answer, content is *held back* from the point where a call of
+  a known tool may start (a known name at a word start followed by ``(``, or ``<tool_call>``)
+  until the round ends; a trailing word that may still become a tool name waits for the next
+  delta. Held text that turns out not to be a call is released at the end of the round (the
+  visitor sees it arrive at once); a call, and anything after it in that round, is never
+  shown. Text before the call stays visible. No ``streamReset`` is needed for this.
+- The answer is what the visitor saw: the visible text of every round, separated by a blank
+  line, so the concatenated chunks always equal the stored reply. ``<think>`` blocks stay in
+  the content (the original front end shows them in its thoughts drawer);
+  ``reasoning_content`` deltas go to a separate :class:`ReasoningSink` (v=2 frames).
+- Between rounds the host is asked whether the visitor cancelled (tool rounds show nothing,
+  so the chunk writer cannot notice).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import openai
+import structlog
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from redis.exceptions import RedisError
@@ -44,13 +75,19 @@ from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 
 __all__ = [
+    "ROUNDS_WARNING",
+    "TOOL_ROUNDS_APOLOGY",
     "AgentClient",
     "AgentTurn",
     "CircuitBreaker",
     "DeltaSink",
+    "ReasoningSink",
     "ToolCall",
+    "ToolHost",
     "classify_error",
 ]
+
+logger = structlog.get_logger("worker.llm")
 
 #: Backoff never waits longer than this between attempts (seconds).
 MAX_BACKOFF_SECONDS = 8.0
@@ -58,6 +95,18 @@ MAX_BACKOFF_SECONDS = 8.0
 MAX_RETRY_AFTER_SECONDS = 10.0
 
 PROBE_SYSTEM_PROMPT = "You are a health check. Reply with the single word: pong."
+
+#: Told to the model (as a system message) before its second-to-last call of a reply.
+ROUNDS_WARNING = (
+    "Tool budget warning: you may make at most one more round of tool calls for this reply; "
+    "after that no tools are available and you must answer. If you already have enough, "
+    "answer the visitor now with what you have."
+)
+#: Ends a reply when the model still asked for tools on its last call.
+TOOL_ROUNDS_APOLOGY = (
+    "I looked in more places than I can in one reply and still came up short, sorry. "
+    "Could you ask me something a little narrower?"
+)
 
 
 class DeltaSink(Protocol):
@@ -73,6 +122,14 @@ class DeltaSink(Protocol):
     @property
     def emitted(self) -> bool:
         """True once any text was pushed (the visitor may have seen it)."""
+        ...
+
+
+class ReasoningSink(Protocol):
+    """Where ``reasoning_content`` deltas go (:class:`worker.reasoning.ReasoningWriter`)."""
+
+    def push_reasoning(self, text: str) -> None:
+        """Take one reasoning delta (buffered; never blocks, never raises)."""
         ...
 
 
@@ -98,6 +155,13 @@ class AgentTurn:
     deltas: int = 0
     reasoning: str = ""
     latency_ms: float = 0.0
+    #: Content held back from the visitor because it may be a textual tool call (it is
+    #: part of ``content``; the tool loop decides whether to show it).
+    held: str = ""
+    #: Tool rounds run for this answer (the tool loop only).
+    rounds: int = 0
+    #: The model still asked for tools on its last call (the tool loop only).
+    exhausted: bool = False
 
     def as_message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation (with tool_calls if any)."""
@@ -112,6 +176,38 @@ class AgentTurn:
                 for call in self.tool_calls
             ]
         return message
+
+
+class ToolHost(Protocol):
+    """The tools side of one answer (implemented by :class:`worker.toolloop.ToolSession`)."""
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """The request's ``tools`` list."""
+        ...
+
+    @property
+    def call_names(self) -> Collection[str]:
+        """Names (and aliases) a textual call may use; content mentioning them is held back."""
+        ...
+
+    def textual_calls(self, text: str) -> list[ToolCall]:
+        """Calls of known tools written as text in ``text`` (empty when there are none)."""
+        ...
+
+    async def run(self, calls: Sequence[ToolCall]) -> list[str]:
+        """Run one round's calls; one ``tool`` message content per call, in order.
+
+        Never raises for the model's mistakes (they become error results).
+        """
+        ...
+
+    async def remember(self, turns: Sequence[dict[str, Any]]) -> None:
+        """Persist the answer's tool turns so far (replacing what was saved before)."""
+        ...
+
+    async def cancelled(self) -> bool:
+        """True once the visitor asked to stop this answer."""
+        ...
 
 
 class CircuitBreaker:
@@ -263,19 +359,105 @@ class AgentClient:
     # --- one answer ------------------------------------------------------------------
 
     async def reply(
-        self, messages: Sequence[ChatCompletionMessageParam], sink: DeltaSink
+        self,
+        messages: Sequence[ChatCompletionMessageParam],
+        sink: DeltaSink,
+        *,
+        tools: ToolHost | None = None,
+        thoughts: ReasoningSink | None = None,
+        max_rounds: int = 8,
     ) -> AgentTurn:
         """Answer the conversation ``messages``, streaming content into ``sink``.
 
-        Raises :class:`AgentError` after the last failed attempt (see the module doc).
+        With ``tools``, runs the tool loop (module doc); the returned turn's ``content`` is
+        everything the visitor saw. Messages after the last user message are taken as tool
+        turns saved by an earlier attempt at this answer (they count against ``max_rounds``).
+        Raises :class:`AgentError` after the last failed attempt of a round.
         """
-        turn = await self.complete(messages, sink)
-        # Tool loop (issue 4) goes here: while turn.tool_calls and rounds remain, append
-        # turn.as_message() and one {"role": "tool", "tool_call_id", "content"} per call
-        # to the messages, then `turn = await self.complete(messages, sink, tools=...)`.
-        if turn.tool_calls and not turn.content and not turn.stopped:
-            raise AgentError("unknown", "the model asked for tools, but none are offered")
-        return turn
+        if tools is None:
+            turn = await self.complete(messages, sink, thoughts=thoughts)
+            if turn.tool_calls and not turn.content and not turn.stopped:
+                raise AgentError("unknown", "the model asked for tools, but none are offered")
+            return turn
+        return await self._tool_loop(messages, sink, tools, thoughts, max_rounds)
+
+    async def _tool_loop(
+        self,
+        messages: Sequence[ChatCompletionMessageParam],
+        sink: DeltaSink,
+        host: ToolHost,
+        thoughts: ReasoningSink | None,
+        max_rounds: int,
+    ) -> AgentTurn:
+        started = time.monotonic()
+        history: list[dict[str, Any]] = [dict(m) for m in messages]
+        first_after = 1 + max(
+            (i for i, m in enumerate(history) if m.get("role") == "user"), default=-1
+        )
+        memory = [m for m in history[first_after:] if m.get("role") in ("assistant", "tool")]
+        done = sum(1 for m in memory if m.get("role") == "assistant" and m.get("tool_calls"))
+        names = frozenset(host.call_names)
+        answer = _AnswerSink(sink)
+        total = AgentTurn()
+        reasoning: list[str] = []
+        while True:
+            last = done + 1 >= max_rounds
+            if done and await host.cancelled():
+                total.stopped = True
+                break
+            if done and done + 2 == max_rounds:
+                history.append({"role": "system", "content": ROUNDS_WARNING})
+            answer.new_round()
+            turn = await self.complete(
+                cast(list[ChatCompletionMessageParam], history),
+                answer,
+                tools=None if last else host.definitions(),
+                thoughts=thoughts,
+                hold=names,
+            )
+            total.deltas += turn.deltas
+            total.finish_reason = turn.finish_reason
+            reasoning.append(turn.reasoning)
+            if turn.stopped:
+                total.stopped = True
+                break
+            calls = list(turn.tool_calls)
+            said = turn.content
+            if turn.held:
+                textual = host.textual_calls(_without_think(turn.content))
+                if textual:
+                    said = turn.content[: len(turn.content) - len(turn.held)]
+                    if not calls:
+                        calls = textual
+                        logger.info(
+                            "worker.textual_tool_calls_found", tools=[c.name for c in calls]
+                        )
+                elif not answer.push(turn.held):
+                    total.stopped = True
+                    break
+            if not calls:
+                break
+            if last:
+                total.exhausted = True
+                logger.warning("worker.tool_rounds_exhausted", rounds=done, asked=len(calls))
+                answer.new_round()
+                answer.push(TOOL_ROUNDS_APOLOGY)
+                break
+            assistant: dict[str, Any] = AgentTurn(content=said, tool_calls=calls).as_message()
+            results = await host.run(calls)
+            replies = [
+                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result}
+                for call, result in zip(calls, results, strict=True)
+            ]
+            history += [assistant, *replies]
+            memory += [{**assistant, "content": ""}, *replies]
+            await host.remember(memory)
+            done += 1
+        total.content = answer.text
+        total.reasoning = "".join(reasoning)
+        total.rounds = done
+        total.latency_ms = (time.monotonic() - started) * 1000
+        return total
 
     async def complete(
         self,
@@ -283,14 +465,22 @@ class AgentClient:
         sink: DeltaSink,
         *,
         tools: list[dict[str, Any]] | None = None,
+        thoughts: ReasoningSink | None = None,
+        hold: Collection[str] = (),
     ) -> AgentTurn:
-        """One streamed completion with retries and the circuit breaker."""
+        """One streamed completion with retries and the circuit breaker.
+
+        An attempt is retried only while it has pushed nothing to ``sink``.
+        """
         attempt = 0
         while True:
             attempt += 1
             self.breaker.check()
+            shown = _AttemptSink(sink)
             try:
-                turn = await self.stream_once(messages, sink, tools=tools)
+                turn = await self.stream_once(
+                    messages, shown, tools=tools, thoughts=thoughts, hold=hold
+                )
                 if not turn.content and not turn.tool_calls and not turn.stopped:
                     raise AgentError("server_error", "empty response", retryable=True)
             except (BusError, RedisError):
@@ -303,7 +493,7 @@ class AgentClient:
                     self.breaker.record_failure()
                 if (
                     not err.retryable
-                    or sink.emitted
+                    or shown.emitted
                     or attempt >= self.max_attempts
                     or self.breaker.is_open
                 ):
@@ -327,12 +517,19 @@ class AgentClient:
         sink: DeltaSink,
         *,
         tools: list[dict[str, Any]] | None = None,
+        thoughts: ReasoningSink | None = None,
+        hold: Collection[str] = (),
     ) -> AgentTurn:
         """One attempt: stream a completion, pushing content deltas to ``sink``.
 
         Tool-call deltas are merged by ``index`` (only a call's first delta carries its
-        ``id`` and name). Raises openai exceptions untranslated.
+        ``id`` and name). ``reasoning_content`` deltas go to ``thoughts``. With ``hold``
+        (tool names), content from where a textual call of one of them may start is kept
+        out of ``sink`` and returned as ``turn.held`` (module doc). Raises openai
+        exceptions untranslated.
         """
+        gate = _HoldBack(sink, frozenset(hold)) if hold else None
+        out: DeltaSink = gate if gate is not None else sink
         started = time.monotonic()
         extra: dict[str, Any] = {}
         if self.max_tokens is not None:
@@ -361,8 +558,10 @@ class AgentClient:
                     turn.finish_reason = choice.finish_reason
                 extra_fields = delta.model_extra or {}
                 thought = extra_fields.get("reasoning_content")
-                if isinstance(thought, str):
+                if isinstance(thought, str) and thought:
                     reasoning.append(thought)
+                    if thoughts is not None:
+                        thoughts.push_reasoning(thought)
                 for call in delta.tool_calls or ():
                     slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
                     if call.id:
@@ -377,18 +576,22 @@ class AgentClient:
                         self.metrics.time_to_first_token.observe(time.monotonic() - started)
                     content.append(delta.content)
                     turn.deltas += 1
-                    if not sink.push(delta.content):
+                    if not out.push(delta.content):
                         turn.stopped = True
                         break
         finally:
             await stream.close()
+        if gate is not None and not turn.stopped:
+            turn.held = gate.finish()
         turn.content = "".join(content)
         turn.reasoning = "".join(reasoning)
         turn.tool_calls = [
             ToolCall(
-                id=slot["id"] or f"call_{index}", name=slot["name"], arguments=slot["arguments"]
+                id=slot["id"] or f"call_{uuid.uuid4().hex[:12]}",
+                name=slot["name"],
+                arguments=slot["arguments"],
             )
-            for index, slot in sorted(calls.items())
+            for _, slot in sorted(calls.items())
         ]
         turn.latency_ms = (time.monotonic() - started) * 1000
         return turn
@@ -417,3 +620,144 @@ class AgentClient:
             return ComponentStatus(status="offline", detail=err.detail, checkedAt=iso_now())
         latency = round((time.monotonic() - started) * 1000, 1)
         return ComponentStatus(status="online", checkedAt=iso_now(), latencyMs=latency)
+
+
+# --- sinks of the tool loop ------------------------------------------------------------------
+
+
+class _AttemptSink:
+    """Passes deltas on; ``emitted`` says whether *this attempt* pushed anything."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        self._sink = sink
+        self.emitted = False
+
+    def push(self, text: str) -> bool:
+        if text:
+            self.emitted = True
+        return self._sink.push(text)
+
+
+class _AnswerSink:
+    """The visible answer across rounds: a blank line between rounds' texts, kept in order."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        self._sink = sink
+        self._parts: list[str] = []
+        self._separate = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    @property
+    def emitted(self) -> bool:
+        return bool(self._parts)
+
+    def new_round(self) -> None:
+        """The next text starts a new paragraph (if anything was shown before)."""
+        self._separate = bool(self._parts)
+
+    def push(self, text: str) -> bool:
+        if self._separate:
+            if not text.strip():
+                return True  # no leading blank text for a round
+            self._separate = False
+            shown = self.text
+            gap = "" if shown.endswith("\n\n") else "\n" if shown.endswith("\n") else "\n\n"
+            text = gap + text
+        if text:
+            self._parts.append(text)
+        return self._sink.push(text)
+
+
+_TOOL_CALL_TAG = "<tool_call>"
+_NAME_CHAR = re.compile(r"[\w.]")
+_WORD_TAIL = re.compile(r"(\w+)(\s*)")
+#: How far back from the end of the undecided text a possible call start is looked for.
+_TAIL_SLACK = 32
+
+
+class _HoldBack:
+    """Forwards content, holding back what may be a textual call of a known tool.
+
+    From a confirmed call start (``name(`` at a word start, or ``<tool_call>``) everything is
+    held until :meth:`finish`; a tail that may still become one waits for more text.
+    """
+
+    def __init__(self, sink: DeltaSink, names: frozenset[str]) -> None:
+        self._sink = sink
+        self._names = names
+        alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+        self._start = re.compile(rf"(?<![\w.])(?:{alternation})\s*\(|(?i:<tool_call>)")
+        self._window = max(len(n) for n in names) + _TAIL_SLACK
+        self._pending = ""
+        self._last = ""
+        self._holding = False
+        self._held: list[str] = []
+
+    @property
+    def emitted(self) -> bool:
+        return self._sink.emitted
+
+    def push(self, text: str) -> bool:
+        if self._holding:
+            self._held.append(text)
+            return True
+        buffer = self._pending + text
+        # One forwarded character of context keeps the word-start rule exact.
+        match = self._start.search(self._last + buffer)
+        if match is not None:
+            cut = max(0, match.start() - len(self._last))
+            self._holding = True
+            self._held.append(buffer[cut:])
+            self._pending = ""
+            return self._forward(buffer[:cut])
+        keep = self._undecided_tail(buffer)
+        self._pending = buffer[len(buffer) - keep :]
+        return self._forward(buffer[: len(buffer) - keep])
+
+    def finish(self) -> str:
+        """End of the stream: release undecided text; return what was held back."""
+        if self._pending:
+            self._forward(self._pending)
+            self._pending = ""
+        return "".join(self._held)
+
+    def _forward(self, text: str) -> bool:
+        if not text:
+            return True
+        self._last = text[-1]
+        return self._sink.push(text)
+
+    def _undecided_tail(self, buffer: str) -> int:
+        """Length of the tail of ``buffer`` that may still become a call start."""
+        lower = buffer.lower()
+        for pos in range(max(0, len(buffer) - self._window), len(buffer)):
+            char = buffer[pos]
+            if char == "<":
+                if _TOOL_CALL_TAG.startswith(lower[pos:]):
+                    return len(buffer) - pos
+                continue
+            before = buffer[pos - 1] if pos else self._last
+            if before and _NAME_CHAR.match(before):
+                continue
+            tail = _WORD_TAIL.fullmatch(buffer, pos)
+            if tail is None:
+                continue
+            word, space = tail.groups()
+            if word in self._names if space else any(n.startswith(word) for n in self._names):
+                return len(buffer) - pos
+        return 0
+
+
+_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
+
+
+def _without_think(text: str) -> str:
+    """``text`` without ``<think>`` blocks (an unclosed one runs to the end; text before a
+    lone ``</think>`` is a thought too, as some models omit the opening tag)."""
+    head, close, tail = text.partition("</think>")
+    if close and "<think>" not in head.lower():
+        text = tail
+    return _THINK_BLOCK.sub("", text)
