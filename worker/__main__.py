@@ -1,17 +1,29 @@
-"""``python -m worker`` (the ``terrarium-worker`` script): run one worker until SIGTERM."""
+"""``python -m worker`` (the ``terrarium-worker`` script): run one worker until SIGTERM.
+
+The worker answers with Terra's tools (:class:`worker.toolloop.ToolKit`, configured by
+:class:`tools.ToolSettings` from the same environment). With ``CONTENT_REFRESH_ENABLED``
+the arq scheduled jobs (:class:`worker.scheduled.ScheduledJobs`) run alongside.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 import structlog
 from pydantic import ValidationError
 
 from logsetup import configure_logging
+from tools.settings import ToolSettings
 from worker.consumer import Worker
+from worker.scheduled import ScheduledJobs
 from worker.settings import WorkerSettings
+from worker.toolloop import ToolKit
+
+T = TypeVar("T")
 
 __all__ = ["main", "run"]
 
@@ -20,31 +32,53 @@ logger = structlog.get_logger("worker")
 
 def load_settings() -> WorkerSettings:
     """Settings from the environment, or exit with one clear line (no value echoed)."""
+    return _load(WorkerSettings)
+
+
+def load_tool_settings() -> ToolSettings:
+    """The tools' settings from the environment, or exit like :func:`load_settings`."""
+    return _load(ToolSettings)
+
+
+def _load(factory: Callable[[], T]) -> T:
     try:
-        return WorkerSettings()  # required fields come from the environment
+        return factory()  # required fields come from the environment
     except ValidationError as exc:
         problems = sorted(
             f"{str(err['loc'][0]).upper()} ({err['msg']})" if err["loc"] else err["msg"]
             for err in exc.errors(include_input=False, include_url=False)
         )
-        print(
-            f"worker: invalid configuration: {'; '.join(problems)}. Refusing to start.",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
+        _refuse("; ".join(problems))
 
 
-async def run(settings: WorkerSettings) -> None:
-    """Run a worker until SIGTERM or SIGINT, then stop it gracefully."""
-    worker = Worker(settings)
+def _refuse(problems: str) -> NoReturn:
+    print(f"worker: invalid configuration: {problems}. Refusing to start.", file=sys.stderr)
+    raise SystemExit(2)
+
+
+async def run(settings: WorkerSettings, tool_settings: ToolSettings | None = None) -> None:
+    """Run a worker until SIGTERM or SIGINT, then stop it gracefully.
+
+    With ``tool_settings`` the worker has its tools, and the scheduled jobs run when enabled.
+    """
+    tools = ToolKit.from_settings(tool_settings, settings) if tool_settings else None
+    try:
+        scheduled = ScheduledJobs(settings, tool_settings) if tool_settings else None
+    except ValueError as exc:
+        _refuse(f"CONTENT_REFRESH_CRON ({exc})")
+    worker = Worker(settings, tools=tools)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
     try:
         async with worker:
+            if scheduled is not None:
+                await scheduled.start()  # no-op unless CONTENT_REFRESH_ENABLED
             await worker.wait_stop_requested()
             logger.info("worker.stop_requested")
     finally:
+        if scheduled is not None:
+            await scheduled.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
@@ -52,8 +86,9 @@ async def run(settings: WorkerSettings) -> None:
 def main() -> None:
     """Entry point of the ``terrarium-worker`` console script."""
     settings = load_settings()
+    tool_settings = load_tool_settings()
     configure_logging(settings.log_level)
-    asyncio.run(run(settings))
+    asyncio.run(run(settings, tool_settings))
 
 
 if __name__ == "__main__":

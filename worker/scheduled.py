@@ -1,0 +1,157 @@
+"""Scheduled (non-live) jobs on the worker host, run by arq: the content refresh.
+
+arq is never on the live path: visitor questions come from the bus's job stream
+(:mod:`worker.consumer`). arq only runs cron jobs, on its own queue
+(``BusKeys.arq_queue``), inside ``python -m worker`` next to the consumer, and only when
+``CONTENT_REFRESH_ENABLED`` (otherwise nothing of arq starts). The refresh does its file
+and network work off the event loop (``tools.refresh_content``), so it does not slow
+answers down.
+
+arq's settings class is called :class:`ScheduledJobs` (``WorkerSettings`` is the
+consumer's). Its connection comes from :func:`bus.client.create_redis` (TLS, ACL user,
+timeouts, retries, client name) with ``decode_responses`` off, because arq reads bytes.
+Jobs and results are stored as JSON, not pickle. arq's own keys (``arq:job:*``,
+``arq:result:*``...) have fixed names; the worker's Redis ACL allows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from typing import Any, ClassVar
+
+import structlog
+from arq.connections import ArqRedis
+from arq.cron import CronJob
+from arq.worker import Worker as ArqWorker
+from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
+
+from bus.client import RedisOptions, create_redis
+from bus.keys import BusKeys
+from tools.scheduled_refresh import JOB_TIMEOUT_SECONDS, refresh_cron_jobs
+from tools.settings import ToolSettings
+from worker.aio import cancel_and_wait
+from worker.settings import WorkerSettings
+
+__all__ = ["ScheduledJobs"]
+
+logger = structlog.get_logger("worker.scheduled")
+
+
+def _serialize(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, default=str, separators=(",", ":")).encode()
+
+
+def _deserialize(raw: bytes) -> dict[str, Any]:
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("an arq job must be a JSON object")
+    return value
+
+
+class ScheduledJobs:
+    """arq worker settings for Terra's scheduled jobs, built from the process's settings.
+
+    ``cron_jobs`` is empty unless ``CONTENT_REFRESH_ENABLED`` (see :attr:`enabled`).
+    :meth:`start` runs an arq worker in the current event loop (arq's signal handling off:
+    ``python -m worker`` owns SIGTERM); :meth:`stop` cancels a running refresh (the
+    bundle is swapped in atomically, so the old one stays) and closes the connection.
+    """
+
+    functions: ClassVar[list[Any]] = []
+    #: One refresh at a time; arq polls its queue this often (seconds).
+    max_jobs: ClassVar[int] = 1
+    poll_delay: ClassVar[float] = 5.0
+    job_timeout: ClassVar[int] = JOB_TIMEOUT_SECONDS
+    keep_result: ClassVar[int] = 7 * 24 * 3600
+
+    def __init__(self, settings: WorkerSettings, tool_settings: ToolSettings) -> None:
+        self.settings = settings
+        self.tool_settings = tool_settings
+        self.queue_name = BusKeys(settings.redis_key_prefix).arq_queue
+        self.cron_jobs: list[CronJob] = refresh_cron_jobs(tool_settings)
+        self._arq: ArqWorker | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is something to schedule."""
+        return bool(self.cron_jobs)
+
+    async def on_startup(self, ctx: dict[str, Any]) -> None:
+        """arq hook: give the jobs their settings (they never build them)."""
+        ctx["tool_settings"] = self.tool_settings
+
+    def create_redis(self) -> ArqRedis:
+        """arq's connection: :func:`bus.client.create_redis`'s, reading bytes."""
+        s = self.settings
+        client = create_redis(
+            s.redis_url.get_secret_value(),
+            client_name=f"terrarium-worker:{s.worker_name}:arq",
+            options=RedisOptions(
+                max_connections=8,
+                ssl_ca_certs=s.redis_ca_cert,
+                ssl_certfile=s.redis_client_cert,
+                ssl_keyfile=s.redis_client_key,
+            ),
+        )
+        template = client.connection_pool
+        pool = ConnectionPool(
+            connection_class=template.connection_class,
+            max_connections=template.max_connections,
+            **{**template.connection_kwargs, "decode_responses": False},
+        )
+        return ArqRedis(
+            pool,
+            job_serializer=_serialize,
+            job_deserializer=_deserialize,
+            default_queue_name=self.queue_name,
+        )
+
+    def create_worker(self, redis: ArqRedis) -> ArqWorker:
+        """The arq worker for these jobs. Raises ``RuntimeError`` when nothing is enabled."""
+        if not self.enabled:
+            raise RuntimeError("no scheduled jobs are enabled (CONTENT_REFRESH_ENABLED)")
+        return ArqWorker(
+            functions=self.functions,
+            queue_name=self.queue_name,
+            cron_jobs=self.cron_jobs,
+            redis_pool=redis,
+            on_startup=self.on_startup,
+            handle_signals=False,
+            max_jobs=self.max_jobs,
+            poll_delay=self.poll_delay,
+            job_timeout=self.job_timeout,
+            keep_result=self.keep_result,
+            max_tries=1,
+            job_serializer=_serialize,
+            job_deserializer=_deserialize,
+        )
+
+    async def start(self) -> None:
+        """Start the arq worker in the background (no-op when not enabled or running)."""
+        if not self.enabled or self._task is not None:
+            return
+        self._arq = self.create_worker(self.create_redis())
+        self._task = asyncio.create_task(self._arq.async_run(), name="worker.scheduled")
+        logger.info(
+            "worker.scheduled_jobs_started",
+            queue=self.queue_name,
+            jobs=[job.name for job in self.cron_jobs],
+        )
+
+    async def stop(self) -> None:
+        """Stop arq: cancel a running job, forget the health key, close the connection."""
+        arq, task = self._arq, self._task
+        self._arq = self._task = None
+        if arq is None or task is None:
+            return
+        arq.handle_sig(signal.SIGUSR1)  # arq's own stop: cancels its jobs and main task
+        await cancel_and_wait([task, *arq.tasks.values()])
+        with contextlib.suppress(RedisError, OSError):
+            await arq.pool.delete(arq.health_check_key)
+        await arq.pool.aclose(close_connection_pool=True)
+        logger.info("worker.scheduled_jobs_stopped")
