@@ -95,8 +95,13 @@ def fit_tool_result(name: str, payload: JsonObject, limit: int) -> str:
         keep = max(_MIN_KEPT_CHARS, len(value) - excess - len(TRUNCATION_MARK))
         container[key] = value[:keep].rstrip() + TRUNCATION_MARK
     body = json.dumps(payload, ensure_ascii=False, default=str)
-    room = max(_MIN_KEPT_CHARS, limit - 200)
-    return wrap_tool_result(name, {"truncated": True, "partial_result": body[:room]})
+    room = limit
+    while True:  # escaping makes the cut text longer: shrink until it fits
+        content = wrap_tool_result(name, {"truncated": True, "partial_result": body[:room]})
+        excess = len(content) - limit
+        if excess <= 0 or room <= _MIN_KEPT_CHARS:
+            return content
+        room = max(_MIN_KEPT_CHARS, room - excess)
 
 
 def _frame_text(value: str, fallback: str) -> str:
