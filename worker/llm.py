@@ -389,7 +389,6 @@ class AgentClient:
         thoughts: ReasoningSink | None,
         max_rounds: int,
     ) -> AgentTurn:
-        started = time.monotonic()
         history: list[dict[str, Any]] = [dict(m) for m in messages]
         first_after = 1 + max(
             (i for i, m in enumerate(history) if m.get("role") == "user"), default=-1
@@ -416,6 +415,7 @@ class AgentClient:
                 hold=names,
             )
             total.deltas += turn.deltas
+            total.latency_ms += turn.latency_ms  # the model's time, not the tools'
             total.finish_reason = turn.finish_reason
             reasoning.append(turn.reasoning)
             if turn.stopped:
@@ -456,7 +456,6 @@ class AgentClient:
         total.content = answer.text
         total.reasoning = "".join(reasoning)
         total.rounds = done
-        total.latency_ms = (time.monotonic() - started) * 1000
         return total
 
     async def complete(
