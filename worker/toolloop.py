@@ -153,8 +153,9 @@ class ToolKit:
         Nothing is read or opened here.
         """
         registry = registry or create_default_registry(tool_settings)
+        # The last of MAX_TOOL_ROUNDS model calls is offered no tools (worker.llm).
         prompt = build_system_prompt(
-            registry, tool_settings, max_tool_iterations=settings.max_tool_rounds
+            registry, tool_settings, max_tool_iterations=max(0, settings.max_tool_rounds - 1)
         )
         return cls(
             registry,
@@ -198,8 +199,6 @@ class ToolSession:
         self.chatlog = chatlog
         self.chat_id = chat_id
         self.reply_to = reply_to
-        #: ``(name, error_kind or None)`` of every call run, in order (for logs and tests).
-        self.calls: list[tuple[str, str | None]] = []
 
     def definitions(self) -> list[dict[str, Any]]:
         return self.kit.definitions
@@ -215,16 +214,22 @@ class ToolSession:
         ]
 
     async def run(self, calls: Sequence[ToolCall]) -> list[str]:
-        """Run the calls concurrently; calls beyond ``max_calls_per_round`` are refused."""
+        """Run the calls concurrently; calls beyond ``max_calls_per_round`` are refused.
+
+        Raises what writing a frame raises (:class:`bus.BusUnavailable`), unwrapped.
+        """
         limit = self.kit.max_calls_per_round
         context = ToolContext(
             chat_id=self.chat_id, http=self.kit.http(), read_history=self._read_history
         )
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._run_one(call, context, allowed=index < limit))
-                for index, call in enumerate(calls)
-            ]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._run_one(call, context, allowed=index < limit))
+                    for index, call in enumerate(calls)
+                ]
+        except ExceptionGroup as errors:
+            raise errors.exceptions[0] from None  # the caller handles Redis trouble as usual
         return [task.result() for task in tasks]
 
     async def _run_one(self, call: ToolCall, context: ToolContext, *, allowed: bool) -> str:
@@ -243,7 +248,6 @@ class ToolSession:
                 payload={"error": f"Too many tool calls in one round; only {limit} were run."},
                 error_kind="too_many_calls",
             )
-        self.calls.append((result.name, result.error_kind))
         logger.info(
             "worker.tool_called",
             tool=name,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bus.errors import BusUnavailable
 from bus.schemas import (
     EVENT_TYPES_V1,
     MessagePosted,
@@ -18,11 +19,13 @@ from bus.schemas import (
     encode,
     render_frame,
 )
+from tools.registry import ToolRegistry
 from tools.settings import ToolSettings
 from worker.conversation import build_prompt, clean_tool_turns
+from worker.llm import ToolCall
 from worker.scheduled import ScheduledJobs
 from worker.testing import fast_settings
-from worker.toolloop import TRUNCATION_MARK, fit_tool_result
+from worker.toolloop import TRUNCATION_MARK, ToolKit, fit_tool_result
 
 _ids = itertools.count()
 
@@ -194,3 +197,17 @@ def test_scheduled_jobs_are_empty_unless_enabled(tmp_path: Path) -> None:
     assert (job.minute, job.hour, job.weekday) == ({30}, {3}, {0})
     assert on.enabled
     assert on.queue_name == "t2:arq"
+
+
+async def test_a_failed_frame_write_is_raised_unwrapped() -> None:
+    class DeadLog:
+        async def append_event(self, chat_id: str, data: str) -> str:
+            raise BusUnavailable("could not append to the chat log")
+
+    kit = ToolKit(ToolRegistry(), system_prompt="S")
+    session = kit.session(DeadLog(), "c", "m1")  # type: ignore[arg-type]
+    try:
+        with pytest.raises(BusUnavailable):
+            await session.run([ToolCall("1", "a", "{}"), ToolCall("2", "b", "{}")])
+    finally:
+        await kit.aclose()
