@@ -67,6 +67,26 @@ class Process:
         return self
 
     @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` (for example SIGTERM) without waiting for the process to exit."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 15) -> int | None:
+        """Wait for the process to exit; its return code (``None`` if still running)."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

@@ -1,0 +1,150 @@
+"""The system under fault: a private redis-server, the demo agent, and real gateway and
+worker processes, plus direct (read-mostly) access to Redis for the checks.
+
+Worker timings are shortened through settings (``FAST_WORKER_ENV``): a job idle for
+1.5 s is reclaimed, chat leases last 1.5 s, reclaim sweeps run every 250 ms. With the
+defaults (30 s, 30 s, 5 s) the same code paths take about 20 times longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+
+from bus import BusKeys, ChatLog, create_redis
+from bus.chatlog import EventRecord
+from tests.support.redis_server import RedisServer
+from tests.support.system import Process, System
+
+__all__ = ["FAST_WORKER_ENV", "Harness", "elapsed", "fault_system"]
+
+#: Worker settings shortened for tests (env names as in production).
+FAST_WORKER_ENV = {
+    "JOB_BLOCK_MS": "300",
+    "RECLAIM_MIN_IDLE_MS": "1500",
+    "RECLAIM_INTERVAL_MS": "250",
+    "CHAT_LEASE_MS": "1500",
+    "HEARTBEAT_INTERVAL_MS": "500",
+    "SHUTDOWN_GRACE_SECONDS": "5",
+    "AGENT_RETRY_BASE_SECONDS": "0.05",
+    "STATUS_POLL_INTERVAL_SECONDS": "30",
+}
+
+KEYS = BusKeys()
+
+
+def elapsed(since: float) -> float:
+    """Seconds since ``since`` (``time.monotonic()``), rounded to the millisecond."""
+    return round(time.monotonic() - since, 3)
+
+
+@dataclass
+class Harness:
+    """One running system and a Redis client for the checks."""
+
+    system: System
+    redis_server: RedisServer
+    redis: Redis
+    log: ChatLog
+
+    # --- processes -------------------------------------------------------------------------
+
+    def gateway(self, name: str = "gateway", **env: str) -> Process:
+        return self.system.gateway(name, **env)
+
+    async def worker(self, name: str, *, ready: bool = True, **env: str) -> Process:
+        """Start a worker (fast settings unless overridden); wait for its first heartbeat."""
+        await self.redis.hdel(KEYS.workers, name)
+        proc = self.system.worker(name, **{**FAST_WORKER_ENV, **env})
+        if ready:
+            await self.until(
+                lambda: self.redis.hexists(KEYS.workers, name),
+                within=20,
+                what=f"{name}'s heartbeat",
+            )
+        return proc
+
+    # --- reading the bus -------------------------------------------------------------------
+
+    async def events(self, chat_id: str) -> list[EventRecord]:
+        return await self.log.events_after(chat_id, "0-0")
+
+    async def history(self, chat_id: str) -> list[dict[str, Any]]:
+        return await self.log.history(chat_id, 1000)
+
+    async def terra_replies(self, chat_id: str, reply_to: str) -> list[dict[str, Any]]:
+        return [m for m in await self.history(chat_id) if m.get("replyTo") == reply_to]
+
+    async def pending(self) -> list[dict[str, Any]]:
+        """Pending job entries: ``message_id``, ``consumer``, ``times_delivered``..."""
+        with contextlib.suppress(Exception):
+            rows = await self.redis.xpending_range(KEYS.jobs, KEYS.jobs_group, "-", "+", 100)
+            return list(rows)
+        return []
+
+    async def owner(self) -> str | None:
+        """The consumer holding the (only) pending job."""
+        rows = await self.pending()
+        return str(rows[0]["consumer"]) if rows else None
+
+    async def dead_letters(self) -> list[dict[str, str]]:
+        return [fields for _, fields in await self.redis.xrange(KEYS.dead_letters)]
+
+    async def agent_requests(self, marker: str) -> int:
+        """Completion requests (not health probes) whose last user message has ``marker``."""
+        url = f"{self.system.agent_base}/_demo/requests"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            body = await resp.json()
+        count = 0
+        for request in body["requests"]:
+            users = [m for m in request.get("messages", []) if m.get("role") == "user"]
+            if users and marker in str(users[-1].get("content")) and request.get("max_tokens") != 4:
+                count += 1
+        return count
+
+    @staticmethod
+    async def until(probe: Any, *, within: float = 20.0, what: str = "condition") -> Any:
+        """Await ``probe()`` until truthy (Redis errors count as not yet)."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                value = await probe()
+            except Exception:  # Redis down or restarting: not yet
+                value = None
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {within}s waiting for {what}")
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def fault_system(
+    workdir: Path, *, appendonly: bool = False, token_delay_ms: float = 2
+) -> AsyncIterator[Harness]:
+    """Redis (with AOF if asked) and the demo agent; gateways and workers are added by the test.
+
+    Every process is killed at the end; on failure their logs are printed.
+    """
+    server = RedisServer(workdir / "redis").start(appendonly=appendonly)
+    system = System(workdir, server)
+    redis = create_redis(server.url, client_name="fault-test")
+    try:
+        system.start_agent(token_delay_ms)
+        yield Harness(system, server, redis, ChatLog(redis, KEYS))
+    except BaseException:
+        print(system.dump_logs())
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+        system.close()
+        server.kill()

@@ -1,0 +1,425 @@
+"""Visitor-side helpers for fault tests: a reconnecting chat client, a socket that never
+reads, plain HTTP calls, and the check that a client saw the chat log exactly.
+
+The client behaves like the widget: it follows one chat over WebSocket or SSE, keeps the
+last ``eventId`` it applied, and on any disconnect reconnects (to the next gateway in its
+list) with ``lastEventId``. Every frame is kept with its arrival time, so a test can say
+what a visitor saw and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+from bus.chatlog import EventRecord, compare_ids
+from bus.schemas import EVENT_TYPES_V1
+from tests.support.system import ACCESS_CODE
+
+__all__ = [
+    "ChatClient",
+    "Frame",
+    "Posted",
+    "StalledSocket",
+    "StreamCheck",
+    "cancel",
+    "check_stream",
+    "post_message",
+    "readyz",
+]
+
+Transport = Literal["ws", "sse"]
+
+
+@dataclass(slots=True)
+class Frame:
+    """One frame a client received, with its arrival time (``time.monotonic()``)."""
+
+    data: dict[str, Any]
+    at: float
+    connection: int
+
+    @property
+    def type(self) -> str:
+        return str(self.data.get("type", "message"))
+
+    @property
+    def event_id(self) -> str | None:
+        value = self.data.get("eventId")
+        return str(value) if value is not None else None
+
+
+@dataclass
+class ChatClient:
+    """Follows ``chat_id`` on the gateways at ``ports`` (in turn), reconnecting like the widget."""
+
+    ports: list[int]
+    chat_id: str
+    transport: Transport = "ws"
+    v2: bool = True
+    #: Start from this event id (``None``: from the handshake).
+    after: str | None = None
+    reconnect_delay: float = 0.1
+    frames: list[Frame] = field(default_factory=list)
+    #: ``(connection number, close code or reason, time)`` of every disconnect.
+    closes: list[tuple[int, int | str | None, float]] = field(default_factory=list)
+    connects: list[tuple[int, float]] = field(default_factory=list)
+    last_event_id: str | None = None
+    _task: asyncio.Task[None] | None = None
+    _stop: bool = False
+    _port_index: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, *, connected_within: float = 10.0) -> ChatClient:
+        """Connect and return once the first connection is established."""
+        self.last_event_id = self.after
+        self._task = asyncio.create_task(self._run(), name=f"client:{self.chat_id}")
+        await self.wait_for(lambda: bool(self.connects), within=connected_within, what="connect")
+        return self
+
+    async def stop(self) -> None:
+        self._stop = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def __aenter__(self) -> ChatClient:
+        return await self.start()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    def use_ports(self, ports: list[int]) -> None:
+        """Reconnect to these gateways from now on."""
+        self.ports = ports
+        self._port_index = 0
+
+    # --- waiting on what arrived ---------------------------------------------------------------
+
+    async def wait_for(self, probe: Any, *, within: float = 20.0, what: str = "condition") -> Any:
+        """Wait until ``probe()`` is truthy (re-checked on each frame and every 50 ms)."""
+        deadline = time.monotonic() + within
+        while True:
+            value = probe()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.chat_id}: timed out after {within}s waiting for {what}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.05, remaining)):
+                    await self._changed.wait()
+
+    def of_type(self, kind: str) -> list[Frame]:
+        return [f for f in self.frames if f.type == kind]
+
+    def reply(self, reply_to: str) -> Frame | None:
+        """Terra's final Message answering ``reply_to``, if it arrived."""
+        for frame in self.frames:
+            data = frame.data
+            if frame.type == "message" and data.get("replyTo") == reply_to:
+                return frame
+        return None
+
+    def replies(self, reply_to: str) -> list[Frame]:
+        return [f for f in self.frames if f.type == "message" and f.data.get("replyTo") == reply_to]
+
+    def chunks(self, reply_to: str | None = None, *, with_text: bool = True) -> list[Frame]:
+        return [
+            f
+            for f in self.frames
+            if f.type == "assistantChunk"
+            and (reply_to is None or f.data.get("replyTo") == reply_to)
+            and (f.data.get("content") or not with_text)
+        ]
+
+    async def wait_reply(self, reply_to: str, within: float = 30.0) -> Frame:
+        frame: Frame = await self.wait_for(
+            lambda: self.reply(reply_to), within=within, what=f"the reply to {reply_to}"
+        )
+        return frame
+
+    # --- the connection loop -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        connection = 0
+        async with aiohttp.ClientSession() as session:
+            while not self._stop:
+                port = self.ports[self._port_index % len(self.ports)]
+                connection += 1
+                outcome: int | str | None
+                try:
+                    if self.transport == "ws":
+                        outcome = await self._run_ws(session, port, connection)
+                    else:
+                        outcome = await self._run_sse(session, port, connection)
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    outcome = type(exc).__name__
+                self.closes.append((connection, outcome, time.monotonic()))
+                self._changed.set()
+                if self._stop or outcome == 1008:
+                    return
+                self._port_index += 1  # try the next gateway, as behind a load balancer
+                await asyncio.sleep(self.reconnect_delay)
+
+    def _query(self) -> dict[str, str]:
+        query = {"accessCode": ACCESS_CODE}
+        if self.v2:
+            query["v"] = "2"
+        if self.last_event_id is not None:
+            query["lastEventId"] = self.last_event_id
+        return query
+
+    def _apply(self, data: dict[str, Any], connection: int) -> None:
+        self.frames.append(Frame(data, time.monotonic(), connection))
+        event_id = data.get("eventId")
+        if event_id is not None:
+            self.last_event_id = str(event_id)
+        self._changed.set()
+
+    async def _run_ws(
+        self, session: aiohttp.ClientSession, port: int, connection: int
+    ) -> int | str | None:
+        query = {"chatId": self.chat_id, **self._query()}
+        async with session.ws_connect(
+            f"ws://127.0.0.1:{port}/api/chat", params=query, heartbeat=None, autoping=True
+        ) as ws:
+            self.connects.append((connection, time.monotonic()))
+            self._changed.set()
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self._apply(json.loads(msg.data), connection)
+                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                    break
+            return ws.close_code
+
+    async def _run_sse(
+        self, session: aiohttp.ClientSession, port: int, connection: int
+    ) -> int | str | None:
+        query = self._query()
+        query.pop("lastEventId", None)
+        headers = {"Accept": "text/event-stream"}
+        if self.last_event_id is not None:
+            headers["Last-Event-ID"] = self.last_event_id
+        url = f"http://127.0.0.1:{port}/api/chat/{self.chat_id}/events"
+        async with session.get(url, params=query, headers=headers) as resp:
+            if resp.status != 200:
+                return f"HTTP {resp.status}"
+            self.connects.append((connection, time.monotonic()))
+            self._changed.set()
+            data: list[str] = []
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+                elif not line and data:
+                    self._apply(json.loads("\n".join(data)), connection)
+                    data = []
+            return "EOF"
+
+
+# --- what a client should have seen -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCheck:
+    """How a client's frames compare with the chat log (after its start point)."""
+
+    expected: int
+    received: int
+    lost: int
+    duplicates: int
+    out_of_order: int
+    resyncs: int
+
+    @property
+    def exact(self) -> bool:
+        return self.lost == 0 and self.duplicates == 0 and self.out_of_order == 0
+
+
+def check_stream(
+    client: ChatClient, events: list[EventRecord], *, start: str | None = None
+) -> StreamCheck:
+    """Compare ``client``'s frames with the log ``events``: lost, duplicated, reordered.
+
+    ``start`` is the last event id the client did NOT need (default: the event before
+    its first received frame). v1 clients are expected to get the v1 types only (and
+    streamReset, which they receive as a done chunk).
+    """
+    ids = [f.event_id for f in client.frames if f.event_id is not None]
+    if start is None:
+        start = _before(events, ids[0]) if ids else (events[-1].event_id if events else "0-0")
+    wanted = [
+        e.event_id
+        for e in events
+        if compare_ids(e.event_id, start) > 0
+        and (client.v2 or e.type in EVENT_TYPES_V1 or e.type == "streamReset")
+    ]
+    seen = set(ids)
+    out_of_order = sum(1 for a, b in itertools.pairwise(ids) if compare_ids(b, a) <= 0)
+    return StreamCheck(
+        expected=len(wanted),
+        received=len(ids),
+        lost=sum(1 for event_id in wanted if event_id not in seen),
+        duplicates=len(ids) - len(seen),
+        out_of_order=out_of_order,
+        resyncs=len(client.of_type("resync")),
+    )
+
+
+def _before(events: list[EventRecord], event_id: str) -> str:
+    previous = "0-0"
+    for event in events:
+        if event.event_id == event_id:
+            return previous
+        previous = event.event_id
+    return previous
+
+
+# --- plain HTTP ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """Outcome of one visitor POST."""
+
+    status: int | str
+    body: dict[str, Any]
+    retry_after: str | None
+    seconds: float
+
+    @property
+    def message_id(self) -> str:
+        return str(self.body["id"])
+
+
+async def post_message(
+    port: int,
+    chat_id: str,
+    content: str,
+    *,
+    client_message_id: str | None = None,
+    within: float = 30.0,
+) -> Posted:
+    body: dict[str, Any] = {"content": content, "accessCode": ACCESS_CODE}
+    if client_message_id is not None:
+        body["clientMessageId"] = client_message_id
+    started = time.monotonic()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within)) as session,
+            session.post(f"http://127.0.0.1:{port}/api/chat/{chat_id}/messages", json=body) as r,
+        ):
+            data = await r.json(content_type=None)
+            return Posted(r.status, data, r.headers.get("Retry-After"), time.monotonic() - started)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return Posted(type(exc).__name__, {}, None, time.monotonic() - started)
+
+
+async def cancel(port: int, chat_id: str, message_id: str | None = None) -> int:
+    body: dict[str, Any] = {"accessCode": ACCESS_CODE}
+    if message_id is not None:
+        body["messageId"] = message_id
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}/api/chat/{chat_id}/cancel", json=body) as r,
+    ):
+        return r.status
+
+
+async def readyz(port: int) -> int | str:
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as r,
+        ):
+            return r.status
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return type(exc).__name__
+
+
+# --- a socket that never reads ----------------------------------------------------------------
+
+
+class StalledSocket:
+    """A WebSocket that completes its handshake and then never reads (tiny receive buffer)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    async def open(cls, port: int, chat_id: str) -> StalledSocket:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        path = f"/api/chat?chatId={chat_id}&accessCode={ACCESS_CODE}&v=2"
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = await loop.sock_recv(sock, 1)  # byte by byte: leave the frames unread
+            if not chunk:
+                raise RuntimeError("stalled socket: handshake failed")
+            head += chunk
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"stalled socket: {head[:80]!r}")
+        return cls(sock)
+
+    async def drain(self, within: float = 5.0) -> tuple[int | None, str]:
+        """Read everything left: ``(close code, how the connection ended)``."""
+        loop = asyncio.get_running_loop()
+        data = bytearray()
+        end = "still open"
+        deadline = loop.time() + within
+        try:
+            while loop.time() < deadline:
+                try:
+                    async with asyncio.timeout(0.5):
+                        chunk = await loop.sock_recv(self.sock, 1 << 16)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    end = "EOF"
+                    break
+                data += chunk
+        except ConnectionResetError:
+            end = "reset"
+        finally:
+            self.sock.close()
+        return _close_code(bytes(data)), end
+
+
+def _close_code(data: bytes) -> int | None:
+    """The code of the first close frame in a stream of server (unmasked) frames."""
+    i = 0
+    while i + 2 <= len(data):
+        opcode, length = data[i] & 0x0F, data[i + 1] & 0x7F
+        i += 2
+        if length == 126:
+            length, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        elif length == 127:
+            length, i = int.from_bytes(data[i : i + 8], "big"), i + 8
+        if opcode == 0x8 and length >= 2 and i + 2 <= len(data):
+            return int.from_bytes(data[i : i + 2], "big")
+        i += length
+    return None
