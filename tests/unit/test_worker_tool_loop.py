@@ -14,6 +14,7 @@ import pytest
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tools.registry import wrap_tool_result
 from tools.textual_calls import parse_textual_tool_calls
+from worker.errors import AgentError
 from worker.llm import (
     ROUNDS_WARNING,
     TOOL_ROUNDS_APOLOGY,
@@ -262,6 +263,18 @@ async def test_a_failed_later_round_is_retried(client: AgentClient, agent_url: s
     assert turn.content.count("<think>") == 2
     assert "</think>\n\n<think>" in turn.content
     assert len(await requests_of(agent_url)) == 3  # round 1, failed round 2, its retry
+
+
+async def test_in_stream_error_in_a_tool_round_is_a_failure(
+    client: AgentClient, agent_url: str
+) -> None:
+    host, sink = FakeHost(), ListSink()
+    with pytest.raises(AgentError) as info:
+        await client.reply(user("[[demo:tool=search_site]] [[demo:error]] x"), sink, tools=host)
+    assert info.value.category == "server_error"
+    assert host.rounds == []  # the half-streamed calls were never run
+    assert sink.parts == []
+    assert len(await requests_of(agent_url)) == 3  # nothing was shown: retried
 
 
 async def test_reasoning_goes_to_its_own_sink(client: AgentClient) -> None:
