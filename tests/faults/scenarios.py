@@ -194,7 +194,8 @@ class SlowJob:
 
 async def slow_job(workdir: Path) -> SlowJob:
     chat, marker = "slow-job", "slow-marker"
-    fast = {"RECLAIM_MIN_IDLE_MS": "1000", "CHAT_LEASE_MS": "1000", "RECLAIM_INTERVAL_MS": "100"}
+    # Renewed every 0.5 s; the other worker sweeps every 0.1 s for jobs idle 1.5 s.
+    fast = {"RECLAIM_MIN_IDLE_MS": "1500", "CHAT_LEASE_MS": "1500", "RECLAIM_INTERVAL_MS": "100"}
     async with fault_system(workdir) as h:
         gw = h.gateway()
         w1 = await h.worker("s1", **fast)
@@ -202,7 +203,7 @@ async def slow_job(workdir: Path) -> SlowJob:
         client = await ChatClient([gw.port], chat).start()
         started = time.monotonic()
         posted = await post_message(
-            gw.port, chat, f"Take your time {marker} [[demo:tokens=140]] [[demo:delay=55]]"
+            gw.port, chat, f"Take your time {marker} [[demo:tokens=160]] [[demo:delay=55]]"
         )
         message_id = posted.message_id
         most = 0
@@ -215,7 +216,7 @@ async def slow_job(workdir: Path) -> SlowJob:
         logs = w1.output() + w2.output()
         return SlowJob(
             generation_seconds=elapsed(started),
-            min_idle_seconds=1.0,
+            min_idle_seconds=1.5,
             max_deliveries_seen=most,
             agent_requests=await h.agent_requests(marker),
             resets=len(client.of_type("streamReset")),
@@ -784,9 +785,9 @@ def _rss_mb(pid: int) -> float:
 async def slow_reader(
     workdir: Path,
     readers: int = 200,
-    events: int = 700,
-    event_bytes: int = 8192,
-    rate: float = 60.0,
+    events: int = 450,
+    event_bytes: int = 16384,
+    rate: float = 40.0,
     queue_size: int = 100,
 ) -> SlowReader:
     chat = "fanout"

@@ -31,7 +31,7 @@ async def test_ten_second_redis_outage_with_aof_loses_nothing(tmp_path: Path) ->
     assert r.live_after_seconds < 10
     assert r.unanswered == 0
     assert r.duplicate_replies == 0
-    assert r.interrupted_resets == 1  # the reply cut by the outage restarted once
+    assert r.interrupted_resets >= 1  # the reply cut by the outage started again, reset first
     for name, check in r.streams.items():
         assert check.exact, (name, check)
         assert check.resyncs == 0, name
