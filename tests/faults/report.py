@@ -50,6 +50,7 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
         "stop": lambda p: sc.stop_latency(p, args.trials, args.stalled_trials),
         "tab_close": sc.tab_close,
         "redis_outage": sc.redis_outage,
+        "hung_redis": sc.hung_redis,
         "lost_log": sc.lost_log,
         "gateway_restart": sc.gateway_restart,
         "slow_reader": sc.slow_reader,
@@ -173,6 +174,14 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str]]:
         )
     )
     rows.append(("  slowest 503 during the outage", f"{ro.slowest_refusal_seconds:.3f} s"))
+    hr = results["hung_redis"]
+    rows.append(
+        (
+            "Redis hung (SIGSTOP): POST / WS handshake",
+            f"{hr.post_status} after {hr.post_seconds:.2f} s / "
+            f"{hr.handshake_status} after {hr.handshake_seconds:.2f} s",
+        )
+    )
     ll = results["lost_log"]
     rows.append(
         (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import time
@@ -30,11 +31,13 @@ from tests.support.clients import (
     post_message,
     readyz,
 )
+from tests.support.system import ACCESS_CODE
 
 __all__ = [
     "DEFAULT_TIMINGS_ENV",
     "DeadWorker",
     "GatewayRestart",
+    "HungRedis",
     "LostLog",
     "Outage",
     "Poison",
@@ -45,6 +48,7 @@ __all__ = [
     "WorkerSigterm",
     "dead_worker",
     "gateway_restart",
+    "hung_redis",
     "lost_log",
     "percentile",
     "poison_job",
@@ -535,6 +539,70 @@ async def redis_outage(workdir: Path, down_seconds: float = 10.0) -> Outage:
             gateway_alive=gw.running,
             worker_alive=worker.running,
         )
+
+
+@dataclass
+class HungRedis:
+    """Redis stops answering (SIGSTOP) without closing connections: nothing may hang."""
+
+    post_status: int | str
+    post_seconds: float
+    post_retry_after: str | None
+    readyz_during: int | str
+    handshake_status: int | str
+    handshake_seconds: float
+    retry_status: int | str
+    stored_copies: int  # visitor messages with that content once Redis answers again
+    replies: int
+
+
+async def hung_redis(workdir: Path, hang_seconds: float = 7.0) -> HungRedis:
+    chat = "hung"
+    async with fault_system(workdir) as h:
+        gw = h.gateway()
+        await h.worker("h1")
+        assert h.redis_server.proc is not None
+        pid = h.redis_server.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        hung_at = time.monotonic()
+        key = uuid.uuid4().hex
+        try:
+            posted, (handshake, handshake_seconds), ready = await asyncio.gather(
+                post_message(gw.port, chat, "[[demo:echo]] hung", client_message_id=key),
+                _handshake(gw.port, chat),
+                readyz(gw.port),
+            )
+            await asyncio.sleep(max(0.0, hang_seconds - elapsed(hung_at)))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # The visitor's client retries with the same clientMessageId, as the widget does.
+        retry = await post_message(gw.port, chat, "[[demo:echo]] hung", client_message_id=key)
+        await h.until(lambda: h.terra_replies(chat, retry.message_id), what="the reply")
+        history = await h.history(chat)
+        return HungRedis(
+            post_status=posted.status,
+            post_seconds=round(posted.seconds, 3),
+            post_retry_after=posted.retry_after,
+            readyz_during=ready,
+            handshake_status=handshake,
+            handshake_seconds=handshake_seconds,
+            retry_status=retry.status,
+            stored_copies=sum(1 for m in history if m["content"] == "[[demo:echo]] hung"),
+            replies=sum(1 for m in history if m.get("sender") == "Terra"),
+        )
+
+
+async def _handshake(port: int, chat_id: str) -> tuple[int | str, float]:
+    """A WebSocket handshake: ``(101 or the HTTP status, seconds)``."""
+    started = time.monotonic()
+    url = f"http://127.0.0.1:{port}/api/chat?chatId={chat_id}&accessCode={ACCESS_CODE}"
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.ws_connect(url) as ws:
+                await ws.close()
+                return 101, elapsed(started)
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status, elapsed(started)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.scenarios import lost_log, redis_outage
+from tests.faults.scenarios import hung_redis, lost_log, redis_outage
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -49,3 +49,19 @@ async def test_redis_that_lost_its_data_makes_live_v2_clients_resync(tmp_path: P
     for name, check in r.after_restart.items():
         assert check.exact, (name, check)  # then every event of the new log, in order
     assert r.resumed_old_point_resync
+
+
+@pytest.mark.timeout(60)
+async def test_hung_redis_gives_a_bounded_503_and_a_retry_stores_once(tmp_path: Path) -> None:
+    r = await hung_redis(tmp_path)
+    print(f"\nPOST {r.post_status} after {r.post_seconds}s, handshake {r.handshake_status}")
+    assert r.post_status == 503
+    assert r.post_retry_after
+    assert r.post_seconds < 8  # REQUEST_TIMEOUT_SECONDS is 5; without it, about a minute
+    assert r.handshake_status == 503
+    assert r.handshake_seconds < 8
+    assert r.readyz_during == 503
+    # The first POST may have been stored when Redis woke up: the retry returns it.
+    assert r.retry_status == 200
+    assert r.stored_copies == 1
+    assert r.replies == 1
