@@ -366,6 +366,7 @@ class ChatFeed:
         on_overflow: Callable[[], None] | None = None,
         *,
         verify: bool = True,
+        on_verified: Callable[[], None] | None = None,
     ) -> AsyncIterator[EventRecord]:
         """Every event of ``chat_id`` after ``after`` (or from now), in order, then live.
 
@@ -373,7 +374,8 @@ class ChatFeed:
         live events at or below the last one yielded are skipped. Raises
         :class:`ResumeGap` if ``after`` is older than the log retains (unless ``verify``
         is false: the caller took ``after`` from the log itself a moment ago) and
-        :class:`SlowConsumer` if the caller stops keeping up.
+        :class:`SlowConsumer` if the caller stops keeping up. ``on_verified`` is called
+        once ``after`` passed that check.
         """
         async with self.listen(chat_id, on_overflow) as listener:
             if after is None:
@@ -381,6 +383,8 @@ class ChatFeed:
             else:
                 if verify:
                     await self.log.check_resume(chat_id, after)
+                    if on_verified is not None:
+                        on_verified()
                 last = after
                 for record in await self.log.events_after(chat_id, after):
                     yield record

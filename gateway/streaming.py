@@ -66,9 +66,12 @@ async def follow_frames(
     verify = after is not None
     if start is None:
         start = now or await handshake_point(app, chat_id)
+    resumed = metrics.resumes.labels("ok")
     while True:
         try:
-            async for record in bus.feed.follow(chat_id, start, on_overflow, verify=verify):
+            async for record in bus.feed.follow(
+                chat_id, start, on_overflow, verify=verify, on_verified=resumed.inc
+            ):
                 if v2:
                     yield record.event_id, record.frame_json()
                 else:
@@ -84,9 +87,6 @@ async def follow_frames(
             # After a restart every event of the new log is still to be sent.
             start = "0-0" if restarted else await bus.log.last_event_id(chat_id) or "0-0"
             verify = False
-        else:
-            if after is not None:
-                metrics.resumes.labels("ok").inc()
 
 
 def v1_frame_json(record: EventRecord) -> str | None:

@@ -8,7 +8,9 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bus import BusKeys, ChatFeed, ChatLog, JobQueue, create_redis
@@ -17,6 +19,7 @@ from bus.pubsub import LogRestarted
 from bus.schemas import StreamReset, decode_event
 from gateway.streaming import v1_frame_json
 from tests.support.redis_server import RedisServer
+from tests.support.system import ACCESS_CODE
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +202,17 @@ async def _until_async(probe: Callable[[], Awaitable[bool]], within: float = 10.
             if asyncio.get_running_loop().time() > deadline:
                 raise
         await asyncio.sleep(0.1)
+
+
+async def test_gateway_counts_resumes_by_outcome(gateway: TestServer, chat_log: ChatLog) -> None:
+    first = await chat_log.append_chunk("counted", "m1", "one")
+    base = f"ws://127.0.0.1:{gateway.port}/api/chat?chatId=counted&accessCode={ACCESS_CODE}"
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{base}&lastEventId=0-0") as ws:
+            assert json.loads((await ws.receive()).data)["eventId"] == first[0]
+        async with http.ws_connect(f"{base}&lastEventId=1-0&v=2") as ws:
+            assert json.loads((await ws.receive()).data)["type"] == "resync"
+        async with http.get(f"http://127.0.0.1:{gateway.port}/metrics") as resp:
+            text = await resp.text()
+    assert 'terrarium_resumes_total{outcome="ok"} 1.0' in text
+    assert 'terrarium_resumes_total{outcome="resync"} 1.0' in text
