@@ -50,11 +50,13 @@ from typing import Literal, Self
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.chatlog import ChatLog
 from bus.client import RedisOptions, create_redis
-from bus.errors import BusError
+from bus.errors import BusError, BusUnavailable
 from bus.jobs import Delivery, JobQueue
 from bus.keys import BusKeys, is_valid_chat_id
 from bus.lease import ChatLease
@@ -469,7 +471,7 @@ class Worker:
                 return await self._process(job)
             except (BusError, RedisError) as exc:
                 tries += 1
-                if tries > REDIS_JOB_RETRIES or self._stopping.is_set():
+                if not _is_outage(exc) or tries > REDIS_JOB_RETRIES or self._stopping.is_set():
                     raise
                 logger.warning("worker.job_interrupted", reason="redis", error=type(exc).__name__)
                 if not await self._wait_for_redis():
@@ -732,6 +734,12 @@ class Worker:
                 known = await self.chatlog.message_event_id(chat_id, message_id)
                 if known is not None:
                     await self._reply_error(chat_id, message_id, f"unknown: {reason}")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says Redis could not be reached (not that it refused a command)."""
+    root = exc.__cause__ if isinstance(exc, BusUnavailable) and exc.__cause__ else exc
+    return isinstance(root, BusUnavailable | RedisConnectionError | RedisTimeoutError | OSError)
 
 
 def _salvage_ids(raw: str) -> tuple[str | None, str | None]:
