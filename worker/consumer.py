@@ -288,6 +288,7 @@ class Worker:
             logger.warning("worker.release_failed", error=type(exc).__name__)
             return
         if released:
+            self.metrics.handovers.labels("released").inc(released)
             logger.info("worker.jobs_released", count=released)
 
     async def __aenter__(self) -> Self:
@@ -346,6 +347,7 @@ class Worker:
             for delivery in deliveries:
                 if self._stopping.is_set():
                     break  # still pending: reclaimed again later
+                self.metrics.handovers.labels("reclaimed").inc()
                 logger.info(
                     "worker.job_reclaimed",
                     entry_id=delivery.entry_id,
@@ -381,6 +383,7 @@ class Worker:
                 for entry_id in await self.queue.touch(list(self._jobs)):
                     # Reclaimed by another worker (this one stalled past the idle time).
                     # Whoever holds the chat lease answers; the other acks a duplicate.
+                    self.metrics.handovers.labels("taken_over").inc()
                     logger.warning("worker.job_taken_over", entry_id=entry_id)
                 for chat_id, job in list(self._leases.items()):
                     if not await self.lease.acquire(chat_id):
@@ -574,6 +577,7 @@ class Worker:
         if await self.chatlog.streaming_reply(chat_id) == message.id:
             # An earlier attempt streamed part of this reply and never finished it.
             await self.chatlog.reset_stream(chat_id, message.id, reason="retry")
+            self.metrics.stream_resets.inc()
             logger.info("worker.stream_reset", reply_to=message.id)
         if await self.chatlog.cancel_requested(chat_id, message.id):
             await self._finish(chat_id, message.id, "", "stopped", "stopped")

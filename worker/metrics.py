@@ -58,6 +58,18 @@ class WorkerMetrics:
         self.active_jobs = Gauge(
             "terrarium_worker_active_jobs", "Jobs currently being answered.", registry=r
         )
+        self.handovers = Counter(
+            "terrarium_worker_job_handovers",
+            "Jobs moving between workers: reclaimed from a dead one, released on stop, "
+            "taken over by another while this one stalled.",
+            ["kind"],
+            registry=r,
+        )
+        self.stream_resets = Counter(
+            "terrarium_worker_stream_resets",
+            "Replies restarted after an earlier attempt had streamed part of them.",
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -195,11 +195,15 @@ async def test_dead_workers_job_is_reclaimed_and_answered_once(
     assert len(taken) == 1  # the dead worker took it and never acked
 
     settings = fast_settings(redis_server.url, agent_url, worker_name="heir")
-    async with Worker(settings):
+    async with Worker(settings) as heir:
         reply = await wait_reply(chatlog, "orphan", message_id, within=10)
         await wait_until(lambda: _zero_pending(redis), what="the job acked")
     assert reply["content"] == "are you there?"
     assert len(await agent_requests(agent_url)) == 1
+    reclaimed = heir.metrics.registry.get_sample_value(
+        "terrarium_worker_job_handovers_total", {"kind": "reclaimed"}
+    )
+    assert reclaimed == 1
 
 
 async def test_job_waits_for_a_chat_held_by_another_worker(
