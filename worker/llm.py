@@ -55,14 +55,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-import openai
 import structlog
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
@@ -70,7 +68,9 @@ from redis.exceptions import RedisError
 
 from bus.errors import BusError
 from bus.schemas import ComponentStatus, iso_now
+from worker.agent_failures import CircuitBreaker, classify_error, counts_against_agent
 from worker.errors import AgentError
+from worker.holdback import AnswerSink, AttemptSink, HoldBack, without_think
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 
@@ -79,20 +79,16 @@ __all__ = [
     "TOOL_ROUNDS_APOLOGY",
     "AgentClient",
     "AgentTurn",
-    "CircuitBreaker",
     "DeltaSink",
     "ReasoningSink",
     "ToolCall",
     "ToolHost",
-    "classify_error",
 ]
 
 logger = structlog.get_logger("worker.llm")
 
 #: Backoff never waits longer than this between attempts (seconds).
 MAX_BACKOFF_SECONDS = 8.0
-#: A 429's ``Retry-After`` is honoured up to this many seconds.
-MAX_RETRY_AFTER_SECONDS = 10.0
 
 PROBE_SYSTEM_PROMPT = "You are a health check. Reply with the single word: pong."
 
@@ -210,94 +206,6 @@ class ToolHost(Protocol):
         ...
 
 
-class CircuitBreaker:
-    """Opens after ``threshold`` consecutive failures, for ``open_seconds``."""
-
-    def __init__(
-        self,
-        threshold: int = 3,
-        open_seconds: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.threshold = threshold
-        self.open_seconds = open_seconds
-        self._clock = clock
-        self._failures = 0
-        self._open_until = 0.0
-
-    @property
-    def is_open(self) -> bool:
-        """True while calls are refused."""
-        return self._clock() < self._open_until
-
-    def check(self) -> None:
-        """Raise ``AgentError("circuit_open")`` while the circuit is open."""
-        remaining = self._open_until - self._clock()
-        if remaining > 0:
-            raise AgentError(
-                "circuit_open", f"agent failing; next try in {remaining:.1f}s", retryable=False
-            )
-
-    def record_success(self) -> None:
-        """Close the circuit and forget past failures."""
-        self._failures = 0
-        self._open_until = 0.0
-
-    def record_failure(self) -> None:
-        """Count a failure; open the circuit at the threshold (again after a failed trial)."""
-        self._failures += 1
-        if self._failures >= self.threshold:
-            self._open_until = self._clock() + self.open_seconds
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def classify_error(exc: BaseException) -> AgentError:
-    """Translate an exception raised while talking to the agent into an :class:`AgentError`."""
-    if isinstance(exc, AgentError):
-        return exc
-    if isinstance(exc, openai.APITimeoutError | TimeoutError):
-        return AgentError("timeout", "the agent did not answer in time", retryable=True)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        reason = type(cause).__name__ if cause is not None else "connection failed"
-        return AgentError("network", f"could not reach the agent ({reason})", retryable=True)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status in (401, 403):
-            return AgentError("auth", f"HTTP {status}", status=status)
-        if status == 429:
-            return AgentError(
-                "http_error",
-                "HTTP 429 (rate limited)",
-                retryable=True,
-                status=429,
-                retry_after=_retry_after(exc),
-            )
-        if status >= 500:
-            return AgentError("server_error", f"HTTP {status}", retryable=True, status=status)
-        return AgentError("http_error", f"HTTP {status}: {_short(exc.message)}", status=status)
-    if isinstance(exc, openai.APIError):
-        # An in-stream {"error": {...}} object: the agent failed mid-generation.
-        return AgentError("server_error", _short(exc.message), retryable=True)
-    return AgentError("unknown", type(exc).__name__)
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
-    try:
-        return min(float(value), MAX_RETRY_AFTER_SECONDS) if value else None
-    except ValueError:
-        return None
-
-
-def _counts_against_agent(err: AgentError) -> bool:
-    return err.retryable or err.category == "auth"
-
-
 class AgentClient:
     """Calls the agent's ``/v1/chat/completions`` with ``stream=True``; see the module doc."""
 
@@ -396,7 +304,7 @@ class AgentClient:
         memory = [m for m in history[first_after:] if m.get("role") in ("assistant", "tool")]
         done = sum(1 for m in memory if m.get("role") == "assistant" and m.get("tool_calls"))
         names = frozenset(host.call_names)
-        answer = _AnswerSink(sink)
+        answer = AnswerSink(sink)
         total = AgentTurn()
         reasoning: list[str] = []
         while True:
@@ -424,7 +332,7 @@ class AgentClient:
             calls = list(turn.tool_calls)
             said = turn.content
             if turn.held:
-                textual = host.textual_calls(_without_think(turn.content))
+                textual = host.textual_calls(without_think(turn.content))
                 if textual:
                     said = turn.content[: len(turn.content) - len(turn.held)]
                     if not calls:
@@ -475,7 +383,7 @@ class AgentClient:
         while True:
             attempt += 1
             self.breaker.check()
-            shown = _AttemptSink(sink)
+            shown = AttemptSink(sink)
             try:
                 turn = await self.stream_once(
                     messages, shown, tools=tools, thoughts=thoughts, hold=hold
@@ -488,7 +396,7 @@ class AgentClient:
                 err = classify_error(exc)
                 if self.metrics is not None:
                     self.metrics.agent_errors.labels(err.category).inc()
-                if _counts_against_agent(err):
+                if counts_against_agent(err):
                     self.breaker.record_failure()
                 if (
                     not err.retryable
@@ -527,7 +435,7 @@ class AgentClient:
         out of ``sink`` and returned as ``turn.held`` (module doc). Raises openai
         exceptions untranslated.
         """
-        gate = _HoldBack(sink, frozenset(hold)) if hold else None
+        gate = HoldBack(sink, frozenset(hold)) if hold else None
         out: DeltaSink = gate if gate is not None else sink
         started = time.monotonic()
         extra: dict[str, Any] = {}
@@ -622,141 +530,3 @@ class AgentClient:
 
 
 # --- sinks of the tool loop ------------------------------------------------------------------
-
-
-class _AttemptSink:
-    """Passes deltas on; ``emitted`` says whether *this attempt* pushed anything."""
-
-    def __init__(self, sink: DeltaSink) -> None:
-        self._sink = sink
-        self.emitted = False
-
-    def push(self, text: str) -> bool:
-        if text:
-            self.emitted = True
-        return self._sink.push(text)
-
-
-class _AnswerSink:
-    """The visible answer across rounds: a blank line between rounds' texts, kept in order."""
-
-    def __init__(self, sink: DeltaSink) -> None:
-        self._sink = sink
-        self._parts: list[str] = []
-        self._separate = False
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
-
-    @property
-    def emitted(self) -> bool:
-        return bool(self._parts)
-
-    def new_round(self) -> None:
-        """The next text starts a new paragraph (if anything was shown before)."""
-        self._separate = bool(self._parts)
-
-    def push(self, text: str) -> bool:
-        if self._separate:
-            if not text.strip():
-                return True  # no leading blank text for a round
-            self._separate = False
-            shown = self.text
-            gap = "" if shown.endswith("\n\n") else "\n" if shown.endswith("\n") else "\n\n"
-            text = gap + text
-        if text:
-            self._parts.append(text)
-        return self._sink.push(text)
-
-
-_TOOL_CALL_TAG = "<tool_call>"
-_NAME_CHAR = re.compile(r"[\w.]")
-_WORD_TAIL = re.compile(r"(\w+)(\s*)")
-#: How far back from the end of the undecided text a possible call start is looked for.
-_TAIL_SLACK = 32
-
-
-class _HoldBack:
-    """Forwards content, holding back what may be a textual call of a known tool.
-
-    From a confirmed call start (``name(`` at a word start, or ``<tool_call>``) everything is
-    held until :meth:`finish`; a tail that may still become one waits for more text.
-    """
-
-    def __init__(self, sink: DeltaSink, names: frozenset[str]) -> None:
-        self._sink = sink
-        self._names = names
-        alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-        self._start = re.compile(rf"(?<![\w.])(?:{alternation})\s*\(|(?i:<tool_call>)")
-        self._window = max(len(n) for n in names) + _TAIL_SLACK
-        self._pending = ""
-        self._last = ""
-        self._holding = False
-        self._held: list[str] = []
-
-    @property
-    def emitted(self) -> bool:
-        return self._sink.emitted
-
-    def push(self, text: str) -> bool:
-        if self._holding:
-            self._held.append(text)
-            return True
-        buffer = self._pending + text
-        # One forwarded character of context keeps the word-start rule exact.
-        match = self._start.search(self._last + buffer)
-        if match is not None:
-            cut = max(0, match.start() - len(self._last))
-            self._holding = True
-            self._held.append(buffer[cut:])
-            self._pending = ""
-            return self._forward(buffer[:cut])
-        keep = self._undecided_tail(buffer)
-        self._pending = buffer[len(buffer) - keep :]
-        return self._forward(buffer[: len(buffer) - keep])
-
-    def finish(self) -> str:
-        """End of the stream: release undecided text; return what was held back."""
-        if self._pending:
-            self._forward(self._pending)
-            self._pending = ""
-        return "".join(self._held)
-
-    def _forward(self, text: str) -> bool:
-        if not text:
-            return True
-        self._last = text[-1]
-        return self._sink.push(text)
-
-    def _undecided_tail(self, buffer: str) -> int:
-        """Length of the tail of ``buffer`` that may still become a call start."""
-        lower = buffer.lower()
-        for pos in range(max(0, len(buffer) - self._window), len(buffer)):
-            char = buffer[pos]
-            if char == "<":
-                if _TOOL_CALL_TAG.startswith(lower[pos:]):
-                    return len(buffer) - pos
-                continue
-            before = buffer[pos - 1] if pos else self._last
-            if before and _NAME_CHAR.match(before):
-                continue
-            tail = _WORD_TAIL.fullmatch(buffer, pos)
-            if tail is None:
-                continue
-            word, space = tail.groups()
-            if word in self._names if space else any(n.startswith(word) for n in self._names):
-                return len(buffer) - pos
-        return 0
-
-
-_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
-
-
-def _without_think(text: str) -> str:
-    """``text`` without ``<think>`` blocks (an unclosed one runs to the end; text before a
-    lone ``</think>`` is a thought too, as some models omit the opening tag)."""
-    head, close, tail = text.partition("</think>")
-    if close and "<think>" not in head.lower():
-        text = tail
-    return _THINK_BLOCK.sub("", text)

@@ -12,8 +12,9 @@ import pytest
 
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tests.support.redis_server import free_port
+from worker.agent_failures import CircuitBreaker, classify_error
 from worker.errors import AgentError
-from worker.llm import AgentClient, CircuitBreaker, classify_error
+from worker.llm import AgentClient
 
 
 class ListSink:

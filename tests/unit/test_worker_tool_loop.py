@@ -15,14 +15,8 @@ from demo.agent import DemoAgentConfig, run_demo_agent
 from tools.registry import wrap_tool_result
 from tools.textual_calls import parse_textual_tool_calls
 from worker.errors import AgentError
-from worker.llm import (
-    ROUNDS_WARNING,
-    TOOL_ROUNDS_APOLOGY,
-    AgentClient,
-    ToolCall,
-    _HoldBack,
-    _without_think,
-)
+from worker.holdback import HoldBack, without_think
+from worker.llm import ROUNDS_WARNING, TOOL_ROUNDS_APOLOGY, AgentClient, ToolCall
 
 TOOLS = {
     "search_site": ["query", "max_results"],
@@ -334,7 +328,7 @@ async def test_cancel_between_rounds_stops(client: AgentClient) -> None:
 
 def hold(deltas: list[str]) -> tuple[str, str]:
     sink = ListSink()
-    gate = _HoldBack(sink, frozenset(TOOLS))
+    gate = HoldBack(sink, frozenset(TOOLS))
     for delta in deltas:
         gate.push(delta)
     held = gate.finish()
@@ -364,15 +358,15 @@ def test_hold_back(deltas: list[str], shown: str, held: str) -> None:
 
 def test_undecided_tail_waits_for_the_next_delta() -> None:
     sink = ListSink()
-    gate = _HoldBack(sink, frozenset(TOOLS))
+    gate = HoldBack(sink, frozenset(TOOLS))
     gate.push("I will sea")
     assert sink.text == "I will "
     gate.push("rch more.")
     assert sink.text == "I will search more."
 
 
-def test_without_think() -> None:
-    assert _without_think("<think>search_site(q)</think>answer") == "answer"
-    assert _without_think("thought</think>answer") == "answer"
-    assert _without_think("a <think>unclosed search_site(1)") == "a "
-    assert _without_think("plain") == "plain"
+def testwithout_think() -> None:
+    assert without_think("<think>search_site(q)</think>answer") == "answer"
+    assert without_think("thought</think>answer") == "answer"
+    assert without_think("a <think>unclosed search_site(1)") == "a "
+    assert without_think("plain") == "plain"
