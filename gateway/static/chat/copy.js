@@ -52,6 +52,7 @@ export const COPY = {
   statusChecking: "Checking Terra status…",
   statusOffline: "Send your first message to connect with Terra",
   statusLocked: "Enter the access code",
+  statusReconnecting: "Reconnecting to Terra…",
 
   // Connection banner.
   reconnecting: (seconds) => `Connection lost. Reconnecting in ${seconds} s…`,

@@ -358,6 +358,9 @@ export class ChatSession extends EventTarget {
 
   /** v=2: the reply is being generated again from scratch; drop what we showed of it. */
   #onStreamReset() {
+    // A pending linger timer belongs to the abandoned attempt: it must not wipe the new one.
+    clearTimeout(this.streamTimer);
+    this.streamTimer = null;
     this.stream = { ...emptyStream(), tools: this.stream.tools, reasoning: "" };
     this.#changed("stream");
   }

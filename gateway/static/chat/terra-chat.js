@@ -319,7 +319,7 @@ export class TerraChatElement extends HTMLElement {
     if (all) this.#renderView();
     if (all || parts.has("messages")) this.#renderTimeline();
     if (all || parts.has("stream")) this.#scheduleStream();
-    if (all || parts.has("status") || parts.has("messages") || parts.has("stream")) this.#renderStatus();
+    if (all || ["status", "messages", "stream", "connection"].some((p) => parts.has(p))) this.#renderStatus();
     if (all || parts.has("chain") || parts.has("status")) this.#renderChain();
     if (all || parts.has("connection")) this.#renderConnection();
   }
@@ -455,7 +455,10 @@ export class TerraChatElement extends HTMLElement {
     let text = COPY.statusLocked;
     let placeholder = COPY.placeholderChecking;
     if (session.chatId && session.accessCode) {
-      if (terraAnswered || session.readiness === "ready") {
+      if (session.connection === "reconnecting") {
+        // The banner explains; the header must not fall back to "send your first message".
+        [dot, text] = ["pending", COPY.statusReconnecting];
+      } else if (terraAnswered || session.readiness === "ready") {
         [dot, text, placeholder] = ["online", COPY.statusListening, COPY.placeholderReady];
       } else if (session.readiness === "offline") {
         [dot, text, placeholder] = ["offline", COPY.statusOffline, COPY.placeholderOffline];
