@@ -30,6 +30,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from bus import BusKeys, ChatLog, Presence, RedisOptions, create_redis
+from demo.agent import DemoAgentConfig, run_demo_agent
+from worker import Worker
+from worker.testing import fast_settings, wait_until
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -604,3 +609,37 @@ async def test_server_from_another_ca_is_rejected(redis_tls: RedisTLS, tmp_path:
             await client.ping()
     finally:
         await client.aclose()
+
+
+# --- the project's own clients over TLS + ACL ------------------------------------------
+
+
+async def test_gateway_and_worker_code_run_over_tls_with_their_users(redis_tls: RedisTLS) -> None:
+    """bus.create_redis with rediss:// (CA-verified) as the gateway and worker ACL users:
+    a visitor message accepted with the gateway's client is answered by a real Worker."""
+
+    def dsn(user: str) -> str:
+        password = quote(redis_tls.passwords[user][0], safe="")
+        return f"rediss://{user}:{password}@localhost:{redis_tls.port}/0"
+
+    gateway = create_redis(
+        dsn("gateway"), client_name="test-gateway", options=RedisOptions(ssl_ca_certs=redis_tls.ca)
+    )
+    log = ChatLog(gateway, BusKeys())
+    try:
+        async with run_demo_agent(DemoAgentConfig(token_delay_ms=1)) as agent_url:
+            settings = fast_settings(
+                dsn("worker"), agent_url, redis_ca_cert=redis_tls.ca, worker_name="tls-worker"
+            )
+            async with Worker(settings):
+                accepted = await log.accept_visitor_message("tls", "[[demo:echo]] over TLS")
+
+                async def replied() -> str | None:
+                    return await log.reply_event_id("tls", accepted.message["id"])
+
+                await wait_until(replied, within=15, what="the reply over TLS")
+                assert await Presence(gateway, BusKeys()).freshest() is not None
+        history = await log.history("tls")
+        assert [m["content"] for m in history] == ["[[demo:echo]] over TLS", "over TLS"]
+    finally:
+        await gateway.aclose()
