@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.errors import json_error
+from gateway.net import from_trusted_proxy
 from gateway.settings import GatewaySettings
 
 __all__ = ["check_origin", "code_is_valid", "require_code"]
@@ -34,7 +35,8 @@ def check_origin(request: web.Request, settings: GatewaySettings) -> None:
     """Raise 403 for a browser handshake from an Origin outside the allow-list.
 
     No ``Origin`` header (a non-browser client) passes. With an empty allow-list only the
-    gateway's own origin is accepted; ``*`` accepts any origin.
+    gateway's own origin is accepted (its host as a trusted proxy forwards it, else the
+    Host header); ``*`` accepts any origin.
     """
     origin = request.headers.get("Origin")
     if origin is None:
@@ -43,7 +45,11 @@ def check_origin(request: web.Request, settings: GatewaySettings) -> None:
     allowed = settings.allowed_origins
     if "*" in allowed or origin in allowed:
         return
-    host = request.headers.get("X-Forwarded-Host") or request.host
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded is not None and from_trusted_proxy(request, settings.trusted_proxies):
+        host = forwarded
+    else:
+        host = request.host
     parts = urlsplit(origin)
     if not allowed and parts.netloc == host.lower():
         return

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from aiohttp import web
 
-__all__ = ["client_ip"]
+__all__ = ["client_ip", "from_trusted_proxy"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -23,6 +23,12 @@ def _trusted(address: str, networks: tuple[_Network, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in net for net in networks)
+
+
+def from_trusted_proxy(request: web.Request, trusted_proxies: list[str]) -> bool:
+    """True when the direct peer is one of the configured proxies."""
+    networks = _networks(tuple(trusted_proxies))
+    return bool(networks) and _trusted(request.remote or "", networks)
 
 
 def client_ip(request: web.Request, trusted_proxies: list[str]) -> str:

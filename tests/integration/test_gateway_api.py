@@ -504,3 +504,17 @@ async def test_cors_for_allowed_origins_and_public_static(redis_server: RedisSer
             assert js.headers.get("ETag")
     finally:
         await server.close()
+
+
+async def test_forwarded_host_counts_only_from_a_trusted_proxy(gateway: TestServer) -> None:
+    target = url(gateway, f"/api/chat?chatId=c&accessCode={ACCESS_CODE}")
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await s.ws_connect(
+                target,
+                headers={"Origin": "https://evil.example", "X-Forwarded-Host": "evil.example"},
+            )
+        assert err.value.status == 403
+        same = f"http://{gateway.host}:{gateway.port}"
+        async with s.ws_connect(target, headers={"Origin": same}) as ws:
+            assert not ws.closed
