@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import importlib
 import json
@@ -57,6 +56,7 @@ from aiohttp import WSMsgType
 from redis.asyncio import Redis
 
 from benchmarks.raw_server import DEFAULT_PREFIX as RAW_PREFIX
+from benchmarks.stalled import StalledSocket
 from bus import BusKeys, ChatLog, JobQueue, RedisOptions, create_redis
 from bus.schemas import AnswerMessage, encode, iso_now
 
@@ -940,74 +940,10 @@ async def fanout_bench(
 # --- 5. the stalled reader ----------------------------------------------------------------
 
 
-class StalledSocket:
-    """A WebSocket that completes its handshake and then never reads (tiny receive buffer)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    @classmethod
-    async def open(cls, port: int, path: str) -> StalledSocket:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        await loop.sock_sendall(sock, request.encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await loop.sock_recv(sock, 1)  # byte by byte: leave the frames unread
-            if not chunk:
-                raise RuntimeError("stalled socket: handshake failed")
-            head += chunk
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status:
-            raise RuntimeError(f"stalled socket: {status!r}")
-        return cls(sock)
-
-    async def finish(self, within: float = 3.0) -> str:
-        """Read what is left: how the connection ended (close code, reset, EOF, open)."""
-        loop = asyncio.get_running_loop()
-        data = bytearray()
-        end = "still open"
-        deadline = loop.time() + within
-        try:
-            while loop.time() < deadline:
-                try:
-                    chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 16), 0.5)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    end = "EOF"
-                    break
-                data += chunk
-        except ConnectionResetError:
-            end = "reset by the server"
-        finally:
-            self.sock.close()
-        code = _close_code(bytes(data))
-        return f"close frame {code}, then {end}" if code is not None else end
-
-
-def _close_code(data: bytes) -> int | None:
-    """The code of the first close frame in a stream of server (unmasked) frames."""
-    i = 0
-    while i + 2 <= len(data):
-        opcode, length = data[i] & 0x0F, data[i + 1] & 0x7F
-        i += 2
-        if length == 126:
-            length, i = int.from_bytes(data[i : i + 2], "big"), i + 2
-        elif length == 127:
-            length, i = int.from_bytes(data[i : i + 8], "big"), i + 8
-        if opcode == 0x8 and length >= 2 and i + 2 <= len(data):
-            return int.from_bytes(data[i : i + 2], "big")
-        i += length
-    return None
+async def describe_end(stalled: StalledSocket, within: float = 3.0) -> str:
+    """How the stalled socket's connection ended, in words (close code, reset, EOF)."""
+    code, end = await stalled.drain(within)
+    return f"close frame {code}, then {end}" if code is not None else end
 
 
 async def slow_consumers(port: int) -> int:
@@ -1087,7 +1023,7 @@ async def stalled_bench(
             rss_peak = max(rss_peak, rss_bytes(server.pid))
         closed = await slow_consumers(server.port) - closed_before
         rss_end = rss_bytes(server.pid)
-        end = await stalled.finish()
+        end = await describe_end(stalled)
     finally:
         await stall_feed.stop()
     return Stalled(

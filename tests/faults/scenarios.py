@@ -24,10 +24,10 @@ from tests.faults.harness import KEYS, elapsed, fault_system
 from tests.support.clients import (
     ChatClient,
     Posted,
-    StalledSocket,
     StreamCheck,
     cancel,
     check_stream,
+    open_stalled_socket,
     post_message,
     readyz,
 )
@@ -870,7 +870,7 @@ async def slow_reader(
             await h.log.append_chunk(chat, "fanout", "warm-up")
             await asyncio.sleep(0.5)
             rss_before = _rss_mb(gw.pid)
-            stalled = await StalledSocket.open(gw.port, chat)
+            stalled = await open_stalled_socket(gw.port, chat)
             rss_peak = rss_before
             disconnected_after: int | None = None
             pad = "x" * event_bytes

@@ -10,18 +10,16 @@ what a visitor saw and when.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import json
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
 
+from benchmarks.stalled import StalledSocket
 from bus.chatlog import EventRecord, compare_ids
 from bus.schemas import EVENT_TYPES_V1
 from tests.support.system import ACCESS_CODE
@@ -34,6 +32,7 @@ __all__ = [
     "StreamCheck",
     "cancel",
     "check_stream",
+    "open_stalled_socket",
     "post_message",
     "readyz",
 ]
@@ -355,71 +354,8 @@ async def readyz(port: int) -> int | str:
 # --- a socket that never reads ----------------------------------------------------------------
 
 
-class StalledSocket:
-    """A WebSocket that completes its handshake and then never reads (tiny receive buffer)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    @classmethod
-    async def open(cls, port: int, chat_id: str) -> StalledSocket:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        path = f"/api/chat?chatId={chat_id}&accessCode={ACCESS_CODE}&v=2"
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        await loop.sock_sendall(sock, request.encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await loop.sock_recv(sock, 1)  # byte by byte: leave the frames unread
-            if not chunk:
-                raise RuntimeError("stalled socket: handshake failed")
-            head += chunk
-        if b" 101 " not in head.split(b"\r\n", 1)[0]:
-            raise RuntimeError(f"stalled socket: {head[:80]!r}")
-        return cls(sock)
-
-    async def drain(self, within: float = 5.0) -> tuple[int | None, str]:
-        """Read everything left: ``(close code, how the connection ended)``."""
-        loop = asyncio.get_running_loop()
-        data = bytearray()
-        end = "still open"
-        deadline = loop.time() + within
-        try:
-            while loop.time() < deadline:
-                try:
-                    async with asyncio.timeout(0.5):
-                        chunk = await loop.sock_recv(self.sock, 1 << 16)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    end = "EOF"
-                    break
-                data += chunk
-        except ConnectionResetError:
-            end = "reset"
-        finally:
-            self.sock.close()
-        return _close_code(bytes(data)), end
-
-
-def _close_code(data: bytes) -> int | None:
-    """The code of the first close frame in a stream of server (unmasked) frames."""
-    i = 0
-    while i + 2 <= len(data):
-        opcode, length = data[i] & 0x0F, data[i + 1] & 0x7F
-        i += 2
-        if length == 126:
-            length, i = int.from_bytes(data[i : i + 2], "big"), i + 2
-        elif length == 127:
-            length, i = int.from_bytes(data[i : i + 8], "big"), i + 8
-        if opcode == 0x8 and length >= 2 and i + 2 <= len(data):
-            return int.from_bytes(data[i : i + 2], "big")
-        i += length
-    return None
+async def open_stalled_socket(port: int, chat_id: str) -> StalledSocket:
+    """A v=2 socket on ``chat_id`` that never reads (see :mod:`benchmarks.stalled`)."""
+    return await StalledSocket.open(
+        port, f"/api/chat?chatId={chat_id}&accessCode={ACCESS_CODE}&v=2"
+    )
