@@ -47,14 +47,15 @@ DEFAULT_WORKER_STATE: dict[str, Any] = {
 }
 
 
-def _parse_id(event_id: str) -> tuple[int, int]:
+def parse_id(event_id: str) -> tuple[int, int]:
+    """A stream id as ``(ms, seq)``, for ordering."""
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq or 0)
 
 
 def compare_ids(a: str, b: str) -> int:
     """Compare two stream ids: negative if ``a < b``, zero if equal, positive if greater."""
-    pa, pb = _parse_id(a), _parse_id(b)
+    pa, pb = parse_id(a), parse_id(b)
     return (pa > pb) - (pa < pb)
 
 

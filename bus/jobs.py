@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bus import scripts
+from bus.chatlog import parse_id
 from bus.errors import BusUnavailable, SchemaError
 from bus.keys import BusKeys
 from bus.schemas import AnswerMessage, decode_job, iso_now
@@ -164,7 +165,7 @@ class JobQueue:
         ]
 
     async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
-        lo, hi = min(ids, key=_key), max(ids, key=_key)
+        lo, hi = min(ids, key=parse_id), max(ids, key=parse_id)
         rows = await self.redis.xpending_range(
             self.keys.jobs, self.keys.jobs_group, min=lo, max=hi, count=len(ids) + 100
         )
@@ -199,8 +200,3 @@ class JobQueue:
             "pending": pending["pending"] if isinstance(pending, dict) else 0,
             "dead": dead if isinstance(dead, int) else 0,
         }
-
-
-def _key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

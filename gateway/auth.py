@@ -11,7 +11,7 @@ from gateway.errors import json_error
 from gateway.net import from_trusted_proxy
 from gateway.settings import GatewaySettings
 
-__all__ = ["check_origin", "code_is_valid", "require_code"]
+__all__ = ["check_origin", "code_is_valid", "origin_listed", "require_code"]
 
 
 def code_is_valid(candidate: object, codes: list[bytes]) -> bool:
@@ -31,6 +31,12 @@ def require_code(candidate: object, settings: GatewaySettings) -> None:
         raise json_error(401, "Invalid access code")
 
 
+def origin_listed(origin: str, settings: GatewaySettings) -> bool:
+    """True when ``origin`` is in ALLOWED_ORIGINS (or the list allows ``*``)."""
+    allowed = settings.allowed_origins
+    return "*" in allowed or origin.rstrip("/").lower() in allowed
+
+
 def check_origin(request: web.Request, settings: GatewaySettings) -> None:
     """Raise 403 for a browser handshake from an Origin outside the allow-list.
 
@@ -41,16 +47,15 @@ def check_origin(request: web.Request, settings: GatewaySettings) -> None:
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    origin = origin.rstrip("/").lower()
-    allowed = settings.allowed_origins
-    if "*" in allowed or origin in allowed:
+    if origin_listed(origin, settings):
         return
+    origin = origin.rstrip("/").lower()
     forwarded = request.headers.get("X-Forwarded-Host")
     if forwarded is not None and from_trusted_proxy(request, settings.trusted_proxies):
         host = forwarded
     else:
         host = request.host
     parts = urlsplit(origin)
-    if not allowed and parts.netloc == host.lower():
+    if not settings.allowed_origins and parts.netloc == host.lower():
         return
     raise json_error(403, "Origin not allowed")

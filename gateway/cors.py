@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.auth import origin_listed
 from gateway.keys import AppKeys
 
 __all__ = ["cors_middleware"]
@@ -27,11 +28,6 @@ def _is_static(path: str) -> bool:
     return "/static/" in path or path.endswith(_STATIC_SUFFIXES)
 
 
-def _allowed(request: web.Request, origin: str) -> bool:
-    allowed = request.app[AppKeys.settings].allowed_origins
-    return "*" in allowed or origin.rstrip("/").lower() in allowed
-
-
 @web.middleware
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer preflights and add CORS headers for allowed origins."""
@@ -39,7 +35,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if origin is None:
         return await handler(request)
     static = _is_static(request.path)
-    permitted = static or _allowed(request, origin)
+    permitted = static or origin_listed(origin, request.app[AppKeys.settings])
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         if not permitted:
             return web.json_response({"error": "Origin not allowed"}, status=403)

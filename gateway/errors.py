@@ -87,8 +87,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.content_type == "application/json" or exc.status < 400:
             raise
         sentence = _STATUS_SENTENCES.get(exc.status, exc.reason)
-        if exc.status == 413:
-            sentence = "Request body too large"
         raise json_error(exc.status, sentence, headers=_passthrough(exc)) from None
     except (BusUnavailable, RedisError, ConnectionError, TimeoutError):
         log.warning("gateway.redis_unavailable", path=request.path)
