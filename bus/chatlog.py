@@ -410,22 +410,39 @@ class ChatLog:
         return None
 
     async def unanswered_until(
-        self, chat_id: str, message_id: str
+        self, chat_id: str, message_id: str, page: int = 50
     ) -> list[tuple[str, MessagePosted]]:
         """Visitor messages up to and including ``message_id`` that have no reply yet.
 
-        Oldest first, as ``(event_id, message)``. Empty when ``message_id`` is unknown.
+        Oldest first, as ``(event_id, message)``. Empty when ``message_id`` is unknown or
+        already answered. Replies are written in order, so the scan walks back from the
+        newest Messages and stops at the first answered visitor message: the cost follows
+        the backlog, not the length of the chat.
         """
-        entries = await self.redis.xrange(self.keys.chat_messages(chat_id))
-        replies = await self.redis.hgetall(self.keys.chat_replies(chat_id))  # type: ignore[misc]
-        pending: list[tuple[str, MessagePosted]] = []
-        for entry_id, fields in entries:
-            msg = MessagePosted.model_validate_json(fields["d"])
-            if msg.sender == "Visitor" and msg.id not in replies:
-                pending.append((str(entry_id), msg))
-            if msg.id == message_id:
-                return pending
-        return []
+        key = self.keys.chat_messages(chat_id)
+        newest_first: list[tuple[str, MessagePosted]] = []
+        found = False
+        cursor = "+"
+        while True:
+            entries = await self.redis.xrevrange(key, max=cursor, count=page)
+            messages = [(str(eid), MessagePosted.model_validate_json(f["d"])) for eid, f in entries]
+            asked = [m.id for _, m in messages if m.sender == "Visitor"]
+            replied = (
+                await self.redis.hmget(self.keys.chat_replies(chat_id), asked)  # type: ignore[misc]
+                if asked
+                else []
+            )
+            answered = {mid for mid, reply in zip(asked, replied, strict=True) if reply}
+            for event_id, msg in messages:
+                found = found or msg.id == message_id
+                if not found or msg.sender != "Visitor":
+                    continue
+                if msg.id in answered:
+                    return newest_first[::-1]
+                newest_first.append((event_id, msg))
+            if len(entries) < page:
+                return newest_first[::-1] if found else []
+            cursor = f"({entries[-1][0]}"
 
     async def oldest_unanswered(self, chat_id: str, scan: int = 200) -> str | None:
         """Id of the oldest visitor message without a reply: the one being answered now.

@@ -172,3 +172,13 @@ async def test_fixed_window_rate_limit() -> None:
     assert 0 < decisions[-1].retry_after_ms <= 60_000
     assert RateLimiter.window(1000, 5500) == 5
     await redis.aclose()
+
+
+async def test_unanswered_until_pages_back_to_the_last_answer(log: ChatLog) -> None:
+    ids = [(await log.accept_visitor_message("p", f"q{i}")).message["id"] for i in range(7)]
+    for answered in ids[:3]:
+        await log.finish_reply("p", answered, "a")
+    pending = await log.unanswered_until("p", ids[5], page=2)  # several pages
+    assert [m.id for _, m in pending] == ids[3:6]
+    assert await log.unanswered_until("p", ids[1], page=2) == []  # already answered
+    assert await log.unanswered_until("p", "unknown", page=2) == []
