@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bus import BusKeys, ChatLog, create_redis
+from demo.agent import DemoAgentConfig, run_demo_agent
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.support.redis_server import RedisServer
@@ -53,3 +54,10 @@ def system(tmp_path: Path, redis_server: RedisServer) -> Iterator[System]:
     """Real gateway/worker/agent processes on the test's redis-server."""
     with running_system(tmp_path, redis_server) as sys_:
         yield sys_
+
+
+@pytest.fixture
+async def agent_url() -> AsyncIterator[str]:
+    """Base URL of an in-process demo agent (1 ms per token)."""
+    async with run_demo_agent(DemoAgentConfig(token_delay_ms=1)) as url:
+        yield url

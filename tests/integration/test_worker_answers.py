@@ -14,17 +14,12 @@ from structlog.testing import capture_logs
 from bus import BusKeys, ChatLog, Presence, create_redis
 from bus.schemas import WorkerHeartbeat
 from demo.agent import DemoAgentConfig, run_demo_agent
+from tests.support.agent import agent_requests
 from tests.support.redis_server import RedisServer, free_port
 from worker import Worker
 from worker.testing import fast_settings, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def agent_url() -> AsyncIterator[str]:
-    async with run_demo_agent(DemoAgentConfig(token_delay_ms=1)) as url:
-        yield url
 
 
 @pytest.fixture
@@ -34,13 +29,6 @@ async def chatlog(redis_server: RedisServer) -> AsyncIterator[ChatLog]:
         yield ChatLog(redis, BusKeys())
     finally:
         await redis.aclose()
-
-
-async def agent_requests(agent_url: str) -> list[dict[str, Any]]:
-    """Completion requests the demo agent received, without the health probes."""
-    async with aiohttp.ClientSession() as http, http.get(f"{agent_url}/_demo/requests") as resp:
-        body = await resp.json()
-    return [r for r in body["requests"] if r.get("max_tokens") != 4]
 
 
 async def reply_to(chatlog: ChatLog, chat_id: str, message_id: str) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from bus import BusKeys, ChatLease, ChatLog, JobQueue, Presence, create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
+from tests.support.agent import agent_requests
 from tests.support.redis_server import RedisServer
 from worker import Worker
 from worker.consumer import AGENT_APOLOGY, UNEXPECTED_APOLOGY
@@ -23,12 +24,6 @@ from worker.testing import fast_settings, wait_until
 pytestmark = pytest.mark.integration
 
 KEYS = BusKeys()
-
-
-@pytest.fixture
-async def agent_url() -> AsyncIterator[str]:
-    async with run_demo_agent(DemoAgentConfig(token_delay_ms=1)) as url:
-        yield url
 
 
 @pytest.fixture
@@ -43,13 +38,6 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
 @pytest.fixture
 def chatlog(redis: Redis) -> ChatLog:
     return ChatLog(redis, KEYS)
-
-
-async def agent_requests(agent_url: str) -> list[dict[str, Any]]:
-    """Completion requests the demo agent received, without the health probes."""
-    async with aiohttp.ClientSession() as http, http.get(f"{agent_url}/_demo/requests") as resp:
-        body = await resp.json()
-    return [r for r in body["requests"] if r.get("max_tokens") != 4]
 
 
 async def inject_failures(agent_url: str, count: int, mode: str) -> None:

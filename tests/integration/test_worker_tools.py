@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from bus import BusKeys, ChatLog, create_redis
 from bus.chatlog import EventRecord
 from bus.schemas import EVENT_TYPES_V1
-from demo.agent import DemoAgentConfig, run_demo_agent
+from tests.support.agent import agent_requests
 from tools.base import JsonObject, Tool, ToolContext, ToolParams
 from tools.registry import create_default_registry, wrap_tool_result
 from tools.scheduled_refresh import JOB_NAME
@@ -57,12 +56,6 @@ SLOW_TOOL = Tool(
 
 
 @pytest.fixture
-async def agent_url() -> AsyncIterator[str]:
-    async with run_demo_agent(DemoAgentConfig(token_delay_ms=1)) as url:
-        yield url
-
-
-@pytest.fixture
 async def chatlog(redis_server: Any) -> AsyncIterator[ChatLog]:
     redis = create_redis(redis_server.url, client_name="test")
     try:
@@ -88,13 +81,6 @@ def worker_with_tools(
 ) -> Worker:
     settings = fast_settings(redis_url, agent_url, **overrides)
     return Worker(settings, tools=tool_kit(tool_settings, settings))
-
-
-async def agent_requests(agent_url: str) -> list[dict[str, Any]]:
-    """Completion requests the demo agent received, without the health probes."""
-    async with aiohttp.ClientSession() as http, http.get(f"{agent_url}/_demo/requests") as resp:
-        body = await resp.json()
-    return [r for r in body["requests"] if r.get("max_tokens") != 4]
 
 
 async def post(chatlog: ChatLog, chat_id: str, content: str) -> str:

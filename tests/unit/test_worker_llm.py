@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -10,7 +9,7 @@ import httpx2
 import openai
 import pytest
 
-from demo.agent import DemoAgentConfig, run_demo_agent
+from tests.support.agent import all_agent_requests
 from tests.support.redis_server import free_port
 from worker.agent_failures import CircuitBreaker, classify_error
 from worker.errors import AgentError
@@ -33,28 +32,6 @@ class ListSink:
         return bool(self.parts)
 
 
-@pytest.fixture
-async def agent_url() -> AsyncIterator[str]:
-    async with run_demo_agent(DemoAgentConfig(token_delay_ms=0)) as url:
-        yield url
-
-
-@pytest.fixture
-async def client(agent_url: str) -> AsyncIterator[AgentClient]:
-    llm = AgentClient(
-        base_url=f"{agent_url}/v1", model="m", timeout_seconds=5, retry_base_seconds=0.01
-    )
-    try:
-        yield llm
-    finally:
-        await llm.aclose()
-
-
-async def requests_of(agent_url: str) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, http.get(f"{agent_url}/_demo/requests") as resp:
-        return list((await resp.json())["requests"])
-
-
 async def fail_next(agent_url: str, count: int, mode: str) -> None:
     async with (
         aiohttp.ClientSession() as http,
@@ -74,7 +51,7 @@ async def test_streams_deltas_into_the_sink(client: AgentClient, agent_url: str)
     assert "".join(sink.parts) == turn.content
     assert turn.finish_reason == "stop"
     assert not turn.stopped
-    (request,) = await requests_of(agent_url)
+    (request,) = await all_agent_requests(agent_url)
     assert request["stream"] is True
     assert request["temperature"] == 0.7
     assert request["model"] == "m"
@@ -113,7 +90,7 @@ async def test_failures_before_any_text_are_retried(client: AgentClient, agent_u
     await fail_next(agent_url, 2, "http502")
     turn = await client.reply(user("[[demo:echo]] back"), ListSink())
     assert turn.content == "back"
-    assert len(await requests_of(agent_url)) == 3
+    assert len(await all_agent_requests(agent_url)) == 3
     assert not client.breaker.is_open
 
 
@@ -123,7 +100,7 @@ async def test_failure_after_text_is_not_retried(client: AgentClient, agent_url:
         await client.reply(user("hi [[demo:error]]"), sink)
     assert info.value.category == "server_error"
     assert sink.parts  # text was shown
-    assert len(await requests_of(agent_url)) == 1
+    assert len(await all_agent_requests(agent_url)) == 1
 
 
 async def test_disconnect_after_text_is_a_network_error(client: AgentClient) -> None:
@@ -143,7 +120,7 @@ async def test_http_errors(
         await client.reply(user(f"x [[demo:http={status}]]"), ListSink())
     assert info.value.category == category
     assert info.value.status == status
-    assert len(await requests_of(agent_url)) == attempts
+    assert len(await all_agent_requests(agent_url)) == attempts
 
 
 async def test_three_failures_open_the_circuit(client: AgentClient, agent_url: str) -> None:
@@ -153,7 +130,7 @@ async def test_three_failures_open_the_circuit(client: AgentClient, agent_url: s
     with pytest.raises(AgentError) as info:
         await client.reply(user("[[demo:echo]] ok"), ListSink())
     assert info.value.category == "circuit_open"
-    assert len(await requests_of(agent_url)) == 3
+    assert len(await all_agent_requests(agent_url)) == 3
 
 
 async def test_unreachable_agent_is_a_network_error() -> None:
@@ -179,7 +156,7 @@ async def test_inference_probe(client: AgentClient, agent_url: str) -> None:
     status = await client.probe()
     assert status.status == "online"
     assert status.latencyMs is not None
-    (request,) = await requests_of(agent_url)
+    (request,) = await all_agent_requests(agent_url)
     assert request["max_tokens"] == 4
     assert request["temperature"] == 0
     assert not request.get("stream")

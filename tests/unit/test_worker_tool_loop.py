@@ -5,13 +5,13 @@ two-rounds-left warning, exhausted rounds, per-round retries and resumed answers
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import aiohttp
 import pytest
 
-from demo.agent import DemoAgentConfig, run_demo_agent
+from tests.support.agent import all_agent_requests
 from tools.registry import wrap_tool_result
 from tools.textual_calls import parse_textual_tool_calls
 from worker.errors import AgentError
@@ -100,28 +100,6 @@ class FakeHost:
         return self.cancel
 
 
-@pytest.fixture
-async def agent_url() -> AsyncIterator[str]:
-    async with run_demo_agent(DemoAgentConfig(token_delay_ms=0)) as url:
-        yield url
-
-
-@pytest.fixture
-async def client(agent_url: str) -> AsyncIterator[AgentClient]:
-    llm = AgentClient(
-        base_url=f"{agent_url}/v1", model="m", timeout_seconds=5, retry_base_seconds=0.01
-    )
-    try:
-        yield llm
-    finally:
-        await llm.aclose()
-
-
-async def requests_of(agent_url: str) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, http.get(f"{agent_url}/_demo/requests") as resp:
-        return list((await resp.json())["requests"])
-
-
 def user(text: str) -> list[Any]:
     return [{"role": "system", "content": "S"}, {"role": "user", "content": text}]
 
@@ -147,7 +125,7 @@ async def test_two_rounds_then_an_answer_that_quotes_the_first_result(
     assert "search_site says" in turn.content
     assert "2 tool results in all" in turn.content
     assert turn.content == sink.text
-    first, second, third = await requests_of(agent_url)
+    first, second, third = await all_agent_requests(agent_url)
     assert all(r["tools"] for r in (first, second, third))
     assistant, tool = third["messages"][2], third["messages"][3]
     assert assistant["content"] == ""
@@ -185,7 +163,7 @@ async def test_warning_before_the_second_to_last_call_and_no_tools_on_the_last(
     )
     assert turn.rounds == 2
     assert not turn.exhausted
-    first, second, third = await requests_of(agent_url)
+    first, second, third = await all_agent_requests(agent_url)
     warnings = [m for m in second["messages"] if m["content"] == ROUNDS_WARNING]
     assert len(warnings) == 1
     assert warnings[0]["role"] == "system"
@@ -208,7 +186,7 @@ async def test_exhausted_rounds_end_with_a_polite_reply(
     assert turn.content == TOOL_ROUNDS_APOLOGY == sink.text
     assert len(host.rounds) == 1  # the last call's tool requests were not run
     assert len(host.saved) == 1
-    assert len(await requests_of(agent_url)) == 2
+    assert len(await all_agent_requests(agent_url)) == 2
 
 
 async def test_textual_call_is_run_and_never_shown(client: AgentClient, agent_url: str) -> None:
@@ -223,7 +201,7 @@ async def test_textual_call_is_run_and_never_shown(client: AgentClient, agent_ur
     assert "search_site(" not in sink.text
     assert sink.text.startswith("Here's what search_site turned up")
     assert turn.content == sink.text
-    _, second = await requests_of(agent_url)
+    _, second = await all_agent_requests(agent_url)
     assistant = second["messages"][2]
     assert assistant["tool_calls"][0]["id"] == call.id
     assert assistant["content"] == ""
@@ -256,7 +234,7 @@ async def test_a_failed_later_round_is_retried(client: AgentClient, agent_url: s
     # the first round's thought was shown, then a blank line, then the answer
     assert turn.content.count("<think>") == 2
     assert "</think>\n\n<think>" in turn.content
-    assert len(await requests_of(agent_url)) == 3  # round 1, failed round 2, its retry
+    assert len(await all_agent_requests(agent_url)) == 3  # round 1, failed round 2, its retry
 
 
 async def test_in_stream_error_in_a_tool_round_is_a_failure(
@@ -268,7 +246,7 @@ async def test_in_stream_error_in_a_tool_round_is_a_failure(
     assert info.value.category == "server_error"
     assert host.rounds == []  # the half-streamed calls were never run
     assert sink.parts == []
-    assert len(await requests_of(agent_url)) == 3  # nothing was shown: retried
+    assert len(await all_agent_requests(agent_url)) == 3  # nothing was shown: retried
 
 
 async def test_reasoning_goes_to_its_own_sink(client: AgentClient) -> None:
@@ -307,7 +285,7 @@ async def test_saved_rounds_of_an_earlier_attempt_are_continued(
     )
     assert host.rounds == []  # round 1 was done already; round 2 is the last: no tools
     assert "saved snippet" in turn.content
-    (request,) = await requests_of(agent_url)
+    (request,) = await all_agent_requests(agent_url)
     assert "tools" not in request
 
 
