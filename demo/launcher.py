@@ -120,6 +120,7 @@ class Launcher:
         self.agent_url = options.agent_url or ""
         self.demo_agent = not options.agent_url
         self.url = f"http://{options.host}:{options.port}/"
+        self.gateway: subprocess.Popen[bytes] | None = None
 
     def _spawn(
         self, name: str, args: Sequence[str], env: dict[str, str]
@@ -170,18 +171,8 @@ class Launcher:
             )
             wait_for_port("127.0.0.1", port, 15, proc)
             self.agent_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        gateway = self._spawn_gateway()
         common = {"REDIS_URL": self.redis_url, **self.options.extra_env}
-        gateway = self._spawn(
-            "gateway",
-            [py, "-m", "gateway"],
-            {
-                **common,
-                "CHAT_PASSWORD": self.access_code,
-                "HOST": self.options.host,
-                "PORT": str(self.options.port),
-                "DEMO_AGENT": "true" if self.demo_agent else "false",
-            },
-        )
         for index in range(self.options.workers):
             self._spawn(
                 f"worker{index}",
@@ -189,6 +180,35 @@ class Launcher:
                 {**common, "AGENT_API_URL": self.agent_url, "WORKER_NAME": f"demo-worker-{index}"},
             )
         wait_for_port(self.options.host, self.options.port, 20, gateway)
+
+    def _spawn_gateway(self) -> subprocess.Popen[bytes]:
+        self.gateway = self._spawn(
+            "gateway",
+            [sys.executable, "-m", "gateway"],
+            {
+                "REDIS_URL": self.redis_url,
+                **self.options.extra_env,
+                "CHAT_PASSWORD": self.access_code,
+                "HOST": self.options.host,
+                "PORT": str(self.options.port),
+                "DEMO_AGENT": "true" if self.demo_agent else "false",
+            },
+        )
+        return self.gateway
+
+    def kill_gateway(self) -> None:
+        """SIGKILL the gateway (a crash: no close frames); the rest keeps running."""
+        if self.gateway is not None and self.gateway.poll() is None:
+            self.gateway.kill()
+            self.gateway.wait(10)
+
+    def start_gateway(self) -> None:
+        """Start a gateway again on the same port and wait until it answers."""
+        old = self.gateway
+        proc = self._spawn_gateway()
+        if old is not None and old in self.children:
+            self.children.remove(old)
+        wait_for_port(self.options.host, self.options.port, 20, proc)
 
     def stop(self) -> None:
         """Stop children in reverse order: SIGTERM, then SIGKILL after a grace period."""

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from demo.launcher import Launcher, LaunchOptions, free_port, wait_for_port
+from demo.launcher import Launcher, LaunchOptions, free_port
 
 ACCESS_CODE = "e2e-access-code"
 
@@ -22,43 +18,13 @@ class RunningSystem:
     url: str
     access_code: str
 
-    @property
-    def gateway(self) -> subprocess.Popen[bytes]:
-        for proc in self.launcher.children:
-            if isinstance(proc.args, list | tuple) and str(proc.args[-1]) == "gateway":
-                return proc
-        raise LookupError("the launcher started no gateway")
-
     def kill_gateway(self) -> None:
         """SIGKILL the gateway: no close frames, no goodbye, like a crash."""
-        proc = self.gateway
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        self.launcher.kill_gateway()
 
     def start_gateway(self) -> None:
         """Start a new gateway on the same port, with the environment the launcher gives it."""
-        launcher = self.launcher
-        options = launcher.options
-        env = {
-            **os.environ,
-            "REDIS_URL": launcher.redis_url,
-            **options.extra_env,
-            "CHAT_PASSWORD": self.access_code,
-            "HOST": options.host,
-            "PORT": str(options.port),
-            "DEMO_AGENT": "true" if launcher.demo_agent else "false",
-        }
-        old = self.gateway
-        with (launcher.tmpdir / "gateway.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway"],
-                env=env,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        launcher.children[launcher.children.index(old)] = proc
-        wait_for_port(options.host, options.port, 20, proc)
+        self.launcher.start_gateway()
 
     def logs(self, tail: int = 4000) -> str:
         """The end of every child's log, for failure messages."""
