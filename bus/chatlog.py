@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bus import scripts
-from bus.errors import BusUnavailable, ResumeGap
+from bus.errors import BusUnavailable, ResumeGap, translates_redis_errors
 from bus.keys import BusKeys
 from bus.schemas import (
     AnswerMessage,
@@ -118,6 +118,7 @@ class AcceptedMessage:
     job_id: str | None = None
 
 
+@translates_redis_errors
 class ChatLog:
     """Reads and writes chats' event logs. Cheap to build; share one per process."""
 

@@ -1,16 +1,43 @@
-"""Errors raised by the bus.
+"""Errors raised by the bus, and the one place where Redis failures become them.
 
 ::
 
     BusError
     ├── SchemaError        a stored or received entry does not match its schema
-    ├── BusUnavailable     Redis cannot be reached (after the client's retries)
+    ├── BusUnavailable     Redis cannot be reached or timed out (after the client's retries)
+    ├── BusRejected        Redis answered but refused (ACL, auth, wrong type, cluster redirect)
     └── ResumeGap          a resume point is older than what the chat log retains
+
+Callers outside ``bus`` never see a ``redis`` exception: every public coroutine of the bus's
+classes is wrapped by :func:`translates_redis_errors` (cause chained), as httpx maps its
+transport's errors at the boundary.
 """
 
 from __future__ import annotations
 
-__all__ = ["BusError", "BusUnavailable", "ResumeGap", "SchemaError"]
+import contextlib
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = [
+    "BusError",
+    "BusRejected",
+    "BusUnavailable",
+    "ResumeGap",
+    "SchemaError",
+    "as_bus_error",
+    "translates_redis_errors",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
 
 
 class BusError(Exception):
@@ -25,5 +52,78 @@ class BusUnavailable(BusError):
     """Redis is unreachable or timed out; the caller may retry later."""
 
 
+class BusRejected(BusError):
+    """Redis answered and refused the command: a configuration problem, not an outage."""
+
+
 class ResumeGap(BusError):
     """The requested resume point is no longer in the chat log; refetch history."""
+
+
+def as_bus_error(exc: BaseException) -> BusError:
+    """The bus error for a Redis (or socket) failure; the message never holds a secret."""
+    if isinstance(exc, BusError):
+        return exc
+    kind = type(exc).__name__
+    if isinstance(exc, AuthenticationError):
+        return BusRejected(f"Redis refused the credentials ({kind})")
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError):
+        return BusUnavailable(f"Redis unreachable ({kind})")
+    first_word = str(exc).split(" ", 1)[0] if str(exc) else kind
+    if first_word.isupper():  # NOPERM, WRONGTYPE, MOVED, CROSSSLOT, NOSCRIPT, ...
+        return BusRejected(f"Redis refused the command ({first_word})")
+    return BusError(f"Redis error ({kind})")
+
+
+_TRANSLATED = (RedisError, OSError, TimeoutError)
+
+
+def _wrap_coroutine(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except BusError:
+            raise
+        except _TRANSLATED as exc:
+            raise as_bus_error(exc) from exc
+
+    return wrapper
+
+
+def _wrap_async_generator(
+    func: Callable[P, AsyncIterator[T]],
+) -> Callable[P, AsyncIterator[T]]:
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
+        try:
+            async with contextlib.aclosing(func(*args, **kwargs)) as items:  # type: ignore[type-var]
+                async for item in items:
+                    yield item
+        except BusError:
+            raise
+        except _TRANSLATED as exc:
+            raise as_bus_error(exc) from exc
+
+    return wrapper
+
+
+def translates_redis_errors(cls: C) -> C:
+    """Class decorator: public coroutines and async generators of ``cls`` raise bus errors only.
+
+    Redis's ``ConnectionError``/``TimeoutError`` (and socket errors) become
+    :class:`BusUnavailable`; refusals (ACL, auth, wrong type, cluster redirects) become
+    :class:`BusRejected`; anything else from redis becomes :class:`BusError`.
+    """
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_"):
+            continue
+        wrapped: Any
+        if inspect.iscoroutinefunction(member):
+            wrapped = _wrap_coroutine(member)
+        elif inspect.isasyncgenfunction(member):
+            wrapped = _wrap_async_generator(member)
+        else:
+            continue
+        setattr(cls, name, wrapped)
+    return cls

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bus import scripts
 from bus.chatlog import parse_id
-from bus.errors import BusUnavailable, SchemaError
+from bus.errors import BusUnavailable, SchemaError, translates_redis_errors
 from bus.keys import BusKeys
 from bus.schemas import AnswerMessage, decode_job, iso_now
 
@@ -49,6 +49,7 @@ def _to_delivery(entry_id: str, fields: dict[str, str] | None, deliveries: int =
         return Delivery(entry_id, raw, None, deliveries, str(exc))
 
 
+@translates_redis_errors
 class JobQueue:
     """Consumer-side verbs on the jobs stream, for one named consumer."""
 

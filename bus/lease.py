@@ -5,11 +5,13 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from bus import scripts
+from bus.errors import translates_redis_errors
 from bus.keys import BusKeys
 
 __all__ = ["ChatLease"]
 
 
+@translates_redis_errors
 class ChatLease:
     """A renewable lease on one chat, held by ``owner``.
 

@@ -8,7 +8,7 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bus.errors import SchemaError
+from bus.errors import SchemaError, translates_redis_errors
 from bus.keys import BusKeys
 from bus.schemas import WorkerHeartbeat
 
@@ -18,6 +18,7 @@ __all__ = ["Presence"]
 PRUNE_AFTER_MS = 24 * 3600 * 1000
 
 
+@translates_redis_errors
 class Presence:
     """Writes and reads worker heartbeats (one hash, one field per consumer)."""
 

@@ -34,7 +34,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from bus.chatlog import ChatLog, EventRecord, compare_ids
-from bus.errors import BusError, ResumeGap
+from bus.errors import BusError, ResumeGap, translates_redis_errors
 from bus.keys import BusKeys
 
 __all__ = ["ChatFeed", "Listener", "LogRestarted", "SlowConsumer"]
@@ -112,6 +112,7 @@ class _Chat:
     linger: asyncio.TimerHandle | None = None
 
 
+@translates_redis_errors
 class ChatFeed:
     """The process-wide subscription. Start :meth:`run` as a background task."""
 

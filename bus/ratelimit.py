@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bus import scripts
+from bus.errors import translates_redis_errors
 
 __all__ = ["RateDecision", "RateLimiter"]
 
@@ -21,6 +22,7 @@ class RateDecision:
     retry_after_ms: int
 
 
+@translates_redis_errors
 class RateLimiter:
     """Counts hits per key in fixed windows of ``window_ms`` (one INCR round trip each)."""
 

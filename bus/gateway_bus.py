@@ -1,0 +1,172 @@
+"""The gateway's front end to the bus: what a public gateway may do, and nothing else.
+
+The gateway never holds a Redis client or spells a key: it opens a :class:`GatewayBus`
+with :func:`open_gateway_bus` and calls its operations. Every operation raises only
+:mod:`bus.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from redis.asyncio import Redis
+
+from bus.chatlog import AcceptedMessage, ChatLog, EventRecord
+from bus.client import create_redis
+from bus.errors import translates_redis_errors
+from bus.jobs import JobQueue
+from bus.keys import BusKeys
+from bus.presence import Presence
+from bus.pubsub import ChatFeed
+from bus.ratelimit import RateDecision, RateLimiter
+from bus.schemas import WorkerHeartbeat
+from bus.settings import BusSettings
+
+__all__ = ["FeedStatus", "GatewayBus", "open_gateway_bus"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """The process-wide live subscription, as readiness and metrics see it."""
+
+    connected: bool
+    chats: int
+    reconnects: int
+    gaps_filled: int
+
+
+@translates_redis_errors
+class GatewayBus:
+    """Accept visitors' messages, read chats, follow them live, count rate limits."""
+
+    def __init__(self, redis: Redis, settings: BusSettings, *, queue_size: int = 1000) -> None:
+        self._redis = redis
+        self._keys = BusKeys(settings.redis_key_prefix)
+        self._log = ChatLog(redis, self._keys, settings.limits)
+        self._feed = ChatFeed(redis, self._keys, self._log, queue_size=queue_size)
+        self._limiter = RateLimiter(redis)
+        self._presence = Presence(redis, self._keys)
+        self._jobs = JobQueue(redis, self._keys, consumer="gateway-stats")
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the live feed's background subscription."""
+        self._feed.start()
+
+    async def aclose(self) -> None:
+        """Stop the live feed and close the connection pool."""
+        await self._feed.close()
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def ping(self) -> None:
+        """Round trip to Redis; raises :class:`bus.errors.BusUnavailable` when it fails."""
+        await self._redis.ping()
+
+    # --- visitors' messages ------------------------------------------------------------
+    async def accept_message(
+        self,
+        chat_id: str,
+        content: str,
+        *,
+        client_message_id: str | None = None,
+        request_id: str | None = None,
+    ) -> AcceptedMessage:
+        """Store a visitor message and enqueue its job in one script (idempotent per id)."""
+        return await self._log.accept_visitor_message(
+            chat_id, content, client_message_id=client_message_id, request_id=request_id
+        )
+
+    async def stop_reply(self, chat_id: str, message_id: str | None) -> str | None:
+        """Ask the worker to stop the reply to ``message_id`` (default: the one in progress).
+
+        Returns the message whose reply will stop, or ``None`` when nothing is in progress.
+        """
+        if message_id is None:
+            message_id = await self._log.oldest_unanswered(chat_id)
+        elif await self._log.reply_event_id(chat_id, message_id) is not None:
+            message_id = None
+        if message_id is not None:
+            await self._log.request_cancel(chat_id, message_id)
+        return message_id
+
+    async def count_hit(self, scope: str, subject: str, limit: int, window_ms: int) -> RateDecision:
+        """Count one request against ``subject``'s budget in ``scope`` ("ip" or "chat")."""
+        window = RateLimiter.window(window_ms)
+        if scope == "ip":
+            key = self._keys.ip_rate(subject, window)
+        elif scope == "chat":
+            key = self._keys.chat_rate(subject, window)
+        else:
+            raise ValueError(f"unknown rate-limit scope {scope!r}")
+        return await self._limiter.hit(key, limit, window_ms)
+
+    # --- reading chats -----------------------------------------------------------------
+    async def history(self, chat_id: str, limit: int) -> list[dict[str, Any]]:
+        """The chat's newest ``limit`` messages, oldest first."""
+        return await self._log.history(chat_id, limit)
+
+    async def worker_state(self, chat_id: str) -> dict[str, Any]:
+        """The chat's current worker state ``{state, detail, updatedAt}``."""
+        return await self._log.worker_state(chat_id)
+
+    async def resume_point(self, chat_id: str) -> str:
+        """The chat's newest event id ("0-0" when empty): where "from now" starts."""
+        return await self._log.last_event_id(chat_id) or "0-0"
+
+    async def follow(
+        self,
+        chat_id: str,
+        after: str | None,
+        on_overflow: Callable[[], None] | None = None,
+        *,
+        verify: bool = True,
+        on_verified: Callable[[], None] | None = None,
+    ) -> AsyncIterator[EventRecord]:
+        """Every event after ``after``, gap-free and in order, then live (see ChatFeed.follow)."""
+        records = self._feed.follow(
+            chat_id, after, on_overflow, verify=verify, on_verified=on_verified
+        )
+        async with contextlib.aclosing(records):  # type: ignore[type-var]
+            async for record in records:
+                yield record
+
+    # --- health ----------------------------------------------------------------------------
+    async def freshest_worker(self) -> WorkerHeartbeat | None:
+        """The most recent worker heartbeat, or ``None`` if no worker ever beat."""
+        return await self._presence.freshest()
+
+    async def job_stats(self) -> dict[str, Any]:
+        """Queue depth, pending count and dead letters."""
+        return await self._jobs.stats()
+
+    @property
+    def feed_status(self) -> FeedStatus:
+        """The live subscription's state (no I/O)."""
+        feed = self._feed
+        return FeedStatus(feed.connected, feed.chat_count, feed.reconnects, feed.gaps_filled)
+
+
+def open_gateway_bus(settings: BusSettings, *, queue_size: int = 1000) -> GatewayBus:
+    """The gateway's bus for ``settings`` (no I/O: the first operation connects)."""
+    redis = create_redis(
+        settings.redis_url.get_secret_value(),
+        client_name="terrarium-gateway",
+        options=settings.redis_options(),
+    )
+    return GatewayBus(redis, settings, queue_size=queue_size)

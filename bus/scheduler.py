@@ -1,0 +1,73 @@
+"""arq's connection for the worker's scheduled (non-live) jobs, built like every other client.
+
+arq stores its own keys under :attr:`bus.keys.BusKeys.arq_queue`; its jobs are JSON, never
+pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
+
+from bus.client import create_redis
+from bus.keys import BusKeys
+from bus.settings import BusSettings
+
+__all__ = [
+    "arq_queue_name",
+    "close_arq_redis",
+    "decode_arq_job",
+    "encode_arq_job",
+    "open_arq_redis",
+]
+
+
+def encode_arq_job(data: dict[str, Any]) -> bytes:
+    """arq's job serializer: compact JSON."""
+    return json.dumps(data, default=str, separators=(",", ":")).encode()
+
+
+def decode_arq_job(raw: bytes) -> dict[str, Any]:
+    """arq's job deserializer; a job must be a JSON object."""
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("an arq job must be a JSON object")
+    return value
+
+
+def arq_queue_name(settings: BusSettings) -> str:
+    """The deployment's arq queue (under the key prefix)."""
+    return BusKeys(settings.redis_key_prefix).arq_queue
+
+
+def open_arq_redis(settings: BusSettings, *, client_name: str) -> ArqRedis:
+    """arq's connection: :func:`bus.client.create_redis`'s options, reading bytes."""
+    client = create_redis(
+        settings.redis_url.get_secret_value(),
+        client_name=client_name,
+        options=settings.redis_options(max_connections=8),
+    )
+    template = client.connection_pool
+    pool = ConnectionPool(
+        connection_class=template.connection_class,
+        max_connections=template.max_connections,
+        **{**template.connection_kwargs, "decode_responses": False},
+    )
+    return ArqRedis(
+        pool,
+        job_serializer=encode_arq_job,
+        job_deserializer=decode_arq_job,
+        default_queue_name=arq_queue_name(settings),
+    )
+
+
+async def close_arq_redis(redis: ArqRedis, health_check_key: str) -> None:
+    """Forget arq's health key (best effort: Redis may be gone) and close the pool."""
+    with contextlib.suppress(RedisError, OSError):
+        await redis.delete(health_check_key)
+    await redis.aclose(close_connection_pool=True)

@@ -1,0 +1,116 @@
+"""The bus's settings: where Redis is, how to reach it, and the storage policy.
+
+Every process (gateway, worker, operators' console) loads the same ``BusSettings``, so the
+storage policy a chat is written with does not depend on which process writes it. The role
+settings (``GatewaySettings``, ``WorkerSettings``) extend this class: one env file carries
+both, under the names the project has always used (``REDIS_URL``, ``REDIS_KEY_PREFIX``,
+``REDIS_CA_CERT``, ``CHAT_RETENTION_HOURS``, ``EVENTS_MAXLEN``, ...).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus.chatlog import ChatLimits
+from bus.client import RedisOptions
+
+__all__ = ["BusSettings"]
+
+_DEV_REDIS = SecretStr("redis://127.0.0.1:6379/0")
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BusSettings(BaseSettings):
+    """Redis connection and storage policy; shared by every process."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # --- connection ----------------------------------------------------------------------
+    #: ``rediss://user:password@host:port/0`` in production; ``redis://`` for development.
+    redis_url: SecretStr = _DEV_REDIS
+    #: CA bundle that signed the Redis server's certificate (``rediss://`` only).
+    redis_ca_cert: str | None = None
+    #: Client certificate and key, when Redis asks for mutual TLS.
+    redis_client_cert: str | None = None
+    redis_client_key: str | None = None
+    #: Every key, stream and channel lives under ``<prefix>:``.
+    redis_key_prefix: str = Field("terra", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+    # --- storage policy (written by every process the same way) --------------------------
+    #: A chat's keys expire this long after its last event.
+    chat_retention_hours: float = Field(24 * 7, gt=0, le=24 * 366)
+    #: A chat's event log keeps about this many newest events.
+    events_maxlen: int = Field(5000, ge=100, le=1_000_000)
+    #: A chat's message stream keeps about this many newest messages.
+    messages_maxlen: int = Field(1000, ge=10, le=100_000)
+    #: How long a ``clientMessageId`` is remembered (never longer than the retention).
+    idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
+    #: The jobs stream keeps about this many entries.
+    jobs_maxlen: int = Field(10_000, ge=100)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("must be rediss://[user:password@]host[:port][/db] (or redis://)")
+        return value
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def limits(self) -> ChatLimits:
+        """The storage policy as the chat log applies it."""
+        retention_ms = int(self.chat_retention_hours * 3600 * 1000)
+        return ChatLimits(
+            events_maxlen=self.events_maxlen,
+            messages_maxlen=self.messages_maxlen,
+            retention_ms=retention_ms,
+            # The idempotency record holds the message's content: it never outlives the chat.
+            idempotency_ttl_ms=min(self.idempotency_ttl_seconds * 1000, retention_ms),
+            jobs_maxlen=self.jobs_maxlen,
+        )
+
+    def redis_options(
+        self, *, socket_timeout: float | None = 5.0, max_connections: int = 64
+    ) -> RedisOptions:
+        """Connection options with this deployment's TLS files."""
+        return RedisOptions(
+            socket_timeout=socket_timeout,
+            max_connections=max_connections,
+            ssl_ca_certs=self.redis_ca_cert,
+            ssl_certfile=self.redis_client_cert,
+            ssl_keyfile=self.redis_client_key,
+        )
+
+    @property
+    def redis_tls(self) -> bool:
+        """True when the Redis URL uses TLS (``rediss://``)."""
+        return urlsplit(self.redis_url.get_secret_value()).scheme == "rediss"
+
+    @property
+    def redis_insecure(self) -> bool:
+        """True for a plaintext connection to a non-loopback host (worth a warning)."""
+        host = urlsplit(self.redis_url.get_secret_value()).hostname
+        return not self.redis_tls and not _is_loopback(host)
+
+    @property
+    def redis_endpoint(self) -> str:
+        """``scheme://host:port`` of Redis, safe to log (no credentials)."""
+        parts = urlsplit(self.redis_url.get_secret_value())
+        port = f":{parts.port}" if parts.port else ""
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+        return f"{parts.scheme}://{host}{port}"

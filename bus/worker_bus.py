@@ -1,0 +1,83 @@
+"""The worker's front end to the bus: take and hand back jobs, write answers, beat.
+
+The worker never holds a Redis client or spells a key: it opens a :class:`WorkerBus` with
+:func:`open_worker_bus`. Its parts split along the worker's own seam:
+
+- scheduling: :attr:`WorkerBus.jobs` (take, renew, reclaim, ack, dead-letter, hand back),
+  :attr:`WorkerBus.leases` (one worker per chat) and :attr:`WorkerBus.presence` (heartbeats);
+- answering: :attr:`WorkerBus.chats` (read the conversation, stream chunks, finish a reply).
+
+Every operation raises only :mod:`bus.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from redis.asyncio import Redis
+
+from bus.chatlog import ChatLog
+from bus.client import create_redis
+from bus.errors import translates_redis_errors
+from bus.jobs import JobQueue
+from bus.keys import BusKeys
+from bus.lease import ChatLease
+from bus.presence import Presence
+from bus.settings import BusSettings
+
+__all__ = ["WorkerBus", "open_worker_bus"]
+
+
+@translates_redis_errors
+class WorkerBus:
+    """One worker process's bus (several workers may share a Redis; names must differ)."""
+
+    def __init__(
+        self, redis: Redis, settings: BusSettings, *, name: str, lease_ttl_ms: int = 30_000
+    ) -> None:
+        self._redis = redis
+        self.name = name
+        keys = BusKeys(settings.redis_key_prefix)
+        #: The chat logs: conversation reads, chunk and event writes, replies, tool memory.
+        self.chats = ChatLog(redis, keys, settings.limits)
+        #: The jobs stream as this consumer sees it.
+        self.jobs = JobQueue(redis, keys, consumer=name)
+        #: Per-chat leases held by this worker.
+        self.leases = ChatLease(redis, keys, owner=name, ttl_ms=lease_ttl_ms)
+        #: Worker heartbeats.
+        self.presence = Presence(redis, keys)
+
+    async def ping(self) -> None:
+        """Round trip to Redis; raises :class:`bus.errors.BusUnavailable` when it fails."""
+        await self._redis.ping()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def open_worker_bus(
+    settings: BusSettings, *, name: str, lease_ttl_ms: int = 30_000, block_ms: int = 2000
+) -> WorkerBus:
+    """The bus of worker ``name`` (no I/O: the first operation connects).
+
+    The client's socket timeout leaves room for blocking job reads of ``block_ms``.
+    """
+    redis = create_redis(
+        settings.redis_url.get_secret_value(),
+        client_name=f"terrarium-worker:{name}",
+        options=settings.redis_options(socket_timeout=max(5.0, block_ms / 1000 + 5.0)),
+    )
+    return WorkerBus(redis, settings, name=name, lease_ttl_ms=lease_ttl_ms)
