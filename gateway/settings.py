@@ -13,7 +13,9 @@ import re
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from bus.settings import BusSettings
 
 __all__ = ["GatewaySettings", "parse_size"]
 
@@ -38,8 +40,8 @@ def _split(value: object) -> object:
     return value
 
 
-class GatewaySettings(BaseSettings):
-    """Everything the gateway process can be told."""
+class GatewaySettings(BusSettings):
+    """Everything the gateway process can be told (Redis and storage: :class:`BusSettings`)."""
 
     model_config = SettingsConfigDict(
         env_file=None, extra="ignore", case_sensitive=False, secrets_dir=None
@@ -52,9 +54,6 @@ class GatewaySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 4100
     base_path: str = ""
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_key_prefix: str = "terra"
-    redis_ca_cert: str | None = None
 
     max_message_length: int = 4000
     body_size_limit: int = Field(default=256 * 1024)
@@ -71,9 +70,6 @@ class GatewaySettings(BaseSettings):
     socket_queue_size: int = 1000
     sse_max_lifetime_seconds: float = 3600.0
     history_limit: int = 200
-    chat_retention_hours: float = 24 * 7
-    idempotency_ttl_seconds: int = 24 * 3600
-    events_maxlen: int = 5000
     shutdown_timeout_seconds: float = 10.0
     #: A visitor request (not a stream) that waits longer than this on Redis gets a 503.
     request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

@@ -4,19 +4,22 @@ Env names are the upper-cased field names. Those of the original worker keep the
 meaning (``AGENT_API_URL``, ``AGENT_MODEL``, ``AGENT_HEALTH_URL``, ``MAX_CONCURRENT_CHATS``,
 ``STATUS_POLL_INTERVAL_SECONDS``, ``LLM_STATUS_POLL_INTERVAL_SECONDS``, ``LOG_LEVEL``), so
 an existing env file still works; the relay-polling ones are gone (jobs come from Redis).
-Tests build ``WorkerSettings(redis_url=..., agent_api_url=..., _env_file=None)``.
+Redis and the storage policy are :class:`bus.settings.BusSettings` fields (same env names),
+shared with every process. Tests build ``WorkerSettings(redis_url=..., agent_api_url=...,
+_env_file=None)``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from bus.settings import BusSettings
 
 __all__ = ["WorkerSettings", "default_worker_name"]
 
@@ -29,32 +32,14 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class WorkerSettings(BaseSettings):
+class WorkerSettings(BusSettings):
     """Everything the worker reads from the environment. Secrets are ``SecretStr``."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_prefix="", case_sensitive=False, extra="ignore", frozen=True
     )
 
-    # --- Redis (the only thing the worker connects to besides the agent) ---------------
-    #: ``rediss://user:password@host:port/0`` in production; ``redis://`` is accepted for
-    #: development and logged as a warning unless the host is loopback.
-    redis_url: SecretStr
-    redis_ca_cert: str | None = None
-    redis_client_cert: str | None = None
-    redis_client_key: str | None = None
-    redis_key_prefix: str = Field("terra", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    # --- Redis: connection and storage policy come from bus.BusSettings -------------
     worker_name: str = Field(
         default_factory=default_worker_name, min_length=1, max_length=128, pattern=r"^\S+$"
     )
@@ -117,14 +102,6 @@ class WorkerSettings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in ("redis", "rediss"):
-            raise ValueError("REDIS_URL must start with rediss:// (or redis:// in development)")
-        return value
-
     @field_validator("agent_api_url", "agent_health_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -147,25 +124,6 @@ class WorkerSettings(BaseSettings):
     def health_url(self) -> str:
         """``AGENT_HEALTH_URL``, given or derived."""
         return self.agent_health_url or derive_health_url(self.agent_api_url)
-
-    @property
-    def redis_tls(self) -> bool:
-        """True when the Redis URL uses TLS (``rediss://``)."""
-        return urlsplit(self.redis_url.get_secret_value()).scheme == "rediss"
-
-    @property
-    def redis_insecure(self) -> bool:
-        """True for a plaintext connection to a non-loopback host (worth a warning)."""
-        return not self.redis_tls and not _is_loopback(
-            urlsplit(self.redis_url.get_secret_value()).hostname
-        )
-
-    @property
-    def redis_endpoint(self) -> str:
-        """``scheme://host:port`` of Redis, safe to log (no credentials)."""
-        parts = urlsplit(self.redis_url.get_secret_value())
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{parts.hostname}{port}"
 
 
 def derive_health_url(agent_api_url: str) -> str:
