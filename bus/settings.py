@@ -20,9 +20,6 @@ from bus.client import RedisOptions
 
 __all__ = ["BusSettings"]
 
-_DEV_REDIS = SecretStr("redis://127.0.0.1:6379/0")
-
-
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -41,7 +38,8 @@ class BusSettings(BaseSettings):
 
     # --- connection ----------------------------------------------------------------------
     #: ``rediss://user:password@host:port/0`` in production; ``redis://`` for development.
-    redis_url: SecretStr = _DEV_REDIS
+    #: Required: a process never guesses where its Redis is.
+    redis_url: SecretStr
     #: CA bundle that signed the Redis server's certificate (``rediss://`` only).
     redis_ca_cert: str | None = None
     #: Client certificate and key, when Redis asks for mutual TLS.
@@ -54,7 +52,7 @@ class BusSettings(BaseSettings):
     #: A chat's keys expire this long after its last event.
     chat_retention_hours: float = Field(24 * 7, gt=0, le=24 * 366)
     #: A chat's event log keeps about this many newest events.
-    events_maxlen: int = Field(5000, ge=100, le=1_000_000)
+    events_maxlen: int = Field(5000, ge=10, le=1_000_000)
     #: A chat's message stream keeps about this many newest messages.
     messages_maxlen: int = Field(1000, ge=10, le=100_000)
     #: How long a ``clientMessageId`` is remembered (never longer than the retention).

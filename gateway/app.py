@@ -9,23 +9,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from redis.asyncio import Redis
 
-from bus import (
-    BusKeys,
-    ChatFeed,
-    ChatLimits,
-    ChatLog,
-    JobQueue,
-    Presence,
-    RateLimiter,
-    RedisOptions,
-    create_redis,
-)
+from bus import GatewayBus, open_gateway_bus
 from gateway import sse, ws
 from gateway.cors import cors_middleware
 from gateway.errors import error_middleware
-from gateway.keys import AppKeys, BusHandles, Connections
+from gateway.keys import AppKeys, Connections
 from gateway.metrics import GatewayMetrics
 from gateway.routes import add_routes
 from gateway.settings import GatewaySettings
@@ -81,8 +70,11 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             )
 
 
-def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.Application:
-    """Build the gateway application; ``redis`` overrides the client built from settings."""
+def create_app(settings: GatewaySettings, *, bus: GatewayBus | None = None) -> web.Application:
+    """Build the gateway application; ``bus`` overrides the one opened from settings.
+
+    The app owns the bus either way: it is started on startup and closed on cleanup.
+    """
     app = web.Application(
         middlewares=[access_middleware, cors_middleware, error_middleware, deadline_middleware],
         client_max_size=settings.body_size_limit,
@@ -90,45 +82,20 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.
     app[AppKeys.settings] = settings
     app[AppKeys.metrics] = GatewayMetrics()
     app[AppKeys.connections] = Connections()
-    app.cleanup_ctx.append(_bus_context(settings, redis))
+    app.cleanup_ctx.append(_bus_context(settings, bus))
     app.on_shutdown.append(ws.close_all)
     add_routes(app, settings)
     return app
 
 
 def _bus_context(
-    settings: GatewaySettings, injected: Redis | None
+    settings: GatewaySettings, injected: GatewayBus | None
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
-        redis = injected or create_redis(
-            settings.redis_url,
-            client_name="terrarium-gateway",
-            options=RedisOptions(ssl_ca_certs=settings.redis_ca_cert),
-        )
-        keys = BusKeys(settings.redis_key_prefix)
-        limits = ChatLimits(
-            events_maxlen=settings.events_maxlen,
-            retention_ms=int(settings.chat_retention_hours * 3600 * 1000),
-            idempotency_ttl_ms=settings.idempotency_ttl_seconds * 1000,
-        )
-        chat_log = ChatLog(redis, keys, limits)
-        feed = ChatFeed(redis, keys, chat_log, queue_size=settings.socket_queue_size)
-        app[AppKeys.bus] = BusHandles(
-            redis=redis,
-            keys=keys,
-            log=chat_log,
-            feed=feed,
-            limiter=RateLimiter(redis),
-            presence=Presence(redis, keys),
-            jobs=JobQueue(redis, keys, consumer="gateway-stats"),
-        )
-        feed.start()
-        try:
+        bus = injected or open_gateway_bus(settings, queue_size=settings.socket_queue_size)
+        app[AppKeys.bus] = bus
+        async with bus:
             yield
-        finally:
-            await feed.close()
-            if injected is None:
-                await redis.aclose()
 
     return context

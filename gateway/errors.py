@@ -25,9 +25,8 @@ from enum import IntEnum
 
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 
-from bus import BusUnavailable
+from bus import BusRejected, BusUnavailable
 
 __all__ = ["CloseCode", "error_middleware", "json_error"]
 
@@ -88,10 +87,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         sentence = _STATUS_SENTENCES.get(exc.status, exc.reason)
         raise json_error(exc.status, sentence, headers=_passthrough(exc)) from None
-    except (BusUnavailable, RedisError, ConnectionError, TimeoutError):
+    except (BusUnavailable, ConnectionError, TimeoutError):
         log.warning("gateway.redis_unavailable", path=request.path)
         raise json_error(
             503, "Service temporarily unavailable", headers={"Retry-After": "2"}
+        ) from None
+    except BusRejected as exc:  # reachable but refusing: configuration, not an outage
+        log.error("gateway.redis_refused", path=request.path, reason=str(exc))
+        raise json_error(
+            503, "Service temporarily unavailable", headers={"Retry-After": "30"}
         ) from None
     except Exception:
         log.exception("gateway.request_failed", path=request.path, method=request.method)

@@ -10,7 +10,6 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from bus import BusError
 from bus.schemas import ComponentStatus, WorkerHeartbeat, iso_now
@@ -118,11 +117,10 @@ async def get_health(request: web.Request) -> web.Response:
     """``GET /api/health?accessCode=``: the health chain as the original relay served it."""
     settings = request.app[AppKeys.settings]
     require_code(request.query.get("accessCode"), settings)
-    presence = request.app[AppKeys.bus].presence
     try:
-        heartbeat = await presence.freshest()
+        heartbeat = await request.app[AppKeys.bus].freshest_worker()
         relay_ok = True
-    except (RedisError, BusError, OSError):
+    except BusError:
         heartbeat, relay_ok = None, False
     return web.json_response(build_chain(heartbeat, settings.worker_stale_threshold_ms, relay_ok))
 
@@ -137,10 +135,10 @@ async def readyz(request: web.Request) -> web.Response:
     bus = request.app[AppKeys.bus]
     try:
         async with asyncio.timeout(1.0):
-            await bus.redis.ping()
-    except (RedisError, OSError, TimeoutError):
+            await bus.ping()
+    except (BusError, TimeoutError):
         return web.json_response({"ready": False, "reason": "redis unreachable"}, status=503)
-    if not bus.feed.connected:
+    if not bus.feed_status.connected:
         return web.json_response({"ready": False, "reason": "live feed reconnecting"}, status=503)
     return web.json_response({"ready": True})
 
@@ -162,8 +160,8 @@ async def get_metrics(request: web.Request) -> web.Response:
     settings = request.app[AppKeys.settings]
     try:
         async with asyncio.timeout(1.0):
-            stats = await bus.jobs.stats()
-            heartbeat = await bus.presence.freshest()
+            stats = await bus.job_stats()
+            heartbeat = await bus.freshest_worker()
         metrics.jobs_length.set(stats["length"])
         metrics.jobs_pending.set(stats["pending"])
         metrics.jobs_dead.set(stats["dead"])
@@ -172,10 +170,11 @@ async def get_metrics(request: web.Request) -> web.Response:
         )
         metrics.worker_up.set(1 if fresh else 0)
         metrics.agent_up.set(1 if fresh and heartbeat and heartbeat.agent.status == "online" else 0)
-    except (RedisError, BusError, OSError, TimeoutError):
+    except (BusError, TimeoutError):
         metrics.worker_up.set(0)
-    metrics.subscribed_chats.set(bus.feed.chat_count)
-    metrics.feed_reconnects.set(bus.feed.reconnects)
-    metrics.gaps_filled.set(bus.feed.gaps_filled)
+    feed = bus.feed_status
+    metrics.subscribed_chats.set(feed.chats)
+    metrics.feed_reconnects.set(feed.reconnects)
+    metrics.gaps_filled.set(feed.gaps_filled)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

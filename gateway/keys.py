@@ -6,26 +6,12 @@ import weakref
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from redis.asyncio import Redis
 
-from bus import BusKeys, ChatFeed, ChatLog, JobQueue, Presence, RateLimiter
+from bus import GatewayBus
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 
-__all__ = ["AppKeys", "BusHandles", "Connections"]
-
-
-@dataclass(slots=True)
-class BusHandles:
-    """Everything the gateway uses from the bus, built once at startup."""
-
-    redis: Redis
-    keys: BusKeys
-    log: ChatLog
-    feed: ChatFeed
-    limiter: RateLimiter
-    presence: Presence
-    jobs: JobQueue
+__all__ = ["AppKeys", "Connections"]
 
 
 @dataclass(slots=True)
@@ -41,6 +27,6 @@ class AppKeys:
     """Namespaced keys of the gateway's application state."""
 
     settings = web.AppKey("gateway.settings", GatewaySettings)
-    bus = web.AppKey("gateway.bus", BusHandles)
+    bus = web.AppKey("gateway.bus", GatewayBus)
     metrics = web.AppKey("gateway.metrics", GatewayMetrics)
     connections = web.AppKey("gateway.connections", Connections)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from bus import RateLimiter, is_valid_chat_id
+from bus import is_valid_chat_id
 from gateway.auth import require_code
 from gateway.errors import json_error
 from gateway.keys import AppKeys
@@ -55,13 +54,10 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _rate_limit(
-    request: web.Request, key_for_window: Callable[[int], str], limit: int, scope: str
-) -> None:
+async def _rate_limit(request: web.Request, scope: str, subject: str, limit: int) -> None:
     settings = request.app[AppKeys.settings]
     bus = request.app[AppKeys.bus]
-    window = RateLimiter.window(settings.rate_limit_window_ms)
-    decision = await bus.limiter.hit(key_for_window(window), limit, settings.rate_limit_window_ms)
+    decision = await bus.count_hit(scope, subject, limit, settings.rate_limit_window_ms)
     if not decision.allowed:
         request.app[AppKeys.metrics].rate_limited.labels(scope).inc()
         retry_after = max(1, -(-decision.retry_after_ms // 1000))
@@ -77,9 +73,7 @@ async def post_message(request: web.Request) -> web.Response:
     chat_id = chat_id_of(request)
     ip = client_ip(request, settings.trusted_proxies)
     # Per-IP budget first: it also slows down access-code guessing.
-    await _rate_limit(
-        request, lambda w: bus.keys.ip_rate(ip, w), settings.rate_limit_max_per_ip, "ip"
-    )
+    await _rate_limit(request, "ip", ip, settings.rate_limit_max_per_ip)
     body = await read_json_object(request)
     require_code(body.get("accessCode"), settings)
     content = body.get("content")
@@ -92,13 +86,8 @@ async def post_message(request: web.Request) -> web.Response:
         not isinstance(client_message_id, str) or not _CLIENT_MESSAGE_ID.match(client_message_id)
     ):
         raise json_error(400, "Invalid clientMessageId")
-    await _rate_limit(
-        request,
-        lambda w: bus.keys.chat_rate(chat_id, w),
-        settings.rate_limit_max_per_chat,
-        "chat",
-    )
-    accepted = await bus.log.accept_visitor_message(
+    await _rate_limit(request, "chat", chat_id, settings.rate_limit_max_per_chat)
+    accepted = await bus.accept_message(
         chat_id,
         content,
         client_message_id=client_message_id,
@@ -126,7 +115,7 @@ async def get_messages(request: web.Request) -> web.Response:
         if not raw_limit.isdigit() or int(raw_limit) < 1:
             raise json_error(400, "limit must be a positive integer")
         limit = min(int(raw_limit), settings.history_limit)
-    messages = await request.app[AppKeys.bus].log.history(chat_id, limit)
+    messages = await request.app[AppKeys.bus].history(chat_id, limit)
     return web.json_response(messages)
 
 
@@ -134,7 +123,7 @@ async def get_worker_state(request: web.Request) -> web.Response:
     """``GET /api/chat/{chatId}/worker-state``: ``{state, detail, updatedAt}``."""
     chat_id = chat_id_of(request)
     require_code(request.query.get("accessCode"), request.app[AppKeys.settings])
-    return web.json_response(await request.app[AppKeys.bus].log.worker_state(chat_id))
+    return web.json_response(await request.app[AppKeys.bus].worker_state(chat_id))
 
 
 async def cancel_reply(request: web.Request) -> web.Response:
@@ -146,17 +135,12 @@ async def cancel_reply(request: web.Request) -> web.Response:
     chat_id = chat_id_of(request)
     body = await read_json_object(request)
     require_code(body.get("accessCode"), request.app[AppKeys.settings])
-    log_ = request.app[AppKeys.bus].log
     message_id = body.get("messageId")
     if message_id is not None and not isinstance(message_id, str):
         raise json_error(400, "messageId must be a string")
-    if message_id is None:
-        message_id = await log_.oldest_unanswered(chat_id)
-    elif await log_.reply_event_id(chat_id, message_id) is not None:
-        message_id = None
+    message_id = await request.app[AppKeys.bus].stop_reply(chat_id, message_id)
     if message_id is None:
         raise json_error(409, "Nothing to stop")
-    await log_.request_cancel(chat_id, message_id)
     log.info("gateway.cancel_requested", chat_id=chat_id, message_id=message_id)
     return web.json_response({"ok": True, "messageId": message_id})
 
@@ -169,7 +153,7 @@ async def get_transcript(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "md")
     if fmt not in ("md", "json"):
         raise json_error(400, "format must be md or json")
-    messages = await request.app[AppKeys.bus].log.history(chat_id, settings.history_limit)
+    messages = await request.app[AppKeys.bus].history(chat_id, settings.history_limit)
     disposition = f'attachment; filename="terra-chat-{chat_id}.{fmt}"'
     if fmt == "json":
         return web.json_response(

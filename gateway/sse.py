@@ -8,9 +8,8 @@ import contextlib
 import structlog
 from aiohttp import web
 from aiohttp_sse import sse_response
-from redis.exceptions import RedisError
 
-from bus import BusUnavailable, SlowConsumer
+from bus import BusError, SlowConsumer
 from gateway.auth import check_origin, require_code
 from gateway.keys import AppKeys
 from gateway.rest import chat_id_of
@@ -79,7 +78,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
                     request.transport.abort()
         except SlowConsumer:
             metrics.slow_consumers.inc()
-        except (TimeoutError, BusUnavailable, RedisError, ConnectionError):
+        except (TimeoutError, BusError, ConnectionError):
             pass  # lifetime cap or Redis trouble: EventSource reconnects with Last-Event-ID
         finally:
             metrics.connections.labels("sse").dec()

@@ -9,9 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bus import ResumeGap
-from bus.chatlog import EventRecord, is_stream_id
-from bus.pubsub import LogRestarted
+from bus import EventRecord, LogRestarted, ResumeGap, is_stream_id
 from bus.schemas import EVENT_TYPES_V1
 from gateway.errors import json_error
 from gateway.keys import AppKeys
@@ -69,7 +67,7 @@ async def follow_frames(
     resumed = metrics.resumes.labels("ok")
     while True:
         try:
-            async for record in bus.feed.follow(
+            async for record in bus.follow(
                 chat_id, start, on_overflow, verify=verify, on_verified=resumed.inc
             ):
                 if v2:
@@ -85,7 +83,7 @@ async def follow_frames(
             if v2:
                 yield None, json.dumps({"type": "resync", "chatId": chat_id, "reason": str(gap)})
             # After a restart every event of the new log is still to be sent.
-            start = "0-0" if restarted else await bus.log.last_event_id(chat_id) or "0-0"
+            start = "0-0" if restarted else await bus.resume_point(chat_id)
             verify = False
 
 
@@ -117,7 +115,7 @@ async def handshake_point(app: web.Application, chat_id: str) -> str:
     A client that connects and then posts must see its own message: its stream starts
     after this point, not when the subscription happens to be confirmed.
     """
-    return await app[AppKeys.bus].log.last_event_id(chat_id) or "0-0"
+    return await app[AppKeys.bus].resume_point(chat_id)
 
 
 async def run_until_stalled(

@@ -7,9 +7,8 @@ import asyncio
 import structlog
 from aiohttp import WSMsgType, web
 from aiohttp_sse import EventSourceResponse
-from redis.exceptions import RedisError
 
-from bus import BusUnavailable, SlowConsumer, is_valid_chat_id
+from bus import BusError, SlowConsumer, is_valid_chat_id
 from gateway.auth import check_origin, code_is_valid
 from gateway.errors import CloseCode, json_error
 from gateway.keys import AppKeys
@@ -84,7 +83,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     except SlowConsumer:
         metrics.slow_consumers.inc()
         code, reason = CloseCode.SLOW_CONSUMER, b"Slow consumer; resume"
-    except (BusUnavailable, RedisError, OSError, TimeoutError):
+    except (BusError, OSError, TimeoutError):
         code, reason = CloseCode.TRY_AGAIN_LATER, b"Temporarily unavailable"
     finally:
         metrics.connections.labels("ws").dec()

@@ -164,6 +164,7 @@ export class ChatSession extends EventTarget {
     this.noticeKeys = new Set();
     this.stream = emptyStream();
     this.streamTimer = null;
+    this.answered = new Set(); // visitor message ids that Terra's stored messages answer
     this.replyExtras = new Map(); // Terra message id -> {reasoning, tools}
     this.workerState = { state: "idle", detail: null, updatedAt: null };
     this.stateVersion = 0;
@@ -257,6 +258,7 @@ export class ChatSession extends EventTarget {
     for (const message of history) {
       if (!message?.id) continue;
       this.messages.set(message.id, message);
+      if (message.sender === "Terra" && message.replyTo) this.answered.add(message.replyTo);
       this.lastEventId = maxEventId(this.lastEventId, message.eventId ?? null);
     }
     this.#capHistory();
@@ -331,48 +333,74 @@ export class ChatSession extends EventTarget {
     if (this.stream.reasoning || this.stream.tools.length) {
       this.replyExtras.set(message.id, { reasoning: this.stream.reasoning, tools: this.stream.tools });
     }
-    this.stream = emptyStream();
+    if (message.replyTo) this.answered.add(message.replyTo);
+    this.#replaceStream(emptyStream());
     this.stopping = false;
-    clearTimeout(this.streamTimer);
     this.#changed("stream");
     const text = message.content?.trim();
     if (text) this.dispatchEvent(new CustomEvent("announce", { detail: { text, message } }));
   }
 
   #onChunk(frame) {
+    if (!this.#streamFor(frame)) return;
+    // Text after a `done` without reply ids (v1 frames): a new reply has started.
+    if (this.stream.done && frame.content) this.#replaceStream(emptyStream());
     if (frame.content) {
       this.stream.text += frame.content;
       this.stream.replyTo = frame.replyTo ?? this.stream.replyTo;
     }
-    if (frame.done) {
+    if (frame.done && !this.stream.done) {
       this.stream.done = true;
-      // Normally Terra's message follows (or came just before); if not, let the text go.
-      clearTimeout(this.streamTimer);
+      // Normally Terra's message follows; if not, let this stream (and only this one) go.
+      const finished = this.stream;
       this.streamTimer = setTimeout(() => {
-        this.stream = emptyStream();
+        if (this.stream !== finished) return;
+        this.#replaceStream(emptyStream());
         this.#changed("stream");
       }, STREAM_LINGER_MS);
     }
     this.#changed("stream");
   }
 
-  /** v=2: the reply is being generated again from scratch; drop what we showed of it. */
-  #onStreamReset() {
-    // A pending linger timer belongs to the abandoned attempt: it must not wipe the new one.
+  /**
+   * The in-progress reply a frame belongs to, or null when it belongs to a reply already
+   * stored (a reply's final `done` chunk may arrive after its message: the gateway sends the
+   * message first). A frame for another reply starts a fresh stream.
+   */
+  #streamFor(frame) {
+    if (frame.replyTo && this.answered.has(frame.replyTo)) return null;
+    if (frame.replyTo && this.stream.replyTo && frame.replyTo !== this.stream.replyTo) {
+      this.#replaceStream(emptyStream());
+    }
+    if (frame.replyTo) this.stream.replyTo = frame.replyTo;
+    return this.stream;
+  }
+
+  /** Swap in another stream object; a linger timer armed for the old one is void. */
+  #replaceStream(stream) {
     clearTimeout(this.streamTimer);
     this.streamTimer = null;
-    this.stream = { ...emptyStream(), tools: this.stream.tools, reasoning: "" };
+    this.stream = stream;
+  }
+
+  /** v=2: the reply is being generated again from scratch; drop what we showed of it. */
+  #onStreamReset(frame) {
+    if (!this.#streamFor(frame)) return;
+    // A pending linger timer belongs to the abandoned attempt: it must not wipe the new one.
+    this.#replaceStream({ ...emptyStream(), tools: this.stream.tools, replyTo: this.stream.replyTo });
     this.#changed("stream");
   }
 
   /** v=2: a piece of the model's reasoning (shown in the thinking drawer). */
   #onReasoning(frame) {
+    if (!this.#streamFor(frame)) return;
     this.stream.reasoning += frame.content ?? frame.delta ?? "";
     this.#changed("stream");
   }
 
   /** v=2: Terra started, finished or failed a tool call (shown in the thinking drawer). */
   #onToolActivity(frame) {
+    if (!this.#streamFor(frame)) return;
     const id = frame.callId ?? frame.toolCallId ?? frame.id ?? `${frame.name}-${this.stream.tools.length}`;
     const entry = {
       id,
@@ -402,7 +430,7 @@ export class ChatSession extends EventTarget {
   #dropUnfinishedStream() {
     if (!this.stream.text && !this.stream.tools.length && !this.stream.reasoning) return;
     if (this.stream.done) return; // its own timer clears it
-    this.stream = emptyStream();
+    this.#replaceStream(emptyStream());
     this.#changed("stream");
   }
 
@@ -415,7 +443,7 @@ export class ChatSession extends EventTarget {
 
   async #resync() {
     this.resyncing = true;
-    this.stream = emptyStream();
+    this.#replaceStream(emptyStream());
     this.historyLoaded = false;
     this.#changed("connection", "stream");
     // The gateway goes on with live frames; the history fills in what the log no longer has.
