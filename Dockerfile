@@ -17,10 +17,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Metadata first: a change in the code alone does not reinstall the dependencies.
+# The locked runtime set first (versions and hashes: scripts/lock), so a change in the code
+# alone does not reinstall the dependencies and every build installs the same files.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt
 COPY bus ./bus
 COPY gateway ./gateway
 COPY worker ./worker
