@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["CHAT_ID_PATTERN", "BusKeys", "is_valid_chat_id"]
+__all__ = ["CHAT_ID_PATTERN", "ROLE_FAMILIES", "BusKeys", "is_valid_chat_id"]
 
 CHAT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -112,6 +112,36 @@ class BusKeys:
         """Queue name of arq's scheduled (non-live) jobs."""
         return f"{self.prefix}:arq"
 
-    def github_cache(self, name: str) -> str:
-        """Cache entry of the GitHub tools."""
-        return f"{self.prefix}:github:{name}"
+    # --- the layout, for access control and operators ------------------------------
+    def families(self) -> dict[str, str]:
+        """Every key family as a glob, by name (what infra/redis/users.acl grants)."""
+        p = self.prefix
+        return {
+            "chats": f"{p}:chat:*",
+            "ip_rates": f"{p}:rl:*",
+            "jobs": self.jobs,
+            "dead_letters": self.dead_letters,
+            "workers": self.workers,
+            "arq_queue": f"{self.arq_queue}*",
+            "arq_jobs": "arq:*",  # arq's own job and result keys (not under the prefix)
+            "everything": f"{p}:*",
+        }
+
+    def acl_key_globs(self, user: str) -> frozenset[str]:
+        """The key globs Redis user ``user`` needs (``gateway``, ``worker`` or ``ops``)."""
+        families = self.families()
+        return frozenset(families[name] for name in ROLE_FAMILIES[user])
+
+    def channel_globs(self) -> frozenset[str]:
+        """Every pub/sub channel as a glob (chat channels only)."""
+        return frozenset({f"{self.prefix}:chat:*"})
+
+
+#: Which key families each Redis ACL user is granted (infra/redis/users.acl is checked
+#: against this by tests/unit/test_acl_layout.py).
+ROLE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "gateway": ("chats", "ip_rates", "jobs", "dead_letters", "workers"),
+    "worker": ("chats", "jobs", "dead_letters", "workers", "arq_queue", "arq_jobs"),
+    "ops": ("everything", "arq_jobs"),
+}
+
