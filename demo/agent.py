@@ -12,15 +12,41 @@ Endpoints (bodies are JSON; errors are ``{"error": {"message", "type", "code"}}`
   otherwise one ``chat.completion``. Bad bodies get 400 (``messages`` must be a non-empty
   list; ``content`` must be a string, as terrarium-agent rejects null content).
   ``stream_options.include_usage`` adds a usage chunk. ``max_tokens`` caps content pieces.
-- ``GET /v1/models``: one model, ``config.model``.
+- ``GET /v1/models``: one model, ``config.model``; with a context limit its entry has
+  ``max_model_len`` as vLLM's has (unless the ``hide_context_length`` quirk).
 - ``GET /health``: ``{status, vllm_status, model, queue_length}``; 200 while "healthy" or
-  "degraded", 503 when "down" (completions then answer 503 too).
+  "degraded", 503 when "down" (completions then answer 503 too); 404 with ``no_health``.
 - ``POST /_demo/fail`` ``{"count": n, "mode": "http500" | "httpNNN" | "error" |
   "disconnect" | "stall", "seconds": s}``: the next n valid completion requests fail so,
   overriding their directives ("stall" waits ``seconds``, default 5, then completes).
 - ``GET /_demo/requests``: ``{"requests": [...]}``, the JSON bodies of completion requests.
 - ``POST /_demo/reset``: forget requests and pending failures, restore the health status.
 - ``POST /_demo/health`` ``{"status": "healthy" | "degraded" | "down"}``.
+- ``POST /_demo/quirks`` ``{"quirks": [...], "context_tokens": n | null}``: switch the
+  running agent's quirks and context limit (``/_demo/reset`` restores the start values).
+
+Quirks of real servers (issue 16), on for every request by ``DemoAgentConfig.quirks`` /
+``--quirk`` / ``/_demo/quirks``, or for one request by ``[[demo:quirk=NAME]]``:
+
+- ``strict_roles``: 400 "Conversation roles must alternate user/assistant/user/assistant/..."
+  unless the messages are an optional ``system`` then ``user``, ``assistant``, ``user``...
+  (the Gemma 3 / Mistral / Llama 2 chat templates; ``tool`` turns break it too).
+- ``no_system_role``: 400 "System role not supported" for any ``system`` message.
+- ``no_done``: streams stop halfway with no finish chunk and no ``[DONE]`` (a server
+  stopped with SIGTERM closes its streams so).
+- ``empty_tool_stream``: a streamed request with ``tools`` (``tool_choice`` not "none")
+  gets 200 ``text/event-stream`` with an empty body (llama-cpp-python's
+  ``chatml-function-calling``).
+- ``empty_errors``: streamed requests the server rejects (the checks above, the context
+  limit) get 200 with an empty body instead of 400 (llama-cpp-python).
+- ``no_health``: ``GET /health`` is 404 (llama-cpp-python has no such route).
+- ``hide_context_length``: ``/v1/models`` does not say ``max_model_len`` (llama-cpp-python).
+
+Context limit (``DemoAgentConfig.context_tokens``, ``--context-tokens`` or
+``[[demo:context=N]]``): prompt tokens (a quarter of each message's characters plus 4 per
+message) plus ``max_tokens`` above it get vLLM's 400 "This model's maximum context length is
+N tokens. However, you requested ...". ``finish_reason: "length"``: a reply longer than
+``max_tokens`` pieces is cut there, as real servers do.
 
 The model: a greeting that names the question; with ``search_site`` offered (and
 ``tool_choice`` not "none") a question about projects/site/work first calls
@@ -38,6 +64,9 @@ Directives, honoured only in the LAST user message (and removed from the text it
   and the end of the body without ``[DONE]`` (status already 200). Non-stream: HTTP 500.
 - ``[[demo:http=NNN]]`` answer with HTTP status NNN (400-599) and an error body.
 - ``[[demo:disconnect]]`` drop the connection mid-stream (non-stream: before answering).
+- ``[[demo:no_done]]`` end the stream cleanly halfway, without finish chunk or ``[DONE]``.
+- ``[[demo:quirk=NAME]]`` one of the quirks above, for this request only (repeatable).
+- ``[[demo:context=N]]`` a context limit of N tokens for this request.
 - ``[[demo:stall=S]]`` send nothing for S seconds (default 5) halfway through the answer.
 - ``[[demo:reasoning]]`` stream ``delta.reasoning_content`` pieces before the content.
 - ``[[demo:think]]`` put ``<think>...</think>`` at the start of the content.
@@ -75,12 +104,16 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from demo.agent_script import (
+    QUIRKS,
     CompletionRequest,
     DirectiveError,
+    Quirk,
     ReplyPlan,
     describe_validation_error,
     fragment_arguments,
+    last_user_directives,
     plan_reply,
+    request_rejection,
 )
 from logsetup import configure_logging
 
@@ -112,6 +145,10 @@ class DemoAgentConfig:
     token_delay_ms: float = 15.0
     health_status: HealthStatus = "healthy"
     max_recorded_requests: int = 1000
+    #: Real-server behaviours to imitate on every request (module doc).
+    quirks: frozenset[Quirk] = frozenset()
+    #: The model's context length in demo tokens; None means no limit.
+    context_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.token_delay_ms < 0:
@@ -120,6 +157,11 @@ class DemoAgentConfig:
             raise ValueError(f"health_status must be one of {get_args(HealthStatus)}")
         if self.max_recorded_requests < 1:
             raise ValueError("max_recorded_requests must be >= 1")
+        unknown = set(self.quirks) - set(QUIRKS)
+        if unknown:
+            raise ValueError(f"unknown quirks {sorted(unknown)}; known: {', '.join(QUIRKS)}")
+        if self.context_tokens is not None and self.context_tokens < 1:
+            raise ValueError("context_tokens must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +179,8 @@ class DemoAgentState:
 
     health_status: HealthStatus
     requests: deque[dict[str, Any]]
+    quirks: frozenset[Quirk] = frozenset()
+    context_tokens: int | None = None
     failures: deque[InjectedFailure] = field(default_factory=deque)
     queue_length: int = 0
     streams: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
@@ -155,6 +199,8 @@ def create_agent_app(config: DemoAgentConfig | None = None) -> web.Application:
     app[STATE_KEY] = DemoAgentState(
         health_status=config.health_status,
         requests=deque(maxlen=config.max_recorded_requests),
+        quirks=config.quirks,
+        context_tokens=config.context_tokens,
     )
     app.router.add_routes(
         [
@@ -165,6 +211,7 @@ def create_agent_app(config: DemoAgentConfig | None = None) -> web.Application:
             web.get("/_demo/requests", _demo_requests),
             web.post("/_demo/reset", _demo_reset),
             web.post("/_demo/health", _demo_health),
+            web.post("/_demo/quirks", _demo_quirks),
         ]
     )
     app.on_shutdown.append(_cancel_streams)
@@ -243,11 +290,30 @@ async def _completions(request: web.Request) -> web.StreamResponse:
         return _error_response(503, "demo agent is down (set by POST /_demo/health)")
     try:
         completion = CompletionRequest.model_validate_json(raw)
+        directives = last_user_directives(completion)
         plan = plan_reply(completion)
     except ValidationError as exc:
         return _error_response(400, describe_validation_error(exc))
     except DirectiveError as exc:
         return _error_response(400, str(exc))
+    quirks = state.quirks | directives.quirks
+    context = directives.context_tokens or state.context_tokens
+    rejection = request_rejection(completion, quirks=quirks, context_tokens=context)
+    if rejection is not None:
+        logger.info("demo_agent.request_rejected", reason=rejection, quirks=sorted(quirks))
+        if completion.stream and "empty_errors" in quirks:
+            return await _empty_stream(request)
+        return _error_response(400, rejection)
+    if (
+        completion.stream
+        and "empty_tool_stream" in quirks
+        and completion.tools
+        and completion.tool_choice != "none"
+    ):
+        logger.info("demo_agent.tool_stream_emptied")
+        return await _empty_stream(request)
+    if "no_done" in quirks and plan.failure is None:
+        plan = replace(plan, failure="no_done")
     if state.failures:
         plan = _apply_failure(plan, state.failures.popleft())
     logger.info(
@@ -311,6 +377,14 @@ def _usage(completion: CompletionRequest, plan: ReplyPlan) -> dict[str, int]:
     }
 
 
+async def _empty_stream(request: web.Request) -> web.StreamResponse:
+    """200 ``text/event-stream`` with no events at all, as llama-cpp-python fails."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write_eof()
+    return response
+
+
 def _drop_connection(request: web.Request) -> None:
     if request.transport is not None:
         request.transport.abort()
@@ -346,7 +420,12 @@ async def _stream(
         }
     )
     deltas = _build_deltas(plan)
-    stop_at = min(_FAILURE_POINT, len(deltas)) if plan.failure else len(deltas)
+    if plan.failure == "no_done":
+        stop_at = len(deltas) // 2
+    elif plan.failure:
+        stop_at = min(_FAILURE_POINT, len(deltas))
+    else:
+        stop_at = len(deltas)
     stall_at = min(len(deltas), max(1, len(deltas) // 2))
     try:
         await response.prepare(request)
@@ -364,6 +443,9 @@ async def _stream(
             return response
         if plan.failure == "disconnect":
             _drop_connection(request)
+            return response
+        if plan.failure == "no_done":
+            await response.write_eof()
             return response
         if plan.stall_seconds is not None and stall_at == len(deltas):
             await asyncio.sleep(plan.stall_seconds)
@@ -426,12 +508,17 @@ async def _complete(
 async def _models(request: web.Request) -> web.Response:
     model = request.app[CONFIG_KEY].model
     started = request.app[STATE_KEY].started
-    entry = {"id": model, "object": "model", "created": started, "owned_by": "vllm"}
+    state = request.app[STATE_KEY]
+    entry: dict[str, Any] = {"id": model, "object": "model", "created": started, "owned_by": "vllm"}
+    if state.context_tokens is not None and "hide_context_length" not in state.quirks:
+        entry["max_model_len"] = state.context_tokens
     return web.json_response({"object": "list", "data": [entry]})
 
 
 async def _health(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    if "no_health" in state.quirks:
+        raise web.HTTPNotFound()
     body = {
         "status": state.health_status,
         "vllm_status": "ready" if state.health_status == "healthy" else "unavailable",
@@ -481,7 +568,10 @@ async def _demo_reset(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     state.requests.clear()
     state.failures.clear()
-    state.health_status = request.app[CONFIG_KEY].health_status
+    config = request.app[CONFIG_KEY]
+    state.health_status = config.health_status
+    state.quirks = config.quirks
+    state.context_tokens = config.context_tokens
     return web.json_response({"ok": True})
 
 
@@ -497,6 +587,34 @@ async def _demo_health(request: web.Request) -> web.Response:
     return _error_response(400, 'status must be "healthy", "degraded" or "down"')
 
 
+async def _demo_quirks(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        _, body = await _read_json_object(request)
+        quirks = _parse_quirks(body.get("quirks", []))
+        context = body.get("context_tokens")
+        if context is not None and (
+            not isinstance(context, int) or isinstance(context, bool) or context < 1
+        ):
+            raise _BadRequest("context_tokens must be a positive integer or null")
+    except _BadRequest as exc:
+        return _error_response(400, str(exc))
+    state.quirks = quirks
+    state.context_tokens = context
+    return web.json_response({"quirks": sorted(quirks), "context_tokens": context})
+
+
+def _parse_quirks(raw: object) -> frozenset[Quirk]:
+    if not isinstance(raw, list):
+        raise _BadRequest("quirks must be a list of names")
+    found: set[Quirk] = set()
+    for name in raw:
+        if name not in QUIRKS:
+            raise _BadRequest(f"unknown quirk {name!r}; known: {', '.join(QUIRKS)}")
+        found.add(name)
+    return frozenset(found)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: ``terrarium-demo-agent --host 127.0.0.1 --port 8099 [--token-delay-ms 15]``."""
     parser = argparse.ArgumentParser(
@@ -510,11 +628,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--health-status", choices=get_args(HealthStatus), default="healthy", help="initial health"
     )
+    parser.add_argument(
+        "--quirk", action="append", choices=QUIRKS, default=[], help="real-server quirk (repeat)"
+    )
+    parser.add_argument("--context-tokens", type=int, default=None, help="context limit")
     parser.add_argument("--log-level", default="INFO", help="log level (INFO)")
     args = parser.parse_args(argv)
     try:
         config = DemoAgentConfig(
-            model=args.model, token_delay_ms=args.token_delay_ms, health_status=args.health_status
+            model=args.model,
+            token_delay_ms=args.token_delay_ms,
+            health_status=args.health_status,
+            quirks=frozenset(args.quirk),
+            context_tokens=args.context_tokens,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -11,27 +11,43 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "QUIRKS",
     "ChatMessage",
     "CompletionRequest",
     "DirectiveError",
     "Directives",
     "PlannedToolCall",
+    "Quirk",
     "ReplyPlan",
     "ScriptedCall",
     "describe_validation_error",
     "fragment_arguments",
+    "last_user_directives",
     "parse_directives",
     "plan_reply",
+    "prompt_tokens",
+    "request_rejection",
     "split_tokens",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls"]
-StreamFailure = Literal["error", "disconnect"]
+StreamFailure = Literal["error", "disconnect", "no_done"]
+#: Behaviours of real servers the demo agent can imitate (see `demo.agent`'s docstring).
+Quirk = Literal[
+    "strict_roles",
+    "no_system_role",
+    "no_done",
+    "empty_tool_stream",
+    "empty_errors",
+    "no_health",
+    "hide_context_length",
+]
+QUIRKS: tuple[Quirk, ...] = get_args(Quirk)
 
 _DIRECTIVE_RE = re.compile(r"\[\[demo:([a-z0-9_]+)(?:=(.*?))?\]\]", re.DOTALL)
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
@@ -42,10 +58,14 @@ _TOOL_RESULT_RE = re.compile(r"^\s*<tool_result[^>]*>\s*(.*?)\s*</tool_result>\s
 _SNIPPET_KEYS = ("snippet", "content", "result", "text", "error")
 _FILLER = (" moss", " fern", " pebble", " dew", " lichen", " sprout", " glass", " soil")
 _OPENERS = ("Hi there! 🌱", "Hello from the terrarium!", "Hey! Pull up a pebble.")
-_FLAGS = frozenset({"error", "disconnect", "reasoning", "think", "echo"})
+_FLAGS = frozenset({"error", "disconnect", "no_done", "reasoning", "think", "echo"})
 _MAX_PIECE = 8
 _MAX_TOKENS_DIRECTIVE = 100_000
 _DEFAULT_STALL_SECONDS = 5.0
+#: Prompt tokens the demo charges per message on top of its text (role, template markers).
+_MESSAGE_OVERHEAD_TOKENS = 4
+_ROLES_MUST_ALTERNATE = "Conversation roles must alternate user/assistant/user/assistant/..."
+_NO_SYSTEM_ROLE = "System role not supported"
 
 
 class DirectiveError(ValueError):
@@ -139,6 +159,7 @@ class Directives:
     error: bool = False
     http_status: int | None = None
     disconnect: bool = False
+    no_done: bool = False
     stall_seconds: float | None = None
     reasoning: bool = False
     think: bool = False
@@ -146,6 +167,8 @@ class Directives:
     tools: tuple[ScriptedCall, ...] = ()
     tools2: tuple[ScriptedCall, ...] = ()
     textual_tool: ScriptedCall | None = None
+    quirks: frozenset[Quirk] = frozenset()
+    context_tokens: int | None = None
 
 
 def parse_directives(text: str) -> Directives:
@@ -153,12 +176,13 @@ def parse_directives(text: str) -> Directives:
 
     Raises `DirectiveError` for an unknown name or a bad value.
     """
-    found: dict[str, Any] = {"tools": [], "tools2": []}
+    found: dict[str, Any] = {"tools": [], "tools2": [], "quirks": set()}
     for match in _DIRECTIVE_RE.finditer(text):
         name, value = match.group(1), match.group(2)
         _apply_directive(found, name, value.strip() if value is not None else None)
     found["tools"] = tuple(found["tools"])
     found["tools2"] = tuple(found["tools2"])
+    found["quirks"] = frozenset(found["quirks"])
     clean = _DIRECTIVE_RE.sub("", text).strip()
     return Directives(text=clean, **found)
 
@@ -181,6 +205,12 @@ def _apply_directive(found: dict[str, Any], name: str, value: str | None) -> Non
         found["tools" if name == "tool" else "tools2"].append(_scripted_call(name, value))
     elif name == "textual_tool":
         found["textual_tool"] = _scripted_call(name, value)
+    elif name == "quirk":
+        if value not in QUIRKS:
+            raise DirectiveError(f"[[demo:quirk={value}]]: quirks are {', '.join(QUIRKS)}")
+        found["quirks"].add(value)
+    elif name == "context":
+        found["context_tokens"] = int(_number(name, value, low=1, high=10_000_000))
     elif name == "badargs":
         call = _scripted_call(name, value)
         if call.arguments is not None:
@@ -232,6 +262,66 @@ def fragment_arguments(arguments: str) -> list[str]:
         return [arguments]
     size = max(1, min(7, len(arguments) // 2))
     return [arguments[i : i + size] for i in range(0, len(arguments), size)]
+
+
+def last_user_directives(request: CompletionRequest) -> Directives:
+    """The directives of the request's last user message (none without one).
+
+    Raises `DirectiveError`.
+    """
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return parse_directives(message.content)
+    return Directives()
+
+
+def prompt_tokens(request: CompletionRequest) -> int:
+    """The demo's token count of a prompt: a quarter of each message's characters, rounded
+    up, plus 4 per message. Real tokenizers vary; this one only has to be stable."""
+    total = 0
+    for message in request.messages:
+        text = message.content + (json.dumps(message.tool_calls) if message.tool_calls else "")
+        total += -(-len(text) // 4) + _MESSAGE_OVERHEAD_TOKENS
+    return total
+
+
+def request_rejection(
+    request: CompletionRequest, *, quirks: frozenset[Quirk], context_tokens: int | None
+) -> str | None:
+    """The error message a real server with these quirks answers `request` with, or None.
+
+    - ``no_system_role``: any ``system`` message is refused (Gemma 2 / Mistral templates).
+    - ``strict_roles``: after an optional leading ``system`` message, roles must be
+      ``user``, ``assistant``, ``user``... (Gemma 3, Mistral, Llama 2 chat templates; a
+      ``tool`` message or a later ``system`` message breaks the pattern).
+    - ``context_tokens``: prompt tokens (`prompt_tokens`) plus ``max_tokens`` must fit,
+      worded as vLLM words it.
+    """
+    messages = list(request.messages)
+    if "no_system_role" in quirks and any(m.role == "system" for m in messages):
+        return _NO_SYSTEM_ROLE
+    if "strict_roles" in quirks:
+        turns = messages[1:] if messages and messages[0].role == "system" else messages
+        for index, message in enumerate(turns):
+            if message.role != ("user" if index % 2 == 0 else "assistant"):
+                return _ROLES_MUST_ALTERNATE
+    if context_tokens is not None:
+        prompt = prompt_tokens(request)
+        if request.max_tokens is None and prompt > context_tokens:
+            return (
+                f"This model's maximum context length is {context_tokens} tokens. However, "
+                f"your request has {prompt} input tokens. Please reduce the length of the "
+                "input messages."
+            )
+        wanted = prompt + (request.max_tokens or 0)
+        if wanted > context_tokens:
+            return (
+                f"This model's maximum context length is {context_tokens} tokens. However, "
+                f"you requested {wanted} tokens ({prompt} in the messages, "
+                f"{request.max_tokens} in the completion). Please reduce the length of the "
+                "messages or completion."
+            )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +408,8 @@ def plan_reply(request: CompletionRequest) -> ReplyPlan:
         failure = "error"
     elif directives.disconnect:
         failure = "disconnect"
+    elif directives.no_done:
+        failure = "no_done"
     return ReplyPlan(
         content=tuple(content),
         reasoning=tuple(reasoning),
