@@ -1,6 +1,6 @@
 """``python -m worker`` (the ``terrarium-worker`` script): run one worker until SIGTERM.
 
-The worker answers with Terra's tools (:class:`worker.toolloop.ToolKit`, configured by
+The worker answers with Terra's tools (:class:`worker.toolkit.ToolKit`, configured by
 :class:`tools.ToolSettings` from the same environment). With ``CONTENT_REFRESH_ENABLED``
 the arq scheduled jobs (:class:`worker.scheduled.ScheduledJobs`) run alongside.
 """
@@ -21,7 +21,7 @@ from tools.settings import ToolSettings
 from worker.consumer import Worker
 from worker.scheduled import ScheduledJobs
 from worker.settings import WorkerSettings
-from worker.toolloop import ToolKit
+from worker.toolkit import ToolKit
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ __all__ = ["ChunkWriter"]
 
 
 class ChunkWriter(Coalescer):
-    """Writes one reply's chunks (implements :class:`worker.llm.DeltaSink`).
+    """Writes one reply's chunks (implements :class:`worker.ports.DeltaSink`).
 
     A failed write (for example :class:`bus.BusUnavailable`) is raised by the next
     :meth:`push` and by :meth:`close`, so a dead Redis stops the stream early.

@@ -67,11 +67,14 @@ from worker.chunks import ChunkWriter
 from worker.conversation import DEFAULT_SYSTEM_PROMPT, build_prompt
 from worker.errors import AgentError
 from worker.health import HealthMonitor
-from worker.llm import AgentClient, AgentTurn, ReasoningSink, ToolHost
+from worker.llm import AgentClient
 from worker.metrics import WorkerMetrics
+from worker.ports import ReasoningSink, ToolHost
 from worker.reasoning import ReasoningWriter
 from worker.settings import WorkerSettings
-from worker.toolloop import ToolKit
+from worker.toolkit import ToolKit
+from worker.toolloop import reply as agent_reply
+from worker.turns import AgentTurn
 
 __all__ = ["AGENT_APOLOGY", "UNEXPECTED_APOLOGY", "Worker"]
 
@@ -642,7 +645,8 @@ class Worker:
         agent call is cancelled and the text streamed so far is the (stopped) turn.
         """
         reply = asyncio.create_task(
-            self.agent.reply(
+            agent_reply(
+                self.agent,
                 prompt,
                 writer,
                 tools=tools,

@@ -8,10 +8,8 @@ pauses streaming where text might be a textual tool call, then drops or releases
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from worker.llm import DeltaSink
+from worker.ports import DeltaSink
 
 __all__ = ["AnswerSink", "AttemptSink", "HoldBack", "without_think"]
 

@@ -27,7 +27,7 @@ logger = structlog.get_logger("worker.reasoning")
 
 
 class ReasoningWriter(Coalescer):
-    """Writes one reply's reasoning events (implements :class:`worker.llm.ReasoningSink`).
+    """Writes one reply's reasoning events (implements :class:`worker.ports.ReasoningSink`).
 
     Batching as :class:`worker.coalesce.Coalescer`; a failed write is logged and the rest
     of the reply's reasoning is dropped, never raised.

@@ -1,5 +1,5 @@
 """The tools as the worker uses them: one :class:`ToolKit` per process, one
-:class:`ToolSession` per answer (the :class:`worker.llm.ToolHost` of the tool loop).
+:class:`ToolSession` per answer (the :class:`worker.ports.ToolHost` of the tool loop).
 
 A session runs a round's calls concurrently through ``ToolRegistry.execute`` (per-call
 timeouts; unknown tools, bad JSON and invalid arguments come back as error results, never
@@ -28,8 +28,8 @@ from tools.base import ChatLogEntry, JsonObject, ToolContext
 from tools.prompt import build_system_prompt
 from tools.registry import ToolRegistry, ToolResult, create_default_registry, wrap_tool_result
 from tools.settings import ToolSettings
-from worker.llm import ToolCall
 from worker.settings import WorkerSettings
+from worker.turns import ToolCall
 
 __all__ = ["ToolKit", "ToolSession", "fit_tool_result"]
 
@@ -153,7 +153,7 @@ class ToolKit:
         Nothing is read or opened here.
         """
         registry = registry or create_default_registry(tool_settings)
-        # The last of MAX_TOOL_ROUNDS model calls is offered no tools (worker.llm).
+        # The last of MAX_TOOL_ROUNDS model calls is offered no tools (worker.toolloop).
         prompt = build_system_prompt(
             registry, tool_settings, max_tool_iterations=max(0, settings.max_tool_rounds - 1)
         )
@@ -192,7 +192,7 @@ class ToolKit:
 
 
 class ToolSession:
-    """Tools for one answer (implements :class:`worker.llm.ToolHost`)."""
+    """Tools for one answer (implements :class:`worker.ports.ToolHost`)."""
 
     def __init__(self, kit: ToolKit, chatlog: ChatLog, chat_id: str, reply_to: str) -> None:
         self.kit = kit

@@ -25,11 +25,11 @@ from tools.registry import create_default_registry, wrap_tool_result
 from tools.scheduled_refresh import JOB_NAME
 from tools.settings import ToolSettings
 from worker import Worker
-from worker.llm import ROUNDS_WARNING, TOOL_ROUNDS_APOLOGY
 from worker.scheduled import ScheduledJobs
 from worker.settings import WorkerSettings
 from worker.testing import fast_settings, wait_until
-from worker.toolloop import ToolKit
+from worker.toolkit import ToolKit
+from worker.toolloop import ROUNDS_WARNING, TOOL_ROUNDS_APOLOGY
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ from tests.support.redis_server import free_port
 from worker.agent_failures import CircuitBreaker, classify_error
 from worker.errors import AgentError
 from worker.llm import AgentClient
+from worker.toolloop import reply
 
 
 class ListSink:
@@ -46,7 +47,7 @@ def user(text: str) -> list[Any]:
 
 async def test_streams_deltas_into_the_sink(client: AgentClient, agent_url: str) -> None:
     sink = ListSink()
-    turn = await client.reply(user("hi [[demo:tokens=12]]"), sink)
+    turn = await reply(client, user("hi [[demo:tokens=12]]"), sink)
     assert turn.deltas == 12
     assert "".join(sink.parts) == turn.content
     assert turn.finish_reason == "stop"
@@ -59,14 +60,14 @@ async def test_streams_deltas_into_the_sink(client: AgentClient, agent_url: str)
 
 async def test_sink_can_stop_the_stream(client: AgentClient) -> None:
     sink = ListSink(stop_after=3)
-    turn = await client.reply(user("hi [[demo:tokens=50]]"), sink)
+    turn = await reply(client, user("hi [[demo:tokens=50]]"), sink)
     assert turn.stopped
     assert turn.deltas == 3
     assert turn.content == "".join(sink.parts)
 
 
 async def test_reasoning_is_collected_apart(client: AgentClient) -> None:
-    turn = await client.reply(user("[[demo:reasoning]] [[demo:echo]] hello"), ListSink())
+    turn = await reply(client, user("[[demo:reasoning]] [[demo:echo]] hello"), ListSink())
     assert turn.content == "hello"
     assert turn.reasoning
 
@@ -83,12 +84,12 @@ async def test_tool_call_deltas_are_merged_by_index(client: AgentClient) -> None
     assert turn.as_message()["tool_calls"][0]["function"]["name"] == "search_site"
     # no tools are offered yet: a tool-only turn is a failure, not an empty reply
     with pytest.raises(AgentError, match="asked for tools"):
-        await client.reply(user("[[demo:tool=search_site]]"), ListSink())
+        await reply(client, user("[[demo:tool=search_site]]"), ListSink())
 
 
 async def test_failures_before_any_text_are_retried(client: AgentClient, agent_url: str) -> None:
     await fail_next(agent_url, 2, "http502")
-    turn = await client.reply(user("[[demo:echo]] back"), ListSink())
+    turn = await reply(client, user("[[demo:echo]] back"), ListSink())
     assert turn.content == "back"
     assert len(await all_agent_requests(agent_url)) == 3
     assert not client.breaker.is_open
@@ -97,7 +98,7 @@ async def test_failures_before_any_text_are_retried(client: AgentClient, agent_u
 async def test_failure_after_text_is_not_retried(client: AgentClient, agent_url: str) -> None:
     sink = ListSink()
     with pytest.raises(AgentError) as info:
-        await client.reply(user("hi [[demo:error]]"), sink)
+        await reply(client, user("hi [[demo:error]]"), sink)
     assert info.value.category == "server_error"
     assert sink.parts  # text was shown
     assert len(await all_agent_requests(agent_url)) == 1
@@ -105,7 +106,7 @@ async def test_failure_after_text_is_not_retried(client: AgentClient, agent_url:
 
 async def test_disconnect_after_text_is_a_network_error(client: AgentClient) -> None:
     with pytest.raises(AgentError) as info:
-        await client.reply(user("hi [[demo:disconnect]]"), ListSink())
+        await reply(client, user("hi [[demo:disconnect]]"), ListSink())
     assert info.value.category == "network"
 
 
@@ -117,7 +118,7 @@ async def test_http_errors(
     client: AgentClient, agent_url: str, status: int, category: str, attempts: int
 ) -> None:
     with pytest.raises(AgentError) as info:
-        await client.reply(user(f"x [[demo:http={status}]]"), ListSink())
+        await reply(client, user(f"x [[demo:http={status}]]"), ListSink())
     assert info.value.category == category
     assert info.value.status == status
     assert len(await all_agent_requests(agent_url)) == attempts
@@ -125,10 +126,10 @@ async def test_http_errors(
 
 async def test_three_failures_open_the_circuit(client: AgentClient, agent_url: str) -> None:
     with pytest.raises(AgentError):
-        await client.reply(user("x [[demo:http=503]]"), ListSink())
+        await reply(client, user("x [[demo:http=503]]"), ListSink())
     assert client.breaker.is_open
     with pytest.raises(AgentError) as info:
-        await client.reply(user("[[demo:echo]] ok"), ListSink())
+        await reply(client, user("[[demo:echo]] ok"), ListSink())
     assert info.value.category == "circuit_open"
     assert len(await all_agent_requests(agent_url)) == 3
 
@@ -142,7 +143,7 @@ async def test_unreachable_agent_is_a_network_error() -> None:
     )
     try:
         with pytest.raises(AgentError) as info:
-            await llm.reply(user("hi"), ListSink())
+            await reply(llm, user("hi"), ListSink())
         status = await llm.probe(timeout_seconds=2)
     finally:
         await llm.aclose()

@@ -1,4 +1,4 @@
-"""The tool loop of ``AgentClient.reply`` against the demo agent on loopback, with a fake
+"""The tool loop (``worker.toolloop.reply``) against the demo agent on loopback, with a fake
 tool host (no Redis): rounds, the textual-call fallback and its held-back text, the
 two-rounds-left warning, exhausted rounds, per-round retries and resumed answers."""
 
@@ -16,7 +16,9 @@ from tools.registry import wrap_tool_result
 from tools.textual_calls import parse_textual_tool_calls
 from worker.errors import AgentError
 from worker.holdback import HoldBack, without_think
-from worker.llm import ROUNDS_WARNING, TOOL_ROUNDS_APOLOGY, AgentClient, ToolCall
+from worker.llm import AgentClient
+from worker.toolloop import ROUNDS_WARNING, TOOL_ROUNDS_APOLOGY, reply
+from worker.turns import ToolCall
 
 TOOLS = {
     "search_site": ["query", "max_results"],
@@ -108,7 +110,8 @@ async def test_two_rounds_then_an_answer_that_quotes_the_first_result(
     client: AgentClient, agent_url: str
 ) -> None:
     host, sink = FakeHost(), ListSink()
-    turn = await client.reply(
+    turn = await reply(
+        client,
         user(
             '[[demo:tool=search_site {"query": "dice"}]] '
             '[[demo:tool2=fetch_site_page {"slug_or_url": "faq"}]] tell me'
@@ -141,7 +144,8 @@ async def test_two_rounds_then_an_answer_that_quotes_the_first_result(
 
 async def test_parallel_calls_in_one_round(client: AgentClient) -> None:
     host = FakeHost()
-    await client.reply(
+    await reply(
+        client,
         user("[[demo:tool=search_site]] [[demo:tool=what_matthew_wants]] projects?"),
         ListSink(),
         tools=host,
@@ -155,7 +159,8 @@ async def test_warning_before_the_second_to_last_call_and_no_tools_on_the_last(
     client: AgentClient, agent_url: str
 ) -> None:
     host = FakeHost()
-    turn = await client.reply(
+    turn = await reply(
+        client,
         user("[[demo:tool=search_site]] [[demo:tool2=what_matthew_wants]] about the site?"),
         ListSink(),
         tools=host,
@@ -176,7 +181,8 @@ async def test_exhausted_rounds_end_with_a_polite_reply(
     client: AgentClient, agent_url: str
 ) -> None:
     host, sink = FakeHost(), ListSink()
-    turn = await client.reply(
+    turn = await reply(
+        client,
         user("[[demo:tool=search_site]] [[demo:tool2=what_matthew_wants]] site?"),
         sink,
         tools=host,
@@ -191,8 +197,11 @@ async def test_exhausted_rounds_end_with_a_polite_reply(
 
 async def test_textual_call_is_run_and_never_shown(client: AgentClient, agent_url: str) -> None:
     host, sink = FakeHost(), ListSink()
-    turn = await client.reply(
-        user('[[demo:textual_tool=search_site {"query": "fair dice"}]] hi'), sink, tools=host
+    turn = await reply(
+        client,
+        user('[[demo:textual_tool=search_site {"query": "fair dice"}]] hi'),
+        sink,
+        tools=host,
     )
     ((call,),) = host.rounds
     assert call.name == "search_site"
@@ -211,7 +220,7 @@ async def test_textual_call_is_run_and_never_shown(client: AgentClient, agent_ur
 async def test_text_mentioning_a_tool_is_shown_in_full(client: AgentClient) -> None:
     host, sink = FakeHost(), ListSink()
     text = "You could try search_site (the site search) or search_sites(x) later."
-    turn = await client.reply(user(f"[[demo:echo]] {text}"), sink, tools=host)
+    turn = await reply(client, user(f"[[demo:echo]] {text}"), sink, tools=host)
     assert host.rounds == []
     assert turn.content == sink.text == text
 
@@ -229,7 +238,7 @@ async def test_a_failed_later_round_is_retried(client: AgentClient, agent_url: s
             return await super().run(calls)
 
     host = FailSecondRound()
-    turn = await client.reply(user("[[demo:tool=search_site]] [[demo:think]] x"), sink, tools=host)
+    turn = await reply(client, user("[[demo:tool=search_site]] [[demo:think]] x"), sink, tools=host)
     assert "search_site says" in turn.content
     # the first round's thought was shown, then a blank line, then the answer
     assert turn.content.count("<think>") == 2
@@ -242,7 +251,7 @@ async def test_in_stream_error_in_a_tool_round_is_a_failure(
 ) -> None:
     host, sink = FakeHost(), ListSink()
     with pytest.raises(AgentError) as info:
-        await client.reply(user("[[demo:tool=search_site]] [[demo:error]] x"), sink, tools=host)
+        await reply(client, user("[[demo:tool=search_site]] [[demo:error]] x"), sink, tools=host)
     assert info.value.category == "server_error"
     assert host.rounds == []  # the half-streamed calls were never run
     assert sink.parts == []
@@ -252,7 +261,8 @@ async def test_in_stream_error_in_a_tool_round_is_a_failure(
 async def test_reasoning_goes_to_its_own_sink(client: AgentClient) -> None:
     thoughts = Thoughts()
     sink = ListSink()
-    await client.reply(
+    await reply(
+        client,
         user("[[demo:tool=search_site]] [[demo:reasoning]] hi"),
         sink,
         tools=FakeHost(),
@@ -280,8 +290,12 @@ async def test_saved_rounds_of_an_earlier_attempt_are_continued(
             "content": wrap_tool_result("search_site", {"snippet": "saved snippet"}),
         },
     ]
-    turn = await client.reply(
-        [*user("[[demo:tool=search_site]] site?"), *saved], ListSink(), tools=host, max_rounds=2
+    turn = await reply(
+        client,
+        [*user("[[demo:tool=search_site]] site?"), *saved],
+        ListSink(),
+        tools=host,
+        max_rounds=2,
     )
     assert host.rounds == []  # round 1 was done already; round 2 is the last: no tools
     assert "saved snippet" in turn.content
@@ -296,7 +310,7 @@ async def test_cancel_between_rounds_stops(client: AgentClient) -> None:
             return await super().run(calls)
 
     host = CancelAfterRun()
-    turn = await client.reply(user("[[demo:tool=search_site]] site"), ListSink(), tools=host)
+    turn = await reply(client, user("[[demo:tool=search_site]] site"), ListSink(), tools=host)
     assert turn.stopped
     assert turn.content == ""
 

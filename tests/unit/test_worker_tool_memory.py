@@ -22,10 +22,10 @@ from bus.schemas import (
 from tools.registry import ToolRegistry
 from tools.settings import ToolSettings
 from worker.conversation import build_prompt, clean_tool_turns
-from worker.llm import ToolCall
 from worker.scheduled import ScheduledJobs
 from worker.testing import fast_settings
-from worker.toolloop import TRUNCATION_MARK, ToolKit, fit_tool_result
+from worker.toolkit import TRUNCATION_MARK, ToolKit, fit_tool_result
+from worker.turns import ToolCall
 
 _ids = itertools.count()
 
