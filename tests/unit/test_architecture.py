@@ -1,0 +1,52 @@
+"""The architecture's rules, enforced by the test command: only bus/ talks to Redis, the
+gateway and the worker meet only in bus, nothing imports its callers, and the tree is lint-clean.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run scripts/setup dev,demo")
+    return found
+
+
+def test_import_contracts_hold() -> None:
+    """pyproject.toml [tool.importlinter]: contracts checked by import-linter."""
+    result = subprocess.run(
+        [_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_ruff_is_clean_including_the_redis_ban() -> None:
+    """ruff with TID251: `redis` may be imported in bus/ (and tests, the bare baseline) only."""
+    result = subprocess.run(
+        [_tool("ruff"), "check", "--output-format", "concise", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_mypy_is_clean() -> None:
+    """mypy --strict over the packages configured in pyproject.toml."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
