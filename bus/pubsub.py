@@ -313,12 +313,15 @@ class ChatFeed:
             return
         prev_id, event_id, payload = data.split(" ", 2)
         last = chat.last_id or "0-0"
+        # "Already covered" comes first: a new chat's first events may be counted by the
+        # confirmation's position read while their pub/sub copies are still buffered; the
+        # copy of the very first one (predecessor 0-0) is then a duplicate, not a new log.
+        if compare_ids(event_id, last) <= 0:
+            return  # already dispatched (backfill overlap, or read with the confirmation)
         if prev_id == "0-0" and last != "0-0":
             # The first event of a new log: the one this feed followed is gone.
             self._restart(chat_id, chat)
             last = "0-0"
-        if compare_ids(event_id, last) <= 0:
-            return  # already dispatched (backfill overlap)
         if prev_id != last and compare_ids(prev_id, last) > 0:
             if last != "0-0" and await self._log_restarted(chat_id, last):
                 self._restart(chat_id, chat)
