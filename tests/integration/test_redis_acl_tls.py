@@ -31,8 +31,9 @@ from bus import BusKeys, ChatLog, Presence, RedisOptions, create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
 from demo.launcher import redis_major
 from tests.support.redis_server import free_port, redis_server_binary
+from tests.support.wait import wait_until
+from tests.support.worker_settings import fast_settings
 from worker import Worker
-from worker.testing import fast_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -597,7 +598,7 @@ async def test_gateway_and_worker_code_run_over_tls_with_their_users(redis_tls: 
                 async def replied() -> str | None:
                     return await log.reply_event_id("tls", accepted.message["id"])
 
-                await wait_until(replied, within=15, what="the reply over TLS")
+                await wait_until(replied, timeout=15, message="the reply over TLS")
                 assert await Presence(gateway, BusKeys()).freshest() is not None
         history = await log.history("tls")
         assert [m["content"] for m in history] == ["[[demo:echo]] over TLS", "over TLS"]

@@ -16,8 +16,9 @@ from bus.schemas import WorkerHeartbeat
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tests.support.agent import agent_requests
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.wait import wait_until
+from tests.support.worker_settings import fast_settings
 from worker import Worker
-from worker.testing import fast_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ async def wait_reply(
     async def probe() -> dict[str, Any] | None:
         return await reply_to(chatlog, chat_id, message_id)
 
-    return await wait_until(probe, within=within, what=f"reply to {message_id}")
+    return await wait_until(probe, timeout=within, message=f"reply to {message_id}")
 
 
 async def chunks_of(chatlog: ChatLog, chat_id: str, message_id: str) -> list[dict[str, Any]]:
@@ -194,7 +195,7 @@ async def test_cancel_stops_the_reply_within_a_few_chunks(
             async def first_chunk() -> bool:
                 return bool(await chunks_of(chatlog, "stop-me", message_id))
 
-            await wait_until(first_chunk, what="first chunk")
+            await wait_until(first_chunk, message="first chunk")
             await chatlog.request_cancel("stop-me", message_id)
             reply = await wait_reply(chatlog, "stop-me", message_id, within=5)
 
@@ -222,7 +223,7 @@ async def test_heartbeat_reports_agent_and_llm(
             hb = await presence.freshest()
             return hb if hb is not None and hb.llm.status == "online" else None
 
-        heartbeat = await wait_until(probed, what="a heartbeat with probe results")
+        heartbeat = await wait_until(probed, message="a heartbeat with probe results")
         assert heartbeat.consumer == "beating"
         assert heartbeat.agent.status == "online"
         assert heartbeat.agent.latencyMs is not None
@@ -243,7 +244,7 @@ async def test_heartbeat_sees_an_unreachable_agent(
             hb = await presence.freshest()
             return hb if hb is not None and hb.agent.status != "unknown" else None
 
-        heartbeat = await wait_until(probed, what="a heartbeat with probe results")
+        heartbeat = await wait_until(probed, message="a heartbeat with probe results")
     assert heartbeat.agent.status == "offline"
     assert heartbeat.llm.status == "offline"
     assert str(heartbeat.llm.detail).startswith("network")

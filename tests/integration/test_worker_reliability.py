@@ -17,9 +17,10 @@ from bus import BusKeys, ChatLease, ChatLog, JobQueue, Presence, create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tests.support.agent import agent_requests
 from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+from tests.support.worker_settings import fast_settings
 from worker import Worker
 from worker.consumer import AGENT_APOLOGY, UNEXPECTED_APOLOGY
-from worker.testing import fast_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ async def probed(worker: Worker) -> None:
     async def done() -> bool:
         return worker.health.llm.status != "unknown"
 
-    await wait_until(done, what="the first inference probe")
+    await wait_until(done, message="the first inference probe")
 
 
 async def post(chatlog: ChatLog, chat_id: str, content: str) -> str:
@@ -75,7 +76,7 @@ async def wait_reply(
                 return frame
         return None
 
-    return await wait_until(probe, within=within, what=f"reply to {message_id}")
+    return await wait_until(probe, timeout=within, message=f"reply to {message_id}")
 
 
 def jobs(worker: Worker, outcome: str) -> float:
@@ -120,7 +121,7 @@ async def test_two_workers_never_answer_twice(
         for chat in chats:
             for message_id in posted[chat]:
                 await wait_reply(chatlog, chat, message_id)
-        await wait_until(lambda: _zero_pending(redis), what="all jobs acked")
+        await wait_until(lambda: _zero_pending(redis), message="all jobs acked")
 
         def finished(w: Worker) -> float:
             return jobs(w, "answered") + jobs(w, "duplicate")
@@ -128,7 +129,7 @@ async def test_two_workers_never_answer_twice(
         async def all_counted() -> bool:  # the summary is counted just after the ack
             return finished(w1) + finished(w2) == 16
 
-        await wait_until(all_counted, what="every job counted")
+        await wait_until(all_counted, message="every job counted")
         answered = [finished(w1), finished(w2)]
 
     requests = await agent_requests(agent_url)
@@ -164,7 +165,7 @@ async def test_restarted_worker_does_not_reanswer(
         async def duplicates_acked() -> bool:
             return jobs(fresh, "duplicate") == 3
 
-        await wait_until(duplicates_acked, what="duplicate jobs acked")
+        await wait_until(duplicates_acked, message="duplicate jobs acked")
         later = await post(chatlog, "again", "[[demo:echo]] new")
         reply = await wait_reply(chatlog, "again", later)
     assert reply["content"] == "new"
@@ -185,7 +186,7 @@ async def test_dead_workers_job_is_reclaimed_and_answered_once(
     settings = fast_settings(redis_server.url, agent_url, worker_name="heir")
     async with Worker(settings) as heir:
         reply = await wait_reply(chatlog, "orphan", message_id, within=10)
-        await wait_until(lambda: _zero_pending(redis), what="the job acked")
+        await wait_until(lambda: _zero_pending(redis), message="the job acked")
     assert reply["content"] == "are you there?"
     assert len(await agent_requests(agent_url)) == 1
     reclaimed = heir.metrics.registry.get_sample_value(
@@ -217,7 +218,7 @@ async def test_graceful_stop_finishes_running_replies(
         worker = Worker(fast_settings(redis_server.url, url, worker_name="leaving"))
         await worker.start()
         message_id = await post(chatlog, "bye", "Long one [[demo:tokens=60]]")
-        await wait_until(_has_chunk(chatlog, "bye"), what="the reply to start")
+        await wait_until(_has_chunk(chatlog, "bye"), message="the reply to start")
         await worker.stop(grace_seconds=10)
     reply = await wait_reply(chatlog, "bye", message_id, within=0.1)
     assert reply.get("status") is None
@@ -233,7 +234,7 @@ async def test_stop_past_the_grace_leaves_the_job_for_another_worker(
         first = Worker(fast_settings(redis_server.url, url, worker_name="slow"))
         await first.start()
         message_id = await post(chatlog, "handover", "Very long [[demo:tokens=120]]")
-        await wait_until(_has_chunk(chatlog, "handover"), what="the reply to start")
+        await wait_until(_has_chunk(chatlog, "handover"), message="the reply to start")
         await first.stop(grace_seconds=0.1)
         assert await replies(chatlog, "handover") == []
         assert await pending_count(redis) == 1
@@ -242,7 +243,7 @@ async def test_stop_past_the_grace_leaves_the_job_for_another_worker(
         second = fast_settings(redis_server.url, url, worker_name="next", chunk_interval_ms=50)
         async with Worker(second):
             reply = await wait_reply(chatlog, "handover", message_id, within=20)
-            await wait_until(lambda: _zero_pending(redis), what="the job acked")
+            await wait_until(lambda: _zero_pending(redis), message="the job acked")
     assert len(reply["content"].split()) >= 100
     assert len(await replies(chatlog, "handover")) == 1
 
@@ -254,18 +255,18 @@ async def test_losing_the_chat_lease_stops_the_answer_and_leaves_the_job(
         settings = fast_settings(redis_server.url, url, worker_name="victim")
         async with Worker(settings) as worker:
             message_id = await post(chatlog, "stolen", "Long [[demo:tokens=100]]")
-            await wait_until(_has_chunk(chatlog, "stolen"), what="the reply to start")
+            await wait_until(_has_chunk(chatlog, "stolen"), message="the reply to start")
             # another worker takes the chat (as if this one had stalled past the lease)
             await redis.set(KEYS.chat_lease("stolen"), "thief", px=1000)
 
             async def abandoned() -> bool:
                 return jobs(worker, "abandoned") == 1
 
-            await wait_until(abandoned, what="the job to be abandoned")
+            await wait_until(abandoned, message="the job to be abandoned")
             assert await replies(chatlog, "stolen") == []
             # the thief's lease expires; the pending job is reclaimed and answered once
             reply = await wait_reply(chatlog, "stolen", message_id, within=20)
-            await wait_until(lambda: _zero_pending(redis), what="the job acked")
+            await wait_until(lambda: _zero_pending(redis), message="the job acked")
     assert len(reply["content"].split()) >= 90
     assert len(await replies(chatlog, "stolen")) == 1
 
@@ -405,8 +406,8 @@ async def test_malformed_job_is_dead_lettered(
     async with Worker(fast_settings(redis_server.url, agent_url)) as worker:
         await JobQueue(redis, KEYS, "producer").ensure_group()
         await redis.xadd(KEYS.jobs, {"d": '{"type": "answerMessage", "nonsense": true}'})
-        letters = await wait_until(lambda: dead_letters(redis), what="a dead letter")
-        await wait_until(lambda: _zero_pending(redis), what="the bad job acked")
+        letters = await wait_until(lambda: dead_letters(redis), message="a dead letter")
+        await wait_until(lambda: _zero_pending(redis), message="the bad job acked")
         # the worker carries on
         message_id = await post(chatlog, "after-bad", "[[demo:echo]] fine")
         await wait_reply(chatlog, "after-bad", message_id)
@@ -414,7 +415,7 @@ async def test_malformed_job_is_dead_lettered(
         async def counted() -> bool:
             return jobs(worker, "dead_letter") == 1
 
-        await wait_until(counted, what="the dead letter counted")
+        await wait_until(counted, message="the dead letter counted")
     assert letters[0]["reason"].startswith("malformed job")
     assert letters[0]["consumer"] == "test-worker"
 
@@ -431,7 +432,7 @@ async def test_job_delivered_too_often_is_dead_lettered_with_a_polite_reply(
 
     async with Worker(fast_settings(redis_server.url, agent_url)):
         reply = await wait_reply(chatlog, "poison", message_id, within=10)
-        letters = await wait_until(lambda: dead_letters(redis), what="a dead letter")
+        letters = await wait_until(lambda: dead_letters(redis), message="a dead letter")
     assert reply["content"] == UNEXPECTED_APOLOGY
     assert reply["status"] == "error"
     assert (await chatlog.worker_state("poison"))["state"] == "error"
@@ -464,7 +465,7 @@ async def test_worker_process_stops_cleanly_on_sigterm(
     )
     try:
         presence = Presence(redis, KEYS)
-        await wait_until(presence.freshest, within=20, what="the worker's heartbeat")
+        await wait_until(presence.freshest, timeout=20, message="the worker's heartbeat")
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), 15)
         code = proc.returncode

@@ -20,6 +20,8 @@ from bus import BusKeys, ChatLog, create_redis
 from bus.chatlog import EventRecord
 from bus.schemas import EVENT_TYPES_V1
 from tests.support.agent import agent_requests
+from tests.support.wait import wait_until
+from tests.support.worker_settings import fast_settings
 from tools.base import JsonObject, Tool, ToolContext, ToolParams
 from tools.registry import create_default_registry, wrap_tool_result
 from tools.scheduled_refresh import JOB_NAME
@@ -27,7 +29,6 @@ from tools.settings import ToolSettings
 from worker import Worker
 from worker.scheduled import ScheduledJobs
 from worker.settings import WorkerSettings
-from worker.testing import fast_settings, wait_until
 from worker.toolkit import ToolKit
 from worker.toolloop import ROUNDS_WARNING, TOOL_ROUNDS_APOLOGY
 
@@ -95,7 +96,7 @@ async def wait_reply(chatlog: ChatLog, chat_id: str, message_id: str) -> dict[st
                 return frame
         return None
 
-    return await wait_until(probe, within=15, what=f"reply to {message_id}")
+    return await wait_until(probe, timeout=15, message=f"reply to {message_id}")
 
 
 async def events_of(chatlog: ChatLog, chat_id: str, message_id: str) -> list[EventRecord]:
@@ -356,7 +357,7 @@ async def test_scheduled_refresh_runs_through_arq(
         async def refreshed() -> bool:
             return (content / "index.txt").exists()
 
-        await wait_until(refreshed, within=20, interval=0.2, what="the refreshed bundle")
+        await wait_until(refreshed, timeout=20, interval=0.2, message="the refreshed bundle")
     finally:
         await producer.aclose(close_connection_pool=True)
         await jobs.stop()
