@@ -4,8 +4,9 @@ the streaming mark and stream resets, and the feed noticing a chat log that rest
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -13,13 +14,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bus import BusKeys, ChatFeed, ChatLog, JobQueue, create_redis
+from bus import BusError, BusKeys, ChatFeed, ChatLog, JobQueue, create_redis
 from bus.chatlog import EventRecord
 from bus.pubsub import LogRestarted
 from bus.schemas import StreamReset, decode_event
 from gateway.streaming import v1_frame_json
 from tests.support.redis_server import RedisServer
 from tests.support.system import ACCESS_CODE
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +121,7 @@ async def test_feed_ends_live_listeners_when_the_chat_log_restarts(redis: Redis)
     try:
         seen: list[EventRecord] = []
         follower = asyncio.create_task(_next(feed, "lost", "0-0", seen))
-        await _until(lambda: len(seen) == 1)
+        await wait_until(lambda: len(seen) == 1, 5, "the first event")
         # The log vanishes (as after a restart without persistence); a new one starts.
         await redis.delete(KEYS.chat_events("lost"), KEYS.chat_meta("lost"))
         await log.append_chunk("lost", "m2", "after")
@@ -129,7 +131,7 @@ async def test_feed_ends_live_listeners_when_the_chat_log_restarts(redis: Redis)
         # Following again from 0-0 gives the new log, gap-free.
         again: list[EventRecord] = []
         task = asyncio.create_task(_next(feed, "lost", "0-0", again))
-        await _until(lambda: len(again) == 1)
+        await wait_until(lambda: len(again) == 1, 5, "the new log's event")
         assert json.loads(again[0].data)["content"] == "after"
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -147,7 +149,7 @@ async def test_feed_notices_a_lost_log_when_redis_comes_back_empty(
     try:
         seen: list[EventRecord] = []
         follower = asyncio.create_task(_next(feed, "amnesia", "0-0", seen))
-        await _until(lambda: len(seen) == 1)
+        await wait_until(lambda: len(seen) == 1, 5, "the first event")
         await asyncio.to_thread(redis_server.restart)  # no persistence: everything is gone
         with pytest.raises(LogRestarted):
             await asyncio.wait_for(follower, 15)  # at the reconnect, before any new event
@@ -165,10 +167,11 @@ async def test_feed_rides_out_a_restart_that_kept_the_log(tmp_path: Path) -> Non
         await log.append_chunk("kept", "m1", "one")
         seen: list[EventRecord] = []
         follower = asyncio.create_task(_next(feed, "kept", "0-0", seen))
-        await _until(lambda: len(seen) == 1)
+        await wait_until(lambda: len(seen) == 1, 5, "the first event")
         await asyncio.to_thread(server.restart, appendonly=True, down_for=0.5)
-        await _until_async(lambda: _append(log, "kept", "two"))
-        await _until(lambda: len(seen) == 2, within=15)
+        append = functools.partial(_append, log, "kept", "two")
+        await wait_until(append, 10, "an append after the restart", ignore=(BusError,))
+        await wait_until(lambda: len(seen) == 2, 15, "the event appended after the restart")
         assert not follower.done()
         assert feed.restarts == 0
         follower.cancel()
@@ -182,26 +185,6 @@ async def test_feed_rides_out_a_restart_that_kept_the_log(tmp_path: Path) -> Non
 async def _append(log: ChatLog, chat_id: str, text: str) -> bool:
     await log.append_chunk(chat_id, "m", text)
     return True
-
-
-async def _until(probe: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.02)
-
-
-async def _until_async(probe: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            if await probe():
-                return
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        await asyncio.sleep(0.1)
 
 
 async def test_gateway_counts_resumes_by_outcome(gateway: TestServer, chat_log: ChatLog) -> None:
