@@ -10,7 +10,14 @@ in their modules for the bus's own tests and tools.
 # Transitional: the classes behind the front ends, until every caller has moved.
 from bus.chatlog import AcceptedMessage, ChatLimits, ChatLog, EventRecord, compare_ids, is_stream_id
 from bus.client import RedisOptions, create_redis
-from bus.errors import BusError, BusRejected, BusUnavailable, ResumeGap, SchemaError
+from bus.errors import (
+    BacklogFull,
+    BusError,
+    BusRejected,
+    BusUnavailable,
+    ResumeGap,
+    SchemaError,
+)
 from bus.gateway_bus import FeedStatus, GatewayBus, open_gateway_bus
 from bus.jobs import (
     Delivery,
@@ -30,6 +37,7 @@ from bus.worker_bus import WorkerBus, open_worker_bus
 
 __all__ = [
     "AcceptedMessage",
+    "BacklogFull",
     "BusError",
     "BusKeys",
     "BusRejected",

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bus import scripts
-from bus.errors import BusUnavailable, ResumeGap, translates_redis_errors
+from bus.errors import BacklogFull, BusUnavailable, ResumeGap, translates_redis_errors
 from bus.keys import BusKeys
 from bus.schemas import (
     AnswerMessage,
@@ -156,7 +156,8 @@ class ChatLog:
 
         With ``client_message_id`` a retry within the idempotency window returns the
         Message stored the first time (``duplicate=True``) and enqueues nothing.
-        Raises :class:`BusUnavailable` if Redis cannot be reached.
+        Raises :class:`BacklogFull` (nothing stored) when ``jobs_maxlen`` jobs are unfinished,
+        and :class:`BusUnavailable` if Redis cannot be reached.
         """
         lim = self.limits
         message = MessagePosted(
@@ -196,6 +197,8 @@ class ChatLog:
             )
         except RedisError as exc:
             raise BusUnavailable("could not store the visitor message") from exc
+        if result[0] == "full":
+            raise BacklogFull(f"{lim.jobs_maxlen} unfinished jobs: the backlog is full")
         if result[0] == "dup":
             event_id, _, data = str(result[1]).partition(" ")
             return AcceptedMessage(message=render_frame(data, event_id), duplicate=True)

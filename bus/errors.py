@@ -6,6 +6,7 @@
     ├── SchemaError        a stored or received entry does not match its schema
     ├── BusUnavailable     Redis cannot be reached or timed out (after the client's retries)
     ├── BusRejected        Redis answered but refused (ACL, auth, wrong type, cluster redirect)
+    ├── BacklogFull        too many unfinished jobs: nothing was stored, try again later
     └── ResumeGap          a resume point is older than what the chat log retains
 
 Callers outside ``bus`` never see a ``redis`` exception: every public coroutine of the bus's
@@ -26,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
+    "BacklogFull",
     "BusError",
     "BusRejected",
     "BusUnavailable",
@@ -54,6 +56,10 @@ class BusUnavailable(BusError):
 
 class BusRejected(BusError):
     """Redis answered and refused the command: a configuration problem, not an outage."""
+
+
+class BacklogFull(BusError):
+    """The jobs backlog is at its cap: the message was not stored; the caller backs off."""
 
 
 class ResumeGap(BusError):

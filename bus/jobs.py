@@ -59,6 +59,8 @@ class JobQueue:
         self.consumer = consumer
         self._touch = redis.register_script(scripts.JOBS_TOUCH)
         self._release = redis.register_script(scripts.JOBS_RELEASE)
+        self._ack = redis.register_script(scripts.JOBS_ACK)
+        self._dead_letter = redis.register_script(scripts.JOBS_DEAD_LETTER)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; idempotent."""
@@ -98,8 +100,12 @@ class JobQueue:
         return out
 
     async def ack(self, entry_id: str) -> None:
-        """Acknowledge a job: it leaves the pending list and is never redelivered."""
-        await self.redis.xack(self.keys.jobs, self.keys.jobs_group, entry_id)
+        """Acknowledge a job: it leaves the pending list and is never redelivered.
+
+        Finished jobs at the front of the stream are trimmed in the same round trip; jobs
+        not yet delivered or still pending never are.
+        """
+        await self._ack(keys=[self.keys.jobs], args=[self.keys.jobs_group, entry_id])
 
     async def touch(self, entry_ids: list[str]) -> list[str]:
         """Renew the lease on jobs still being worked on (resets their idle time).
@@ -173,21 +179,24 @@ class JobQueue:
         return {str(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     async def dead_letter(self, delivery: Delivery, reason: str, maxlen: int = 10_000) -> None:
-        """Copy the job to the dead-letter stream with ``reason``, then ack it."""
-        await self.redis.xadd(
-            self.keys.dead_letters,
-            {
-                "d": delivery.raw,
-                "entry_id": delivery.entry_id,
-                "reason": reason,
-                "deliveries": str(delivery.deliveries),
-                "consumer": self.consumer,
-                "at": iso_now(),
-            },
-            maxlen=maxlen,
-            approximate=True,
+        """Copy the job to the dead-letter stream with ``reason`` and ack it, atomically."""
+        fields = {
+            "d": delivery.raw,
+            "entry_id": delivery.entry_id,
+            "reason": reason,
+            "deliveries": str(delivery.deliveries),
+            "consumer": self.consumer,
+            "at": iso_now(),
+        }
+        await self._dead_letter(
+            keys=[self.keys.jobs, self.keys.dead_letters],
+            args=[
+                self.keys.jobs_group,
+                delivery.entry_id,
+                maxlen,
+                *(item for pair in fields.items() for item in pair),
+            ],
         )
-        await self.ack(delivery.entry_id)
 
     async def stats(self) -> dict[str, Any]:
         """Queue depth, pending count and dead letters (for metrics)."""

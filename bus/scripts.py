@@ -71,7 +71,9 @@ return {id, cancelled}
 #: KEYS: the five chat keys, idempotency key (or the events key again when unused), jobs.
 #: ARGV: channel, message, queued state, maxlen, msg_maxlen, ttl_ms, idem_ttl_ms, use_idem,
 #:       job, jobs_maxlen
-#: -> {'new', message id, state id, job id} | {'dup', "<id> <message json>"}
+#: -> {'new', message id, state id, job id} | {'dup', "<id> <message json>"} | {'full'}
+#: Jobs are never trimmed here: with ``jobs_maxlen`` unfinished jobs in the stream (workers
+#: trim finished ones when they ack), nothing is stored and the caller is told to back off.
 ACCEPT = (
     _APPEND_FN
     + """
@@ -79,9 +81,10 @@ if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[6])
   if existing then return {'dup', existing} end
 end
+if redis.call('XLEN', KEYS[7]) >= tonumber(ARGV[10]) then return {'full'} end
 local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
 local sid = append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
-local jid = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'd', ARGV[9])
+local jid = redis.call('XADD', KEYS[7], '*', 'd', ARGV[9])
 if ARGV[8] == '1' then
   redis.call('SET', KEYS[6], mid .. ' ' .. ARGV[2], 'PX', ARGV[7])
 end
@@ -178,5 +181,58 @@ for i = 4, #ARGV do
   end
 end
 return n
+"""
+)
+
+#: Drop the group's finished jobs from the front of the stream: everything before the oldest
+#: pending job, or before the last delivered one when none is pending. Jobs never delivered
+#: or still pending are never trimmed (the backlog is bounded at enqueue time instead).
+_JOBS_TRIM_FN = """
+local function trim_finished(group)
+  local last = nil
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, delivered = nil, nil
+    for i = 1, #info, 2 do
+      if info[i] == 'name' then name = info[i + 1] end
+      if info[i] == 'last-delivered-id' then delivered = info[i + 1] end
+    end
+    if name == group then last = delivered end
+  end
+  if not last or last == '0-0' then return 0 end
+  local summary = redis.call('XPENDING', KEYS[1], group)
+  local floor
+  if tonumber(summary[1]) > 0 then
+    floor = summary[2]
+  else
+    local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+    floor = ms .. '-' .. (tonumber(seq) + 1)
+  end
+  return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+end
+"""
+
+#: Acknowledge a job and trim finished ones, in one round trip.
+#: KEYS: jobs. ARGV: group, entry id -> acked (0/1)
+JOBS_ACK = (
+    _JOBS_TRIM_FN
+    + """
+local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+trim_finished(ARGV[1])
+return acked
+"""
+)
+
+#: Copy a job to the dead letters with its reason and acknowledge it, atomically (a crash
+#: can no longer dead-letter it twice). KEYS: jobs, dead letters.
+#: ARGV: group, entry id, dead-letter maxlen, field, value, ... -> dead-letter entry id
+JOBS_DEAD_LETTER = (
+    _JOBS_TRIM_FN
+    + """
+local fields = {}
+for i = 4, #ARGV do table.insert(fields, ARGV[i]) end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+trim_finished(ARGV[1])
+return id
 """
 )

@@ -57,8 +57,9 @@ class BusSettings(BaseSettings):
     messages_maxlen: int = Field(1000, ge=10, le=100_000)
     #: How long a ``clientMessageId`` is remembered (never longer than the retention).
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
-    #: The jobs stream keeps about this many entries.
-    jobs_maxlen: int = Field(10_000, ge=100)
+    #: At most this many unfinished jobs (waiting or in progress); past it a visitor's message
+    #: is refused with 503 and Retry-After, never accepted and then dropped.
+    jobs_maxlen: int = Field(10_000, ge=1)
 
     @field_validator("redis_url")
     @classmethod

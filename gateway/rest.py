@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bus import is_valid_chat_id
+from bus import BacklogFull, is_valid_chat_id
 from gateway.auth import require_code
 from gateway.errors import json_error
 from gateway.keys import AppKeys
@@ -27,6 +27,8 @@ __all__ = [
 log = structlog.get_logger("gateway.rest")
 
 _CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: When the jobs backlog is full, visitors are asked to come back after this long.
+BACKLOG_RETRY_AFTER_SECONDS = 30
 
 
 def chat_id_of(request: web.Request) -> str:
@@ -87,12 +89,21 @@ async def post_message(request: web.Request) -> web.Response:
     ):
         raise json_error(400, "Invalid clientMessageId")
     await _rate_limit(request, "chat", chat_id, settings.rate_limit_max_per_chat)
-    accepted = await bus.accept_message(
-        chat_id,
-        content,
-        client_message_id=client_message_id,
-        request_id=structlog.contextvars.get_contextvars().get("request_id"),
-    )
+    try:
+        accepted = await bus.accept_message(
+            chat_id,
+            content,
+            client_message_id=client_message_id,
+            request_id=structlog.contextvars.get_contextvars().get("request_id"),
+        )
+    except BacklogFull:
+        log.warning("gateway.backlog_full", chat_id=chat_id)
+        raise json_error(
+            503,
+            "Terra has too many messages waiting right now. "
+            "Your message was not sent; please try again in a minute.",
+            headers={"Retry-After": str(BACKLOG_RETRY_AFTER_SECONDS)},
+        ) from None
     request.app[AppKeys.metrics].messages_accepted.labels(str(accepted.duplicate).lower()).inc()
     log.info(
         "gateway.message_accepted",

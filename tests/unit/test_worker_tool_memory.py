@@ -22,7 +22,7 @@ from bus.schemas import (
 from tests.support.worker_settings import fast_settings
 from tools.registry import ToolRegistry
 from tools.settings import ToolSettings
-from worker.conversation import build_prompt, clean_tool_turns
+from worker.conversation import NO_REPLY, build_prompt, clean_tool_turns
 from worker.scheduled import ScheduledJobs
 from worker.toolkit import TRUNCATION_MARK, ToolKit, fit_tool_result
 from worker.turns import ToolCall
@@ -97,7 +97,9 @@ def test_tool_turns_of_failed_answers_are_left_out_but_the_targets_are_kept() ->
     q2 = message("Visitor", "two")
     memory = {q1.id: round_of("a"), q2.id: round_of("b")}
     prompt = build_prompt([q1, r1, q2], q2, system_prompt="S", max_turns=16, tool_turns=memory)
-    assert roles(prompt) == ["system", "user", "user", "assistant", "tool"]
+    # the failed reply leaves a placeholder turn: roles still alternate (issue 16)
+    assert roles(prompt) == ["system", "user", "assistant", "user", "assistant", "tool"]
+    assert prompt[2]["content"] == NO_REPLY
     assert prompt[-1]["tool_call_id"] == "b"
 
 
