@@ -8,28 +8,54 @@ restart or another worker sees the same conversation. Rules (each fixes a seed b
   what came before its question.
 - Terra's reply follows the visitor message it answers (``replyTo``), even when it was
   written after later visitor messages (quick messages answered one by one).
-- Canned apologies (replies with status ``error``) are left out: they are not the model's
-  words and would teach it to apologise.
-- The system prompt comes first, then at most ``max_turns`` turns, oldest first, ending
-  with the message being answered.
+- Roles always alternate ``user``, ``assistant``, ``user``... ending with the message being
+  answered, because the chat templates of Gemma, Mistral and Llama 2 (in vLLM, llama.cpp,
+  transformers) refuse anything else, and one refused prompt used to break a chat for good.
+  A visitor message whose reply failed (status ``error``: canned apologies are not the
+  model's words and would teach it to apologise), was stopped before any text, or is
+  missing gets :data:`NO_REPLY` as its assistant turn. A reply whose question is no longer
+  in view is left out.
+- The system prompt is the first message, or, for servers whose template has no system role
+  (``AGENT_SYSTEM_ROLE=false``), the start of the first user turn (as Gemma's own template
+  places it). Later notes to the model (:func:`fold_system_note`) join it there, never
+  between turns.
+- At most ``max_turns`` turns, and with a context budget (:class:`PromptRules`) only as many
+  whole exchanges (a question and its reply), newest first, as fit the model's context
+  minus the answer's ``max_tokens``, counted by :func:`estimate_tokens`. When the message
+  being answered does not fit on its own, :class:`MessageTooLong` says so in one sentence.
 - Tool turns (the chat's memory, ``ChatLog.tool_turns``: assistant ``tool_calls`` messages
   with content ``""`` and ``tool`` messages with their ``tool_call_id``) follow the visitor
-  message they belong to, before Terra's reply, and do not count as turns: a turn is cut
-  whole, so no ``tool`` message ever loses its call. They are kept only for questions whose
-  reply is in the prompt, and for the message being answered (an earlier attempt's rounds,
-  which the tool loop continues). Incomplete or malformed tool turns are dropped.
+  message they belong to, before Terra's reply, and do not count as turns: an exchange is
+  cut whole, so no ``tool`` message ever loses its call. They are kept only for questions
+  whose reply is in the prompt, and for the message being answered (an earlier attempt's
+  rounds, which the tool loop continues), and only when the server takes tool turns
+  (``PromptRules.tool_turns``). Incomplete or malformed tool turns are dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from openai.types.chat import ChatCompletionMessageParam
 
 from bus.schemas import MessagePosted
+from worker.errors import WorkerError
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "ToolTurns", "build_prompt", "clean_tool_turns"]
+__all__ = [
+    "DEFAULT_CONTEXT_TOKENS",
+    "DEFAULT_SYSTEM_PROMPT",
+    "NO_REPLY",
+    "MessageTooLong",
+    "PromptRules",
+    "ToolTurns",
+    "build_prompt",
+    "clean_tool_turns",
+    "estimate_tokens",
+    "fold_system_note",
+    "prompt_tokens",
+]
 
 #: Saved tool turns by visitor message id.
 ToolTurns = Mapping[str, Sequence[Mapping[str, Any]]]
@@ -42,6 +68,157 @@ DEFAULT_SYSTEM_PROMPT = (
     "around the site and its projects, and feel free to simply chat."
 )
 
+#: The assistant turn of a visitor message that got no answer from the model.
+NO_REPLY = "(No answer was given to this message.)"
+
+#: The model's context length when neither the server nor ``AGENT_CONTEXT_TOKENS`` says.
+DEFAULT_CONTEXT_TOKENS = 4096
+
+#: Tokens counted per message for its role and the template's markers.
+MESSAGE_OVERHEAD_TOKENS = 8
+
+#: Share of the context the estimate may use: real tokenizers sometimes beat the estimate.
+CONTEXT_SAFETY = 0.9
+
+#: What the visitor reads when their message alone is too long for the model.
+TOO_LONG_SENTENCE = (
+    "Your message is too long for me to read in one go. Could you shorten it, or send it "
+    "in a few smaller parts?"
+)
+
+
+class MessageTooLong(WorkerError):
+    """The message being answered does not fit the model's context even on its own.
+
+    ``sentence`` is what the visitor should read instead of an answer; retrying is useless.
+    """
+
+    def __init__(self, needed_tokens: int, budget_tokens: int) -> None:
+        super().__init__(
+            f"the message needs about {needed_tokens} tokens; the prompt budget is {budget_tokens}"
+        )
+        self.needed_tokens = needed_tokens
+        self.budget_tokens = budget_tokens
+        self.sentence = TOO_LONG_SENTENCE
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRules:
+    """What the model server accepts; the defaults change nothing but role order.
+
+    ``context_tokens`` is the model's context length (None: no budget); ``answer_tokens``
+    is kept free for the answer (the request's ``max_tokens``), at most half the context.
+    """
+
+    system_role: bool = True
+    tool_turns: bool = True
+    context_tokens: int | None = None
+    answer_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.context_tokens is not None and self.context_tokens < 1:
+            raise ValueError("context_tokens must be >= 1")
+        if self.answer_tokens < 0:
+            raise ValueError("answer_tokens must be >= 0")
+
+    @classmethod
+    def for_server(
+        cls,
+        *,
+        server_context_tokens: int | None,
+        setting_context_tokens: int | None,
+        max_tokens: int | None,
+        system_role: bool = True,
+        tool_turns: bool = True,
+    ) -> PromptRules:
+        """Rules from what the server said (``max_model_len``) and the settings.
+
+        The context is the server's when it says, capped by ``AGENT_CONTEXT_TOKENS`` when
+        that is set too; else the setting; else :data:`DEFAULT_CONTEXT_TOKENS`.
+        """
+        known = [t for t in (server_context_tokens, setting_context_tokens) if t is not None]
+        context = min(known) if known else DEFAULT_CONTEXT_TOKENS
+        return cls(
+            system_role=system_role,
+            tool_turns=tool_turns,
+            context_tokens=context,
+            answer_tokens=max_tokens or 0,
+        )
+
+    @property
+    def budget_tokens(self) -> int | None:
+        """Tokens the prompt may use (None: unlimited)."""
+        if self.context_tokens is None:
+            return None
+        reserve = min(self.answer_tokens, self.context_tokens // 2)
+        return int(self.context_tokens * CONTEXT_SAFETY) - reserve
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count: a token for every 3 bytes of UTF-8, rounded up.
+
+    Tokenizers of current models average about 4 characters of English per token and about
+    one token per CJK character (3 bytes), so this over-counts rather than under-counts.
+    """
+    return -(-len(text.encode()) // 3)
+
+
+def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """:func:`estimate_tokens` of a request's messages, with a per-message overhead."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        total += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(
+            content if isinstance(content, str) else ""
+        )
+        for call in message.get("tool_calls") or ():
+            function = call.get("function", {}) if isinstance(call, Mapping) else {}
+            total += estimate_tokens(str(function.get("name", "")))
+            total += estimate_tokens(str(function.get("arguments", "")))
+    return total
+
+
+def fold_system_note(
+    messages: Sequence[ChatCompletionMessageParam], note: str
+) -> list[ChatCompletionMessageParam]:
+    """``messages`` with ``note`` added to the system content, never as a turn of its own.
+
+    The note joins the leading ``system`` message, or, when the system prompt lives in the
+    first user turn (no system role), goes in front of that turn.
+    """
+    folded = [cast(dict[str, Any], dict(m)) for m in messages]
+    if folded and folded[0].get("role") == "system":
+        folded[0]["content"] = f"{folded[0].get('content') or ''}\n\n{note}"
+    else:
+        first_user = next((m for m in folded if m.get("role") == "user"), None)
+        if first_user is None:
+            folded.insert(0, {"role": "user", "content": note})
+        else:
+            first_user["content"] = f"{note}\n\n{first_user.get('content') or ''}"
+    return cast(list[ChatCompletionMessageParam], folded)
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """A visitor message, its tool turns and Terra's reply (None: the one being answered)."""
+
+    question: str
+    tools: list[ChatCompletionMessageParam] = field(default_factory=list)
+    reply: str | None = None
+
+    def messages(self) -> list[ChatCompletionMessageParam]:
+        out: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": self.question},
+            *self.tools,
+        ]
+        if self.reply is not None:
+            out.append({"role": "assistant", "content": self.reply})
+        return out
+
+    @property
+    def turns(self) -> int:
+        return 1 if self.reply is None else 2
+
 
 def build_prompt(
     messages: Sequence[MessagePosted],
@@ -50,14 +227,17 @@ def build_prompt(
     system_prompt: str,
     max_turns: int,
     tool_turns: ToolTurns | None = None,
+    rules: PromptRules | None = None,
 ) -> list[ChatCompletionMessageParam]:
     """The request messages for answering ``target``.
 
     ``messages`` are the chat's Messages in log order; they may include messages newer
     than ``target`` (they are filtered as described in the module doc). ``tool_turns``
-    are the saved tool turns by visitor message id.
+    are the saved tool turns by visitor message id. Raises :class:`MessageTooLong` when
+    ``rules`` set a budget that ``target`` alone exceeds.
     """
-    saved = tool_turns or {}
+    rules = rules or PromptRules()
+    saved = tool_turns if rules.tool_turns and tool_turns else {}
     position = next((i for i, m in enumerate(messages) if m.id == target.id), None)
     before = list(messages[:position]) if position is not None else list(messages)
     after = list(messages[position + 1 :]) if position is not None else []
@@ -67,34 +247,64 @@ def build_prompt(
         if m.sender == "Terra" and m.replyTo in visitors and m.replyTo not in replies:
             replies[m.replyTo] = m
 
-    ordered: list[MessagePosted] = []
-    for m in before:
-        if m.sender == "Visitor":
-            ordered.append(m)
-            reply = replies.get(m.id)
-            if reply is not None:
-                ordered.append(reply)
-        elif m.replyTo not in visitors:
-            ordered.append(m)  # a reply whose question is no longer in view
-    ordered = [m for m in ordered if m.status != "error" and m.content]
-
-    answered = {m.replyTo for m in ordered if m.sender == "Terra"}
-    turns: list[list[ChatCompletionMessageParam]] = []
+    exchanges: list[_Exchange] = []
     seen: set[str] = set()
-    for m in ordered:
-        if m.id in seen or m.id == target.id:
-            continue
+    for m in before:
+        if m.sender != "Visitor" or m.id in seen or m.id == target.id:
+            continue  # replies are placed with their question; orphans are left out
         seen.add(m.id)
-        if m.sender == "Visitor":
-            tools = clean_tool_turns(saved.get(m.id, ())) if m.id in answered else []
-            turns.append([{"role": "user", "content": m.content}, *tools])
-        else:
-            turns.append([{"role": "assistant", "content": m.content}])
-    turns.append(
-        [{"role": "user", "content": target.content}, *clean_tool_turns(saved.get(target.id, ()))]
-    )
-    kept = [message for turn in turns[-max_turns:] for message in turn]
-    return [{"role": "system", "content": system_prompt}, *kept]
+        reply = replies.get(m.id)
+        answered = reply is not None and reply.status != "error" and bool(reply.content)
+        exchanges.append(
+            _Exchange(
+                question=m.content,
+                tools=clean_tool_turns(saved.get(m.id, ())) if answered else [],
+                reply=reply.content if answered and reply is not None else NO_REPLY,
+            )
+        )
+    current = _Exchange(question=target.content, tools=clean_tool_turns(saved.get(target.id, ())))
+    return _fit(exchanges, current, system_prompt, max_turns, rules)
+
+
+def _fit(
+    history: list[_Exchange],
+    current: _Exchange,
+    system_prompt: str,
+    max_turns: int,
+    rules: PromptRules,
+) -> list[ChatCompletionMessageParam]:
+    """The newest exchanges that fit ``max_turns`` and the token budget, rendered."""
+    kept: list[_Exchange] = []
+    turns = current.turns
+    for exchange in reversed(history):
+        turns += exchange.turns
+        if turns > max_turns:
+            break
+        kept.insert(0, exchange)
+    budget = rules.budget_tokens
+    prompt = _render([*kept, current], system_prompt, rules)
+    if budget is None:
+        return prompt
+    while prompt_tokens(prompt) > budget and kept:
+        kept.pop(0)
+        prompt = _render([*kept, current], system_prompt, rules)
+    if prompt_tokens(prompt) > budget and current.tools:
+        # An earlier attempt's tool rounds: the tool loop can do them again.
+        current = _Exchange(question=current.question)
+        prompt = _render([current], system_prompt, rules)
+    needed = prompt_tokens(prompt)
+    if needed > budget:
+        raise MessageTooLong(needed, budget)
+    return prompt
+
+
+def _render(
+    exchanges: Sequence[_Exchange], system_prompt: str, rules: PromptRules
+) -> list[ChatCompletionMessageParam]:
+    turns = [message for exchange in exchanges for message in exchange.messages()]
+    if rules.system_role:
+        return [{"role": "system", "content": system_prompt}, *turns]
+    return fold_system_note(turns, system_prompt)
 
 
 def _tool_call(raw: Any) -> dict[str, Any] | None:

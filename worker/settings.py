@@ -16,7 +16,7 @@ import socket
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bus.settings import BusSettings
@@ -57,7 +57,14 @@ class WorkerSettings(BusSettings):
     #: First retry waits about this long; later ones double, capped at 8 s, jittered.
     agent_retry_base_seconds: float = Field(1.0, ge=0, le=30)
     agent_temperature: float = Field(0.7, ge=0, le=2)
-    agent_max_tokens: int | None = Field(None, ge=1)
+    #: The answer's ``max_tokens`` (also kept free in the prompt's context budget).
+    agent_max_tokens: int = Field(1024, ge=1, le=131_072)
+    #: The model's context length when ``/v1/models`` does not say ``max_model_len``
+    #: (llama.cpp); caps the server's figure when both are known. Unset: 4096.
+    agent_context_tokens: int | None = Field(None, ge=256, le=10_000_000)
+    #: False for chat templates without a system role: the system prompt then opens the
+    #: first user turn (as Gemma's own template places it).
+    agent_system_role: bool = True
     #: Consecutive agent failures that open the circuit breaker, and for how long.
     agent_circuit_threshold: int = Field(3, ge=1)
     agent_circuit_open_seconds: float = Field(10.0, gt=0)
@@ -88,7 +95,8 @@ class WorkerSettings(BusSettings):
 
     # --- health and heartbeat -----------------------------------------------------------
     heartbeat_interval_ms: PositiveMs = 5000
-    status_poll_interval_seconds: float = Field(30.0, gt=0)
+    #: Cheap probes (``/health``, or ``/v1/models`` without it): an outage shows this fast.
+    status_poll_interval_seconds: float = Field(5.0, gt=0)
     llm_status_poll_interval_seconds: float = Field(180.0, gt=0)
 
     # --- observability ------------------------------------------------------------------
@@ -96,6 +104,14 @@ class WorkerSettings(BusSettings):
     #: Prometheus exposition on ``127.0.0.1:<port>``; off when unset.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _answer_fits_context(self) -> WorkerSettings:
+        if self.agent_context_tokens is not None and (
+            self.agent_max_tokens >= self.agent_context_tokens
+        ):
+            raise ValueError("AGENT_MAX_TOKENS must be smaller than AGENT_CONTEXT_TOKENS")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
