@@ -1,0 +1,513 @@
+"""The operators' front end to the bus: read chats, jobs and dead letters; requeue one.
+
+Everything here but :meth:`OpsBus.requeue` is a plain read command (SCAN, XRANGE, XREVRANGE,
+XPENDING, XINFO, HMGET, XLEN, SUBSCRIBE), so the console runs as the read-only ``ops``
+Redis user. ``requeue`` writes (one Lua script) and needs a user allowed to: ``admin``.
+Every operation raises only :mod:`bus.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from bus import scripts
+from bus.chatlog import ChatLog, EventRecord, parse_id
+from bus.client import create_redis
+from bus.errors import BusError, translates_redis_errors
+from bus.keys import CHAT_ID_PATTERN, BusKeys, is_valid_chat_id
+from bus.schemas import (
+    AnswerMessage,
+    MessagePosted,
+    WorkerStateChanged,
+    decode_job,
+    encode,
+    iso_now,
+)
+from bus.settings import BusSettings
+
+__all__ = [
+    "AmbiguousChat",
+    "ChatSummary",
+    "Conversation",
+    "DeadLetter",
+    "JobEntry",
+    "OpsBus",
+    "RequeueRefused",
+    "Requeued",
+    "UnknownChat",
+    "job_problems",
+    "open_ops_bus",
+]
+
+#: ``requeue``'s mark in the chat log (a ``workerState`` event): a second reply follows.
+REQUEUE_DETAIL = "requeued by an operator: a second reply to {message_id} follows"
+
+#: KEYS: events, meta, messages, replies, memory, dead letters, jobs.
+#: ARGV: channel, marker event, maxlen, msg_maxlen, ttl_ms, dead-letter id, message id, job,
+#:       jobs_maxlen -> {'ok', job entry id, marker event id} | {'gone'}
+#: The dead letter is removed in the same round trip as the job is added, so one dead
+#: letter is requeued at most once.
+REQUEUE = (
+    scripts._APPEND_FN
+    + """
+if #redis.call('XRANGE', KEYS[6], ARGV[6], ARGV[6]) == 0 then return {'gone'} end
+local jid = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[9], '*', 'd', ARGV[8])
+redis.call('HDEL', KEYS[4], ARGV[7])
+local mid = append(ARGV[1], ARGV[2], 'state', ARGV[3], ARGV[4])
+redis.call('XDEL', KEYS[6], ARGV[6])
+refresh(ARGV[5])
+return {'ok', jid, mid}
+"""
+)
+
+
+class UnknownChat(BusError):
+    """No chat has this id, nor an id starting with it."""
+
+
+class AmbiguousChat(BusError):
+    """Several chats' ids start with this prefix (``candidates`` lists them)."""
+
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        super().__init__(f"{len(candidates)} chats start with {prefix!r}")
+        self.candidates = candidates
+
+
+class RequeueRefused(BusError):
+    """The dead letter cannot be requeued (the reason says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSummary:
+    """One chat as ``chats`` lists it."""
+
+    chat_id: str
+    last_event_id: str
+    first_event_id: str | None
+    messages: int
+    state: str
+    detail: str | None
+
+    @property
+    def last_activity_ms(self) -> int:
+        """Unix time (ms) of the chat's newest event."""
+        return parse_id(self.last_event_id)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class JobEntry:
+    """A job in the jobs stream: waiting (never delivered) or pending (delivered, not acked)."""
+
+    entry_id: str
+    raw: str
+    job: AnswerMessage | None
+    consumer: str | None = None
+    idle_ms: int | None = None
+    deliveries: int = 0
+
+    @property
+    def enqueued_ms(self) -> int:
+        """Unix time (ms) the job was added to the stream."""
+        return parse_id(self.entry_id)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of the dead-letter stream, with the job's problems spelled out."""
+
+    dead_id: str
+    job_entry_id: str
+    reason: str
+    deliveries: int
+    consumer: str
+    at: str
+    raw: str
+    job: AnswerMessage | None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """What :meth:`OpsBus.requeue` did."""
+
+    job_entry_id: str
+    marker_event_id: str
+    chat_id: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """What the worker reads to answer one visitor message."""
+
+    messages: list[MessagePosted]
+    target: MessagePosted
+    target_event_id: str
+    tool_turns: dict[str, list[dict[str, Any]]]
+
+
+def job_problems(raw: str) -> list[str]:
+    """Why ``raw`` is not a valid job, one readable line per problem (empty when valid)."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return [f"not JSON ({exc.msg} at character {exc.pos})"]
+    try:
+        AnswerMessage.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in err["loc"]) or "job"
+            problems.append(f"{where}: {err['msg']}")
+        return problems
+    return []
+
+
+def _decode(raw: str) -> AnswerMessage | None:
+    try:
+        return decode_job(raw)
+    except BusError:
+        return None
+
+
+class _ChatKeyShape:
+    """Globs over one per-chat key name, derived from :class:`BusKeys` (no name spelled here)."""
+
+    def __init__(self, factory: Callable[[str], str]) -> None:
+        head, sep, tail = factory("x").partition("{x}")
+        if not sep:
+            raise ValueError("per-chat key names must carry the chat id as {chatId}")
+        self._head, self._tail = head + "{", "}" + tail
+
+    def glob(self, id_prefix: str = "") -> str:
+        """SCAN/PSUBSCRIBE pattern for chats whose id starts with ``id_prefix``."""
+        return f"{self._head}{id_prefix}*{self._tail}"
+
+    def chat_id(self, name: str) -> str | None:
+        """The chat id inside ``name``, or ``None`` for another kind of name."""
+        if name.startswith(self._head) and name.endswith(self._tail):
+            chat_id = name[len(self._head) : -len(self._tail)]
+            return chat_id if is_valid_chat_id(chat_id) else None
+        return None
+
+
+@translates_redis_errors
+class OpsBus:
+    """Operators' reads (and one write) over a deployment's chats, jobs and dead letters."""
+
+    def __init__(self, redis: Redis, settings: BusSettings) -> None:
+        self._redis = redis
+        self._keys = BusKeys(settings.redis_key_prefix)
+        self._limits = settings.limits
+        self._log = ChatLog(redis, self._keys, settings.limits)
+        self._meta = _ChatKeyShape(self._keys.chat_meta)
+        self._channels = _ChatKeyShape(self._keys.chat_channel)
+        self._requeue = redis.register_script(REQUEUE)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- chats ---------------------------------------------------------------------------
+    async def _chat_ids(self, id_prefix: str = "") -> list[str]:
+        found: set[str] = set()
+        async for name in self._redis.scan_iter(match=self._meta.glob(id_prefix), count=1000):
+            chat_id = self._meta.chat_id(str(name))
+            if chat_id is not None:
+                found.add(chat_id)
+        return sorted(found)
+
+    async def chats(self) -> list[ChatSummary]:
+        """Every chat Redis still holds, newest activity first."""
+        ids = await self._chat_ids()
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for chat_id in ids:
+            pipe.hmget(self._keys.chat_meta(chat_id), ["last", "epoch", "state"])
+            pipe.xlen(self._keys.chat_messages(chat_id))
+        replies = await pipe.execute()
+        out: list[ChatSummary] = []
+        for index, chat_id in enumerate(ids):
+            (last, epoch, state_raw), count = replies[2 * index], replies[2 * index + 1]
+            if last is None:
+                continue  # expired between SCAN and HMGET
+            state = json.loads(state_raw) if state_raw else {}
+            out.append(
+                ChatSummary(
+                    chat_id=chat_id,
+                    last_event_id=str(last),
+                    first_event_id=str(epoch) if epoch is not None else None,
+                    messages=int(count),
+                    state=str(state.get("state", "idle")),
+                    detail=state.get("detail"),
+                )
+            )
+        out.sort(key=lambda chat: parse_id(chat.last_event_id), reverse=True)
+        return out
+
+    async def resolve_chat(self, text: str) -> str:
+        """The chat whose id is ``text``, or the only one whose id starts with it.
+
+        Raises :class:`UnknownChat` or :class:`AmbiguousChat`.
+        """
+        if not CHAT_ID_PATTERN.fullmatch(text):
+            raise UnknownChat(f"not a chat id: {text!r} (letters, digits, '-' and '_' only)")
+        if await self._redis.exists(self._keys.chat_meta(text)):
+            return text
+        candidates = await self._chat_ids(text)
+        if not candidates:
+            raise UnknownChat(f"no chat {text!r}")
+        if len(candidates) > 1:
+            raise AmbiguousChat(text, candidates)
+        return candidates[0]
+
+    async def messages(self, chat_id: str) -> list[dict[str, Any]]:
+        """The chat's Messages (as frames), oldest first."""
+        return await self._log.history(chat_id, self._limits.messages_maxlen)
+
+    async def events(self, chat_id: str, after: str = "0-0") -> list[EventRecord]:
+        """The chat's events after ``after``, oldest first."""
+        return await self._log.events_after(chat_id, after)
+
+    async def follow(
+        self, chat_id: str | None, *, on_ready: Callable[[], None] | None = None
+    ) -> AsyncIterator[tuple[str, EventRecord]]:
+        """New events of ``chat_id`` (or of every chat when ``None``), as they are appended.
+
+        Pub/sub only says that a chat moved; the events themselves are read from the log
+        after the last one yielded, so none is skipped or repeated. A chat followed by id
+        starts after its newest event; with ``None`` a chat starts at the first event
+        announced for it. ``on_ready`` is called once the subscription is confirmed.
+        """
+        pubsub = self._redis.pubsub()
+        last: dict[str, str] = {}
+        try:
+            if chat_id is not None:
+                await pubsub.subscribe(self._keys.chat_channel(chat_id))
+            else:
+                await pubsub.psubscribe(self._channels.glob())
+            while True:  # the confirmation: from here on, no announcement is missed
+                message = await pubsub.get_message(timeout=5.0)
+                if message is not None and message["type"] in ("subscribe", "psubscribe"):
+                    break
+            if chat_id is not None:
+                last[chat_id] = await self._log.last_event_id(chat_id) or "0-0"
+            if on_ready is not None:
+                on_ready()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                if message is None or message["type"] not in ("message", "pmessage"):
+                    continue
+                moved = self._keys.chat_id_from_channel(str(message["channel"]))
+                if moved is None:
+                    continue
+                if moved not in last:
+                    last[moved] = str(message["data"]).split(" ", 1)[0]
+                for record in await self._log.events_after(moved, last[moved]):
+                    last[moved] = record.event_id
+                    yield moved, record
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def conversation(self, chat_id: str, message_id: str | None) -> Conversation:
+        """The chat's Messages, the visitor message ``message_id`` (default: the newest one)
+        and the tool turns saved for the visitor messages before it.
+
+        Raises :class:`UnknownChat` when the message is not in the chat.
+        """
+        entries = await self._redis.xrange(
+            self._keys.chat_messages(chat_id), count=self._limits.messages_maxlen
+        )
+        pairs = [(str(eid), MessagePosted.model_validate_json(f["d"])) for eid, f in entries]
+        visitors = [(eid, m) for eid, m in pairs if m.sender == "Visitor"]
+        chosen = [
+            (eid, m)
+            for eid, m in visitors
+            if message_id is None or m.id == message_id or m.id.startswith(message_id)
+        ]
+        if not chosen or (message_id is not None and len(chosen) > 1):
+            what = "no visitor message" if message_id is None else f"no message {message_id!r}"
+            if len(chosen) > 1:
+                what = f"{len(chosen)} messages start with {message_id!r}"
+            raise UnknownChat(f"{what} in chat {chat_id}")
+        event_id, target = chosen[-1]
+        earlier = [m.id for eid, m in visitors if parse_id(eid) < parse_id(event_id)]
+        return Conversation(
+            messages=[m for _, m in pairs],
+            target=target,
+            target_event_id=event_id,
+            tool_turns=await self._log.tool_turns(chat_id, earlier),
+        )
+
+    # --- jobs ----------------------------------------------------------------------------
+    async def jobs(self, limit: int = 1000) -> tuple[list[JobEntry], list[JobEntry]]:
+        """``(waiting, in_progress)``: jobs no worker has taken yet, and jobs delivered to a
+        worker and not acked (with the worker, idle time and delivery count), oldest first."""
+        stream, group = self._keys.jobs, self._keys.jobs_group
+        try:
+            groups = await self._redis.xinfo_groups(stream)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return [], []
+            raise
+        info = next((g for g in groups if str(g["name"]) == group), None)
+        if info is None:  # no worker ever ran: everything waits
+            entries = await self._redis.xrange(stream, count=limit)
+            return [self._job(eid, f) for eid, f in entries], []
+        delivered = str(info["last-delivered-id"])
+        waiting = [
+            self._job(eid, f)
+            for eid, f in await self._redis.xrange(stream, min=f"({delivered}", count=limit)
+        ]
+        rows = await self._redis.xpending_range(stream, group, min="-", max="+", count=limit)
+        pipe = self._redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.xrange(stream, min=row["message_id"], max=row["message_id"])
+        bodies = await pipe.execute()
+        in_progress = []
+        for row, body in zip(rows, bodies, strict=True):
+            fields = body[0][1] if body else {}
+            in_progress.append(
+                self._job(
+                    str(row["message_id"]),
+                    fields,
+                    consumer=str(row["consumer"]),
+                    idle_ms=int(row["time_since_delivered"]),
+                    deliveries=int(row["times_delivered"]),
+                )
+            )
+        return waiting, in_progress
+
+    @staticmethod
+    def _job(entry_id: Any, fields: dict[str, Any] | None, **extra: Any) -> JobEntry:
+        raw = str((fields or {}).get("d", ""))
+        return JobEntry(str(entry_id), raw, _decode(raw), **extra)
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        """Dead-lettered jobs, newest first, each with its problems spelled out."""
+        entries = await self._redis.xrevrange(self._keys.dead_letters, count=limit)
+        return [self._dead_letter(str(eid), fields) for eid, fields in entries]
+
+    async def dead_letter(self, dead_id: str) -> DeadLetter | None:
+        """One dead letter by its id in the dead-letter stream, or ``None``."""
+        entries = await self._redis.xrange(self._keys.dead_letters, min=dead_id, max=dead_id)
+        return self._dead_letter(str(entries[0][0]), entries[0][1]) if entries else None
+
+    @staticmethod
+    def _dead_letter(dead_id: str, fields: dict[str, Any]) -> DeadLetter:
+        raw = str(fields.get("d", ""))
+        try:
+            deliveries = int(fields.get("deliveries", 0))
+        except ValueError:
+            deliveries = 0
+        return DeadLetter(
+            dead_id=dead_id,
+            job_entry_id=str(fields.get("entry_id", "")),
+            reason=str(fields.get("reason", "")),
+            deliveries=deliveries,
+            consumer=str(fields.get("consumer", "")),
+            at=str(fields.get("at", "")),
+            raw=raw,
+            job=_decode(raw),
+            problems=job_problems(raw),
+        )
+
+    async def requeue(self, dead_id: str) -> Requeued:
+        """Put a dead-lettered job back on the jobs stream, once, as a new job.
+
+        The visitor already got the apology the dead letter produced; the worker now writes
+        a second reply to the same message: the one deliberate exception to one reply per
+        message, marked in the chat log by a ``workerState`` ``queued`` event whose detail
+        says so. Refused (:class:`RequeueRefused`) for an unknown or malformed dead letter,
+        a message no longer in the chat, or one that already has a reply that is not an
+        apology (``status: "error"``).
+        """
+        dead = await self.dead_letter(dead_id)
+        if dead is None:
+            raise RequeueRefused(f"no dead letter {dead_id} (already requeued?)")
+        if dead.job is None:
+            raise RequeueRefused("the job is malformed: " + "; ".join(dead.problems))
+        chat_id, message_id = dead.job.chat_id, dead.job.message_id
+        scan = self._limits.messages_maxlen
+        if await self._log.message_event_id(chat_id, message_id, scan) is None:
+            raise RequeueRefused(f"message {message_id} is no longer in chat {chat_id}")
+        reply_id = await self._log.reply_event_id(chat_id, message_id)
+        if reply_id is not None:
+            entries = await self._redis.xrange(
+                self._keys.chat_messages(chat_id), min=reply_id, max=reply_id
+            )
+            if entries and MessagePosted.model_validate_json(entries[0][1]["d"]).status != "error":
+                raise RequeueRefused(f"message {message_id} already has a reply ({reply_id})")
+        job = AnswerMessage(
+            job_id=str(uuid.uuid4()),
+            chat_id=chat_id,
+            message_id=message_id,
+            request_id=dead.job.request_id,
+            enqueued_at=time.time(),
+        )
+        marker = WorkerStateChanged(
+            chatId=chat_id,
+            state="queued",
+            detail=REQUEUE_DETAIL.format(message_id=message_id),
+            updatedAt=iso_now(),
+        )
+        k, lim = self._keys, self._limits
+        result = await self._requeue(
+            keys=[
+                k.chat_events(chat_id),
+                k.chat_meta(chat_id),
+                k.chat_messages(chat_id),
+                k.chat_replies(chat_id),
+                k.chat_memory(chat_id),
+                k.dead_letters,
+                k.jobs,
+            ],
+            args=[
+                k.chat_channel(chat_id),
+                encode(marker),
+                lim.events_maxlen,
+                lim.messages_maxlen,
+                lim.retention_ms,
+                dead_id,
+                message_id,
+                encode(job),
+                lim.jobs_maxlen,
+            ],
+        )
+        if result[0] != "ok":
+            raise RequeueRefused(f"no dead letter {dead_id} (already requeued?)")
+        return Requeued(str(result[1]), str(result[2]), chat_id, message_id)
+
+
+def open_ops_bus(settings: BusSettings) -> OpsBus:
+    """The operators' bus for ``settings`` (no I/O: the first operation connects)."""
+    redis = create_redis(
+        settings.redis_url.get_secret_value(),
+        client_name="terrarium-ops",
+        options=settings.redis_options(max_connections=8),
+    )
+    return OpsBus(redis, settings)
