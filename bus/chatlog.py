@@ -482,6 +482,13 @@ class ChatLog:
             "updatedAt": data["updatedAt"],
         }
 
+    async def reply_start(self, chat_id: str) -> str | None:
+        """The event just before the first chunk of the reply being streamed, if any."""
+        streaming, after = await self.redis.hmget(  # type: ignore[misc]
+            self.keys.chat_meta(chat_id), ["streaming", "streaming_after"]
+        )
+        return str(after) if streaming is not None and after is not None else None
+
     async def last_event_id(self, chat_id: str) -> str | None:
         """Id of the chat's newest event, or ``None`` for an empty or expired chat."""
         value = await self.redis.hget(self.keys.chat_meta(chat_id), "last")  # type: ignore[misc]

@@ -125,8 +125,16 @@ class GatewayBus:
         """The chat's current worker state ``{state, detail, updatedAt}``."""
         return await self._log.worker_state(chat_id)
 
-    async def resume_point(self, chat_id: str) -> str:
-        """The chat's newest event id ("0-0" when empty): where "from now" starts."""
+    async def resume_point(self, chat_id: str, *, from_reply_start: bool = False) -> str:
+        """The chat's newest event id ("0-0" when empty): where "from now" starts.
+
+        With ``from_reply_start``, a reply being streamed is included from its first chunk
+        (for clients that cannot resume and would otherwise show only its tail).
+        """
+        if from_reply_start:
+            start = await self._log.reply_start(chat_id)
+            if start is not None:
+                return start
         return await self._log.last_event_id(chat_id) or "0-0"
 
     async def follow(

@@ -54,11 +54,16 @@ return id
 )
 
 #: Also records ``reply_to`` as the meta's ``streaming`` field (a reply with chunks in the
-#: log and no final Message yet; FINISH clears it), so a retry knows to reset the stream.
+#: log and no final Message yet; FINISH clears it), so a retry knows to reset the stream,
+#: and, at the reply's first chunk, ``streaming_after``: the event before it, where a client
+#: joining mid-reply starts so it gets the whole partial answer.
 #: ARGV: channel, data, maxlen, msg_maxlen, ttl_ms, reply_to -> {id, cancelled (0/1)}
 CHUNK = (
     _APPEND_FN
     + """
+if redis.call('HGET', KEYS[2], 'streaming') ~= ARGV[6] then
+  redis.call('HSET', KEYS[2], 'streaming_after', redis.call('HGET', KEYS[2], 'last') or '0-0')
+end
 local id = append(ARGV[1], ARGV[2], 'chunk', ARGV[3], ARGV[4])
 redis.call('HSET', KEYS[2], 'streaming', ARGV[6])
 refresh(ARGV[5])
@@ -107,7 +112,7 @@ redis.call('HSET', KEYS[4], ARGV[3], mid)
 append(ARGV[1], ARGV[4], 'chunk', ARGV[6], ARGV[7])
 append(ARGV[1], ARGV[5], 'state', ARGV[6], ARGV[7])
 if redis.call('HGET', KEYS[2], 'streaming') == ARGV[3] then
-  redis.call('HDEL', KEYS[2], 'streaming')
+  redis.call('HDEL', KEYS[2], 'streaming', 'streaming_after')
 end
 if redis.call('GET', KEYS[6]) == ARGV[3] then redis.call('DEL', KEYS[6]) end
 refresh(ARGV[8])

@@ -45,7 +45,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
     now = None
     if after is None:
         async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it
-            now = await handshake_point(request.app, chat_id)
+            now = await handshake_point(request.app, chat_id, v2=v2)
     stalled = asyncio.Event()
 
     async with sse_response(

@@ -63,7 +63,7 @@ async def follow_frames(
     start = after
     verify = after is not None
     if start is None:
-        start = now or await handshake_point(app, chat_id)
+        start = now or await handshake_point(app, chat_id, v2=v2)
     resumed = metrics.resumes.labels("ok")
     while True:
         try:
@@ -109,13 +109,15 @@ def v1_frame_json(record: EventRecord) -> str | None:
     return None
 
 
-async def handshake_point(app: web.Application, chat_id: str) -> str:
+async def handshake_point(app: web.Application, chat_id: str, *, v2: bool = True) -> str:
     """The chat's newest event id ("0-0" when empty), read before a handshake completes.
 
     A client that connects and then posts must see its own message: its stream starts
-    after this point, not when the subscription happens to be confirmed.
+    after this point, not when the subscription happens to be confirmed. A v1 client (the
+    original front end, which never resumes) joining in the middle of a reply starts at
+    that reply's first chunk, so it shows the whole partial answer.
     """
-    return await app[AppKeys.bus].resume_point(chat_id)
+    return await app[AppKeys.bus].resume_point(chat_id, from_reply_start=not v2)
 
 
 async def run_until_stalled(

@@ -41,7 +41,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     now = None
     if chat_id and after is None:
         async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it
-            now = await handshake_point(request.app, chat_id)
+            now = await handshake_point(request.app, chat_id, v2=v2)
 
     # No permessage-deflate: frames are ~200 bytes, and a compressor per socket costs
     # ~120 KiB of memory (measured by benchmarks/fanout.py --ws-compress).

@@ -518,3 +518,57 @@ async def test_forwarded_host_counts_only_from_a_trusted_proxy(gateway: TestServ
         same = f"http://{gateway.host}:{gateway.port}"
         async with s.ws_connect(target, headers={"Origin": same}) as ws:
             assert not ws.closed
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+async def test_v1_client_joining_mid_reply_gets_the_reply_from_its_start(
+    gateway: TestServer, chat_log: ChatLog, transport: str
+) -> None:
+    """The original front end reconnects after a page refresh without a resume point: the
+    partial answer must be whole, not just its tail."""
+    chat = f"mid-{transport}"
+    async with aiohttp.ClientSession() as s:
+        msg = await (
+            await post(s, gateway, chat, {"content": "q", "accessCode": ACCESS_CODE})
+        ).json()
+        await chat_log.append_chunk(chat, msg["id"], "Hello")
+        await chat_log.append_chunk(chat, msg["id"], ", wor")
+        query = f"chatId={chat}&accessCode={ACCESS_CODE}"
+        chunks: list[str] = []
+        if transport == "ws":
+            ws = await s.ws_connect(url(gateway, f"/api/chat?{query}"))
+            await chat_log.append_chunk(chat, msg["id"], "ld")
+            while len(chunks) < 3:
+                frame = await ws.receive_json(timeout=5)
+                if frame.get("type") == "assistantChunk":
+                    chunks.append(frame["content"])
+            await ws.close()
+        else:
+            response = await s.get(url(gateway, f"/api/chat/{chat}/events?{query}"))
+            await chat_log.append_chunk(chat, msg["id"], "ld")
+            while len(chunks) < 3:
+                line = (await asyncio.wait_for(response.content.readline(), 5)).decode()
+                if line.startswith("data:"):
+                    frame = json.loads(line[5:])
+                    if frame.get("type") == "assistantChunk":
+                        chunks.append(frame["content"])
+            response.close()
+    assert "".join(chunks) == "Hello, world"
+
+
+async def test_a_finished_reply_is_not_replayed_to_a_new_v1_client(
+    gateway: TestServer, chat_log: ChatLog
+) -> None:
+    async with aiohttp.ClientSession() as s:
+        msg = await (
+            await post(s, gateway, "fin", {"content": "q", "accessCode": ACCESS_CODE})
+        ).json()
+        await chat_log.append_chunk("fin", msg["id"], "old")
+        await chat_log.finish_reply("fin", msg["id"], "old")
+        ws = await s.ws_connect(url(gateway, f"/api/chat?chatId=fin&accessCode={ACCESS_CODE}"))
+        second = await (
+            await post(s, gateway, "fin", {"content": "q2", "accessCode": ACCESS_CODE})
+        ).json()
+        frame = await ws.receive_json(timeout=5)
+        assert frame["id"] == second["id"]  # nothing of the finished reply came first
+        await ws.close()
