@@ -43,11 +43,20 @@ class FeedStatus:
 class GatewayBus:
     """Accept visitors' messages, read chats, follow them live, count rate limits."""
 
-    def __init__(self, redis: Redis, settings: BusSettings, *, queue_size: int = 1000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: BusSettings,
+        *,
+        queue_size: int = 1000,
+        queue_bytes: int | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = BusKeys(settings.redis_key_prefix)
         self._log = ChatLog(redis, self._keys, settings.limits)
-        self._feed = ChatFeed(redis, self._keys, self._log, queue_size=queue_size)
+        self._feed = ChatFeed(
+            redis, self._keys, self._log, queue_size=queue_size, queue_bytes=queue_bytes
+        )
         self._limiter = RateLimiter(redis)
         self._presence = Presence(redis, self._keys)
         self._jobs = JobQueue(redis, self._keys, consumer="gateway-stats")
@@ -170,11 +179,16 @@ class GatewayBus:
         return FeedStatus(feed.connected, feed.chat_count, feed.reconnects, feed.gaps_filled)
 
 
-def open_gateway_bus(settings: BusSettings, *, queue_size: int = 1000) -> GatewayBus:
-    """The gateway's bus for ``settings`` (no I/O: the first operation connects)."""
+def open_gateway_bus(
+    settings: BusSettings, *, queue_size: int = 1000, queue_bytes: int | None = None
+) -> GatewayBus:
+    """The gateway's bus for ``settings`` (no I/O: the first operation connects).
+
+    Each live listener holds at most ``queue_size`` events and ``queue_bytes`` bytes.
+    """
     redis = create_redis(
         settings.redis_url.get_secret_value(),
         client_name="terrarium-gateway",
         options=settings.redis_options(),
     )
-    return GatewayBus(redis, settings, queue_size=queue_size)
+    return GatewayBus(redis, settings, queue_size=queue_size, queue_bytes=queue_bytes)

@@ -68,8 +68,11 @@ class Listener:
     chat_id: str
     queue_size: int
     on_overflow: Callable[[], None] | None = None
+    #: Bytes of event data queued at most (``None``: frames are the only bound).
+    max_bytes: int | None = None
     queue: asyncio.Queue[EventRecord | _Overflow | _Restarted] = field(init=False)
     overflowed: bool = False
+    queued_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size + 1)
@@ -78,12 +81,15 @@ class Listener:
         """Queue ``record`` without waiting; on a full queue mark this listener overflowed."""
         if self.overflowed:
             return
-        if self.queue.qsize() >= self.queue_size:
+        size = len(record.data)
+        too_many_bytes = self.max_bytes is not None and self.queued_bytes + size > self.max_bytes
+        if self.queue.qsize() >= self.queue_size or too_many_bytes:
             self.overflowed = True
             self.queue.put_nowait(_Overflow())
             if self.on_overflow is not None:
                 self.on_overflow()
             return
+        self.queued_bytes += size
         self.queue.put_nowait(record)
 
     def restart(self) -> None:
@@ -101,6 +107,7 @@ class Listener:
             raise SlowConsumer("listener queue overflowed")
         if isinstance(item, _Restarted):
             raise LogRestarted("the chat log restarted")
+        self.queued_bytes -= len(item.data)
         return item
 
 
@@ -123,6 +130,7 @@ class ChatFeed:
         chat_log: ChatLog,
         *,
         queue_size: int = 1000,
+        queue_bytes: int | None = None,
         linger_seconds: float = 15.0,
         confirm_timeout: float = 5.0,
     ) -> None:
@@ -130,6 +138,7 @@ class ChatFeed:
         self.keys = keys
         self.log = chat_log
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.linger_seconds = linger_seconds
         self.confirm_timeout = confirm_timeout
         self._chats: dict[str, _Chat] = {}
@@ -165,7 +174,7 @@ class ChatFeed:
         appended from then on reaches the listener (or marks it overflowed, calling
         ``on_overflow`` once: a writer stuck on a full socket never sees the queue).
         """
-        listener = Listener(chat_id, self.queue_size, on_overflow)
+        listener = Listener(chat_id, self.queue_size, on_overflow, self.queue_bytes)
         chat = await self._attach(chat_id, listener)
         try:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a

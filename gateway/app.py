@@ -93,7 +93,11 @@ def _bus_context(
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
-        bus = injected or open_gateway_bus(settings, queue_size=settings.socket_queue_size)
+        bus = injected or open_gateway_bus(
+            settings,
+            queue_size=settings.socket_queue_size,
+            queue_bytes=settings.socket_buffer_bytes,
+        )
         app[AppKeys.bus] = bus
         async with bus:
             yield

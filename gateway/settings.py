@@ -68,6 +68,9 @@ class GatewaySettings(BusSettings):
 
     ws_heartbeat_seconds: float = 30.0
     socket_queue_size: int = 1000
+    #: A socket with about this many bytes waiting for it (queued here, or in the transport's
+    #: and the kernel's send buffers) is closed with 4000 so the client resumes.
+    socket_buffer_bytes: int = Field(default=1024 * 1024, ge=16 * 1024)
     sse_max_lifetime_seconds: float = 3600.0
     history_limit: int = 200
     shutdown_timeout_seconds: float = 10.0

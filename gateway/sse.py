@@ -11,6 +11,7 @@ from aiohttp_sse import sse_response
 
 from bus import BusError, SlowConsumer
 from gateway.auth import check_origin, require_code
+from gateway.backpressure import SendBudget
 from gateway.keys import AppKeys
 from gateway.rest import chat_id_of
 from gateway.streaming import (
@@ -57,6 +58,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
         connections.streams.add(stream)
         metrics.connections.labels("sse").inc()
         first = True
+        budget = SendBudget(request.transport, settings.socket_buffer_bytes)
 
         async def pump() -> None:
             nonlocal first
@@ -65,6 +67,9 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
             ):
                 await stream.send(frame, id=event_id, retry=RECONNECT_MS if first else None)
                 first = False
+                if budget.exceeded():
+                    stalled.set()
+                    return
                 if event_id is not None:
                     metrics.observe_delivery(event_id, "sse")
 

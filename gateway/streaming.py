@@ -139,6 +139,8 @@ async def run_until_stalled(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    if stalled.is_set():
+        return "stalled"
     finished = next(iter(done))
     outcome = tasks[finished]
     if outcome == "pump" and not finished.cancelled():

@@ -10,6 +10,7 @@ from aiohttp_sse import EventSourceResponse
 
 from bus import BusError, SlowConsumer, is_valid_chat_id
 from gateway.auth import check_origin, code_is_valid
+from gateway.backpressure import SendBudget
 from gateway.errors import CloseCode, json_error
 from gateway.keys import AppKeys
 from gateway.streaming import (
@@ -60,11 +61,16 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     metrics.connections.labels("ws").inc()
     stalled = asyncio.Event()
 
+    budget = SendBudget(request.transport, settings.socket_buffer_bytes)
+
     async def pump() -> None:
         async for event_id, frame in follow_frames(
             request.app, chat_id, after, v2=v2, on_overflow=stalled.set, now=now
         ):
             await ws.send_str(frame)
+            if budget.exceeded():
+                stalled.set()
+                return
             if event_id is not None:
                 metrics.observe_delivery(event_id, "ws")
 

@@ -15,6 +15,7 @@ from gateway.app import create_app
 from tests.integration.conftest import gateway_settings
 from tests.support.redis_server import RedisServer
 from tests.support.system import ACCESS_CODE
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -572,3 +573,38 @@ async def test_a_finished_reply_is_not_replayed_to_a_new_v1_client(
         frame = await ws.receive_json(timeout=5)
         assert frame["id"] == second["id"]  # nothing of the finished reply came first
         await ws.close()
+
+
+async def test_a_stalled_reader_is_cut_off_by_bytes_not_frames(
+    redis_server: RedisServer, chat_log: ChatLog
+) -> None:
+    """A socket that stops reading is closed (4000, resume) once ~SOCKET_BUFFER_BYTES are
+    waiting for it, in our queue or the transport's buffers, however few frames that is."""
+    settings = gateway_settings(
+        redis_server.url, socket_queue_size=100_000, socket_buffer_bytes=256 * 1024
+    )
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            target = url(server, f"/api/chat?chatId=stall&accessCode={ACCESS_CODE}")
+            slow = await s.ws_connect(target, max_msg_size=0)
+            transport = slow._response.connection.transport  # type: ignore[union-attr]
+            assert transport is not None
+            transport.pause_reading()
+            msg = await (
+                await post(s, server, "stall", {"content": "q", "accessCode": ACCESS_CODE})
+            ).json()
+            big = "x" * 4000
+
+            async def slow_consumers() -> bool:
+                text = await (await s.get(url(server, "/metrics"))).text()
+                return "terrarium_slow_consumers_total 1.0" in text
+
+            for _ in range(3000):  # 12 MB: far past the budget, far below the frame cap
+                await chat_log.append_chunk("stall", msg["id"], big)
+            await wait_until(slow_consumers, timeout=20, message="stalled socket never cut off")
+            transport.resume_reading()
+            await slow.close()
+    finally:
+        await server.close()
