@@ -1,51 +1,116 @@
 """What the worker knows of the agent and the model, for its heartbeat.
 
-Same rules as the original worker: every ``STATUS_POLL_INTERVAL_SECONDS`` a GET of
+Every ``STATUS_POLL_INTERVAL_SECONDS`` (a few seconds) one cheap probe: a GET of
 ``AGENT_HEALTH_URL`` (2xx online, other 4xx online with the status in ``detail``, >=500
-degraded ``"HTTP n"``, no answer offline), with latency; an inference probe at most every
-``LLM_STATUS_POLL_INTERVAL_SECONDS`` (``max_tokens`` 4). Each answer also tells: a
-successful reply marks the model online (and postpones the next inference probe, the
-GPU has just proved itself), a failed one offline.
+degraded ``"HTTP n"``, no answer offline), with latency. A 404 there means the server has
+no health route (llama.cpp, vLLM behind some proxies), not that it is online: the monitor
+then probes ``/v1/models`` instead, and tries ``/health`` again after the next outage.
+
+The model (the ``llm`` node):
+
+- An unreachable agent makes the model offline at once, so an outage shows within one
+  probe interval even with no visitor traffic.
+- When the agent answers again after an outage (or for the first time), the inference
+  probe (a tiny completion, :meth:`InferenceProbe.probe`) runs in the same round, so
+  recovery shows as soon as a probe succeeds. Otherwise it runs every
+  ``LLM_STATUS_POLL_INTERVAL_SECONDS``, or every :data:`RECOVERY_PROBE_SECONDS` at most
+  while the model is not online (a failed answer with the agent reachable).
+- Each answer also tells: a successful reply marks the model online (and postpones the
+  next inference probe, the model has just proved itself), a failed one offline.
+
+``/v1/models`` is also read once per reachable period for the model's context length
+(vLLM's ``max_model_len``): :attr:`HealthMonitor.context_tokens`, for the prompt budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import aiohttp
+import structlog
 
 from bus.schemas import ComponentStatus, iso_now
 from worker.aio import wait_event
 from worker.errors import AgentError
-from worker.llm import AgentClient
 
-__all__ = ["HealthMonitor"]
+__all__ = ["HealthMonitor", "InferenceProbe", "context_length", "derive_models_url"]
+
+logger = structlog.get_logger("worker")
+
+#: While the model is not online and the agent answers, inference probes run this often.
+RECOVERY_PROBE_SECONDS = 30.0
+
+
+class InferenceProbe(Protocol):
+    """The agent client's inference probe (:meth:`worker.llm.AgentClient.probe`)."""
+
+    async def probe(self, timeout_seconds: float = 30.0) -> ComponentStatus:
+        """A tiny completion; never raises: the result is the model's status."""
+        ...
+
+
+def derive_models_url(health_url: str) -> str:
+    """``http://host:port/v1/models`` for a health URL ending in ``/health``."""
+    base = health_url[: -len("/health")] if health_url.endswith("/health") else health_url
+    return f"{base.rstrip('/')}/v1/models"
+
+
+def context_length(models: Any, model: str | None) -> int | None:
+    """The ``max_model_len`` a ``/v1/models`` body gives for ``model`` (None: not said).
+
+    The entry whose ``id`` is ``model`` wins; else the smallest figure any entry gives.
+    """
+    data = models.get("data") if isinstance(models, Mapping) else None
+    if not isinstance(data, list):
+        return None
+    found: dict[str, int] = {}
+    for entry in data:
+        if not isinstance(entry, Mapping):
+            continue
+        length = entry.get("max_model_len")
+        if isinstance(length, int) and not isinstance(length, bool) and length > 0:
+            found[str(entry.get("id"))] = length
+    if model is not None and model in found:
+        return found[model]
+    return min(found.values()) if found else None
 
 
 class HealthMonitor:
-    """Probes the agent and remembers the latest agent and LLM statuses."""
+    """Probes the agent and remembers the latest agent and LLM statuses (module doc)."""
 
     def __init__(
         self,
-        agent: AgentClient,
+        agent: InferenceProbe,
         health_url: str,
         *,
         interval_seconds: float,
         llm_interval_seconds: float,
         timeout_seconds: float = 10.0,
         on_change: Callable[[], None] | None = None,
+        models_url: str | None = None,
+        model: str | None = None,
     ) -> None:
         self.agent_client = agent
         self.health_url = health_url
+        self.models_url = models_url or derive_models_url(health_url)
+        self.model = model if model is not None else getattr(agent, "model", None)
         self.interval = interval_seconds
         self.llm_interval = llm_interval_seconds
         self.timeout = timeout_seconds
         self.on_change = on_change
         self.agent = ComponentStatus()
         self.llm = ComponentStatus()
+        #: False once ``/health`` answered 404 (until the next outage); None: not known yet.
+        self.health_route: bool | None = None
+        #: The model's context length from ``/v1/models``, when the server says it.
+        self.context_tokens: int | None = None
+        self._models_read = False
         self._llm_checked: float | None = None
+        self._unreachable = True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until ``stop`` is set (or cancelled); the first round runs at once."""
@@ -56,25 +121,64 @@ class HealthMonitor:
                 await wait_event(stop, self.interval)
 
     async def check(self, session: aiohttp.ClientSession) -> None:
-        """One round: the health URL, then the inference probe when due."""
+        """One round: the cheap probe, then the inference probe when due (module doc)."""
         self.agent = await self.probe_agent(session)
-        now = time.monotonic()
-        if self._llm_checked is None or now - self._llm_checked >= self.llm_interval:
-            self.llm = await self.agent_client.probe(timeout_seconds=max(self.timeout, 30.0))
-            self._llm_checked = time.monotonic()
+        if self.agent.status == "offline":
+            self._unreachable = True
+            self.health_route = None
+            self._models_read = False
+            if self.llm.status != "offline":
+                self.llm = ComponentStatus(
+                    status="offline",
+                    detail=f"network: agent unreachable ({self.agent.detail})",
+                    checkedAt=iso_now(),
+                )
+        else:
+            if not self._models_read:
+                await self._read_models(session)
+            if self._inference_probe_due():
+                self.llm = await self.agent_client.probe(timeout_seconds=max(self.timeout, 30.0))
+                self._llm_checked = time.monotonic()
+            self._unreachable = False
         self._changed()
 
+    def _inference_probe_due(self) -> bool:
+        if self._unreachable or self._llm_checked is None:
+            return True
+        interval = self.llm_interval
+        if self.llm.status != "online":
+            interval = min(interval, RECOVERY_PROBE_SECONDS)
+        return time.monotonic() - self._llm_checked >= interval
+
     async def probe_agent(self, session: aiohttp.ClientSession) -> ComponentStatus:
-        """GET the health URL; never raises."""
+        """GET the health URL, or ``/v1/models`` when there is no health route; never raises."""
+        if self.health_route is not False:
+            status = await self._get(session, self.health_url)
+            if status.detail != "HTTP 404":
+                if status.status != "offline":
+                    self.health_route = True
+                return status
+            self.health_route = False
+            logger.info("worker.agent_health_route_missing", fallback="/v1/models")
+        status = await self._get(session, self.models_url, models=True)
+        if status.status == "online" and status.detail is None:
+            return status.model_copy(update={"detail": "no health route; /v1/models answers"})
+        return status
+
+    async def _get(
+        self, session: aiohttp.ClientSession, url: str, *, models: bool = False
+    ) -> ComponentStatus:
         started = time.monotonic()
         try:
-            async with session.get(self.health_url, allow_redirects=False) as response:
+            async with session.get(url, allow_redirects=False) as response:
                 status = response.status
-                await response.read()
+                body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             return ComponentStatus(status="offline", detail=type(exc).__name__, checkedAt=iso_now())
         latency = round((time.monotonic() - started) * 1000, 1)
-        if status >= 500:
+        if models and 200 <= status < 300:
+            self._learn_context(body)
+        if status >= 500 or (models and status == 404):
             return ComponentStatus(
                 status="degraded", detail=f"HTTP {status}", checkedAt=iso_now(), latencyMs=latency
             )
@@ -82,6 +186,24 @@ class HealthMonitor:
         return ComponentStatus(
             status="online", detail=detail, checkedAt=iso_now(), latencyMs=latency
         )
+
+    async def _read_models(self, session: aiohttp.ClientSession) -> None:
+        try:
+            async with session.get(self.models_url, allow_redirects=False) as response:
+                if 200 <= response.status < 300:
+                    self._learn_context(await response.read())
+        except (aiohttp.ClientError, TimeoutError):
+            return  # the cheap probe reports reachability; this only reads a figure
+
+    def _learn_context(self, body: bytes) -> None:
+        self._models_read = True
+        try:
+            length = context_length(json.loads(body), self.model)
+        except ValueError:
+            return
+        if length != self.context_tokens:
+            self.context_tokens = length
+            logger.info("worker.model_context_read", context_tokens=length)
 
     def record_reply(self, latency_ms: float) -> None:
         """A reply succeeded: the model is online."""
