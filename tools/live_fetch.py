@@ -34,6 +34,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from tools.errors import ToolInputError, ToolNotAllowed, ToolTimeout, ToolUnavailable
+from tools.host_entries import parse_host_entry
 from tools.settings import ToolSettings
 
 __all__ = [
@@ -223,9 +224,14 @@ class UrlPolicy:
         url_prefixes: Iterable[str] = (),
         extra_ports: Iterable[int] = (),
     ) -> None:
-        self._hosts = {h for h in (normalise_host(raw) for raw in hosts) if h}
+        self._hosts: set[str] = set()
         self._prefixes: dict[str, list[_Prefix]] = {}
         self._ports = set(_STANDARD_PORTS) | set(extra_ports)
+        for raw in hosts:
+            host, port = parse_host_entry(raw)
+            self._hosts.add(host)
+            if port is not None:
+                self._ports.add(port)
         for raw in url_prefixes:
             try:
                 parsed = URL(raw.strip())

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from pydantic import Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tools.host_entries import parse_host_entry
+
 __all__ = ["DEFAULT_CONTENT_DIR", "ToolSettings"]
 
 #: The curated example bundle shipped with the repository.
@@ -83,6 +85,13 @@ class ToolSettings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("live_allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_host_entry(entry)  # raises ValueError naming the accepted forms
         return value
 
     @field_validator(
