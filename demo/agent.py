@@ -17,7 +17,7 @@ Endpoints (bodies are JSON; errors are ``{"error": {"message", "type", "code"}}`
 - ``GET /health``: ``{status, vllm_status, model, queue_length}``; 200 while "healthy" or
   "degraded", 503 when "down" (completions then answer 503 too); 404 with ``no_health``.
 - ``POST /_demo/fail`` ``{"count": n, "mode": "http500" | "httpNNN" | "error" |
-  "disconnect" | "stall", "seconds": s}``: the next n valid completion requests fail so,
+  "disconnect" | "stall" | "no_done", "seconds": s}``: the next n valid completion requests fail so,
   overriding their directives ("stall" waits ``seconds``, default 5, then completes).
 - ``GET /_demo/requests``: ``{"requests": [...]}``, the JSON bodies of completion requests.
 - ``POST /_demo/reset``: forget requests and pending failures, restore the health status.
@@ -127,7 +127,7 @@ __all__ = [
 ]
 
 HealthStatus = Literal["healthy", "degraded", "down"]
-FailureMode = Literal["http", "error", "disconnect", "stall"]
+FailureMode = Literal["http", "error", "disconnect", "stall", "no_done"]
 
 _HTTP_MODE_RE = re.compile(r"^http([45]\d\d)$")
 _FAILURE_POINT = 3
@@ -542,11 +542,13 @@ def _parse_failure(body: dict[str, Any]) -> tuple[int, InjectedFailure]:
         raise _BadRequest("seconds must be a number from 0 to 3600")
     if isinstance(mode, str) and (match := _HTTP_MODE_RE.match(mode)):
         return count, InjectedFailure("http", status=int(match.group(1)))
-    if mode in ("error", "disconnect"):
+    if mode in ("error", "disconnect", "no_done"):
         return count, InjectedFailure(mode)
     if mode == "stall":
         return count, InjectedFailure("stall", seconds=float(seconds))
-    raise _BadRequest('mode must be "http500" (or any "httpNNN"), "error", "disconnect" or "stall"')
+    raise _BadRequest(
+        'mode must be "http500" (or any "httpNNN"), "error", "disconnect", "stall" or "no_done"'
+    )
 
 
 async def _demo_fail(request: web.Request) -> web.Response:

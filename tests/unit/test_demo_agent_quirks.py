@@ -273,3 +273,16 @@ async def test_no_system_role_per_start(http: aiohttp.ClientSession) -> None:
         assert status == 400
         assert json.loads(text)["error"]["message"] == "System role not supported"
         assert (await post(http, url, {"messages": [user("s\n\nhi")]}))[0] == 200
+
+
+async def test_an_injected_no_done_ends_only_the_next_stream_early(
+    http: aiohttp.ClientSession, agent_url: str
+) -> None:
+    async with http.post(f"{agent_url}/_demo/fail", json={"mode": "no_done"}) as resp:
+        assert resp.status == 200
+    body = {"messages": [user("hi [[demo:tokens=8]]")], "stream": True}
+    cut = data_lines((await post(http, agent_url, body))[2])
+    assert "[DONE]" not in cut
+    assert len(cut) == 1 + 4  # the role delta, then half the pieces
+    whole = data_lines((await post(http, agent_url, body))[2])
+    assert whole[-1] == "[DONE]"
