@@ -12,13 +12,13 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.chatlog import ChatLimits
 from bus.client import RedisOptions
 
-__all__ = ["BusSettings"]
+__all__ = ["BusSettings", "describe_settings_error"]
 
 def _is_loopback(host: str | None) -> bool:
     if not host:
@@ -113,3 +113,13 @@ class BusSettings(BaseSettings):
         port = f":{parts.port}" if parts.port else ""
         host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
         return f"{parts.scheme}://{host}{port}"
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad setting (as its env name) and why, never echoing a value."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name} ({reason})")
+    return "; ".join(sorted(set(problems)))

@@ -8,6 +8,7 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
+from bus.settings import describe_settings_error
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from logsetup import configure_logging
@@ -28,8 +29,10 @@ def load_settings() -> GatewaySettings:
                 file=sys.stderr,
             )
         else:
-            names = ", ".join(sorted(fields)) or "settings"
-            print(f"gateway: invalid configuration: {names}. Refusing to start.", file=sys.stderr)
+            problems = describe_settings_error(exc)
+            print(
+                f"gateway: invalid configuration: {problems}. Refusing to start.", file=sys.stderr
+            )
         raise SystemExit(2) from None
 
 

@@ -37,6 +37,21 @@ def test_invalid_setting_is_named_without_echoing_values() -> None:
     assert "not-a-port" not in proc.stderr
 
 
+def test_a_bad_redis_url_is_explained_without_its_password() -> None:
+    env = {
+        **os.environ,
+        "CHAT_PASSWORD": "s3cret-code",
+        "REDIS_URL": "http://gateway:hunter2-pw@redis.internal:6379/0",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith("gateway: invalid configuration: REDIS_URL (must be rediss://")
+    assert "hunter2-pw" not in proc.stderr
+
+
 async def test_access_code_never_reaches_the_logs(
     system: System, redis_server: RedisServer
 ) -> None:
