@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_CONTEXT_TOKENS",
     "DEFAULT_SYSTEM_PROMPT",
     "NO_REPLY",
+    "TOO_LONG_SENTENCE",
     "MessageTooLong",
     "PromptRules",
     "ToolTurns",

@@ -1,0 +1,294 @@
+"""The worker against the quirks of real model servers (issue 16): a real redis-server, the
+demo agent over HTTP imitating vLLM / llama.cpp, an in-process worker.
+
+Tests marked ``xfail(strict=True)`` describe behaviour whose fix belongs to the answer
+handler, the agent client or the tool loop (being split when this was written); each
+reason says what is missing. They fail today for exactly that reason, and turn the suite
+red once fixed, so the marker is removed with the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bus import BusKeys, ChatLog, create_redis
+from demo.agent import DemoAgentConfig, run_demo_agent
+from demo.agent_script import Quirk
+from tests.support.agent import agent_requests
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+from tests.support.worker_settings import fast_settings
+from tools.settings import ToolSettings
+from worker import Worker
+from worker.conversation import NO_REPLY, TOO_LONG_SENTENCE
+from worker.toolkit import ToolKit
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def chatlog(redis_server: RedisServer) -> AsyncIterator[ChatLog]:
+    redis = create_redis(redis_server.url, client_name="test")
+    try:
+        yield ChatLog(redis, BusKeys())
+    finally:
+        await redis.aclose()
+
+
+def agent(*quirks: Quirk, context_tokens: int | None = None) -> DemoAgentConfig:
+    return DemoAgentConfig(
+        token_delay_ms=1, quirks=frozenset(quirks), context_tokens=context_tokens
+    )
+
+
+async def post(chatlog: ChatLog, chat_id: str, content: str) -> str:
+    accepted = await chatlog.accept_visitor_message(chat_id, content)
+    return str(accepted.message["id"])
+
+
+async def wait_reply(chatlog: ChatLog, chat_id: str, message_id: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        for frame in await chatlog.history(chat_id):
+            if frame["sender"] == "Terra" and frame.get("replyTo") == message_id:
+                return frame
+        return None
+
+    return await wait_until(probe, timeout=20, message=f"reply to {message_id}")
+
+
+async def ask(chatlog: ChatLog, chat_id: str, content: str) -> dict[str, Any]:
+    return await wait_reply(chatlog, chat_id, await post(chatlog, chat_id, content))
+
+
+async def chunks_after_reset(chatlog: ChatLog, chat_id: str, message_id: str) -> str:
+    """The streamed text of a reply, from its last stream reset on."""
+    text = ""
+    for event in await chatlog.events_after(chat_id, "0-0"):
+        if event.fields.get("replyTo") != message_id:
+            continue
+        if event.type == "streamReset":
+            text = ""
+        elif event.type == "assistantChunk":
+            text += event.fields["content"]
+    return text
+
+
+def roles(request: dict[str, Any]) -> list[str]:
+    return [m["role"] for m in request["messages"]]
+
+
+# --- prompts the strict templates accept (fixed: worker/conversation.py) ---------------------
+
+
+async def test_a_failed_answer_no_longer_breaks_the_chat_on_a_strict_template(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with run_demo_agent(agent("strict_roles")) as url:
+        settings = fast_settings(redis_server.url, url, agent_max_attempts=1)
+        async with Worker(settings):
+            failed = await ask(chatlog, "gemma", "first [[demo:http=500]]")
+            assert failed["status"] == "error"
+            for question in ("second", "third"):
+                reply = await ask(chatlog, "gemma", question)
+                assert "status" not in reply, reply
+                assert question in reply["content"]
+        last = (await agent_requests(url))[-1]
+    assert roles(last) == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert last["messages"][2]["content"] == NO_REPLY
+
+
+async def test_cutting_old_turns_never_starts_with_an_assistant_turn(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with run_demo_agent(agent("strict_roles")) as url:
+        async with Worker(fast_settings(redis_server.url, url, max_turns=4)):
+            for index in range(4):
+                reply = await ask(chatlog, "long", f"question {index}")
+                assert "status" not in reply, reply
+        requests = await agent_requests(url)
+    assert roles(requests[-1]) == ["system", "user", "assistant", "user"]
+
+
+# --- wiring of the prompt rules (belongs to the answer handler) ------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: the answer handler does not pass PromptRules.for_server(...) "
+    "(context budget) to build_prompt",
+)
+async def test_a_long_chat_is_trimmed_to_the_context_and_keeps_working(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with run_demo_agent(agent("strict_roles", context_tokens=1500)) as url:
+        settings = fast_settings(redis_server.url, url, agent_max_tokens=200)
+        async with Worker(settings):
+            for index in range(6):
+                reply = await ask(chatlog, "chatty", f"q{index} " + "words " * 200)
+                assert "status" not in reply, (index, reply)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: the answer handler does not catch MessageTooLong and store its sentence",
+)
+async def test_a_message_too_long_on_its_own_gets_one_clear_sentence(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with run_demo_agent(agent(context_tokens=1000)) as url:
+        settings = fast_settings(redis_server.url, url, agent_max_tokens=100)
+        async with Worker(settings):
+            reply = await ask(chatlog, "wall", "text " * 2000)
+        requests = await agent_requests(url)
+    assert reply["content"] == TOO_LONG_SENTENCE
+    assert requests == []  # no retry loop: the agent is never asked
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: the answer handler does not pass PromptRules(system_role=False) "
+    "from AGENT_SYSTEM_ROLE to build_prompt",
+)
+async def test_a_server_without_a_system_role_gets_the_prompt_in_the_first_turn(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with run_demo_agent(agent("no_system_role", "strict_roles")) as url:
+        settings = fast_settings(redis_server.url, url, agent_system_role=False)
+        async with Worker(settings):
+            reply = await ask(chatlog, "gemma2", "hello")
+        last = (await agent_requests(url))[-1]
+    assert "status" not in reply, reply
+    assert roles(last) == ["user"]
+
+
+# --- stream endings (belong to the agent client and the answer handler) ----------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: a stream ending without [DONE] or finish_reason is stored as complete "
+    "(the agent client must raise a retryable failure)",
+)
+async def test_a_stream_cut_without_done_is_retried_not_stored_as_complete(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with (
+        run_demo_agent(agent()) as url,
+        Worker(fast_settings(redis_server.url, url)) as worker,
+        aiohttp.ClientSession() as http,
+    ):
+        # the first inference probe would eat the injected failure
+        await wait_until(lambda: worker.health.llm.status != "unknown")
+        async with http.post(f"{url}/_demo/fail", json={"mode": "no_done"}) as resp:
+            assert resp.status == 200
+        message_id = await post(chatlog, "sigterm", "tell me [[demo:tokens=20]]")
+        reply = await wait_reply(chatlog, "sigterm", message_id)
+        streamed = await chunks_after_reset(chatlog, "sigterm", message_id)
+    assert "status" not in reply, reply
+    assert len(reply["content"].split()) >= 20  # the whole answer, not the first half
+    assert streamed == reply["content"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: every stream ending without [DONE] is stored as a complete answer",
+)
+async def test_streams_that_never_finish_end_in_an_error_not_a_fragment(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with (
+        run_demo_agent(agent("no_done")) as url,
+        Worker(fast_settings(redis_server.url, url)),
+    ):
+        reply = await ask(chatlog, "halves", "tell me [[demo:tokens=20]]")
+    assert reply["status"] == "error"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: finish_reason 'length' is stored as complete; needs status 'truncated' "
+    "(bus.schemas.ReplyStatus, ChatLog.finish_reply, the answer handler)",
+)
+async def test_an_answer_cut_at_max_tokens_is_stored_as_truncated(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with (
+        run_demo_agent(agent()) as url,
+        Worker(fast_settings(redis_server.url, url, agent_max_tokens=5)),
+    ):
+        reply = await ask(chatlog, "cut", "tell me [[demo:tokens=30]]")
+    assert reply.get("status") == "truncated"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: an empty 200 stream is retried and counted by the breaker; it is a "
+    "request error, not an agent outage",
+)
+async def test_an_empty_200_stream_is_a_request_error_that_spares_other_chats(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    async with run_demo_agent(agent("empty_errors")) as url:
+        settings = fast_settings(redis_server.url, url, agent_circuit_threshold=2)
+        async with Worker(settings):
+            bad = await ask(chatlog, "overflow", "hi [[demo:context=5]]")
+            other = await ask(chatlog, "bystander", "hello")
+        asked = [r for r in await agent_requests(url) if "context=5" in str(r["messages"])]
+    assert bad["status"] == "error"
+    assert len(asked) == 1  # not retried: the same request fails the same way
+    assert "status" not in other, other
+
+
+# --- tools and roles (belong to the tool loop) -----------------------------------------------
+
+
+@pytest.fixture
+def tool_settings(tmp_path: Path) -> ToolSettings:
+    return ToolSettings(_env_file=None, enhancement_dir=tmp_path / "enhancements")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: no fallback to answering without tools when the server returns empty "
+    "streams for tool requests (chatml-function-calling)",
+)
+async def test_a_server_that_cannot_stream_tool_calls_still_gets_answers(
+    redis_server: RedisServer, chatlog: ChatLog, tool_settings: ToolSettings
+) -> None:
+    async with run_demo_agent(agent("empty_tool_stream")) as url:
+        settings = fast_settings(redis_server.url, url)
+        tools = ToolKit.from_settings(tool_settings, settings)
+        async with Worker(settings, tools=tools):
+            first = await ask(chatlog, "llamacpp", "what are your projects?")
+            second = await ask(chatlog, "llamacpp", "and your site?")
+    assert "status" not in first, first
+    assert "status" not in second, second
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: the tool loop sends ROUNDS_WARNING as a system turn mid-conversation; "
+    "it must use worker.conversation.fold_system_note",
+)
+async def test_the_rounds_warning_joins_the_system_prompt_not_the_turns(
+    redis_server: RedisServer, chatlog: ChatLog, tool_settings: ToolSettings
+) -> None:
+    async with run_demo_agent(agent()) as url:
+        settings = fast_settings(redis_server.url, url, max_tool_rounds=3)
+        tools = ToolKit.from_settings(tool_settings, settings)
+        async with Worker(settings, tools=tools):
+            reply = await ask(
+                chatlog,
+                "rounds",
+                "[[demo:tool=search_site]] [[demo:tool2=search_site]] projects?",
+            )
+        requests = await agent_requests(url)
+    assert "status" not in reply, reply
+    assert len(requests) == 3
+    for request in requests:
+        assert "system" not in roles(request)[1:], roles(request)
