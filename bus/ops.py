@@ -55,14 +55,15 @@ REQUEUE_DETAIL = "requeued by an operator: a second reply to {message_id} follow
 
 #: KEYS: events, meta, messages, replies, memory, dead letters, jobs.
 #: ARGV: channel, marker event, maxlen, msg_maxlen, ttl_ms, dead-letter id, message id, job,
-#:       jobs_maxlen -> {'ok', job entry id, marker event id} | {'gone'}
+#:       jobs_maxlen (unused: an operator's requeue is never refused nor trims other jobs)
+#: -> {'ok', job entry id, marker event id} | {'gone'}
 #: The dead letter is removed in the same round trip as the job is added, so one dead
 #: letter is requeued at most once.
 REQUEUE = (
     scripts._APPEND_FN
     + """
 if #redis.call('XRANGE', KEYS[6], ARGV[6], ARGV[6]) == 0 then return {'gone'} end
-local jid = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[9], '*', 'd', ARGV[8])
+local jid = redis.call('XADD', KEYS[7], '*', 'd', ARGV[8])  -- never trims: see JOBS_ACK
 redis.call('HDEL', KEYS[4], ARGV[7])
 local mid = append(ARGV[1], ARGV[2], 'state', ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[6], ARGV[6])
