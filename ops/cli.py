@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import re
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -397,6 +398,9 @@ def _fail(out: Output, message: str, status: int) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``terrarium-ops`` console script."""
     args = build_parser().parse_args(argv)
+    # Ctrl-C (and SIGTERM) end ``follow`` quietly, even when started with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     out = Output()
     status = _main(args, out)
     raise SystemExit(status)

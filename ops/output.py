@@ -85,6 +85,8 @@ class Output:
 
     def timeline(self, line: Line) -> None:
         """One timeline line, with a date line first when the day changed."""
+        if line.quiet:
+            return
         if line.new_day is not None:
             self.text(f"-- {line.new_day} (UTC) --", style="bold")
         rendered = line.render()

@@ -54,6 +54,8 @@ class Line:
     data: dict[str, Any]
     #: A date line before this one, when the day changed (or at the start).
     new_day: str | None = None
+    #: Nothing a person needs to read (kept for the JSON lines, which list every event).
+    quiet: bool = False
 
     def render(self) -> str:
         """The line as plain text; continuation lines are indented under the text."""
@@ -126,8 +128,8 @@ class Timeline:
     def flush(self) -> list[Line]:
         """The pending folded reply, if any (call at the end of the input)."""
         run, self._run = self._run, None
-        if run is None or (run.chunks == 0 and run.reasoning == 0):
-            return []  # only the empty ``done`` chunk that follows a final Message
+        if run is None:
+            return []
         text = "".join(run.text)
         parts = [f"{run.chunks} chunk{'s' if run.chunks != 1 else ''}, {len(text)} chars"]
         if run.reasoning:
@@ -149,7 +151,10 @@ class Timeline:
             "durationMs": run.last_ms - run.first_ms,
             "done": run.done,
         }
-        return [self._dated(Line(run.first_ms, run.gap_ms, "stream", summary, run.event_ids, data))]
+        line = Line(run.first_ms, run.gap_ms, "stream", summary, run.event_ids, data)
+        # The empty ``done`` chunk written after a final Message: JSON lines only.
+        line.quiet = run.chunks == 0 and run.reasoning == 0
+        return [self._dated(line)]
 
     @staticmethod
     def _absorb(run: _Run, record: EventRecord, ms: int) -> None:
