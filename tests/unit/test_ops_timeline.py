@@ -26,7 +26,7 @@ def chunk(ms: int, content: str, *, done: bool = False, seq: int = 0) -> EventRe
 def render(records: list[EventRecord], *, chunks: bool = False) -> list[str]:
     timeline = Timeline(chunks=chunks)
     lines = [line for record in records for line in timeline.feed(record)]
-    return [line.render() for line in [*lines, *timeline.flush()]]
+    return [line.render() for line in [*lines, *timeline.flush()] if not line.quiet]
 
 
 @pytest.mark.parametrize(
@@ -89,6 +89,10 @@ def test_json_lines_carry_every_event_id_of_a_folded_reply() -> None:
     (line,) = timeline.flush()
     assert line.as_json()["eventIds"] == [f"{T0}-0", f"{T0 + 1}-0"]
     assert line.as_json()["content"] == "ab"
+    # The empty done chunk after a final Message: no text line, but its id is listed.
+    (done,) = [*timeline.feed(chunk(2, "", done=True)), *timeline.flush()]
+    assert done.quiet
+    assert done.as_json()["eventIds"] == [f"{T0 + 2}-0"]
 
 
 def test_since_takes_durations_and_iso_times() -> None:
