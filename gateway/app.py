@@ -59,7 +59,13 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     finally:
         route = request.match_info.route.resource
         label = route.canonical if route is not None else "unmatched"
-        request.app[AppKeys.metrics].http_requests.labels(label, request.method, status).inc()
+        request.app[AppKeys.metrics].observe_request(
+            label,
+            request.method,
+            status,
+            time.perf_counter() - started,
+            streaming=request.match_info.handler in _STREAMING_HANDLERS,
+        )
         if not request.path.endswith(("/metrics", "/healthz", "/readyz")):
             log.info(
                 "gateway.request_finished",

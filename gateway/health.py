@@ -173,8 +173,6 @@ async def get_metrics(request: web.Request) -> web.Response:
     except (BusError, TimeoutError):
         metrics.worker_up.set(0)
     feed = bus.feed_status
-    metrics.subscribed_chats.set(feed.chats)
-    metrics.feed_reconnects.set(feed.reconnects)
-    metrics.gaps_filled.set(feed.gaps_filled)
+    metrics.record_feed(feed)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -57,6 +57,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
     ) as stream:
         connections.streams.add(stream)
         metrics.connections.labels("sse").inc()
+        deliveries = metrics.deliveries("sse", resumed=after is not None)
         first = True
         budget = SendBudget(request.transport, settings.socket_buffer_bytes)
 
@@ -71,7 +72,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
                     stalled.set()
                     return
                 if event_id is not None:
-                    metrics.observe_delivery(event_id, "sse")
+                    deliveries.observe(event_id)
 
         log.info("gateway.sse_connected", chat_id=chat_id, v2=v2, resume=after is not None)
         try:

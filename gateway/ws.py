@@ -59,6 +59,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
 
     connections.websockets.add(ws)
     metrics.connections.labels("ws").inc()
+    deliveries = metrics.deliveries("ws", resumed=after is not None)
     stalled = asyncio.Event()
 
     budget = SendBudget(request.transport, settings.socket_buffer_bytes)
@@ -72,7 +73,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
                 stalled.set()
                 return
             if event_id is not None:
-                metrics.observe_delivery(event_id, "ws")
+                deliveries.observe(event_id)
 
     async def drain_client() -> None:
         async for msg in ws:

@@ -2,14 +2,32 @@
 
 Labels are bounded: job outcomes and error categories, never ids. Exposed on
 ``WORKER_METRICS_HOST:WORKER_METRICS_PORT`` (loopback by default) only when the port is set.
+Every known label value has a zero series from the start (a healthy worker shows 0, not "No
+data"); ``terrarium_build_info`` carries the version; no ``_created`` series; the process
+collector adds ``process_*``.
 """
 
 from __future__ import annotations
 
 import threading
+from importlib.metadata import PackageNotFoundError, version
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
+
+from worker.errors import CATEGORIES
+
+# ``_created`` doubles every counter's and histogram's series for no dashboard's use.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = ["JOB_OUTCOMES", "WorkerMetrics"]
 
@@ -25,12 +43,27 @@ JOB_OUTCOMES = (
 )
 
 
+#: Values of the ``kind`` label of ``job_handovers``.
+HANDOVER_KINDS = ("reclaimed", "released", "taken_over")
+
+
+def package_version() -> str:
+    """The installed terrarium-webchat version ("unknown" when run from a bare checkout)."""
+    try:
+        return version("terrarium-webchat")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class WorkerMetrics:
     """Every metric of one worker, on its own registry (several workers may share a process)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        self.build_info = Info("terrarium_build", "Version of the running code", registry=r)
+        self.build_info.info({"version": package_version(), "component": "worker"})
         self.jobs = Counter(
             "terrarium_worker_jobs_total", "Jobs finished, by outcome.", ["outcome"], registry=r
         )
@@ -70,6 +103,12 @@ class WorkerMetrics:
             "Replies restarted after an earlier attempt had streamed part of them.",
             registry=r,
         )
+        for outcome in JOB_OUTCOMES:
+            self.jobs.labels(outcome)
+        for category in CATEGORIES:
+            self.agent_errors.labels(category)
+        for kind in HANDOVER_KINDS:
+            self.handovers.labels(kind)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
