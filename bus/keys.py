@@ -107,6 +107,10 @@ class BusKeys:
         """Hash: worker consumer name -> JSON heartbeat."""
         return f"{self.prefix}:workers"
 
+    def worker_alive(self, consumer: str) -> str:
+        """String with a TTL: present while worker ``consumer`` is alive (Redis's clock)."""
+        return f"{self.prefix}:workers:alive:{consumer}"
+
     @property
     def arq_queue(self) -> str:
         """Queue name of arq's scheduled (non-live) jobs."""
@@ -122,6 +126,7 @@ class BusKeys:
             "jobs": self.jobs,
             "dead_letters": self.dead_letters,
             "workers": self.workers,
+            "worker_liveness": f"{self.workers}:alive:*",
             "arq_queue": f"{self.arq_queue}*",
             "arq_jobs": "arq:*",  # arq's own job and result keys (not under the prefix)
             "everything": f"{p}:*",
@@ -141,7 +146,15 @@ class BusKeys:
 #: against this by tests/unit/test_acl_layout.py).
 ROLE_FAMILIES: dict[str, tuple[str, ...]] = {
     "gateway": ("chats", "ip_rates", "jobs", "dead_letters", "workers"),
-    "worker": ("chats", "jobs", "dead_letters", "workers", "arq_queue", "arq_jobs"),
+    "worker": (
+        "chats",
+        "jobs",
+        "dead_letters",
+        "workers",
+        "worker_liveness",
+        "arq_queue",
+        "arq_jobs",
+    ),
     "ops": ("everything", "arq_jobs"),
 }
 

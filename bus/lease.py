@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from redis.asyncio import Redis
 
 from bus import scripts
@@ -26,10 +28,14 @@ class ChatLease:
         self._acquire = redis.register_script(scripts.LEASE_ACQUIRE)
         self._release = redis.register_script(scripts.LEASE_RELEASE)
 
-    async def acquire(self, chat_id: str) -> bool:
-        """Take (or renew) the lease on ``chat_id``; False if someone else holds it."""
+    async def acquire(self, chat_id: str, *, departed: Collection[str] = ()) -> bool:
+        """Take (or renew) the lease on ``chat_id``; False if someone else holds it.
+
+        A lease held by one of ``departed`` (workers whose liveness lapsed) is taken at once
+        instead of after its TTL.
+        """
         got = await self._acquire(
-            keys=[self.keys.chat_lease(chat_id)], args=[self.owner, self.ttl_ms]
+            keys=[self.keys.chat_lease(chat_id)], args=[self.owner, self.ttl_ms, *departed]
         )
         return bool(int(got))
 

@@ -26,13 +26,35 @@ class Presence:
         self.redis = redis
         self.keys = keys
 
-    async def beat(self, heartbeat: WorkerHeartbeat) -> None:
-        """Publish ``heartbeat`` for its consumer (overwrites the previous one)."""
-        await self.redis.hset(self.keys.workers, heartbeat.consumer, heartbeat.model_dump_json())  # type: ignore[misc]
+    async def beat(self, heartbeat: WorkerHeartbeat, *, alive_ms: int | None = None) -> None:
+        """Publish ``heartbeat`` for its consumer (overwrites the previous one).
+
+        With ``alive_ms``, the consumer also counts as alive for that long by Redis's clock
+        (no skew between hosts): a worker that stops beating is seen :meth:`departed`.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.workers, heartbeat.consumer, heartbeat.model_dump_json())
+        if alive_ms is not None:
+            pipe.set(self.keys.worker_alive(heartbeat.consumer), "1", px=alive_ms)
+        await pipe.execute()
 
     async def forget(self, consumer: str) -> None:
-        """Remove a consumer's heartbeat (clean shutdown)."""
-        await self.redis.hdel(self.keys.workers, consumer)  # type: ignore[misc]
+        """Remove a consumer's heartbeat and liveness (clean shutdown, or after a takeover)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hdel(self.keys.workers, consumer)
+        pipe.delete(self.keys.worker_alive(consumer))
+        await pipe.execute()
+
+    async def departed(self) -> list[str]:
+        """Consumers with a heartbeat whose liveness lapsed: they died without a goodbye."""
+        consumers = [str(c) for c in await self.redis.hkeys(self.keys.workers)]  # type: ignore[misc]
+        if not consumers:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for consumer in consumers:
+            pipe.exists(self.keys.worker_alive(consumer))
+        alive = await pipe.execute()
+        return [c for c, present in zip(consumers, alive, strict=True) if not present]
 
     async def freshest(self) -> WorkerHeartbeat | None:
         """The most recent heartbeat of any worker, or ``None`` if none ever beat.

@@ -129,10 +129,13 @@ if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1])
 return {n, ttl}
 """
 
-#: Take or renew a lease held by ARGV[1]. KEYS: lease. ARGV: owner, ttl_ms -> 1 | 0
+#: Take or renew a lease held by ARGV[1]; a lease held by a departed worker (ARGV[3...])
+#: is taken over at once. KEYS: lease. ARGV: owner, ttl_ms, departed... -> 1 | 0
 LEASE_ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
-if (not holder) or holder == ARGV[1] then
+local gone = false
+for i = 3, #ARGV do if holder == ARGV[i] then gone = true end end
+if (not holder) or holder == ARGV[1] or gone then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
@@ -241,3 +244,14 @@ trim_finished(ARGV[1])
 return id
 """
 )
+
+#: Take over every job pending under a departed consumer, atomically: two workers taking
+#: over at once never claim the same job. KEYS: jobs. ARGV: group, departed, me, count
+#: -> claimed entries ``{id, fields}`` (each counts one more delivery)
+JOBS_TAKE_OVER = """
+local rows = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[4], ARGV[2])
+local ids = {}
+for _, row in ipairs(rows) do table.insert(ids, row[1]) end
+if #ids == 0 then return {} end
+return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, unpack(ids))
+"""

@@ -44,6 +44,7 @@ def every_name(keys: BusKeys) -> list[str]:
         keys.jobs,
         keys.dead_letters,
         keys.workers,
+        keys.worker_alive("host-1"),
         keys.arq_queue,
         f"{keys.arq_queue}:health-check",
         "arq:job:abc",
