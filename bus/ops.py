@@ -136,6 +136,9 @@ class DeadLetter:
     raw: str
     job: AnswerMessage | None
     problems: list[str] = field(default_factory=list)
+    #: The chat and message the job names, read from it even when it is malformed.
+    chat_id: str | None = None
+    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,21 @@ def job_problems(raw: str) -> list[str]:
             problems.append(f"{where}: {err['msg']}")
         return problems
     return []
+
+
+def _named_ids(raw: str) -> tuple[str | None, str | None]:
+    """``(chat_id, message_id)`` a job names, when readable (malformed jobs included)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    chat_id, message_id = data.get("chat_id"), data.get("message_id")
+    return (
+        chat_id if isinstance(chat_id, str) and is_valid_chat_id(chat_id) else None,
+        message_id if isinstance(message_id, str) and len(message_id) <= 64 else None,
+    )
 
 
 def _decode(raw: str) -> AnswerMessage | None:
@@ -425,7 +443,10 @@ class OpsBus:
             deliveries = int(fields.get("deliveries", 0))
         except ValueError:
             deliveries = 0
+        chat_id, message_id = _named_ids(raw)
         return DeadLetter(
+            chat_id=chat_id,
+            message_id=message_id,
             dead_id=dead_id,
             job_entry_id=str(fields.get("entry_id", "")),
             reason=str(fields.get("reason", "")),

@@ -212,8 +212,8 @@ async def cmd_dead(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
                     "problems": dead.problems,
                     "deliveries": dead.deliveries,
                     "worker": dead.consumer,
-                    "chatId": dead.job.chat_id if dead.job else None,
-                    "messageId": dead.job.message_id if dead.job else None,
+                    "chatId": dead.chat_id,
+                    "messageId": dead.message_id,
                     "job": dead.raw,
                 }
             )
@@ -223,7 +223,9 @@ async def cmd_dead(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
         return 0
     for dead in letters:
         job = dead.job
-        where = f"chat {job.chat_id} message {job.message_id}" if job else "job unreadable"
+        where = f"chat {dead.chat_id or '?'} message {dead.message_id or '?'}"
+        if job is None:
+            where += " (malformed job)"
         out.text(f"{dead.dead_id}  {dead.at}  {where}", style="bold")
         out.text(
             f"  reason: {dead.reason} (job {dead.job_entry_id}, {dead.deliveries} "
