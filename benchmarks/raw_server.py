@@ -8,7 +8,8 @@ aiohttp + redis-py themselves, which the gateway is compared against.
 
 ``python -m benchmarks.raw_server --port P --redis-url URL [--prefix bench:raw:]``
 
-Routes: ``GET /ws?chatId=<id>`` (WebSocket) and ``GET /healthz``.
+Routes: ``GET /ws?chatId=<id>`` (WebSocket) and ``GET /healthz``. Its feed,
+:class:`RawPublisher`, is as bare: one ``PUBLISH`` of the frame text per chunk.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
+import json
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
 
-__all__ = ["DEFAULT_PREFIX", "build_app", "main"]
+from bus.schemas import ChunkProduced, encode, iso_now, render_frame
+
+__all__ = ["DEFAULT_PREFIX", "RawPublisher", "build_app", "main"]
 
 DEFAULT_PREFIX = "bench:raw:"
 
@@ -80,6 +86,38 @@ def build_app(redis_url: str, prefix: str = DEFAULT_PREFIX) -> web.Application:
     app.cleanup_ctx.append(reader)
     app.add_routes([web.get("/ws", chat_socket), web.get("/healthz", healthz)])
     return app
+
+
+class RawPublisher:
+    """The baseline's feed: the frame text the gateway would send for a chunk, one PUBLISH."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        reply_to: str,
+        prefix: str = DEFAULT_PREFIX,
+        max_connections: int = 64,
+    ) -> None:
+        self._redis = Redis.from_url(
+            redis_url, decode_responses=True, max_connections=max_connections
+        )
+        self._reply_to = reply_to
+        self._prefix = prefix
+        self._seq = itertools.count()
+
+    async def send(self, chat: str, content: str) -> None:
+        """Publish one chunk frame (rendered as the gateway renders a stored chunk)."""
+        chunk = ChunkProduced(
+            chatId=chat, content=content, done=False, emittedAt=iso_now(), replyTo=self._reply_to
+        )
+        event_id = f"{int(time.time() * 1000)}-{next(self._seq)}"
+        frame = render_frame(encode(chunk), event_id)
+        await self._redis.publish(self._prefix + chat, json.dumps(frame, separators=(",", ":")))
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
 
 
 def main() -> None:

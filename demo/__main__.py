@@ -9,7 +9,7 @@ import sys
 import time
 import webbrowser
 
-from demo.launcher import Launcher, LaunchOptions
+from demo.launcher import ChildFailed, Launcher, LaunchOptions
 
 __all__ = ["main"]
 
@@ -41,7 +41,17 @@ def main(argv: list[str] | None = None) -> None:
     launcher = Launcher(options)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        launcher.start()
+        try:
+            launcher.start()
+        except ChildFailed as exc:
+            print(f"terrarium-webchat did not start: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        if launcher.moved_from is not None:
+            print(
+                f"port {launcher.moved_from} is in use (another demo?): "
+                f"using port {launcher.port} instead (set PORT or --port to choose)",
+                flush=True,
+            )
         agent = "offline demo agent" if launcher.demo_agent else launcher.agent_url
         print(
             f"\nterrarium-webchat is running at {launcher.url}\n"
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         while (dead := launcher.failed()) is None:
             time.sleep(0.5)
         print(
-            f"a process stopped unexpectedly: {dead.args!r} (exit {dead.returncode})",
+            f"a process stopped unexpectedly: {dead.name} {dead.args!r} (exit {dead.returncode})",
             file=sys.stderr,
         )
         raise SystemExit(1)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from demo.launcher import Launcher, LaunchOptions, free_port
+from demo.launcher import LaunchOptions, free_port
+from tests.support.launcher import TestLauncher
 
 ACCESS_CODE = "e2e-access-code"
 
@@ -14,7 +15,7 @@ ACCESS_CODE = "e2e-access-code"
 class RunningSystem:
     """One running system (Redis, demo agent, gateway, worker) and its gateway's kill switch."""
 
-    launcher: Launcher
+    launcher: TestLauncher
     url: str
     access_code: str
 
@@ -43,7 +44,7 @@ def start_system() -> Iterator[RunningSystem]:
         # Tests send more messages per minute than a visitor would.
         extra_env={"RATE_LIMIT_MAX_PER_IP": "10000", "RATE_LIMIT_MAX_PER_CHAT": "10000"},
     )
-    launcher = Launcher(options)
+    launcher = TestLauncher(options)
     try:
         launcher.start()
     except Exception:

@@ -8,7 +8,6 @@ defaults (30 s, 30 s, 5 s) the same code paths take about 20 times longer.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -18,13 +17,18 @@ from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusError, BusKeys, ChatLog, create_redis
 from bus.chatlog import EventRecord
 from tests.support.redis_server import RedisServer
 from tests.support.system import Process, System
+from tests.support.wait import wait_until
 
-__all__ = ["FAST_WORKER_ENV", "Harness", "elapsed", "fault_system"]
+__all__ = ["FAST_WORKER_ENV", "REDIS_DOWN", "Harness", "elapsed", "fault_system"]
+
+#: What a probe raises while Redis (or a process behind it) is down or restarting.
+REDIS_DOWN: tuple[type[Exception], ...] = (RedisError, BusError, OSError, aiohttp.ClientError)
 
 #: Worker settings shortened for tests (env names as in production).
 FAST_WORKER_ENV = {
@@ -112,18 +116,8 @@ class Harness:
 
     @staticmethod
     async def until(probe: Any, *, within: float = 20.0, what: str = "condition") -> Any:
-        """Await ``probe()`` until truthy (Redis errors count as not yet)."""
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                value = await probe()
-            except Exception:  # Redis down or restarting: not yet
-                value = None
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"timed out after {within}s waiting for {what}")
-            await asyncio.sleep(0.02)
+        """``wait_until`` with this harness's policy: Redis errors count as "not yet"."""
+        return await wait_until(probe, within, what, ignore=REDIS_DOWN)
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,7 @@ from benchmarks.stalled import StalledSocket
 from bus.chatlog import EventRecord, compare_ids
 from bus.schemas import EVENT_TYPES_V1
 from tests.support.system import ACCESS_CODE
+from tests.support.wait import wait_until
 
 __all__ = [
     "ChatClient",
@@ -110,18 +111,8 @@ class ChatClient:
 
     async def wait_for(self, probe: Any, *, within: float = 20.0, what: str = "condition") -> Any:
         """Wait until ``probe()`` is truthy (re-checked on each frame and every 50 ms)."""
-        deadline = time.monotonic() + within
-        while True:
-            value = probe()
-            if value:
-                return value
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{self.chat_id}: timed out after {within}s waiting for {what}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(0.05, remaining)):
-                    await self._changed.wait()
+        message = f"{self.chat_id}: {what}"
+        return await wait_until(probe, within, message, interval=0.05, wake=self._changed)
 
     def of_type(self, kind: str) -> list[Frame]:
         return [f for f in self.frames if f.type == kind]

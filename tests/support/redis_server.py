@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from demo.launcher import find_redis_server, free_port
+from demo.launcher import find_redis_server, free_port, redis_server_args
 
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
 
@@ -36,24 +36,13 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, *, appendonly: bool = False) -> RedisServer:
-        args = [
+        args = redis_server_args(
             self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.workdir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if appendonly else "no",
-            "--daemonize",
-            "no",
-            "--logfile",
-            str(self.workdir / "redis.log"),
-            *self.extra,
-        ]
+            self.port,
+            self.workdir,
+            appendonly=appendonly,
+            extra=["--logfile", str(self.workdir / "redis.log"), *self.extra],
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_ready()

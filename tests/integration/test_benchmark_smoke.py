@@ -13,6 +13,8 @@ from tests.support.redis_server import redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")
@@ -51,12 +53,3 @@ def test_fanout_benchmark_prints_figures_and_frames_arrive(tmp_path: Path) -> No
         assert window["delivered_frames"] > 0, kind
         assert window["frames_per_s"] > 0, kind
     assert report["stalled"]["others_with"]["delivered_frames"] > 0
-
-
-def test_arguments_are_checked() -> None:
-    from benchmarks.fanout import parse_args
-
-    args = parse_args(["--sockets", "4", "--chats", "2"])
-    assert (args.sockets, args.chats, args.rounds) == (4, 2, 1)
-    with pytest.raises(SystemExit):
-        parse_args(["--sockets", "1", "--chats", "2"])
