@@ -34,8 +34,8 @@ def test_gate_locks_status_until_a_valid_code(
     widget.open()
     expect(widget.code_input).to_be_focused()
     expect(widget.status_text).to_have_text("Enter the access code")
-    expect(widget.chain_dots).to_have_count(5)
-    expect(widget.host.locator(".chain-toggle .node-dot.locked")).to_have_count(3)
+    expect(widget.chain_toggle).to_have_text("Details")
+    expect(widget.chain_panel.locator(".node-dot.locked")).to_have_count(3)
     expect(widget.demo_note).to_be_visible()  # the launcher runs the offline demo agent
     expect(widget.gate_button).to_be_disabled()
 
@@ -48,7 +48,9 @@ def test_gate_locks_status_until_a_valid_code(
     widget.code_input.press("Enter")
     widget.wait_connected()
     expect(widget.textarea).to_be_focused()
-    expect(widget.host.locator(".chain-toggle .node-dot.locked")).to_have_count(0)
+    expect(widget.chain_panel.locator(".node-dot.locked")).to_have_count(0)
+    # The header says what Terra can do, from the real health chain.
+    expect(widget.status_text).to_have_text("Terra is online", timeout=15_000)
     storage = page.evaluate(
         "['terrarium-access-code', 'terrarium-chat-id'].map((key) => sessionStorage.getItem(key))"
     )
@@ -80,7 +82,9 @@ def test_send_shows_thinking_then_a_streamed_answer(
     reply = widget.wait_reply()
     expect(widget.stream).to_have_count(0, timeout=10_000)
     expect(widget.stop_button).to_be_hidden()
-    expect(widget.system.filter(has_text="Terra queued your message")).to_have_count(1)
+    # No grey system lines: the conversation holds only the two messages.
+    expect(widget.messages).to_have_count(2)
+    expect(widget.banner).to_be_hidden()
     expect(widget.announcer).to_contain_text("Terra replied:")
     # <think> content is kept out of the bubble, behind the drawer toggle.
     toggle = reply.locator(".thoughts-toggle")

@@ -50,7 +50,7 @@ def test_gateway_down_then_back_resumes_the_answer(
 
     own_system.kill_gateway()
     expect(widget.banner).to_be_visible(timeout=10_000)
-    expect(widget.banner).to_contain_text("Reconnecting")
+    expect(widget.banner).to_have_text(re.compile(r"^Terra is reconnecting…"))
     # The header follows the connection, not the "send your first message" fallback.
     expect(widget.host.locator(".status-text")).to_have_text("Reconnecting to Terra…")
     widget.shot(shots, "13-reconnect-banner")

@@ -1,6 +1,8 @@
 // The five-node health chain (frontend -> relay -> worker -> agent -> llm) of GET /api/health.
 
 export const HEALTH_POLL_MS = 30000;
+/** While a reply is awaited or the relay is unreachable, look more often. */
+export const HEALTH_POLL_BUSY_MS = 5000;
 export const CHAIN_ORDER = ["frontend", "relay", "worker", "agent", "llm"];
 
 const DEFAULT_NODES = {
@@ -42,13 +44,4 @@ export function unreachableChain(previous) {
         ? { ...node, status: "offline", detail: "Relay unreachable" }
         : { ...node, status: node.id === "worker" ? "degraded" : "unknown" },
   );
-}
-
-/** "ready" when worker, agent and model are all online; "offline" when one is; else "checking". */
-export function deriveReadiness(chain) {
-  const nodes = chain.filter((node) => BEHIND_THE_GATE.has(node.id));
-  if (nodes.some((node) => node.status === "locked")) return "locked";
-  if (nodes.every((node) => node.status === "online")) return "ready";
-  if (nodes.some((node) => node.status === "offline")) return "offline";
-  return "checking";
 }

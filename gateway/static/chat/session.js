@@ -11,7 +11,7 @@
 
 import { ChatApi, HttpError, HISTORY_LIMIT } from "./api.js";
 import { COPY, describeRelayFailure } from "./copy.js";
-import { HEALTH_POLL_MS, defaultChain, deriveReadiness, normalizeChain, unreachableChain } from "./health.js";
+import { HEALTH_POLL_MS, HEALTH_POLL_BUSY_MS, defaultChain, normalizeChain, unreachableChain } from "./health.js";
 import { LiveSocket } from "./socket.js";
 import { compareEventIds, maxEventId, readStorage, sleep, uuid, writeStorage } from "./util.js";
 
@@ -47,7 +47,23 @@ export class ChatSession extends EventTarget {
     return AWAITING.has(this.workerState.state) || (this.stream.text !== "" && !this.stream.done);
   }
 
-  /** Messages, local notices and unsent messages in display order. */
+  /** How long the current message has waited in the queue (0 when none waits). */
+  get queuedFor() {
+    return this.workerState.state === "queued" && this.queuedAt ? Date.now() - this.queuedAt : 0;
+  }
+
+  /**
+   * Terra's last reply, when it failed and has not been retried: {message, detail}.
+   * detail is the worker's technical reason (for the "details" disclosure), if known.
+   */
+  get failedReply() {
+    const replies = [...this.messages.values()].filter((m) => m.sender === "Terra").sort(byTime);
+    const last = replies[replies.length - 1];
+    if (!last || last.status !== "error" || this.retried.has(last.id)) return null;
+    return { message: last, detail: this.failureDetails.get(last.id) ?? null };
+  }
+
+  /** Messages and unsent messages in display order. */
   get timeline() {
     const items = [...this.messages.values(), ...this.pending.values()];
     return items.sort(byTime);
@@ -110,6 +126,20 @@ export class ChatSession extends EventTarget {
     this.#deliver(item);
   }
 
+  /** Ask again the question whose reply (Terra message `messageId`) failed. */
+  retryReply(messageId) {
+    const reply = this.messages.get(messageId);
+    const question = reply?.replyTo ? this.messages.get(reply.replyTo) : null;
+    if (!question || this.retried.has(messageId)) return false;
+    this.retried.add(messageId);
+    return this.send(question.content);
+  }
+
+  /** Load the history again after it failed to load. */
+  reloadHistory() {
+    if (this.chatId && !this.historyLoaded) this.#loadHistory();
+  }
+
   /** Ask the worker to stop the reply being generated. */
   async stop() {
     if (!this.chatId || this.stopping) return;
@@ -119,7 +149,7 @@ export class ChatSession extends EventTarget {
       await this.api.cancel(this.chatId, this.accessCode);
     } catch (error) {
       this.stopping = false;
-      this.#notice("cancel", describeRelayFailure("stop the reply", error.status));
+      this.#setProblem("cancel", describeRelayFailure("stop the reply", error.status));
       this.#changed("status");
     }
   }
@@ -159,9 +189,14 @@ export class ChatSession extends EventTarget {
   // --- opening and closing ----------------------------------------------------------
 
   #clearChat() {
-    this.messages = new Map(); // id -> Message (server) or notice (local, sender "System")
+    this.messages = new Map(); // id -> Message
     this.pending = new Map(); // key -> unsent visitor message
-    this.noticeKeys = new Set();
+    this.problem = null; // {key, text, details, action}: the one thing that went wrong, if any
+    this.failureDetails = new Map(); // failed Terra message id -> the worker's reason
+    this.retried = new Set(); // failed Terra message ids whose question was asked again
+    this.queuedAt = null;
+    this.healthChecked = false;
+    this.reachable = null;
     this.stream = emptyStream();
     this.streamTimer = null;
     this.answered = new Set(); // visitor message ids that Terra's stored messages answer
@@ -176,7 +211,6 @@ export class ChatSession extends EventTarget {
     this.stopping = false;
     this.lastAckAt = null;
     this.chain = defaultChain({ locked: !this.chatId || !this.accessCode });
-    this.readiness = this.chatId ? "checking" : "locked";
     this.workerLastSeenAt = null;
     this.fatal = null;
   }
@@ -198,7 +232,7 @@ export class ChatSession extends EventTarget {
   #closeConnections() {
     this.socket?.stop();
     this.socket = null;
-    clearInterval(this.healthTimer);
+    clearTimeout(this.healthTimer);
     this.healthTimer = null;
     clearTimeout(this.streamTimer);
   }
@@ -240,13 +274,16 @@ export class ChatSession extends EventTarget {
         if (chatId !== this.chatId) return;
         this.#mergeHistory(Array.isArray(history) ? history : []);
         this.historyLoaded = true;
-        this.noticeKeys.delete("history");
+        this.#clearProblem("history");
         await this.#loadWorkerState();
         return;
       } catch (error) {
         if (error.status === 401 || error.status === 403) return this.#lockOut();
         if (attempt + 1 === HISTORY_ATTEMPTS) {
-          this.#notice("history", describeRelayFailure("load chat history", error.status));
+          this.#setProblem("history", COPY.historyFailed, {
+            details: describeRelayFailure("load chat history", error.status),
+            action: "reloadHistory",
+          });
           return;
         }
         await sleep(1000 * (attempt + 1));
@@ -269,15 +306,15 @@ export class ChatSession extends EventTarget {
     try {
       const state = await this.api.workerState(this.chatId, this.accessCode);
       // A live frame may already have told us something newer.
-      if (this.stateVersion === 0) this.#setWorkerState(state, { notify: false });
+      if (this.stateVersion === 0) this.#setWorkerState(state);
     } catch (error) {
-      this.#notice("workerState", describeRelayFailure("check Terra’s queue", error.status));
+      console.warn("[terra-chat] could not read the worker state", error);
     }
   }
 
-  /** Keep the newest HISTORY_LIMIT server messages (local notices don't count). */
+  /** Keep the newest HISTORY_LIMIT server messages. */
   #capHistory() {
-    const server = [...this.messages.values()].filter((m) => m.sender !== "System").sort(byTime);
+    const server = [...this.messages.values()].sort(byTime);
     for (const old of server.slice(0, Math.max(0, server.length - HISTORY_LIMIT))) {
       this.messages.delete(old.id);
     }
@@ -416,15 +453,28 @@ export class ChatSession extends EventTarget {
 
   #onWorkerState(frame) {
     this.stateVersion += 1;
-    this.#setWorkerState(frame, { notify: true });
+    this.#setWorkerState(frame);
   }
 
-  #setWorkerState({ state = "idle", detail = null, updatedAt = null }, { notify }) {
+  #setWorkerState({ state = "idle", detail = null, updatedAt = null }) {
+    const previous = this.workerState.state;
     this.workerState = { state, detail, updatedAt };
+    if (state !== "queued") this.queuedAt = null;
+    else if (previous !== "queued" || !this.queuedAt) this.queuedAt = Date.now();
     if (!AWAITING.has(state)) this.stopping = false;
     if (state === "error" || state === "idle") this.#dropUnfinishedStream();
-    if (notify) this.#stateNotice(this.workerState);
+    if (state === "error") this.#recordFailure(detail);
+    // Waiting or failing: look at the worker and the agent now, not at the next poll.
+    if (state !== previous && (state === "queued" || state === "error")) this.#checkHealthSoon();
     this.#changed("status");
+  }
+
+  /** The worker's reason belongs to the newest failed reply (its message comes first). */
+  #recordFailure(detail) {
+    if (!detail) return;
+    const failed = [...this.messages.values()].filter((m) => m.sender === "Terra" && m.status === "error").sort(byTime);
+    const last = failed[failed.length - 1];
+    if (last && !this.failureDetails.has(last.id)) this.failureDetails.set(last.id, detail);
   }
 
   #dropUnfinishedStream() {
@@ -432,13 +482,6 @@ export class ChatSession extends EventTarget {
     if (this.stream.done) return; // its own timer clears it
     this.#replaceStream(emptyStream());
     this.#changed("stream");
-  }
-
-  #stateNotice({ state, detail, updatedAt }) {
-    const copy = COPY.notice[state];
-    if (!copy) return;
-    const text = typeof copy === "function" ? copy(detail) : copy;
-    this.#notice(`worker-${state}-${updatedAt ?? "na"}`, text);
   }
 
   async #resync() {
@@ -469,7 +512,7 @@ export class ChatSession extends EventTarget {
       this.lastAckAt = new Date();
       // Show "queued" at once, unless a live frame already moved the state on.
       if (this.stateVersion === versionAtSend && !AWAITING.has(this.workerState.state)) {
-        this.workerState = { state: "queued", detail: null, updatedAt: new Date().toISOString() };
+        this.#setWorkerState({ state: "queued", detail: null, updatedAt: new Date().toISOString() });
       }
       this.#changed("messages", "status");
     } catch (error) {
@@ -483,43 +526,55 @@ export class ChatSession extends EventTarget {
   // --- health -----------------------------------------------------------------------
 
   #startHealth() {
-    clearInterval(this.healthTimer);
-    this.#checkHealth();
-    this.healthTimer = setInterval(() => this.#checkHealth(), HEALTH_POLL_MS);
+    this.#checkHealthSoon();
+  }
+
+  /** Check now, then again in HEALTH_POLL_MS (sooner while a reply is awaited). */
+  #checkHealthSoon() {
+    clearTimeout(this.healthTimer);
+    this.healthTimer = setTimeout(() => this.#checkHealth(), 0);
   }
 
   async #checkHealth() {
+    clearTimeout(this.healthTimer);
     if (!this.chatId || !this.accessCode) return;
     try {
       const health = await this.api.health(this.accessCode);
       this.chain = normalizeChain(health.chain);
       this.workerLastSeenAt = health.workerLastSeenAt ? new Date(health.workerLastSeenAt) : null;
-      const readiness = deriveReadiness(this.chain);
-      // Once Terra answered, a "checking" blip doesn't demote her.
-      this.readiness = this.readiness === "ready" && readiness === "checking" ? "ready" : readiness;
+      this.reachable = true;
     } catch (error) {
       if (error.status === 401 || error.status === 403) return this.#lockOut();
       this.chain = unreachableChain(this.chain);
-      this.readiness = "offline";
+      this.reachable = false;
+    }
+    this.healthChecked = true;
+    if (this.chatId) {
+      const allWell = this.reachable && this.chain.every((node) => node.status === "online");
+      const delay = this.awaitingReply || !allWell ? HEALTH_POLL_BUSY_MS : HEALTH_POLL_MS;
+      this.healthTimer = setTimeout(() => this.#checkHealth(), delay);
     }
     this.#changed("chain", "status");
   }
 
   // --- notices and transcript ---------------------------------------------------------
 
-  /** Add a local "System" line once per key (cleared with the chat). */
-  #notice(key, content) {
-    if (this.noticeKeys.has(key)) return;
-    this.noticeKeys.add(key);
-    const id = `system-${key}-${this.noticeKeys.size}`;
-    this.messages.set(id, { id, sender: "System", content, createdAt: new Date().toISOString(), local: true });
-    this.#changed("messages");
+  /** Remember the one thing that went wrong (shown as the notice line, not in the log). */
+  #setProblem(key, text, { details = null, action = null } = {}) {
+    this.problem = { key, text, details, action };
+    this.#changed("status");
+  }
+
+  #clearProblem(key) {
+    if (this.problem?.key !== key) return;
+    this.problem = null;
+    this.#changed("status");
   }
 
   #localTranscript() {
     const lines = [`# Chat with Terra`, "", `Chat ${this.chatId}`, ""];
     for (const message of this.timeline) {
-      if (message.sender === "System" || message.pending) continue;
+      if (message.pending) continue;
       lines.push(`## ${message.sender} (${message.createdAt})`, "", message.content, "");
     }
     return lines.join("\n");

@@ -168,10 +168,10 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 
 /* ---------- health chain ---------- */
 .chain-toggle {
-  flex: none; display: inline-flex; align-items: center; gap: 4px; border: 1px solid var(--border);
-  background: transparent; border-radius: 999px; padding: 3px 7px;
+  flex: none; border: none; background: transparent; color: var(--muted); font-size: 12px;
+  padding: 0 4px; border-radius: 4px; text-decoration: underline; text-underline-offset: 2px;
 }
-.chain-toggle .node-dot { width: 7px; height: 7px; border-radius: 50%; background: var(--muted); }
+.chain-toggle:hover { color: var(--text); }
 .node-dot.online { background: #2fb36b; }
 .node-dot.degraded { background: #e0a526; }
 .node-dot.offline { background: #d6453d; }
@@ -193,7 +193,12 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 }
 .banner.ok { background: var(--terra-bg); color: var(--text); }
 .banner.error { background: var(--danger); color: #fff; }
-.banner span { flex: 1; }
+.banner { flex-wrap: wrap; }
+.banner .notice-text { flex: 1; }
+.notice-details, .failure-details { flex-basis: 100%; font-size: 12px; }
+.notice-details summary, .failure-details summary { cursor: pointer; width: max-content; }
+.notice-details p, .failure-details p { margin: 4px 0 0; overflow-wrap: anywhere; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+.msg-meta { flex-wrap: wrap; }
 .banner button, .link-button {
   border: 1px solid currentColor; background: transparent; border-radius: 6px; padding: 2px 10px; font-size: 12.5px;
 }
@@ -226,8 +231,6 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 .msg { display: flex; flex-direction: column; max-width: 86%; }
 .msg.visitor { align-self: flex-end; align-items: flex-end; }
 .msg.terra { align-self: flex-start; }
-.msg.system { align-self: center; max-width: 92%; }
-.msg.system .bubble { background: transparent; color: var(--muted); font-size: 12.5px; padding: 2px 8px; text-align: center; }
 .bubble {
   border-radius: 14px; padding: 9px 12px; overflow-wrap: anywhere;
   background: var(--terra-bg); color: var(--terra-text);
@@ -318,7 +321,8 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 }
 .stop { background: var(--surface-2); color: var(--text); border: 1px solid var(--border); }
 .status-row { margin: 6px 2px 0; font-size: 12px; color: var(--muted); min-height: 16px; display: flex; gap: 8px; justify-content: space-between; }
-.status-row .meta { white-space: nowrap; }
+.status-row .meta { white-space: nowrap; display: inline-flex; align-items: center; gap: 4px; }
+.status-row .link-button { font-size: 11.5px; padding: 0 6px; }
 .conn { display: inline-flex; align-items: center; gap: 4px; }
 .conn .dot { width: 7px; height: 7px; }
 `;

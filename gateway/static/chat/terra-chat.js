@@ -12,6 +12,7 @@ import { loadMarkdown } from "./content.js";
 import { COPY } from "./copy.js";
 import { ICONS } from "./icons.js";
 import { ChatSession } from "./session.js";
+import { currentNotice, failingPart, headerStatus } from "./status.js";
 import { CSS } from "./styles.js";
 import { itemKey, itemVersion, renderItem, renderStream } from "./timeline.js";
 import { el, formatTime, readStorage, writeStorage } from "./util.js";
@@ -53,7 +54,9 @@ export class TerraChatElement extends HTMLElement {
     this.unread = 0;
     this.streamFrame = 0;
     this.bannerTimer = null;
-    this.tickTimer = null;
+    this.queuedTimer = null;
+    this.justReconnected = false;
+    this.noticeSignature = null;
     this.confirmingReset = false;
   }
 
@@ -84,7 +87,8 @@ export class TerraChatElement extends HTMLElement {
       if (this.isConnected || !this.session) return;
       this.session.destroy();
       this.session = null;
-      clearInterval(this.tickTimer);
+      clearTimeout(this.queuedTimer);
+      clearTimeout(this.bannerTimer);
       this.viewportCleanup?.();
     });
   }
@@ -154,10 +158,11 @@ export class TerraChatElement extends HTMLElement {
         this.#buildGate(),
         this.#buildConversation(),
       ),
-      (ui.announcer = el("div", { class: "sr-only", "aria-live": "polite", "aria-atomic": "true" })),
     );
+    // Outside the panel, so replies are announced while the bubble is closed too.
+    ui.announcer = el("div", { class: "sr-only", "aria-live": "polite", "aria-atomic": "true" });
 
-    ui.root = el("div", { class: `root mode-${this.mode}` }, ui.panel, ui.launcher);
+    ui.root = el("div", { class: `root mode-${this.mode}` }, ui.panel, ui.launcher, ui.announcer);
     this.shadow.append(ui.root);
     this.#trackVisualViewport();
   }
@@ -174,7 +179,7 @@ export class TerraChatElement extends HTMLElement {
       "aria-expanded": "false",
       "aria-controls": "terra-chain",
       "aria-label": COPY.statusToggle,
-      title: COPY.statusToggle,
+      text: COPY.details,
       onclick: () => this.#toggleChain(),
     });
     ui.themeButton = this.#iconButton("moon", COPY.themeToDark, () => this.#toggleTheme());
@@ -203,7 +208,7 @@ export class TerraChatElement extends HTMLElement {
   }
 
   #buildChainPanel() {
-    this.ui.chainList = el("ol", { "aria-label": "System status, from this page to the language model" });
+    this.ui.chainList = el("ol", { "aria-label": "Status details, from this page to the language model" });
     this.ui.chainNote = el("p", {});
     this.ui.chainPanel = el("div", { class: "chain-panel", id: "terra-chain", hidden: true }, this.ui.chainList, this.ui.chainNote);
     return this.ui.chainPanel;
@@ -287,7 +292,6 @@ export class TerraChatElement extends HTMLElement {
     ui.stopButton.innerHTML = ICONS.stop;
     ui.sendButton = el("button", { class: "send", type: "submit", "aria-label": COPY.send, title: COPY.send, disabled: true });
     ui.sendButton.innerHTML = ICONS.send;
-    ui.statusRow = el("span", { class: "state-text", role: "status" });
     ui.meta = el("span", { class: "meta" });
     ui.jump = el(
       "div",
@@ -306,7 +310,7 @@ export class TerraChatElement extends HTMLElement {
         { class: "composer-wrap" },
         ui.jump,
         el("form", { class: "composer", onsubmit: (event) => this.#onSend(event) }, ui.textarea, ui.stopButton, ui.sendButton),
-        el("p", { class: "status-row" }, ui.statusRow, ui.meta),
+        el("p", { class: "status-row" }, ui.meta),
       ),
     );
     return ui.conversation;
@@ -317,7 +321,7 @@ export class TerraChatElement extends HTMLElement {
   #render(parts) {
     const all = parts.has("all");
     if (all) this.#renderView();
-    if (all || parts.has("messages")) this.#renderTimeline();
+    if (all || parts.has("messages") || parts.has("status")) this.#renderTimeline();
     if (all || parts.has("stream")) this.#scheduleStream();
     if (all || ["status", "messages", "stream", "connection"].some((p) => parts.has(p))) this.#renderStatus();
     if (all || parts.has("chain") || parts.has("status")) this.#renderChain();
@@ -391,7 +395,15 @@ export class TerraChatElement extends HTMLElement {
       extras: this.session.replyExtras.get(item.id),
       onToggleThoughts: (id) => this.#toggleThoughts(id),
       onRetry: (key) => this.session.retry(key),
+      failure: this.#failureOf(item),
+      onRetryReply: (id) => this.#retryReply(id),
     };
+  }
+
+  /** For Terra's failed, not yet retried, last reply: {detail}; otherwise null. */
+  #failureOf(item) {
+    const failed = this.session.failedReply;
+    return failed && failed.message.id === item.id ? { detail: failed.detail } : null;
   }
 
   #toggleThoughts(id) {
@@ -429,53 +441,92 @@ export class TerraChatElement extends HTMLElement {
     const { state } = session.workerState;
     const streamingText = Boolean(session.stream.text) && !session.stream.done;
     const awaiting = session.awaitingReply;
-    this.ui.typing.hidden = !(state === "queued" || state === "processing") || streamingText;
+    // Dots only while someone is actually working on the reply (not while the worker is away).
+    const workerAway = failingPart(session.chain) === "worker";
+    this.ui.typing.hidden = !(state === "queued" || state === "processing") || streamingText || workerAway;
     this.ui.stopButton.hidden = !awaiting;
     this.ui.stopButton.disabled = session.stopping;
     this.ui.stopButton.setAttribute("aria-label", session.stopping ? COPY.stopping : COPY.stop);
-    this.ui.statusRow.textContent = this.#statusRowText();
-    this.#renderReadiness();
+    this.#renderHeader();
+    this.#renderNotice();
     this.#syncSendButton();
   }
 
-  #statusRowText() {
+  /** Header dot and line: what Terra can do right now, from the connection and the health chain. */
+  #renderHeader() {
     const session = this.session;
-    if (session.stopping) return COPY.stopping;
-    const { state } = session.workerState;
-    if (state === "error") return COPY.notice.error(session.workerState.detail);
-    if (state !== "idle" && COPY.statusRow[state]) return COPY.statusRow[state];
-    return session.lastAckAt ? COPY.messageSentAt(formatTime(session.lastAckAt)) : "";
+    const { tone, text } = headerStatus({
+      locked: !(session.chatId && session.accessCode),
+      connection: session.connection,
+      reachable: session.reachable,
+      chain: session.chain,
+      checked: session.healthChecked,
+    });
+    setIfChanged(this.ui.statusDot, "className", `dot ${tone}`);
+    setIfChanged(this.ui.statusText, "textContent", text);
+    setIfChanged(this.ui.textarea, "placeholder", tone === "online" ? COPY.placeholderReady : COPY.placeholderChecking);
   }
 
-  /** Header status dot and text, and the composer placeholder (the original's logic). */
-  #renderReadiness() {
+  /** The one notice line (reconnecting, queued, couldn't answer...), rebuilt only when it changes. */
+  #renderNotice() {
     const session = this.session;
-    const terraAnswered = session.timeline.some((m) => m.sender === "Terra");
-    let dot = "locked";
-    let text = COPY.statusLocked;
-    let placeholder = COPY.placeholderChecking;
-    if (session.chatId && session.accessCode) {
-      if (session.connection === "reconnecting") {
-        // The banner explains; the header must not fall back to "send your first message".
-        [dot, text] = ["pending", COPY.statusReconnecting];
-      } else if (terraAnswered || session.readiness === "ready") {
-        [dot, text, placeholder] = ["online", COPY.statusListening, COPY.placeholderReady];
-      } else if (session.readiness === "offline") {
-        [dot, text, placeholder] = ["offline", COPY.statusOffline, COPY.placeholderOffline];
-      } else {
-        [dot, text] = ["pending", COPY.statusChecking];
-      }
+    const { connection, connectionInfo } = session;
+    const failed = session.failedReply;
+    const notice = currentNotice({
+      connection,
+      retrying: connection === "connecting" && connectionInfo.attempt > 0,
+      justReconnected: this.justReconnected,
+      resyncing: session.resyncing,
+      workerState: session.workerState,
+      queuedFor: session.queuedFor,
+      chain: session.chain,
+      failedReply: failed,
+      problem: session.problem,
+    });
+    this.#scheduleQueuedRecheck();
+    const banner = this.ui.banner;
+    const signature = notice ? JSON.stringify(notice) : "";
+    if (signature === this.noticeSignature) return;
+    this.noticeSignature = signature;
+    if (!notice) {
+      banner.hidden = true;
+      banner.replaceChildren();
+      return;
     }
-    this.ui.statusDot.className = `dot ${dot}`;
-    this.ui.statusText.textContent = text;
-    this.ui.textarea.placeholder = placeholder;
+    const actions = {
+      reconnect: [COPY.retryNow, () => session.reconnectNow()],
+      retryReply: [COPY.retryReply, () => failed && this.#retryReply(failed.message.id)],
+      reloadHistory: [COPY.retryHistory, () => session.reloadHistory()],
+    };
+    const children = [el("span", { class: "notice-text", text: notice.text })];
+    if (notice.action && actions[notice.action]) {
+      const [label, onclick] = actions[notice.action];
+      children.push(el("button", { type: "button", onclick, text: label }));
+    }
+    if (notice.details) {
+      children.push(el("details", { class: "notice-details" }, el("summary", { text: COPY.details }), el("p", { text: notice.details })));
+    }
+    banner.className = `banner ${notice.kind}`;
+    banner.replaceChildren(...children);
+    banner.hidden = false;
+  }
+
+  /** A message queued for a while earns the "queued" notice even if no frame arrives. */
+  #scheduleQueuedRecheck() {
+    const session = this.session;
+    if (session.workerState.state !== "queued" || this.queuedTimer) return;
+    this.queuedTimer = setTimeout(() => {
+      this.queuedTimer = null;
+      if (this.session) this.#renderStatus();
+    }, 1000);
+  }
+
+  #retryReply(messageId) {
+    if (this.session.retryReply(messageId)) this.#scrollToBottom();
   }
 
   #renderChain() {
     const { chain, workerLastSeenAt } = this.session;
-    this.ui.chainToggle.replaceChildren(
-      ...chain.map((node) => el("span", { class: `node-dot ${node.status}`, title: `${node.label}: ${COPY.chainStatus[node.status] ?? node.status}` })),
-    );
     this.ui.chainList.replaceChildren(...chain.map((node) => this.#chainItem(node)));
     const locked = chain.some((node) => node.status === "locked");
     this.ui.chainNote.textContent = locked
@@ -505,54 +556,40 @@ export class TerraChatElement extends HTMLElement {
     this.ui.chainToggle.setAttribute("aria-expanded", String(open));
   }
 
-  /** The reconnect banner and the connection dot in the status row. */
+  /** The connection dot and chat id under the composer; "Reconnected" for a few seconds. */
   #renderConnection() {
     const session = this.session;
     const { connection, connectionInfo } = session;
-    clearInterval(this.tickTimer);
-    this.tickTimer = null;
     const dotClass = { open: "online", connecting: "pending", reconnecting: "offline" }[connection] ?? "offline";
-    this.ui.meta.replaceChildren(
-      session.chatId ? `Chat ${session.chatId.slice(0, 8)} · ` : "",
-      el("span", { class: "conn" }, el("span", { class: `dot ${dotClass}`, "aria-hidden": "true" }), connection === "open" ? "connected" : connection),
-    );
-    if (session.resyncing) return this.#showBanner(COPY.resyncing);
-    if (connection === "unauthorized") return this.#showBanner(COPY.unauthorized, { kind: "error" });
-    if (connection === "reconnecting") {
-      const update = () => {
-        const seconds = Math.max(0, Math.ceil((connectionInfo.at + connectionInfo.delayMs - Date.now()) / 1000));
-        this.#showBanner(seconds > 0 ? COPY.reconnecting(seconds) : COPY.reconnectingNow, { retry: true });
-      };
-      update();
-      this.tickTimer = setInterval(update, 1000);
-      return undefined;
+    const parts = [];
+    if (session.chatId) {
+      parts.push(
+        el("span", { class: "chat-id", title: session.chatId }, `Chat ${session.chatId.slice(0, 8)}`),
+        el("button", { class: "link-button copy-id", type: "button", onclick: () => this.#copyChatId(), text: COPY.copyChatId }),
+        " · ",
+      );
     }
-    if (connection === "connecting" && connectionInfo.attempt > 0) {
-      return this.#showBanner(COPY.reconnectingNow, { retry: false });
-    }
+    parts.push(el("span", { class: "conn" }, el("span", { class: `dot ${dotClass}`, "aria-hidden": "true" }), connection === "open" ? "connected" : connection));
+    this.ui.meta.replaceChildren(...parts);
     if (connection === "open" && connectionInfo.reconnect) {
-      this.#showBanner(COPY.reconnected, { kind: "ok" });
+      this.justReconnected = true;
       clearTimeout(this.bannerTimer);
-      this.bannerTimer = setTimeout(() => this.#hideBanner(), RECONNECTED_BANNER_MS);
-      return undefined;
+      this.bannerTimer = setTimeout(() => {
+        this.justReconnected = false;
+        if (this.session) this.#renderNotice();
+      }, RECONNECTED_BANNER_MS);
+    } else if (connection !== "open") {
+      this.justReconnected = false;
     }
-    if (connection === "open" || connection === "closed" || connection === "idle" || connection === "connecting") this.#hideBanner();
-    return undefined;
   }
 
-  #showBanner(text, { kind = "warn", retry = false } = {}) {
-    clearTimeout(this.bannerTimer);
-    const banner = this.ui.banner;
-    banner.className = `banner ${kind}`;
-    const children = [el("span", { text })];
-    if (retry) children.push(el("button", { type: "button", onclick: () => this.session.reconnectNow(), text: COPY.retryNow }));
-    // Only replace the text when it changed, so screen readers don't re-announce the countdown.
-    if (banner.textContent !== text + (retry ? COPY.retryNow : "")) banner.replaceChildren(...children);
-    banner.hidden = false;
-  }
-
-  #hideBanner() {
-    this.ui.banner.hidden = true;
+  /** Copy the full chat id, so a visitor can quote it when asking for help. */
+  async #copyChatId() {
+    const button = this.ui.meta.querySelector(".copy-id");
+    const done = await copyText(this.session.chatId);
+    if (!button) return;
+    button.textContent = done ? COPY.copied : COPY.copyFailed;
+    setTimeout(() => (button.textContent = COPY.copyChatId), 2000);
   }
 
   // --- scrolling ----------------------------------------------------------------------
@@ -749,6 +786,21 @@ export class TerraChatElement extends HTMLElement {
     update();
     viewport.addEventListener("resize", update);
     this.viewportCleanup = () => viewport.removeEventListener("resize", update);
+  }
+}
+
+/** Assign a DOM property only when it differs (no needless style or live-region churn). */
+function setIfChanged(node, property, value) {
+  if (node[property] !== value) node[property] = value;
+}
+
+/** Put `text` on the clipboard; true when it worked. */
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    return false;
   }
 }
 

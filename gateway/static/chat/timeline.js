@@ -15,17 +15,21 @@ export function itemKey(item) {
  * A fingerprint of what an item shows, so the list only rebuilds nodes that changed
  * (pending -> retrying -> failed, or a thoughts drawer opened).
  */
-export function itemVersion(item, { expanded, extras }) {
-  return [item.pending ?? "", item.error ?? "", item.status ?? "", expanded ? 1 : 0, extras ? extras.tools.length : 0].join("|");
+export function itemVersion(item, { expanded, extras, failure }) {
+  const parts = [item.pending ?? "", item.error ?? "", item.status ?? "", expanded ? 1 : 0, extras ? extras.tools.length : 0];
+  parts.push(failure ? `failed:${failure.detail ?? ""}` : "");
+  return parts.join("|");
 }
 
 /** Build the <li> of one timeline item. */
-export function renderItem(item, { expanded, extras, onToggleThoughts, onRetry }) {
-  if (item.sender === "System") {
-    return el("li", { class: "msg system" }, el("div", { class: "bubble", text: item.content }));
-  }
+export function renderItem(item, { expanded, extras, onToggleThoughts, onRetry, failure, onRetryReply }) {
   if (item.sender === "Visitor") return renderVisitor(item, onRetry);
-  return renderTerra(item, { expanded, extras, onToggleThoughts });
+  return renderTerra(item, { expanded, extras, onToggleThoughts, failure, onRetryReply });
+}
+
+/** "Details" behind a disclosure: the technical reason, for a support request. */
+function detailsDisclosure(text) {
+  return text ? el("details", { class: "failure-details" }, el("summary", { text: COPY.details }), el("p", { text })) : null;
 }
 
 function renderVisitor(item, onRetry) {
@@ -48,14 +52,15 @@ function visitorMeta(item, onRetry) {
   }
   if (item.pending === "failed") {
     return [
-      el("span", { role: "alert", text: `${COPY.sendFailed} ${item.error ?? ""}` }),
+      el("span", { role: "alert", text: COPY.sendFailed }),
       el("button", { class: "link-button", type: "button", onclick: () => onRetry(item.key), text: COPY.retry }),
-    ];
+      detailsDisclosure(item.error),
+    ].filter(Boolean);
   }
   return [el("time", { datetime: item.createdAt, text: formatTime(item.createdAt) })];
 }
 
-function renderTerra(item, { expanded, extras, onToggleThoughts }) {
+function renderTerra(item, { expanded, extras, onToggleThoughts, failure, onRetryReply }) {
   const { text, thoughts } = splitThoughts(item.content);
   const body = el("div", { class: "bubble md" });
   if (text) renderInto(body, text);
@@ -64,6 +69,10 @@ function renderTerra(item, { expanded, extras, onToggleThoughts }) {
   const meta = el("div", { class: "msg-meta" }, el("time", { datetime: item.createdAt, text: formatTime(item.createdAt) }));
   if (item.status === "stopped") meta.append(el("span", { class: "tag", text: COPY.stoppedTag }));
   if (item.status === "error") meta.append(el("span", { class: "tag warn", text: COPY.errorTag }));
+  if (failure) {
+    // The reason is in the notice line's "Details"; here only the way out.
+    meta.append(el("button", { class: "link-button retry-reply", type: "button", onclick: () => onRetryReply(item.id), text: COPY.retryReply }));
+  }
 
   return el(
     "li",
