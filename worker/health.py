@@ -18,6 +18,10 @@ The model (the ``llm`` node):
 - Each answer also tells: a successful reply marks the model online (and postpones the
   next inference probe, the model has just proved itself), a failed one offline.
 
+When the model server turns out not to stream tool calls
+(:meth:`HealthMonitor.record_tool_support`), the ``llm`` node's detail says so while the
+worker answers without tools.
+
 ``/v1/models`` is also read once per reachable period for the model's context length
 (vLLM's ``max_model_len``): :attr:`HealthMonitor.context_tokens`, for the prompt budget.
 """
@@ -37,12 +41,21 @@ from bus.schemas import ComponentStatus, iso_now
 from worker.aio import wait_event
 from worker.errors import AgentError
 
-__all__ = ["HealthMonitor", "InferenceProbe", "context_length", "derive_models_url"]
+__all__ = [
+    "NO_TOOLS_NOTE",
+    "HealthMonitor",
+    "InferenceProbe",
+    "context_length",
+    "derive_models_url",
+]
 
 logger = structlog.get_logger("worker")
 
 #: While the model is not online and the agent answers, inference probes run this often.
 RECOVERY_PROBE_SECONDS = 30.0
+
+#: Added to the ``llm`` node's detail once the server proved it cannot stream tool calls.
+NO_TOOLS_NOTE = "no streamed tool calls: answering without tools"
 
 
 class InferenceProbe(Protocol):
@@ -103,7 +116,9 @@ class HealthMonitor:
         self.timeout = timeout_seconds
         self.on_change = on_change
         self.agent = ComponentStatus()
-        self.llm = ComponentStatus()
+        self._llm = ComponentStatus()
+        #: False once the server proved it cannot stream tool calls; None: not known.
+        self.tools_supported: bool | None = None
         #: False once ``/health`` answered 404 (until the next outage); None: not known yet.
         self.health_route: bool | None = None
         #: The model's context length from ``/v1/models``, when the server says it.
@@ -204,6 +219,25 @@ class HealthMonitor:
         if length != self.context_tokens:
             self.context_tokens = length
             logger.info("worker.model_context_read", context_tokens=length)
+
+    @property
+    def llm(self) -> ComponentStatus:
+        """The model's latest status, with :data:`NO_TOOLS_NOTE` when tools are off."""
+        if self.tools_supported is not False:
+            return self._llm
+        detail = f"{self._llm.detail}; {NO_TOOLS_NOTE}" if self._llm.detail else NO_TOOLS_NOTE
+        return self._llm.model_copy(update={"detail": detail})
+
+    @llm.setter
+    def llm(self, status: ComponentStatus) -> None:
+        self._llm = status
+
+    def record_tool_support(self, supported: bool) -> None:
+        """What the agent client learnt: whether the server streams tool calls."""
+        if supported != self.tools_supported:
+            self.tools_supported = supported
+            logger.info("worker.model_tool_support", streamed_tool_calls=supported)
+            self._changed()
 
     def record_reply(self, latency_ms: float) -> None:
         """A reply succeeded: the model is online."""

@@ -17,7 +17,7 @@ from demo.launcher import free_port
 from tests.support.agent import all_agent_requests
 from tests.support.wait import wait_until
 from worker.errors import AgentError
-from worker.health import HealthMonitor, context_length, derive_models_url
+from worker.health import NO_TOOLS_NOTE, HealthMonitor, context_length, derive_models_url
 from worker.llm import AgentClient
 
 pytestmark = pytest.mark.integration
@@ -141,5 +141,22 @@ async def test_a_failed_answer_is_not_overridden_by_a_probe_every_round(
             assert len(probes) == 1  # the first round's only
             monitor.record_reply(12.0)
             assert monitor.llm.latencyMs == 12.0  # an answer shows recovery at once
+        finally:
+            await client.aclose()
+
+
+async def test_the_llm_detail_says_when_tools_are_off(session: aiohttp.ClientSession) -> None:
+    async with run_demo_agent(DemoAgentConfig(token_delay_ms=0)) as url:
+        monitor, client = monitor_for(url)
+        try:
+            await monitor.check(session)
+            assert monitor.llm.detail is None
+            monitor.record_tool_support(False)
+            assert monitor.llm.detail == NO_TOOLS_NOTE
+            assert monitor.llm.status == "online"
+            monitor.record_failure(AgentError("network", "boom", retryable=True))
+            assert monitor.llm.detail == f"network: boom; {NO_TOOLS_NOTE}"
+            monitor.record_tool_support(True)
+            assert monitor.llm.detail == "network: boom"
         finally:
             await client.aclose()
