@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +15,12 @@ from playwright.sync_api import Page, Route, WebSocketRoute, expect
 
 from tests.e2e.system import RunningSystem
 from tests.e2e.widget import SLOW_ANSWER, Widget
+from tests.support.wait import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
 POSTS = re.compile(r".*/api/chat/[^/]+/messages$")
 HISTORY = re.compile(r".*/api/chat/[^/]+/messages\?.*")
-
-
-def wait_until(page: Page, condition: Callable[[], bool], timeout_ms: int = 10_000) -> None:
-    """Poll `condition` while letting Playwright's event handlers run, up to a deadline."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        page.wait_for_timeout(100)
 
 
 def chat(page: Page, system: RunningSystem) -> Widget:
@@ -91,7 +81,12 @@ def test_a_lost_response_is_retried_without_a_duplicate(page: Page, system: Runn
     widget.wait_reply()
     expect(widget.visitor).to_have_count(1)
     # The socket showed the stored message already; the retry still goes out, harmlessly.
-    wait_until(page, lambda: len(bodies) == 2)
+    wait_until_sync(
+        lambda: len(bodies) == 2,
+        10,
+        "the retried POST",
+        pause=lambda seconds: page.wait_for_timeout(seconds * 1000),
+    )
     expect(widget.host.locator("li.visitor.pending, li.visitor.failed")).to_have_count(0)
     assert bodies[0]["clientMessageId"] == bodies[1]["clientMessageId"]
     chat_id = page.evaluate("sessionStorage.getItem('terrarium-chat-id')")
