@@ -56,6 +56,8 @@ export function renderInto(target, text) {
   target.classList.remove("plain");
   const html = libraries.marked.parse(text);
   target.innerHTML = libraries.purify.sanitize(html, SANITIZE);
+  // Code blocks and tables scroll sideways: keyboard users must be able to reach them.
+  for (const scroller of target.querySelectorAll("pre, table")) scroller.setAttribute("tabindex", "0");
 }
 
 /**

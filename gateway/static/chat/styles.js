@@ -54,7 +54,7 @@ export const CSS = String.raw`
   --warn-text: #5c4300;
   --ok: #2e7d4f;
   --shadow: 0 12px 40px rgba(20, 40, 28, 0.22), 0 2px 8px rgba(20, 40, 28, 0.12);
-  --focus: 0 0 0 3px rgba(47, 107, 79, 0.45);
+  --focus-color: #24553e;
   color-scheme: light;
   font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
   font-size: 15px;
@@ -82,7 +82,7 @@ export const CSS = String.raw`
   --warn-text: #ffe08a;
   --ok: #6cc08f;
   --shadow: 0 12px 40px rgba(0, 0, 0, 0.55), 0 2px 8px rgba(0, 0, 0, 0.4);
-  --focus: 0 0 0 3px rgba(108, 192, 143, 0.5);
+  --focus-color: #8fd3aa;
   color-scheme: dark;
 }
 *, *::before, *::after { box-sizing: border-box; }
@@ -90,7 +90,13 @@ button, input, textarea { font: inherit; color: inherit; }
 button { cursor: pointer; }
 button:disabled { cursor: not-allowed; opacity: 0.55; }
 :focus { outline: none; }
-:focus-visible { box-shadow: var(--focus); outline: 2px solid transparent; }
+/* A solid 2px ring, offset from the control: at least 3:1 against the panel in both themes. */
+:focus-visible { outline: 2px solid var(--focus-color); outline-offset: 2px; }
+.field:focus-visible, .composer textarea:focus-visible, .log:focus-visible { outline-offset: -2px; }
+/* The launcher sits on the host page, whose colours are unknown: dark ring on a white halo. */
+.launcher:focus-visible, .new-messages:focus-visible {
+  outline: 3px solid #1d2721; outline-offset: 3px; box-shadow: 0 0 0 3px #ffffff, var(--shadow);
+}
 .sr-only {
   position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px;
   overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; border: 0;
@@ -220,7 +226,7 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
   background: var(--accent); color: var(--on-accent);
 }
 .primary:hover:not(:disabled) { background: var(--accent-strong); }
-.error-text { color: var(--danger); font-size: 13.5px; margin: 0; }
+.error-text, .gate .error-text { color: var(--danger); font-size: 13.5px; margin: 0; }
 
 /* ---------- conversation ---------- */
 .conversation { flex: 1; display: flex; flex-direction: column; min-height: 0; }
@@ -257,7 +263,7 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 .md pre code { background: none; padding: 0; }
 .md blockquote { border-left: 3px solid var(--border); padding-left: 10px; color: var(--muted); }
 .md table { border-collapse: collapse; display: block; overflow-x: auto; }
-.md th, .md td { border: 1px solid var(--border); padding: 3px 6px; }
+.md th, .md td { border: 1px solid var(--border); padding: 3px 6px; overflow-wrap: normal; }
 .md h1, .md h2, .md h3, .md h4 { font-size: 15px; margin: 6px 0 4px; }
 .plain { white-space: pre-wrap; }
 .thought-only { color: var(--muted); font-style: italic; }

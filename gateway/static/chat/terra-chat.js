@@ -269,7 +269,7 @@ export class TerraChatElement extends HTMLElement {
     );
     ui.log = el(
       "div",
-      { class: "log", tabindex: "0", "aria-label": "Messages", onscroll: () => this.#onScroll() },
+      { class: "log", role: "region", tabindex: "0", "aria-label": "Messages", onscroll: () => this.#onScroll() },
       ui.empty,
       ui.messages,
       ui.streamSlot,
