@@ -14,7 +14,6 @@ import contextlib
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from bus import BusKeys, ChatLog, Presence, RedisOptions, create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
 from demo.launcher import redis_major
 from tests.support.redis_server import free_port, redis_server_binary
-from tests.support.wait import wait_until
+from tests.support.wait import wait_until, wait_until_sync
 from tests.support.worker_settings import fast_settings
 from worker import Worker
 
@@ -86,9 +85,7 @@ class RedisTLS:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], server: RedisTLS) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    def pong() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"redis-server exited {proc.returncode}: {server.log.read_text()}")
         client = redis.Redis(
@@ -102,14 +99,13 @@ def _wait_ready(proc: subprocess.Popen[bytes], server: RedisTLS) -> None:
             socket_connect_timeout=1,
         )
         try:
-            if client.ping():
-                return
-        except redis.RedisError as exc:
-            last_error = exc
+            return bool(client.ping())
         finally:
             client.close()
-        time.sleep(0.1)
-    raise RuntimeError(f"redis-server not ready: {last_error!r}; log: {server.log.read_text()}")
+
+    wait_until_sync(
+        pong, START_TIMEOUT_S, "the TLS redis-server to answer PING", ignore=(redis.RedisError,)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from demo.launcher import find_redis_server, free_port, redis_server_args
+from tests.support.wait import wait_until_sync
 
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
 
@@ -49,21 +50,19 @@ class RedisServer:
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
+        """Return once the server answers PING; fail at once if it exited."""
+
+        def pong() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited: {(self.workdir / 'redis.log').read_text()[-500:]}"
-                )
-            time.sleep(0.05)
-        raise TimeoutError("redis-server did not become ready")
+                log = (self.workdir / "redis.log").read_text()[-500:]
+                raise RuntimeError(f"redis-server exited: {log}")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+
+        wait_until_sync(
+            pong, timeout, f"redis-server on port {self.port}", interval=0.05, ignore=(OSError,)
+        )
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM); AOF is flushed."""

@@ -100,18 +100,23 @@ def wait_until_sync(
     *,
     pause: Callable[[float], object] = time.sleep,
     interval: float = 0.1,
+    ignore: tuple[type[Exception], ...] = (),
 ) -> T:
     """``wait_until`` for synchronous tests; ``pause(seconds)`` runs between probes.
 
     Pass ``pause=lambda s: page.wait_for_timeout(s * 1000)`` with Playwright's sync API so
-    the page's event handlers run while waiting.
+    the page's event handlers run while waiting. ``ignore`` as for :func:`wait_until`.
     """
     deadline = time.monotonic() + timeout
     while True:
-        value = probe()
+        error: Exception | None = None
+        try:
+            value = probe()
+        except ignore as exc:
+            value, error = None, exc
         if value:
             return value
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _timeout_error(timeout, message, value, None)
+            raise _timeout_error(timeout, message, value, error) from error
         pause(min(interval, remaining))

@@ -77,3 +77,12 @@ def test_sync_variant_times_out_with_the_message_and_uses_the_pause() -> None:
         wait_until_sync(lambda: False, 0.05, "the banner", pause=pauses.append)
     assert pauses
     assert wait_until_sync(lambda: "shown", 1, "the banner", pause=pauses.append) == "shown"
+
+
+def test_sync_variant_ignores_the_errors_it_is_told_to_and_chains_the_last() -> None:
+    def refused() -> bool:
+        raise ConnectionRefusedError("not listening yet")
+
+    with pytest.raises(TimeoutError, match="not listening yet") as info:
+        wait_until_sync(refused, 0.05, "the server", pause=lambda _: None, ignore=(OSError,))
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
