@@ -55,6 +55,25 @@ def own_system() -> Iterator[Any]:
     yield from start_system()
 
 
+#: A system whose failures show fast: 1 s heartbeats, stale after 3 s, one agent attempt
+#: per reply and no circuit breaker spilling into the next reply.
+FAST_FAILURES = {
+    "HEARTBEAT_INTERVAL_MS": "1000",
+    "WORKER_STALE_THRESHOLD_MS": "3000",
+    "AGENT_MAX_ATTEMPTS": "1",
+    "AGENT_CIRCUIT_THRESHOLD": "100",
+}
+
+
+@pytest.fixture
+def fragile_system() -> Iterator[Any]:
+    """A private system tuned so that worker and agent failures surface within seconds."""
+    require_tools()
+    from tests.e2e.system import start_system
+
+    yield from start_system(FAST_FAILURES)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     require_tools()

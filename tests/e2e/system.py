@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import signal
+import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from demo.launcher import LaunchOptions, free_port
@@ -27,6 +30,26 @@ class RunningSystem:
         """Start a new gateway on the same port, with the environment the launcher gives it."""
         self.launcher.start_gateway()
 
+    def pause_worker(self) -> None:
+        """SIGSTOP every worker: its heartbeat stops, queued jobs wait."""
+        for worker in self.launcher.workers:
+            worker.signal(signal.SIGSTOP)
+
+    def resume_worker(self) -> None:
+        """SIGCONT every worker paused by pause_worker."""
+        for worker in self.launcher.workers:
+            worker.signal(signal.SIGCONT)
+
+    def fail_agent(self, count: int, mode: str = "http500") -> None:
+        """Make the demo agent fail its next `count` completion requests (POST /_demo/fail)."""
+        base = self.launcher.agent_url.split("/v1/", 1)[0]
+        body = json.dumps({"count": count, "mode": mode}).encode()
+        request = urllib.request.Request(
+            f"{base}/_demo/fail", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
+
     def logs(self, tail: int = 4000) -> str:
         """The end of every child's log, for failure messages."""
         parts = []
@@ -35,14 +58,18 @@ class RunningSystem:
         return "\n".join(parts)
 
 
-def start_system() -> Iterator[RunningSystem]:
+def start_system(extra_env: Mapping[str, str] | None = None) -> Iterator[RunningSystem]:
     """Start Redis, demo agent, gateway and worker; stop them all afterwards."""
     options = LaunchOptions(
         port=free_port(),
         access_code=ACCESS_CODE,
         quiet=True,
         # Tests send more messages per minute than a visitor would.
-        extra_env={"RATE_LIMIT_MAX_PER_IP": "10000", "RATE_LIMIT_MAX_PER_CHAT": "10000"},
+        extra_env={
+            "RATE_LIMIT_MAX_PER_IP": "10000",
+            "RATE_LIMIT_MAX_PER_CHAT": "10000",
+            **(extra_env or {}),
+        },
     )
     launcher = TestLauncher(options)
     try:

@@ -1,0 +1,122 @@
+"""What the visitor is told about Terra: quiet when all is well, one truthful notice when not."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+from playwright.sync_api import Page, expect
+
+from tests.e2e.system import RunningSystem
+from tests.e2e.widget import Widget
+
+pytestmark = pytest.mark.e2e
+
+COULD_NOT_ANSWER = "Couldn\N{RIGHT SINGLE QUOTATION MARK}t answer"
+
+#: Counts rewrites of every live region inside the widget (role=status/alert, aria-live).
+COUNT_LIVE_REWRITES = """
+(host) => {
+  const root = host.shadowRoot;
+  const counts = {};
+  const observer = new MutationObserver((records) => {
+    for (const record of records) {
+      let node = record.target.nodeType === 1 ? record.target : record.target.parentElement;
+      const region = node?.closest('[role=status], [role=alert], [aria-live]');
+      if (!region) continue;
+      const name = region.getAttribute('role') || 'aria-live';
+      counts[name] = (counts[name] || 0) + 1;
+    }
+  });
+  const options = {subtree: true, childList: true, characterData: true};
+  observer.observe(root, options);
+  window.__liveRewrites = counts;
+}
+"""
+
+
+def chat(page: Page, system: RunningSystem) -> Widget:
+    page.goto(system.url)
+    widget = Widget(page)
+    widget.start_chat(system.access_code)
+    return widget
+
+
+def test_a_normal_exchange_is_quiet(page: Page, system: RunningSystem, shots: Path) -> None:
+    widget = chat(page, system)
+    expect(widget.status_text).to_have_text("Terra is online", timeout=15_000)
+    widget.host.evaluate(COUNT_LIVE_REWRITES)
+    widget.send("Tell me something [[demo:tokens=60]] [[demo:delay=20]]")
+    expect(widget.typing).to_have_text(re.compile("Terra is typing"), timeout=10_000)
+    widget.wait_reply()
+    expect(widget.stream).to_have_count(0)
+    expect(widget.typing).to_be_hidden()
+    expect(widget.announcer).to_contain_text("Terra replied:")
+
+    # Only the visitor's message and Terra's reply: no system lines, no notice.
+    expect(widget.messages).to_have_count(2)
+    expect(widget.banner).to_be_hidden()
+    rewrites = page.evaluate("window.__liveRewrites")
+    # The reply is announced once; no status line is rewritten per chunk.
+    assert rewrites.get("status", 0) == 0, rewrites
+    assert rewrites.get("aria-live", 0) <= 2, rewrites
+    widget.shot(shots, "status-01-quiet-exchange")
+
+
+def test_a_failed_reply_says_so_plainly_and_can_be_retried(
+    page: Page, fragile_system: RunningSystem, shots: Path
+) -> None:
+    widget = chat(page, fragile_system)
+    expect(widget.status_text).to_have_text("Terra is online", timeout=15_000)
+    fragile_system.fail_agent(1, "http500")
+    widget.send("What grows in a terrarium? [[demo:echo]]")
+    reply = widget.wait_reply()
+
+    # Plain words in the conversation and in the one notice line; internals behind Details.
+    expect(reply.locator(".tag")).to_have_text(COULD_NOT_ANSWER)
+    expect(widget.banner).to_be_visible()
+    notice_text = widget.banner.locator(".notice-text")
+    expect(notice_text).to_have_text(re.compile(f"^{COULD_NOT_ANSWER}\\."))
+    details = widget.banner.locator("details")
+    expect(details).to_have_count(1)
+    expect(details.locator("p")).to_be_hidden()
+    for visible in (widget.banner.locator(".notice-text"), reply.locator(".bubble")):
+        expect(visible).not_to_contain_text("HTTP 500")
+        expect(visible).not_to_contain_text("server_error")
+    details.locator("summary").click()
+    expect(details.locator("p")).to_be_visible()
+    expect(details.locator("p")).not_to_be_empty()
+    widget.shot(shots, "status-02-failed-reply")
+
+    # Retry (on the reply) asks the same question again; this time Terra answers.
+    reply.locator("button.retry-reply").click()
+    answer = widget.wait_reply(2)
+    expect(answer.locator(".bubble")).to_have_text("What grows in a terrarium?")
+    expect(widget.banner).to_be_hidden()
+    expect(widget.terra.first.locator("button.retry-reply")).to_have_count(0)
+    expect(widget.visitor).to_have_count(2)
+
+
+def test_a_stopped_worker_is_reported_and_the_message_waits(
+    page: Page, fragile_system: RunningSystem, shots: Path
+) -> None:
+    widget = chat(page, fragile_system)
+    expect(widget.status_text).to_have_text("Terra is online", timeout=15_000)
+    fragile_system.pause_worker()
+    try:
+        widget.send("Are you there? [[demo:echo]]")
+        # The header follows the worker's heartbeat; the notice says the message waits.
+        expect(widget.status_text).to_have_text("Terra is away: messages will wait", timeout=20_000)
+        expect(widget.banner).to_contain_text("your message is queued", timeout=10_000)
+        expect(widget.host.locator(".dot.offline").first).to_be_visible()
+        expect(widget.typing).to_be_hidden()  # nobody is typing while the worker is away
+        widget.shot(shots, "status-03-worker-away")
+    finally:
+        fragile_system.resume_worker()
+    widget.wait_reply(timeout=30_000)
+    expect(widget.banner).to_be_hidden()
+    expect(widget.status_text).to_have_text("Terra is online", timeout=15_000)
