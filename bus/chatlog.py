@@ -14,6 +14,7 @@ Guarantees:
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -59,10 +60,13 @@ def compare_ids(a: str, b: str) -> int:
     return (pa > pb) - (pa < pb)
 
 
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})", re.ASCII)
+
+
 def is_stream_id(value: str) -> bool:
-    """True for a well-formed stream id ``<ms>-<seq>``."""
-    ms, sep, seq = value.partition("-")
-    return bool(sep) and ms.isdigit() and seq.isdigit() and len(value) <= 41
+    """True for a well-formed stream id ``<ms>-<seq>``: ASCII digits, each part < 2**64."""
+    match = _STREAM_ID.fullmatch(value)
+    return match is not None and all(int(part) < 2**64 for part in match.groups())
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from bus.settings import describe_settings_error
 from gateway.app import create_app
+from gateway.logs import protect_logs
 from gateway.settings import GatewaySettings
 from logsetup import configure_logging
 
@@ -40,6 +41,7 @@ def main() -> None:
     """Entry point of the ``terrarium-gateway`` console script."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    protect_logs(settings)
     app = create_app(settings)
     # Long-lived startup objects leave the GC's generations: full collections with
     # thousands of sockets open then stay short (benchmarks/fanout.py saw 26-116 ms).

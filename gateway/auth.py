@@ -11,14 +11,23 @@ from gateway.errors import json_error
 from gateway.net import from_trusted_proxy
 from gateway.settings import GatewaySettings
 
-__all__ = ["check_origin", "code_is_valid", "origin_listed", "require_code"]
+__all__ = ["check_origin", "code_is_valid", "origin_listed", "require_code", "secret_bytes"]
+
+
+def secret_bytes(given: str) -> bytes:
+    """``given`` as bytes for a comparison with a secret, whatever it contains.
+
+    Query strings and headers can carry lone surrogates (or bytes aiohttp decoded with
+    ``surrogateescape``); they can never equal a secret, and must not raise either.
+    """
+    return given.encode("utf-8", "surrogatepass")
 
 
 def code_is_valid(candidate: object, codes: list[bytes]) -> bool:
     """Constant-time check of ``candidate`` against every valid code (no early exit)."""
     if not isinstance(candidate, str) or not candidate:
         return False
-    given = candidate.encode()
+    given = secret_bytes(candidate)
     matched = False
     for code in codes:
         matched |= hmac.compare_digest(given, code)

@@ -19,6 +19,7 @@ Anything else becomes a 500 with a generic sentence, logged once with the reques
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
@@ -64,6 +65,8 @@ def json_error(
     return exc
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
+
 _STATUS_SENTENCES = {
     400: "Bad request",
     401: "Unauthorized",
@@ -78,7 +81,9 @@ _STATUS_SENTENCES = {
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into a JSON error with the right status."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id", "")
+    if not _REQUEST_ID.fullmatch(request_id):  # it is logged: nothing odd gets into a log
+        request_id = uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)

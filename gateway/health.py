@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus import BusError
 from bus.schemas import ComponentStatus, WorkerHeartbeat, iso_now
-from gateway.auth import require_code
+from gateway.auth import require_code, secret_bytes
 from gateway.errors import json_error
 from gateway.keys import AppKeys
 
@@ -146,7 +146,7 @@ async def readyz(request: web.Request) -> web.Response:
 def _metrics_allowed(request: web.Request) -> bool:
     token = request.app[AppKeys.settings].metrics_token
     if token is not None:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        given = secret_bytes(request.headers.get("Authorization", "").removeprefix("Bearer "))
         return hmac.compare_digest(given, token.get_secret_value().encode())
     return request.remote in ("127.0.0.1", "::1")
 

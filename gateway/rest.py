@@ -26,7 +26,10 @@ __all__ = [
 
 log = structlog.get_logger("gateway.rest")
 
-_CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
+#: Message ids are UUIDs; ids of other forms (an imported chat's) are still short and ASCII.
+_MESSAGE_ID = _CLIENT_MESSAGE_ID
+_LIMIT = re.compile(r"[0-9]{1,6}", re.ASCII)
 #: When the jobs backlog is full, visitors are asked to come back after this long.
 BACKLOG_RETRY_AFTER_SECONDS = 30
 
@@ -48,12 +51,24 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise json_error(413, "Request body too large")
     raw = await request.read()  # aiohttp enforces client_max_size while reading
     try:
-        body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+        # Strict UTF-8 first: json.loads would accept CESU-8 surrogates in bytes.
+        body = json.loads(raw.decode("utf-8") or "null")
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise json_error(400, "Malformed JSON body") from None
     if not isinstance(body, dict):
         raise json_error(400, "JSON body must be an object")
+    if not _encodable(body):
+        raise json_error(400, "JSON body must be valid Unicode text (no lone surrogates)")
     return body
+
+
+def _encodable(body: dict[str, Any]) -> bool:
+    """False when a ``\\udXXX`` escape left a lone surrogate that UTF-8 cannot carry."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 async def _rate_limit(request: web.Request, scope: str, subject: str, limit: int) -> None:
@@ -85,7 +100,8 @@ async def post_message(request: web.Request) -> web.Response:
         raise json_error(413, "Message too long")
     client_message_id = body.get("clientMessageId") or request.headers.get("Idempotency-Key")
     if client_message_id is not None and (
-        not isinstance(client_message_id, str) or not _CLIENT_MESSAGE_ID.match(client_message_id)
+        not isinstance(client_message_id, str)
+        or not _CLIENT_MESSAGE_ID.fullmatch(client_message_id)
     ):
         raise json_error(400, "Invalid clientMessageId")
     await _rate_limit(request, "chat", chat_id, settings.rate_limit_max_per_chat)
@@ -123,7 +139,7 @@ async def get_messages(request: web.Request) -> web.Response:
     limit = settings.history_limit
     raw_limit = request.query.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or int(raw_limit) < 1:
+        if not _LIMIT.fullmatch(raw_limit) or int(raw_limit) < 1:
             raise json_error(400, "limit must be a positive integer")
         limit = min(int(raw_limit), settings.history_limit)
     messages = await request.app[AppKeys.bus].history(chat_id, limit)
@@ -147,8 +163,10 @@ async def cancel_reply(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     require_code(body.get("accessCode"), request.app[AppKeys.settings])
     message_id = body.get("messageId")
-    if message_id is not None and not isinstance(message_id, str):
-        raise json_error(400, "messageId must be a string")
+    if message_id is not None and (
+        not isinstance(message_id, str) or not _MESSAGE_ID.fullmatch(message_id)
+    ):
+        raise json_error(400, "messageId must be a message's id")
     message_id = await request.app[AppKeys.bus].stop_reply(chat_id, message_id)
     if message_id is None:
         raise json_error(409, "Nothing to stop")

@@ -7,7 +7,12 @@ from aiohttp import web
 from gateway import health, rest, sse, static, ws
 from gateway.settings import GatewaySettings
 
-__all__ = ["add_routes"]
+__all__ = ["STATIC_PATH", "add_routes"]
+
+#: What a static asset's path may look like: plain ASCII names, at most 200 characters.
+#: Anything else (NUL bytes, names longer than the file system allows, non-ASCII) is a
+#: 404 from the router, before a file system call could fail on it.
+STATIC_PATH = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
 
 
 def add_routes(app: web.Application, settings: GatewaySettings) -> None:
@@ -31,7 +36,7 @@ def add_routes(app: web.Application, settings: GatewaySettings) -> None:
         table += [
             web.get(f"{root}/widget.js", static.serve_file("widget.js")),
             web.get(f"{root}/terra", static.serve_file("terra.html")),
-            web.get(f"{root}/static/{{path:.+}}", static.static_asset),
+            web.get(f"{root}/static/{{path:{STATIC_PATH}}}", static.static_asset),
             web.get(f"{root}/" if root else "/", static.serve_file("index.html")),
         ]
     table += [
