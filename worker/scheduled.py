@@ -1,15 +1,15 @@
 """Scheduled (non-live) jobs on the worker host, run by arq: the content refresh.
 
 arq is never on the live path: visitor questions come from the bus's job stream
-(:mod:`worker.consumer`). arq only runs cron jobs, on its own queue
+(:mod:`worker.jobs`). arq only runs cron jobs, on its own queue
 (``BusKeys.arq_queue``), inside ``python -m worker`` next to the consumer, and only when
 ``CONTENT_REFRESH_ENABLED`` (otherwise nothing of arq starts). The refresh does its file
 and network work off the event loop (``tools.refresh_content``), so it does not slow
 answers down.
 
 arq's settings class is called :class:`ScheduledJobs` (``WorkerSettings`` is the
-consumer's). Its connection comes from :func:`bus.client.create_redis` (TLS, ACL user,
-timeouts, retries, client name) with ``decode_responses`` off, because arq reads bytes.
+consumer's). Its connection comes from the bus (:func:`bus.open_arq_redis`: TLS, ACL user,
+timeouts, retries, client name, bytes as arq reads them), like every other Redis client.
 Jobs and results are stored as JSON, not pickle. arq's own keys (``arq:job:*``,
 ``arq:result:*``...) have fixed names; the worker's Redis ACL allows them.
 """
@@ -17,8 +17,6 @@ Jobs and results are stored as JSON, not pickle. arq's own keys (``arq:job:*``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import signal
 from typing import Any, ClassVar
 
@@ -26,11 +24,9 @@ import structlog
 from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.worker import Worker as ArqWorker
-from redis.asyncio import ConnectionPool
-from redis.exceptions import RedisError
 
-from bus.client import RedisOptions, create_redis
-from bus.keys import BusKeys
+from bus import close_arq_redis, open_arq_redis
+from bus.scheduler import arq_queue_name, decode_arq_job, encode_arq_job
 from tools.scheduled_refresh import JOB_TIMEOUT_SECONDS, refresh_cron_jobs
 from tools.settings import ToolSettings
 from worker.aio import cancel_and_wait
@@ -39,17 +35,6 @@ from worker.settings import WorkerSettings
 __all__ = ["ScheduledJobs"]
 
 logger = structlog.get_logger("worker.scheduled")
-
-
-def _serialize(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, default=str, separators=(",", ":")).encode()
-
-
-def _deserialize(raw: bytes) -> dict[str, Any]:
-    value = json.loads(raw)
-    if not isinstance(value, dict):
-        raise ValueError("an arq job must be a JSON object")
-    return value
 
 
 class ScheduledJobs:
@@ -71,7 +56,7 @@ class ScheduledJobs:
     def __init__(self, settings: WorkerSettings, tool_settings: ToolSettings) -> None:
         self.settings = settings
         self.tool_settings = tool_settings
-        self.queue_name = BusKeys(settings.redis_key_prefix).arq_queue
+        self.queue_name = arq_queue_name(settings)
         self.cron_jobs: list[CronJob] = refresh_cron_jobs(tool_settings)
         self._arq: ArqWorker | None = None
         self._task: asyncio.Task[None] | None = None
@@ -86,29 +71,9 @@ class ScheduledJobs:
         ctx["tool_settings"] = self.tool_settings
 
     def create_redis(self) -> ArqRedis:
-        """arq's connection: :func:`bus.client.create_redis`'s, reading bytes."""
-        s = self.settings
-        client = create_redis(
-            s.redis_url.get_secret_value(),
-            client_name=f"terrarium-worker:{s.worker_name}:arq",
-            options=RedisOptions(
-                max_connections=8,
-                ssl_ca_certs=s.redis_ca_cert,
-                ssl_certfile=s.redis_client_cert,
-                ssl_keyfile=s.redis_client_key,
-            ),
-        )
-        template = client.connection_pool
-        pool = ConnectionPool(
-            connection_class=template.connection_class,
-            max_connections=template.max_connections,
-            **{**template.connection_kwargs, "decode_responses": False},
-        )
-        return ArqRedis(
-            pool,
-            job_serializer=_serialize,
-            job_deserializer=_deserialize,
-            default_queue_name=self.queue_name,
+        """arq's connection, from the bus (:func:`bus.open_arq_redis`)."""
+        return open_arq_redis(
+            self.settings, client_name=f"terrarium-worker:{self.settings.worker_name}:arq"
         )
 
     def create_worker(self, redis: ArqRedis) -> ArqWorker:
@@ -127,8 +92,8 @@ class ScheduledJobs:
             job_timeout=self.job_timeout,
             keep_result=self.keep_result,
             max_tries=1,
-            job_serializer=_serialize,
-            job_deserializer=_deserialize,
+            job_serializer=encode_arq_job,
+            job_deserializer=decode_arq_job,
         )
 
     async def start(self) -> None:
@@ -151,7 +116,5 @@ class ScheduledJobs:
             return
         arq.handle_sig(signal.SIGUSR1)  # arq's own stop: cancels its jobs and main task
         await cancel_and_wait([task, *arq.tasks.values()])
-        with contextlib.suppress(RedisError, OSError):
-            await arq.pool.delete(arq.health_check_key)
-        await arq.pool.aclose(close_connection_pool=True)
+        await close_arq_redis(arq.pool, arq.health_check_key)
         logger.info("worker.scheduled_jobs_stopped")
