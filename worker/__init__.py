@@ -5,8 +5,8 @@ Nothing runs at import. ``python -m worker`` (or ``terrarium-worker``) reads
 in-process with ``async with Worker(settings) as worker: ...``.
 """
 
-from worker.consumer import Worker
 from worker.errors import AgentError, WorkerError
+from worker.jobs import Worker
 from worker.llm import AgentClient
 from worker.settings import WorkerSettings
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from logsetup import configure_logging
 from tools.settings import ToolSettings
-from worker.consumer import Worker
+from worker.jobs import Worker
 from worker.scheduled import ScheduledJobs
 from worker.settings import WorkerSettings
 from worker.toolkit import ToolKit

@@ -1,7 +1,7 @@
 """Coalescing content deltas into ``assistantChunk`` events.
 
 :class:`ChunkWriter` writes the first delta at once and then about every ``interval``
-seconds, one round trip per write (``ChatLog.append_chunk``); see
+seconds, one round trip per write (``append_chunk`` of the :class:`~worker.ports.ChunkLog`); see
 :class:`worker.coalesce.Coalescer` for the batching guarantees. The concatenated chunks of
 a reply equal its text. ``append_chunk`` reports a pending cancel request, after which
 :meth:`ChunkWriter.push` returns False.
@@ -9,9 +9,9 @@ a reply equal its text. ``append_chunk`` reports a pending cancel request, after
 
 from __future__ import annotations
 
-from bus.chatlog import ChatLog
 from worker.coalesce import Coalescer
 from worker.metrics import WorkerMetrics
+from worker.ports import ChunkLog
 
 __all__ = ["ChunkWriter"]
 
@@ -25,7 +25,7 @@ class ChunkWriter(Coalescer):
 
     def __init__(
         self,
-        chatlog: ChatLog,
+        chatlog: ChunkLog,
         chat_id: str,
         reply_to: str,
         *,

@@ -1,7 +1,7 @@
 """Coalescing the model's ``reasoning_content`` into v=2 ``reasoning`` events.
 
 Reasoning arrives token by token like content; :class:`ReasoningWriter` writes the first
-delta at once and then batches, one ``ChatLog.append_event`` about every ``interval``
+delta at once and then batches, one ``append_event`` about every ``interval``
 seconds, without ever making the stream reader wait on Redis (the batching of
 :class:`worker.coalesce.Coalescer`, shared with :class:`worker.chunks.ChunkWriter`).
 
@@ -14,12 +14,11 @@ original front end (and the widget) find them, so they are never shown twice.
 from __future__ import annotations
 
 import structlog
-from redis.exceptions import RedisError
 
-from bus.chatlog import ChatLog
-from bus.errors import BusError
+from bus import BusError
 from bus.schemas import ReasoningProduced, encode
 from worker.coalesce import Coalescer
+from worker.ports import EventLog
 
 __all__ = ["ReasoningWriter"]
 
@@ -34,7 +33,7 @@ class ReasoningWriter(Coalescer):
     """
 
     def __init__(
-        self, chatlog: ChatLog, chat_id: str, reply_to: str, *, interval_seconds: float
+        self, chatlog: EventLog, chat_id: str, reply_to: str, *, interval_seconds: float
     ) -> None:
         super().__init__(f"reasoning:{chat_id}", interval_seconds=interval_seconds)
         self.chatlog = chatlog
@@ -51,7 +50,7 @@ class ReasoningWriter(Coalescer):
         event = ReasoningProduced(chatId=self.chat_id, replyTo=self.reply_to, content=text)
         try:
             await self.chatlog.append_event(self.chat_id, encode(event))
-        except (BusError, RedisError) as exc:
+        except BusError as exc:
             logger.warning("worker.reasoning_dropped", error=type(exc).__name__)
             self._stopped = True
             return

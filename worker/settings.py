@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from bus.settings import BusSettings
+from bus import BusSettings
 
 __all__ = ["WorkerSettings", "default_worker_name"]
 

@@ -6,7 +6,7 @@ timeouts; unknown tools, bad JSON and invalid arguments come back as error resul
 as exceptions), announces each call to v=2 clients as ``toolActivity`` events (tool name,
 status and a short detail: never the arguments, which are visitor-derived), shortens huge
 results for the model (:func:`fit_tool_result`) and saves the answer's tool turns in the
-chat's memory (``ChatLog.save_tool_turns``).
+chat's memory (``save_tool_turns`` of the :class:`~worker.ports.ToolLog`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bus.chatlog import ChatLog
 from bus.schemas import ToolCallStatus, ToolCallUpdated, encode
 from tools.base import ChatLogEntry, JsonObject, ToolContext
 from tools.prompt import build_system_prompt
 from tools.registry import ToolRegistry, ToolResult, create_default_registry, wrap_tool_result
 from tools.settings import ToolSettings
+from worker.ports import ToolLog
 from worker.settings import WorkerSettings
 from worker.turns import ToolCall
 
@@ -131,11 +131,14 @@ class ToolKit:
         system_prompt: str,
         result_max_chars: int = 6000,
         max_calls_per_round: int = 8,
+        history_limit: int = 1000,
     ) -> None:
         self.registry = registry
         self.system_prompt = system_prompt
         self.result_max_chars = result_max_chars
         self.max_calls_per_round = max_calls_per_round
+        #: Messages ``search_chat_logs`` reads (the chat's ``MESSAGES_MAXLEN``).
+        self.history_limit = history_limit
         self._definitions = registry.openai_tools()
         self._names = frozenset(registry.signatures())
         self._http: aiohttp.ClientSession | None = None
@@ -162,6 +165,7 @@ class ToolKit:
             system_prompt=prompt,
             result_max_chars=settings.tool_result_max_chars,
             max_calls_per_round=settings.max_tool_calls_per_round,
+            history_limit=settings.messages_maxlen,
         )
 
     @property
@@ -186,7 +190,7 @@ class ToolKit:
             await self._http.close()
             self._http = None
 
-    def session(self, chatlog: ChatLog, chat_id: str, reply_to: str) -> ToolSession:
+    def session(self, chatlog: ToolLog, chat_id: str, reply_to: str) -> ToolSession:
         """The tool host for answering the visitor message ``reply_to``."""
         return ToolSession(self, chatlog, chat_id, reply_to)
 
@@ -194,7 +198,7 @@ class ToolKit:
 class ToolSession:
     """Tools for one answer (implements :class:`worker.ports.ToolHost`)."""
 
-    def __init__(self, kit: ToolKit, chatlog: ChatLog, chat_id: str, reply_to: str) -> None:
+    def __init__(self, kit: ToolKit, chatlog: ToolLog, chat_id: str, reply_to: str) -> None:
         self.kit = kit
         self.chatlog = chatlog
         self.chat_id = chat_id
@@ -277,9 +281,7 @@ class ToolSession:
 
     async def _read_history(self) -> Sequence[ChatLogEntry]:
         """The chat's Messages as ``search_chat_logs`` reads them, oldest first."""
-        messages = await self.chatlog.messages_until(
-            self.chat_id, "+", self.chatlog.limits.messages_maxlen
-        )
+        messages = await self.chatlog.messages_until(self.chat_id, "+", self.kit.history_limit)
         return [
             ChatLogEntry(timestamp=_entry(m.createdAt), sender=m.sender, message=m.content)
             for m in messages

@@ -20,7 +20,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 from tests.support.worker_settings import fast_settings
 from worker import Worker
-from worker.consumer import AGENT_APOLOGY, UNEXPECTED_APOLOGY
+from worker.answer import AGENT_APOLOGY, UNEXPECTED_APOLOGY
 
 pytestmark = pytest.mark.integration
 
@@ -150,14 +150,16 @@ async def test_restarted_worker_does_not_reanswer(
     redis_server: RedisServer, agent_url: str, chatlog: ChatLog, redis: Redis
 ) -> None:
     settings = fast_settings(redis_server.url, agent_url, worker_name="restart")
+    ids = [await post(chatlog, "again", f"[[demo:echo]] q{i}") for i in range(3)]
+    queued = await redis.xrange(KEYS.jobs)  # an ack trims finished jobs: copy them now
+    assert len(queued) == 3
     async with Worker(settings):
-        ids = [await post(chatlog, "again", f"[[demo:echo]] q{i}") for i in range(3)]
         for message_id in ids:
             await wait_reply(chatlog, "again", message_id)
     assert len(await agent_requests(agent_url)) == 3
 
     # Every job is delivered again (as after a crash between reply and ack).
-    for _, fields in await redis.xrange(KEYS.jobs):
+    for _, fields in queued:
         await redis.xadd(KEYS.jobs, fields)
 
     async with Worker(settings) as fresh:

@@ -1,0 +1,402 @@
+"""The answer handler on in-memory fakes of its two ports (no Redis, no HTTP): a chat log
+that keeps what it is given, and an agent that plays a script of completions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import Field
+
+from bus import BusUnavailable
+from bus.schemas import MessagePosted, WorkerState
+from tools import Tool, ToolContext, ToolParams, ToolRegistry
+from tools.base import JsonObject
+from worker.answer import AGENT_APOLOGY, AnswerHandler, AnswerInterrupted, AnswerProgress
+from worker.errors import AgentError
+from worker.metrics import WorkerMetrics
+from worker.ports import AnswerLog, DeltaSink, ReasoningSink, ReplyStatus
+from worker.settings import WorkerSettings
+from worker.toolkit import ToolKit
+from worker.turns import AgentTurn, ToolCall
+
+CHAT = "chat-1"
+
+
+class MemoryLog:
+    """The bus port in memory: one list of Messages, one of other events, per chat."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, MessagePosted]] = []
+        self.events: list[dict[str, Any]] = []
+        self.replies: dict[str, str] = {}
+        self.streaming: str | None = None
+        self.cancel: str | None = None
+        self.memory: dict[str, list[dict[str, Any]]] = {}
+        self.fail_chunks = False
+        self._seq = 0
+
+    def _next_id(self) -> str:
+        self._seq += 1
+        return f"{self._seq}-0"
+
+    def post(self, content: str) -> MessagePosted:
+        """A visitor message, as the gateway would store it."""
+        message = MessagePosted(
+            id=f"m{self._seq + 1}",
+            chatId=CHAT,
+            sender="Visitor",
+            content=content,
+            createdAt="2026-01-01T00:00:00+00:00",
+        )
+        self.messages.append((self._next_id(), message))
+        return message
+
+    def terra(self) -> list[MessagePosted]:
+        return [m for _, m in self.messages if m.sender == "Terra"]
+
+    def kinds(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    # --- the AnswerLog port ---------------------------------------------------------
+
+    async def append_chunk(self, chat_id: str, reply_to: str, content: str) -> tuple[str, bool]:
+        if self.fail_chunks:
+            raise BusUnavailable("Redis unreachable (ConnectionError)")
+        self.streaming = reply_to
+        self.events.append({"type": "assistantChunk", "replyTo": reply_to, "content": content})
+        return self._next_id(), self.cancel == reply_to
+
+    async def append_event(self, chat_id: str, data: str) -> str:
+        self.events.append(json.loads(data))
+        return self._next_id()
+
+    async def messages_until(self, chat_id: str, event_id: str, count: int) -> list[MessagePosted]:
+        upto = [m for i, m in self.messages if event_id == "+" or _seq(i) <= _seq(event_id)]
+        return upto[-count:]
+
+    async def save_tool_turns(
+        self, chat_id: str, message_id: str, turns: Sequence[Mapping[str, Any]]
+    ) -> None:
+        self.memory[message_id] = [dict(t) for t in turns]
+
+    async def cancel_requested(self, chat_id: str, message_id: str) -> bool:
+        return self.cancel == message_id
+
+    async def unanswered_until(
+        self, chat_id: str, message_id: str
+    ) -> list[tuple[str, MessagePosted]]:
+        if message_id in self.replies or all(m.id != message_id for _, m in self.messages):
+            return []
+        pending: list[tuple[str, MessagePosted]] = []
+        for event_id, m in self.messages:
+            if m.sender == "Visitor" and m.id not in self.replies:
+                pending.append((event_id, m))
+            if m.id == message_id:
+                break
+        return pending
+
+    async def reply_event_id(self, chat_id: str, message_id: str) -> str | None:
+        return self.replies.get(message_id)
+
+    async def set_worker_state(self, chat_id: str, state: WorkerState) -> str:
+        self.events.append({"type": "workerState", "state": state})
+        return self._next_id()
+
+    async def streaming_reply(self, chat_id: str) -> str | None:
+        return self.streaming
+
+    async def reset_stream(self, chat_id: str, reply_to: str, reason: str) -> str:
+        self.events.append({"type": "streamReset", "replyTo": reply_to, "reason": reason})
+        return self._next_id()
+
+    async def tool_turns(
+        self, chat_id: str, message_ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        return {i: self.memory[i] for i in message_ids if i in self.memory}
+
+    async def finish_reply(
+        self,
+        chat_id: str,
+        reply_to: str,
+        content: str,
+        *,
+        status: ReplyStatus,
+        state: WorkerState,
+        detail: str | None,
+    ) -> tuple[dict[str, Any], bool]:
+        if reply_to in self.replies:
+            return {"replyTo": reply_to}, True
+        reply = MessagePosted(
+            id=f"r-{reply_to}",
+            chatId=chat_id,
+            sender="Terra",
+            content=content,
+            createdAt="2026-01-01T00:00:01+00:00",
+            replyTo=reply_to,
+            status=None if status == "complete" else status,
+        )
+        event_id = self._next_id()
+        self.messages.append((event_id, reply))
+        self.replies[reply_to] = event_id
+        self.streaming = None
+        self.events.append({"type": "done", "replyTo": reply_to, "detail": detail, "state": state})
+        return reply.model_dump(), False
+
+
+def _seq(event_id: str) -> int:
+    return int(event_id.split("-", 1)[0])
+
+
+Step = AgentTurn | AgentError
+
+
+class ScriptedAgent:
+    """The agent port: each completion plays the next step (its content pushed delta by
+    delta, word by word), or raises it; ``hang`` makes a completion wait to be cancelled
+    after its text, as a silent model does."""
+
+    def __init__(self, *steps: Step, hang: bool = False) -> None:
+        self.steps = list(steps)
+        self.hang = hang
+        self.requests: list[list[dict[str, Any]]] = []
+        self.offered_tools: list[bool] = []
+        self.spoke = asyncio.Event()
+
+    async def complete(
+        self,
+        messages: Sequence[ChatCompletionMessageParam],
+        sink: DeltaSink,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        thoughts: ReasoningSink | None = None,
+        hold: Collection[str] = (),
+    ) -> AgentTurn:
+        self.requests.append([dict(m) for m in messages])
+        self.offered_tools.append(bool(tools))
+        step = self.steps.pop(0)
+        if isinstance(step, AgentError):
+            if step.message.startswith("after:"):
+                sink.push(step.message.removeprefix("after:"))
+            raise step
+        turn = AgentTurn(tool_calls=list(step.tool_calls), finish_reason="stop")
+        for word in step.content.split(" "):
+            delta = word if not turn.content else f" {word}"
+            turn.content += delta
+            turn.deltas += 1
+            if not sink.push(delta):
+                turn.stopped = True
+                break
+        self.spoke.set()
+        if self.hang:
+            await asyncio.Event().wait()
+        return turn
+
+
+class HealthLog:
+    """The health port: what answers taught."""
+
+    def __init__(self) -> None:
+        self.replies = 0
+        self.failures: list[str] = []
+
+    def record_reply(self, latency_ms: float) -> None:
+        self.replies += 1
+
+    def record_failure(self, error: AgentError) -> None:
+        self.failures.append(error.category)
+
+
+def settings() -> WorkerSettings:
+    return WorkerSettings(
+        redis_url="redis://127.0.0.1:1/0",  # never connected: the log is in memory
+        agent_api_url="http://agent.invalid/v1/chat/completions",
+        chunk_interval_ms=1,
+        cancel_poll_ms=10,
+        max_tool_rounds=3,
+        _env_file=None,
+    )
+
+
+def handler(
+    log: AnswerLog, agent: ScriptedAgent, *, tools: ToolKit | None = None
+) -> tuple[AnswerHandler, HealthLog, WorkerMetrics]:
+    health, metrics = HealthLog(), WorkerMetrics()
+    answer = AnswerHandler(
+        log, agent, settings(), system_prompt="S", tools=tools, health=health, metrics=metrics
+    )
+    return answer, health, metrics
+
+
+def chunks(log: MemoryLog) -> str:
+    return "".join(e["content"] for e in log.events if e["type"] == "assistantChunk")
+
+
+async def test_answers_every_waiting_message_oldest_first() -> None:
+    log = MemoryLog()
+    first, second = log.post("one"), log.post("two")
+    agent = ScriptedAgent(AgentTurn(content="Reply one"), AgentTurn(content="Reply two"))
+    answer, health, _ = handler(log, agent)
+    progress = AnswerProgress()
+
+    outcome = await answer.answer_job(CHAT, second.id, progress=progress)
+
+    assert outcome == "answered"
+    assert [(m.replyTo, m.content, m.status) for m in log.terra()] == [
+        (first.id, "Reply one", None),
+        (second.id, "Reply two", None),
+    ]
+    # the second answer saw the first question and its reply, and not beyond its own
+    assert [m["content"] for m in agent.requests[1]] == ["S", "one", "Reply one", "two"]
+    assert chunks(log) == "Reply oneReply two"
+    assert (progress.answered, progress.tokens, health.replies) == (2, 4, 2)
+
+
+async def test_already_answered_message_never_reaches_the_agent() -> None:
+    log = MemoryLog()
+    message = log.post("hello")
+    log.replies[message.id] = "9-0"
+    agent = ScriptedAgent()
+    answer, _, _ = handler(log, agent)
+
+    assert await answer.already_answered(CHAT, message.id)
+    assert await answer.answer_job(CHAT, message.id) == "duplicate"
+    assert agent.requests == []
+    assert log.events == []
+
+
+async def test_unknown_message_is_gone() -> None:
+    agent = ScriptedAgent()
+    answer, _, _ = handler(MemoryLog(), agent)
+    assert await answer.answer_job(CHAT, "nope") == "gone"
+    assert agent.requests == []
+
+
+async def test_stop_while_the_agent_is_silent_keeps_the_partial_text() -> None:
+    log = MemoryLog()
+    message = log.post("tell me a long story")
+    agent = ScriptedAgent(AgentTurn(content="Once upon"), hang=True)
+    answer, _, _ = handler(log, agent)
+
+    async def visitor_stops() -> None:
+        await agent.spoke.wait()
+        log.cancel = message.id
+
+    stopper = asyncio.create_task(visitor_stops())
+    outcome = await answer.answer_job(CHAT, message.id)
+    await stopper
+
+    assert outcome == "stopped"
+    (reply,) = log.terra()
+    assert (reply.content, reply.status) == ("Once upon", "stopped")
+    assert chunks(log) == "Once upon"
+    assert log.events[-1]["detail"] == "stopped"
+
+
+async def test_stop_requested_before_the_answer_starts_skips_the_agent() -> None:
+    log = MemoryLog()
+    message = log.post("never mind")
+    log.cancel = message.id
+    agent = ScriptedAgent()
+    answer, _, _ = handler(log, agent)
+
+    assert await answer.answer_job(CHAT, message.id) == "stopped"
+    assert agent.requests == []
+    assert [(m.content, m.status) for m in log.terra()] == [("", "stopped")]
+
+
+async def test_agent_failure_keeps_what_was_shown_and_apologises() -> None:
+    log = MemoryLog()
+    message = log.post("hi")
+    agent = ScriptedAgent(AgentError("server_error", "after:Partial"))
+    answer, health, _ = handler(log, agent)
+
+    assert await answer.answer_job(CHAT, message.id) == "error"
+    (reply,) = log.terra()
+    assert (reply.content, reply.status) == (f"Partial\n\n{AGENT_APOLOGY}", "error")
+    assert log.events[-1]["detail"] == "server_error: after:Partial"
+    assert log.events[-1]["state"] == "error"
+    assert health.failures == ["server_error"]
+
+
+async def test_bus_trouble_is_raised_and_stores_no_apology() -> None:
+    log = MemoryLog()
+    message = log.post("hi")
+    log.fail_chunks = True
+    answer, _, _ = handler(log, ScriptedAgent(AgentTurn(content="Hello there")))
+
+    with pytest.raises(BusUnavailable):
+        await answer.answer_job(CHAT, message.id)
+    assert log.terra() == []
+
+
+async def test_a_retried_attempt_resets_the_stream_first() -> None:
+    log = MemoryLog()
+    message = log.post("hi")
+    # an earlier attempt (a dead worker) streamed part of this reply
+    await log.append_chunk(CHAT, message.id, "Half a")
+    answer, _, metrics = handler(log, ScriptedAgent(AgentTurn(content="Whole answer")))
+
+    assert await answer.answer_job(CHAT, message.id) == "answered"
+    assert log.kinds() == [
+        "assistantChunk",
+        "workerState",
+        "streamReset",
+        *["assistantChunk"] * (log.kinds().count("assistantChunk") - 1),
+        "done",
+    ]
+    assert chunks(log).removeprefix("Half a") == "Whole answer"
+    assert log.terra()[0].content == "Whole answer"
+    assert metrics.registry.get_sample_value("terrarium_worker_stream_resets_total") == 1
+
+
+async def test_a_stop_between_two_answers_leaves_the_rest_for_later() -> None:
+    log = MemoryLog()
+    first, second = log.post("one"), log.post("two")
+    agent = ScriptedAgent(AgentTurn(content="Reply one"))
+    answer, _, _ = handler(log, agent)
+
+    with pytest.raises(AnswerInterrupted):
+        await answer.answer_job(CHAT, second.id, stopping=lambda: bool(log.terra()))
+    assert [m.replyTo for m in log.terra()] == [first.id]
+
+
+class LookupParams(ToolParams):
+    topic: str = Field(min_length=1)
+
+
+async def _lookup(params: LookupParams, ctx: ToolContext) -> JsonObject:
+    return {"fact": f"{params.topic} is green"}
+
+
+async def test_a_tool_round_runs_the_tool_announces_it_and_remembers_it() -> None:
+    log = MemoryLog()
+    message = log.post("what colour is moss?")
+    registry = ToolRegistry()
+    registry.register(
+        Tool(name="lookup", description="Look a topic up.", params=LookupParams, handler=_lookup)
+    )
+    kit = ToolKit(registry, system_prompt="S")
+    call = ToolCall("call_1", "lookup", '{"topic": "moss"}')
+    agent = ScriptedAgent(AgentTurn(tool_calls=[call]), AgentTurn(content="Moss is green."))
+    answer, _, _ = handler(log, agent, tools=kit)
+    try:
+        assert await answer.answer_job(CHAT, message.id) == "answered"
+    finally:
+        await kit.aclose()
+
+    assert agent.offered_tools == [True, True]
+    (tool_message,) = [m for m in agent.requests[1] if m["role"] == "tool"]
+    assert (tool_message["role"], tool_message["tool_call_id"]) == ("tool", "call_1")
+    assert "moss is green" in tool_message["content"]
+    activity = [(e["name"], e["status"]) for e in log.events if e["type"] == "toolActivity"]
+    assert activity == [("lookup", "started"), ("lookup", "done")]
+    saved = log.memory[message.id]
+    assert [t["role"] for t in saved] == ["assistant", "tool"]
+    assert saved[0]["tool_calls"][0]["id"] == "call_1"
+    assert log.terra()[0].content == "Moss is green."
+    assert chunks(log) == "Moss is green."

@@ -1,0 +1,281 @@
+"""Answering one job: Terra's replies to a chat's waiting visitor messages.
+
+:class:`AnswerHandler` knows nothing of job streams, slots or leases (that is
+:mod:`worker.jobs`); it talks to the bus through the :class:`~worker.ports.AnswerLog` port
+and to the model through the :class:`~worker.ports.Agent` port, so it is unit-tested on
+in-memory fakes of both. Rules:
+
+- **Oldest first.** A job answers every visitor message up to its own that has no reply
+  yet (``unanswered_until``), in order, so order holds whichever worker gets which job.
+- **Exactly one visible reply per message.** A message that already has a reply is never
+  sent to the agent; ``finish_reply`` stores at most one reply per visitor message.
+- **One visible answer per attempt.** A new attempt at a reply whose earlier attempt
+  already streamed chunks first appends a ``streamReset``, so clients drop the partial text.
+- **Stop.** A visitor's stop request is seen at the next chunk write, and by a watcher
+  polling every ``CANCEL_POLL_MS`` while the agent is silent; the agent call is then
+  cancelled and the partial answer stored with ``status: "stopped"``.
+- **Failures.** An agent failure (after its retries) stores the partial text plus
+  :data:`AGENT_APOLOGY` with status ``error``; any other surprise stores
+  :data:`UNEXPECTED_APOLOGY`. A bus error is raised untouched: the job stays pending and is
+  tried again, never answered with an apology for the bus's trouble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+from openai.types.chat import ChatCompletionMessageParam
+
+from bus import BusError
+from bus.schemas import MessagePosted
+from worker.aio import cancel_and_wait
+from worker.chunks import ChunkWriter
+from worker.conversation import build_prompt
+from worker.errors import AgentError
+from worker.metrics import WorkerMetrics
+from worker.ports import Agent, AgentHealth, AnswerLog, ReasoningSink, ReplyStatus, ToolHost
+from worker.reasoning import ReasoningWriter
+from worker.settings import WorkerSettings
+from worker.toolkit import ToolKit
+from worker.toolloop import reply
+from worker.turns import AgentTurn
+
+__all__ = [
+    "AGENT_APOLOGY",
+    "UNEXPECTED_APOLOGY",
+    "AnswerHandler",
+    "AnswerInterrupted",
+    "AnswerOutcome",
+    "AnswerProgress",
+]
+
+logger = structlog.get_logger("worker")
+
+#: The original worker's reply when the agent keeps failing.
+AGENT_APOLOGY = "I had trouble talking to Terra's core service. Please try again shortly."
+#: The original worker's reply when something else went wrong.
+UNEXPECTED_APOLOGY = "Terra hit an unexpected issue. Please try again in a moment."
+#: The prompt is first looked for among this many Messages per turn kept.
+MESSAGES_PER_TURN = 4
+
+#: How a job's answering ended (``gone``: its message is no longer in the log).
+AnswerOutcome = Literal["answered", "stopped", "error", "duplicate", "gone"]
+
+
+class AnswerInterrupted(Exception):
+    """A stop was requested between two answers of one job; the job should stay pending."""
+
+
+@dataclass(slots=True)
+class AnswerProgress:
+    """What a job's answering has done so far (read for its log line, even after a failure)."""
+
+    tokens: int = 0
+    answered: int = 0
+
+
+class AnswerHandler:
+    """Answers jobs through the bus and agent ports; see the module doc."""
+
+    def __init__(
+        self,
+        log: AnswerLog,
+        agent: Agent,
+        settings: WorkerSettings,
+        *,
+        system_prompt: str,
+        tools: ToolKit | None = None,
+        health: AgentHealth | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.log = log
+        self.agent = agent
+        self.settings = settings
+        self.system_prompt = system_prompt
+        #: Terra's tools (the tool loop); without them the agent only chats.
+        self.tools = tools
+        self.health = health
+        self.metrics = metrics or WorkerMetrics()
+
+    async def already_answered(self, chat_id: str, message_id: str) -> bool:
+        """True when ``message_id`` has a stored reply."""
+        return await self.log.reply_event_id(chat_id, message_id) is not None
+
+    async def answer_job(
+        self,
+        chat_id: str,
+        message_id: str,
+        *,
+        progress: AnswerProgress | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> AnswerOutcome:
+        """Answer, oldest first, every unanswered visitor message up to ``message_id``.
+
+        The outcome is that of the last answer. Raises :class:`AnswerInterrupted` when
+        ``stopping()`` turns true between two answers, and bus errors untouched.
+        """
+        progress = progress if progress is not None else AnswerProgress()
+        pending = await self.log.unanswered_until(chat_id, message_id)
+        if not pending:
+            return "duplicate" if await self.already_answered(chat_id, message_id) else "gone"
+        outcome: AnswerOutcome = "answered"
+        for index, (event_id, message) in enumerate(pending):
+            if index and stopping():
+                raise AnswerInterrupted("stopping between answers")
+            outcome = await self.answer(chat_id, event_id, message, progress)
+            progress.answered += 1
+        return outcome
+
+    async def apologise(self, chat_id: str, message_id: str, detail: str) -> None:
+        """Store :data:`UNEXPECTED_APOLOGY` as the reply, unless one is stored already."""
+        if not await self.already_answered(chat_id, message_id):
+            await self._finish(chat_id, message_id, UNEXPECTED_APOLOGY, "error", detail)
+
+    async def answer(
+        self, chat_id: str, event_id: str, message: MessagePosted, progress: AnswerProgress
+    ) -> AnswerOutcome:
+        """Answer one visitor message (at ``event_id``): stream the reply, then store it."""
+        await self.log.set_worker_state(chat_id, "processing")
+        if await self.log.streaming_reply(chat_id) == message.id:
+            # An earlier attempt streamed part of this reply and never finished it.
+            await self.log.reset_stream(chat_id, message.id, reason="retry")
+            self.metrics.stream_resets.inc()
+            logger.info("worker.stream_reset", reply_to=message.id)
+        if await self.log.cancel_requested(chat_id, message.id):
+            await self._finish(chat_id, message.id, "", "stopped", "stopped")
+            return "stopped"
+        prompt = await self._conversation(chat_id, event_id, message)
+        interval = self.settings.chunk_interval_ms / 1000
+        writer = ChunkWriter(
+            self.log, chat_id, message.id, interval_seconds=interval, metrics=self.metrics
+        )
+        thoughts = ReasoningWriter(self.log, chat_id, message.id, interval_seconds=interval)
+        tools = self.tools.session(self.log, chat_id, message.id) if self.tools else None
+        try:
+            async with writer, thoughts:
+                turn = await self._reply_until_stopped(
+                    prompt, writer, chat_id, message.id, tools=tools, thoughts=thoughts
+                )
+        except AgentError as err:
+            progress.tokens += writer.deltas
+            if self.health is not None:
+                self.health.record_failure(err)
+            logger.warning("worker.agent_failed", category=err.category, error=err.message)
+            partial = writer.text.rstrip()
+            content = f"{partial}\n\n{AGENT_APOLOGY}" if partial else AGENT_APOLOGY
+            await self._finish(chat_id, message.id, content, "error", err.detail)
+            return "error"
+        except BusError:
+            raise
+        except Exception as exc:
+            logger.exception("worker.answer_crashed")
+            detail = f"unknown: {type(exc).__name__}"  # the detail reaches visitors
+            await self._finish(chat_id, message.id, UNEXPECTED_APOLOGY, "error", detail)
+            return "error"
+        progress.tokens += turn.deltas
+        if self.health is not None:
+            self.health.record_reply(turn.latency_ms)
+        if turn.stopped:
+            await self._finish(chat_id, message.id, turn.content, "stopped", "stopped")
+            return "stopped"
+        await self._finish(chat_id, message.id, turn.content, "complete", None)
+        return "answered"
+
+    async def _reply_until_stopped(
+        self,
+        prompt: list[ChatCompletionMessageParam],
+        writer: ChunkWriter,
+        chat_id: str,
+        message_id: str,
+        *,
+        tools: ToolHost | None = None,
+        thoughts: ReasoningSink | None = None,
+    ) -> AgentTurn:
+        """The agent's reply, cut short as soon as the visitor asks to stop it.
+
+        The chunk writer sees a stop request at its next write; while the agent sends
+        nothing, a watcher polls the request every ``CANCEL_POLL_MS``. Either way the
+        agent call is cancelled and the text streamed so far is the (stopped) turn.
+        """
+        answer = asyncio.create_task(
+            reply(
+                self.agent,
+                prompt,
+                writer,
+                tools=tools,
+                thoughts=thoughts,
+                max_rounds=self.settings.max_tool_rounds,
+            ),
+            name="worker.reply",
+        )
+        watcher = asyncio.create_task(
+            self._watch_cancel(chat_id, message_id, writer, answer), name="worker.watch_cancel"
+        )
+        try:
+            await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled ourselves (stop, lost lease)
+            answer.cancel()
+            watcher.cancel()
+            await cancel_and_wait([answer, watcher])
+            raise
+        if not answer.done():  # the visitor asked to stop
+            await cancel_and_wait([answer])
+            if not answer.done() or answer.cancelled() or answer.exception() is not None:
+                return AgentTurn(content=writer.text, stopped=True, deltas=writer.deltas)
+        await cancel_and_wait([watcher])
+        return answer.result()
+
+    async def _watch_cancel(
+        self, chat_id: str, message_id: str, writer: ChunkWriter, answer: asyncio.Task[AgentTurn]
+    ) -> None:
+        """Return once the visitor asked to stop (``writer.cancelled`` is then set)."""
+        interval = self.settings.cancel_poll_ms / 1000
+        while not answer.done():
+            if writer.cancelled:
+                return
+            try:
+                if await self.log.cancel_requested(chat_id, message_id):
+                    writer.cancelled = True
+                    return
+            except BusError as exc:  # the chunk writes report Redis trouble
+                logger.debug("worker.cancel_check_failed", error=type(exc).__name__)
+            await asyncio.sleep(interval)
+        await asyncio.Event().wait()  # the reply ended first: wait to be cancelled
+
+    async def _finish(
+        self, chat_id: str, reply_to: str, content: str, status: ReplyStatus, detail: str | None
+    ) -> None:
+        _, duplicate = await self.log.finish_reply(
+            chat_id,
+            reply_to,
+            content,
+            status=status,
+            state="error" if status == "error" else "responded",
+            detail=detail,
+        )
+        if duplicate:
+            logger.warning("worker.reply_already_stored", reply_to=reply_to)
+
+    async def _conversation(
+        self, chat_id: str, event_id: str, message: MessagePosted
+    ) -> list[ChatCompletionMessageParam]:
+        """The prompt for ``message``; replies written after it are found by ``replyTo``."""
+        max_turns = self.settings.max_turns
+        for count in (max_turns * MESSAGES_PER_TURN, self.settings.messages_maxlen):
+            recent = await self.log.messages_until(chat_id, "+", count)
+            if any(m.id == message.id for m in recent):
+                break
+        else:
+            recent = await self.log.messages_until(chat_id, event_id, max_turns)
+        asked = [m.id for m in recent if m.sender == "Visitor"]
+        return build_prompt(
+            recent,
+            message,
+            system_prompt=self.system_prompt,
+            max_turns=max_turns,
+            tool_turns=await self.log.tool_turns(chat_id, asked),
+        )

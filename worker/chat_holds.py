@@ -1,0 +1,126 @@
+"""Which chats this worker is answering: a local lock per chat, a concurrency slot, and the
+chat's lease in Redis (one worker per chat across the deployment).
+
+A job for a chat this worker already answers waits on the chat's local lock and holds no
+slot. Then it takes a slot and the chat's lease, waiting with capped backoff while another
+worker holds it (up to :data:`LEASE_WAIT_LEASES` lease lifetimes). :meth:`ChatHolds.renew`
+keeps held leases alive; a lease found taken by another worker cancels the job holding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import structlog
+
+from bus import BusError, ChatLease
+
+__all__ = ["LEASE_WAIT_LEASES", "ChatHolds", "LeaseUnavailable"]
+
+logger = structlog.get_logger("worker")
+
+#: A job waits for a chat held by another worker up to this many lease lifetimes.
+LEASE_WAIT_LEASES = 10
+#: First and longest wait between two tries for a busy chat lease (seconds).
+LEASE_RETRY_FIRST_SECONDS = 0.05
+LEASE_RETRY_MAX_SECONDS = 1.0
+
+
+class LeaseUnavailable(Exception):
+    """The chat could not be held (busy elsewhere too long, or stopping); the job stays pending."""
+
+
+class ChatHolds:
+    """The chats held by this worker's running jobs (see the module doc)."""
+
+    def __init__(
+        self,
+        leases: ChatLease,
+        slots: int,
+        *,
+        lease_wait_seconds: float,
+        stopping: asyncio.Event,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.leases = leases
+        self.lease_wait_seconds = lease_wait_seconds * LEASE_WAIT_LEASES
+        self._stopping = stopping
+        #: Called when a chat is taken (the heartbeat reports active jobs).
+        self.on_change = on_change
+        self._slots = asyncio.Semaphore(slots)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._held: dict[str, asyncio.Task[Any]] = {}
+        #: Tasks cancelled because another worker took their chat.
+        self._lost: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+    @property
+    def active(self) -> int:
+        """Chats held now (jobs answering)."""
+        return len(self._held)
+
+    def running_tasks(self) -> set[asyncio.Task[Any]]:
+        """The tasks holding a chat."""
+        return set(self._held.values())
+
+    def lost_lease(self, task: asyncio.Task[Any] | None) -> bool:
+        """True when ``task`` was cancelled because another worker took its chat."""
+        return task is not None and task in self._lost
+
+    @contextlib.asynccontextmanager
+    async def hold(self, chat_id: str) -> AsyncIterator[None]:
+        """Hold ``chat_id`` for the current task: its local lock, a slot, then its lease.
+
+        Raises :class:`LeaseUnavailable` when the lease stays busy or a stop is requested,
+        and bus errors untouched.
+        """
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("ChatHolds.hold() must run inside an asyncio task")
+        lock, users = self._locks.get(chat_id, (asyncio.Lock(), 0))
+        self._locks[chat_id] = (lock, users + 1)
+        try:
+            async with lock, self._slots:
+                await self._acquire(chat_id)
+                self._held[chat_id] = task
+                if self.on_change is not None:
+                    self.on_change()
+                try:
+                    yield
+                finally:
+                    del self._held[chat_id]
+                    with contextlib.suppress(BusError):
+                        await asyncio.shield(self.leases.release(chat_id))
+        finally:
+            lock, users = self._locks[chat_id]
+            if users <= 1:
+                del self._locks[chat_id]
+            else:
+                self._locks[chat_id] = (lock, users - 1)
+
+    async def renew(self) -> None:
+        """Renew every held lease; cancel the job of a chat another worker took."""
+        for chat_id, task in list(self._held.items()):
+            if not await self.leases.acquire(chat_id):
+                logger.warning("worker.lease_lost", chat_id=chat_id)
+                self._lost.add(task)
+                task.cancel()
+
+    async def _acquire(self, chat_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lease_wait_seconds
+        delay = LEASE_RETRY_FIRST_SECONDS
+        while not await self.leases.acquire(chat_id):
+            if self._stopping.is_set():
+                raise LeaseUnavailable("stopping while waiting for the chat lease")
+            if loop.time() > deadline:
+                raise LeaseUnavailable("chat lease busy for too long")
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, LEASE_RETRY_MAX_SECONDS)
+        if self._stopping.is_set():
+            await self.leases.release(chat_id)
+            raise LeaseUnavailable("stopping")
