@@ -5,9 +5,11 @@
     WorkerError
     └── AgentError      the agent call failed; ``category`` is one of CATEGORIES
 
-Redis errors surface as :class:`bus.BusUnavailable` or redis exceptions (the job is then
-left pending and retried later); losing a chat lease cancels the job's task. openai
-exceptions are translated into :class:`AgentError` in :mod:`worker.llm`, cause chained.
+Redis trouble reaches the worker only as :class:`bus.BusError` (the bus translates every
+Redis failure at its boundary): :class:`bus.BusUnavailable` is an outage, ridden out and
+tried again (:mod:`worker.job_runner`); any other bus error leaves the job pending for a
+later reclaim. Losing a chat lease cancels the job's task. openai exceptions are translated
+into :class:`AgentError` in :mod:`worker.llm` (:mod:`worker.agent_failures`), cause chained.
 """
 
 from __future__ import annotations
