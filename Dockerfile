@@ -5,6 +5,7 @@
 #   docker run ... terrarium-webchat                       # python -m gateway
 #   docker run ... terrarium-webchat python -m worker
 #   docker run ... terrarium-webchat python -m demo.agent --host 0.0.0.0 --port 8099
+#   docker exec -it <gateway container> terrarium-ops chats    # the operators' console
 #
 # Secrets: pass NAME_FILE=/run/secrets/... for CHAT_PASSWORD, REDIS_URL, METRICS_TOKEN,
 # AGENT_API_KEY, SEARCH_API_KEY, GITHUB_TOKEN (see infra/docker/entrypoint.sh).
@@ -28,7 +29,8 @@ COPY worker ./worker
 COPY tools ./tools
 COPY demo ./demo
 COPY logsetup ./logsetup
-RUN pip install --no-deps . && python -c "import gateway, worker, bus, tools, demo, logsetup"
+COPY ops ./ops
+RUN pip install --no-deps . && python -c "import gateway, worker, bus, tools, demo, logsetup, ops"
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
