@@ -22,7 +22,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -73,6 +73,8 @@ def as_bus_error(exc: BaseException) -> BusError:
     kind = type(exc).__name__
     if isinstance(exc, AuthenticationError):
         return BusRejected(f"Redis refused the credentials ({kind})")
+    if isinstance(exc, NoPermissionError):  # the ACL: its message has no leading NOPERM
+        return BusRejected("Redis refused the command (NOPERM)")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError):
         return BusUnavailable(f"Redis unreachable ({kind})")
     first_word = str(exc).split(" ", 1)[0] if str(exc) else kind

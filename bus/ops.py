@@ -213,6 +213,12 @@ class _ChatKeyShape:
         """SCAN/PSUBSCRIBE pattern for chats whose id starts with ``id_prefix``."""
         return f"{self._head}{id_prefix}*{self._tail}"
 
+    def family(self) -> str:
+        """Pattern of every per-chat name (``<prefix>:chat:*``). For PSUBSCRIBE: Redis ACLs
+        allow a pattern subscription only when it equals an allowed pattern, and the
+        ``ops`` user's is ``&<prefix>:chat:*``."""
+        return self._head.removesuffix("{") + "*"
+
     def chat_id(self, name: str) -> str | None:
         """The chat id inside ``name``, or ``None`` for another kind of name."""
         if name.startswith(self._head) and name.endswith(self._tail):
@@ -327,7 +333,7 @@ class OpsBus:
             if chat_id is not None:
                 await pubsub.subscribe(self._keys.chat_channel(chat_id))
             else:
-                await pubsub.psubscribe(self._channels.glob())
+                await pubsub.psubscribe(self._channels.family())
             while True:  # the confirmation: from here on, no announcement is missed
                 message = await pubsub.get_message(timeout=5.0)
                 if message is not None and message["type"] in ("subscribe", "psubscribe"):
