@@ -11,7 +11,7 @@ import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from bus import BusKeys, ChatLog, Presence, create_redis
+from bus import BusKeys, ChatLog, Presence, create_redis, open_worker_bus
 from bus.schemas import WorkerHeartbeat
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tests.support.agent import agent_requests
@@ -300,3 +300,17 @@ async def test_worker_stops_promptly_when_idle(redis_server: RedisServer, agent_
     started = loop.time()
     await worker.stop()
     assert loop.time() - started < 4.5
+
+
+async def test_a_worker_answers_through_an_injected_bus(
+    redis_server: RedisServer, agent_url: str, chatlog: ChatLog
+) -> None:
+    settings = fast_settings(redis_server.url, agent_url)
+    async with (
+        open_worker_bus(settings, name=settings.worker_name, block_ms=settings.job_block_ms) as bus,
+        Worker(settings, bus=bus) as worker,
+    ):
+        assert worker.bus is bus
+        accepted = await chatlog.accept_visitor_message("injected", "[[demo:echo]] via my bus")
+        reply = await wait_reply(chatlog, "injected", str(accepted.message["id"]))
+    assert reply["content"] == "via my bus"
