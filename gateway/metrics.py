@@ -158,6 +158,8 @@ class GatewayMetrics:
             self.connections.labels(kind)
         for scope in ("ip", "chat"):
             self.rate_limited.labels(scope)
+        for duplicate in ("false", "true"):
+            self.messages_accepted.labels(duplicate)
         for outcome in ("ok", "resync", "restarted"):
             self.resumes.labels(outcome)
 
