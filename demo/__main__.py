@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             f"\nterrarium-webchat is running at {launcher.url}\n"
             f"  access code: {launcher.access_code}\n"
             f"  redis:       {launcher.redis_url}\n"
+            f"  operators:   REDIS_URL={launcher.redis_url} terrarium-ops chats\n"
             f"  agent:       {agent}\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
