@@ -87,9 +87,10 @@ def contrast(a: str, b: str) -> float:
 FOCUS_STYLE = """
 (node) => {
   const style = getComputedStyle(node);
-  const panel = getComputedStyle(node.getRootNode().querySelector('.panel'));
+  const panel = node.getRootNode().querySelector('.panel');  // none before the chat loads
   return {outline: style.outlineStyle, width: parseFloat(style.outlineWidth),
-          color: style.outlineColor, panel: panel.backgroundColor};
+          color: style.outlineColor,
+          panel: panel ? getComputedStyle(panel).backgroundColor : 'rgb(255, 255, 255)'};
 }
 """
 

@@ -59,9 +59,11 @@ class Widget:
 
     def start_chat(self, code: str) -> None:
         """Open (when a bubble), pass the gate and wait for the live connection."""
-        expect(self.root).to_be_attached()
+        # A bubble shows only its launcher until opened (the chat's modules load then).
+        expect(self.launcher.or_(self.root).first).to_be_attached()
         if self.host.get_attribute("mode") == "bubble" and not self.panel.is_visible():
             self.open()
+        expect(self.root).to_be_attached()
         self.enter_code(code)
         expect(self.textarea).to_be_visible()
         self.wait_connected()

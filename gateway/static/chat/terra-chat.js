@@ -44,7 +44,10 @@ function adoptStyles(root) {
 export class TerraChatElement extends HTMLElement {
   constructor() {
     super();
-    this.shadow = this.attachShadow({ mode: "open" });
+    // widget.js may have drawn a lightweight launcher in this element's shadow root before
+    // this module loaded: take the root over and start from an empty one.
+    this.shadow = this.shadowRoot ?? this.attachShadow({ mode: "open" });
+    this.shadow.replaceChildren();
     adoptStyles(this.shadow);
     this.session = null;
     this.ui = {};
@@ -837,7 +840,8 @@ export function mountFromScript(options) {
     if (options.theme) element.setAttribute("theme", options.theme);
     if (options.open === "true") element.setAttribute("open", "");
     if (mode === "bubble") {
-      document.body.append(element);
+      // On <html>, not <body>: a transform or filter on body would trap position:fixed.
+      document.documentElement.append(element);
       return;
     }
     const target = options.target ? document.querySelector(options.target) : null;
