@@ -33,6 +33,8 @@ __all__ = [
     "check_run",
 ]
 
+#: Events appended this long after a stream's connection was established must be in it.
+_SLACK_MS = 50
 #: Examples kept per kind of violation.
 _EXAMPLES = 4
 
@@ -294,7 +296,11 @@ def _segment_start(
             for mid in post.accepted_ids[:1]
         ]
         own_ids = [e["eventId"] for e in chat.messages if e.get("id") in set(own)]
-        candidates = [i for i in [first, *own_ids] if i is not None]
+        done_ms = socket.handshake_done_ms()
+        later = [
+            i for i in visible_ids if done_ms is not None and _sort_key(i)[0] > done_ms + _SLACK_MS
+        ]
+        candidates = [i for i in [first, *own_ids, *later[:1]] if i is not None]
         if not candidates:
             return None
         return _before(visible_ids, min(candidates, key=_sort_key))

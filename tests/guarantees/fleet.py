@@ -18,7 +18,11 @@ from typing import Literal
 
 from tests.support.clients import ChatClient, post_message
 
-__all__ = ["KINDS", "Fleet", "Ledger", "Post", "Socket", "SocketKind"]
+__all__ = ["KINDS", "WALL_OFFSET", "Fleet", "Ledger", "Post", "Socket", "SocketKind"]
+
+#: ``time.time() - time.monotonic()``: turns the clients' monotonic stamps into Unix time,
+#: the clock of Redis stream ids (same host).
+WALL_OFFSET = time.time() - time.monotonic()
 
 SocketKind = Literal["ws-v2", "ws-v1", "sse-v2", "sse-v1"]
 KINDS: tuple[SocketKind, ...] = ("ws-v2", "ws-v1", "sse-v2", "sse-v1")
@@ -47,6 +51,15 @@ class Socket(ChatClient):
         first = next((f.at for f in self.frames if f.event_id is not None), None)
         earlier = [t for t in self.fresh_starts if first is None or t <= first]
         return max(earlier) if earlier else self.fresh_starts[0]
+
+    def handshake_done_ms(self) -> int | None:
+        """Unix ms when that stream's connection was established (its handshake point is
+        earlier: every event appended after this instant belongs to the stream)."""
+        began = self.handshake_start()
+        if began is None:
+            return None
+        done = [at for _, at in self.connects if at >= began]
+        return int((min(done) + WALL_OFFSET) * 1000) if done else None
 
     async def drop(self) -> None:
         """Cut the current connection and resume, with ``lastEventId``, on the next gateway."""

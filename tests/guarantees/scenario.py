@@ -185,7 +185,7 @@ class _Run:
             self.activity.faults[fault.value] += 1
         posts = self._round_posts()
         if fault != Fault.AGENT_STOPPED:
-            await self.barrier(self._any_streaming, 10, "a reply streaming before the fault")
+            await self.barrier(self._any_streaming, 5, "a reply streaming before the fault")
         self.activity.drops += await self.fleet.drop_some(self.plan.drop_share)
         if fault == Fault.AGENT_STOPPED:
             # The outage lasts this long by definition; posts above land inside it.

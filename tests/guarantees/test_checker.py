@@ -13,7 +13,7 @@ from tests.guarantees.checker import (
     Takeover,
     check_run,
 )
-from tests.guarantees.fleet import Post, Socket, SocketKind
+from tests.guarantees.fleet import WALL_OFFSET, Post, Socket, SocketKind
 from tests.support.clients import Frame
 
 CHAT = "c1"
@@ -201,3 +201,13 @@ def test_jobs_left_pending_or_dead_lettered_twice() -> None:
 def test_a_slow_or_missing_takeover_is_a_violation() -> None:
     slow = [Takeover(CHAT, "w1", 31.0), Takeover(CHAT, "w2", None), Takeover(CHAT, "w3", 2.0)]
     assert _kinds(_check([], takeovers=slow)) == {"slow takeover": 2}
+
+
+def test_a_handshake_stream_that_never_receives_later_events_has_a_gap() -> None:
+    log = [_message("100-0", "m1", "Visitor"), _message("200-0", "t1", "Terra", replyTo="m1")]
+    socket = _socket([], after=None)
+    socket.fresh_starts[:] = [-WALL_OFFSET]
+    socket.connects.append((1, -WALL_OFFSET + 0.010))  # established at Unix ms 10
+    assert _kinds(_check([socket], chat=_snapshot(log))) == {"gap": 1}
+    socket.connects[0] = (1, -WALL_OFFSET + 0.300)  # established after both events
+    assert _check([socket], chat=_snapshot(log)).violations == []
