@@ -116,3 +116,27 @@ def test_launcher_stays_in_view_when_the_host_transforms_body(
     assert box["y"] + box["height"] <= viewport["height"], box
     assert box["x"] + box["width"] <= viewport["width"], box
     widget.shot(shots, "weight-02-transformed-body")
+
+
+def test_gateway_pages_work_under_their_csp(page: Page, system: RunningSystem) -> None:
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    response = page.goto(system.url + "terra")
+    assert response is not None
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers.get("content-encoding") == "gzip"
+    widget = Widget(page)
+    widget.start_chat(system.access_code)
+    widget.send("**Bold** under a CSP [[demo:echo]]")
+    expect(widget.wait_reply().locator("strong")).to_have_text("Bold")
+
+    page.goto(system.url)
+    widget = Widget(page)
+    expect(widget.host.locator(".meta")).to_contain_text("connected")  # same tab: chat resumes
+    expect(page.locator("#snippet")).to_contain_text(system.url + "widget.js")
+    assert not refused, refused
