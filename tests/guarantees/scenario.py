@@ -317,10 +317,15 @@ class _Run:
         behind = []
         for socket in self.fleet.sockets:
             want = _last_visible(tails[socket.chat_id], socket.v2)
-            if want is not None and socket.last_event_id != want:
-                behind.append(
-                    f"{socket.kind} on {socket.chat_id} at {socket.last_event_id}, log at {want}"
-                )
+            if want is None or socket.last_event_id == want:
+                continue
+            done_ms = socket.handshake_done_ms()
+            quiet_since_handshake = done_ms is not None and int(want.split("-")[0]) <= done_ms
+            if socket.last_event_id is None and quiet_since_handshake:
+                continue  # nothing happened in the chat since this stream began
+            behind.append(
+                f"{socket.kind} on {socket.chat_id} at {socket.last_event_id}, log at {want}"
+            )
         self.behind = behind
         return not behind
 
@@ -367,10 +372,14 @@ def _last_visible(tail: list[tuple[str, dict[str, str]]], v2: bool) -> str | Non
 
 
 def _write_evidence(
-    path: Path, findings: Findings, sockets: list[Socket], chats: dict[str, ChatSnapshot]
+    path: Path,
+    findings: Findings,
+    sockets: list[Socket],
+    chats: dict[str, ChatSnapshot],
+    behind: list[str],
 ) -> None:
-    """Frames and logs of the chats with a violation, for a closer look after the run."""
-    flagged = {v.chat_id for v in findings.violations}
+    """Frames and logs of the chats with a violation or a socket behind, for a closer look."""
+    flagged = {v.chat_id for v in findings.violations} | {b.split()[2] for b in behind}
     body = {
         "violations": [
             {"kind": v.kind, "chat": v.chat_id, "detail": v.detail} for v in findings.violations
@@ -383,6 +392,8 @@ def _write_evidence(
                     {
                         "kind": s.kind,
                         "after": s.after,
+                        "last": s.last_event_id,
+                        "fresh_starts": [round(t, 3) for t in s.fresh_starts],
                         "drops": s.drops,
                         "connects": [[n, round(at, 3)] for n, at in s.connects],
                         "closes": [[n, str(c), round(at, 3)] for n, c, at in s.closes],
@@ -424,7 +435,9 @@ async def run_plan(plan: Plan, workdir: Path) -> Outcome:
             state.activity.takeovers,
             plan.takeover_limit_seconds,
         )
-        _write_evidence(workdir / "evidence.json", findings, state.fleet.sockets, chats)
+        _write_evidence(
+            workdir / "evidence.json", findings, state.fleet.sockets, chats, state.behind
+        )
         return Outcome(
             plan=plan,
             activity=state.activity,
