@@ -28,6 +28,7 @@ from bus.lease import ChatLease
 from bus.presence import Presence
 from bus.pubsub import ChatFeed, Listener, LogRestarted, SlowConsumer
 from bus.ratelimit import (
+    Budget,
     RateDecision,
     RateLimiter,
 )
@@ -38,6 +39,7 @@ from bus.worker_bus import WorkerBus, open_worker_bus
 __all__ = [
     "AcceptedMessage",
     "BacklogFull",
+    "Budget",
     "BusError",
     "BusKeys",
     "BusRejected",

@@ -22,7 +22,7 @@ from bus.jobs import JobQueue
 from bus.keys import BusKeys
 from bus.presence import Presence
 from bus.pubsub import ChatFeed
-from bus.ratelimit import RateDecision, RateLimiter
+from bus.ratelimit import Budget, RateDecision, RateLimiter
 from bus.schemas import WorkerHeartbeat
 from bus.settings import BusSettings
 
@@ -115,15 +115,35 @@ class GatewayBus:
         return message_id
 
     async def count_hit(self, scope: str, subject: str, limit: int, window_ms: int) -> RateDecision:
-        """Count one request against ``subject``'s budget in ``scope`` ("ip" or "chat")."""
-        window = RateLimiter.window(window_ms)
+        """Spend one token of ``subject``'s budget in ``scope`` ("ip" or "chat")."""
         if scope == "ip":
-            key = self._keys.ip_rate(subject, window)
+            key = self._keys.client_budget("post", subject)
         elif scope == "chat":
-            key = self._keys.chat_rate(subject, window)
+            key = self._keys.chat_budget(subject)
         else:
             raise ValueError(f"unknown rate-limit scope {scope!r}")
         return await self._limiter.hit(key, limit, window_ms)
+
+    async def admit(
+        self, client: str, family: str, budget: Budget, failures: Budget | None = None
+    ) -> list[RateDecision]:
+        """Spend one of ``client``'s tokens for ``family``, in one round trip.
+
+        With ``failures``, the client's failed access-code bucket is looked at too (not
+        spent) and must have a token left. Returns the family's decision, then the failed
+        codes' one; nothing is spent when either refuses.
+        """
+        buckets = [(self._keys.client_budget(family, client), budget, 1)]
+        if failures is not None:
+            buckets.append((self._keys.client_budget("failed-code", client), failures, 0))
+        return await self._limiter.spend(buckets)
+
+    async def charge_failed_code(self, client: str, failures: Budget) -> RateDecision:
+        """Spend one of ``client``'s failed access-code attempts."""
+        (decision,) = await self._limiter.spend(
+            [(self._keys.client_budget("failed-code", client), failures, 1)]
+        )
+        return decision
 
     # --- reading chats -----------------------------------------------------------------
     async def history(self, chat_id: str, limit: int) -> list[dict[str, Any]]:

@@ -82,7 +82,15 @@ class BusKeys:
             return channel[len(head) : -len(tail)]
         return None
 
+    def chat_budget(self, chat_id: str) -> str:
+        """Token bucket: visitor messages to this chat."""
+        return self._chat(chat_id, "rl")
+
     # --- global -----------------------------------------------------------------
+    def client_budget(self, family: str, client: str) -> str:
+        """Token bucket: one client's (address or IPv6 prefix) requests of a route family."""
+        return f"{self.prefix}:rl:{family}:{client}"
+
     def ip_rate(self, ip: str, window: int) -> str:
         """Counter: visitor messages from one client address in one fixed window."""
         return f"{self.prefix}:rl:ip:{ip}:{window}"
@@ -157,4 +165,3 @@ ROLE_FAMILIES: dict[str, tuple[str, ...]] = {
     ),
     "ops": ("everything", "arq_jobs"),
 }
-

@@ -15,9 +15,11 @@ from gateway import sse, ws
 from gateway.cors import cors_middleware
 from gateway.errors import error_middleware
 from gateway.keys import AppKeys, Connections
+from gateway.limits import limits_middleware
 from gateway.metrics import GatewayMetrics
-from gateway.routes import add_routes
+from gateway.routes import ROUTE_FAMILIES, add_routes
 from gateway.settings import GatewaySettings
+from gateway.sockets import SocketSlots
 
 __all__ = ["create_app"]
 
@@ -82,12 +84,19 @@ def create_app(settings: GatewaySettings, *, bus: GatewayBus | None = None) -> w
     The app owns the bus either way: it is started on startup and closed on cleanup.
     """
     app = web.Application(
-        middlewares=[access_middleware, cors_middleware, error_middleware, deadline_middleware],
+        middlewares=[
+            access_middleware,
+            cors_middleware,
+            error_middleware,
+            limits_middleware(ROUTE_FAMILIES),
+            deadline_middleware,
+        ],
         client_max_size=settings.body_size_limit,
     )
     app[AppKeys.settings] = settings
     app[AppKeys.metrics] = GatewayMetrics()
     app[AppKeys.connections] = Connections()
+    app[AppKeys.sockets] = SocketSlots(settings.sockets_per_client, settings.max_sockets)
     app.cleanup_ctx.append(_bus_context(settings, bus))
     app.on_shutdown.append(ws.close_all)
     add_routes(app, settings)

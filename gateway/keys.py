@@ -10,8 +10,9 @@ from aiohttp import web
 from bus import GatewayBus
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
+from gateway.sockets import SocketSlots
 
-__all__ = ["AppKeys", "Connections"]
+__all__ = ["AppKeys", "Connections", "RequestKeys"]
 
 
 @dataclass(slots=True)
@@ -30,3 +31,11 @@ class AppKeys:
     bus = web.AppKey("gateway.bus", GatewayBus)
     metrics = web.AppKey("gateway.metrics", GatewayMetrics)
     connections = web.AppKey("gateway.connections", Connections)
+    sockets = web.AppKey("gateway.sockets", SocketSlots)
+
+
+class RequestKeys:
+    """Namespaced per-request values."""
+
+    #: The client a budget belongs to (IPv4 address or IPv6 prefix).
+    client = web.RequestKey("gateway.client", str)

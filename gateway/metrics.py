@@ -156,7 +156,7 @@ class GatewayMetrics:
             self.frames_sent.labels(kind)
             self.frames_replayed.labels(kind)
             self.connections.labels(kind)
-        for scope in ("ip", "chat"):
+        for scope in ("ip", "chat", "read", "stream", "failed-code"):
             self.rate_limited.labels(scope)
         for duplicate in ("false", "true"):
             self.messages_accepted.labels(duplicate)

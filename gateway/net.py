@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from aiohttp import web
 
-__all__ = ["client_ip", "from_trusted_proxy"]
+__all__ = ["client_ip", "client_key", "from_trusted_proxy"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,3 +50,21 @@ def client_ip(request: web.Request, trusted_proxies: list[str]) -> str:
             except ValueError:
                 return peer
     return request.headers.get("X-Real-IP", peer)
+
+
+def client_key(ip: str, ipv6_prefix: int = 64) -> str:
+    """Whom a budget belongs to: an IPv4 address, or the IPv6 ``/ipv6_prefix`` around ``ip``.
+
+    One IPv6 subscriber holds a whole /64 (or more) and may rotate addresses in it at
+    will, so budgets keyed on full IPv6 addresses are no budgets. An IPv4-mapped IPv6
+    address counts as its IPv4 address; anything unparsable is its own client.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
+    return str(address)

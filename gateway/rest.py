@@ -13,7 +13,6 @@ from bus import BacklogFull, is_valid_chat_id
 from gateway.auth import require_code
 from gateway.errors import json_error
 from gateway.keys import AppKeys
-from gateway.net import client_ip
 
 __all__ = [
     "cancel_reply",
@@ -71,15 +70,21 @@ def _encodable(body: dict[str, Any]) -> bool:
     return True
 
 
-async def _rate_limit(request: web.Request, scope: str, subject: str, limit: int) -> None:
+async def _chat_budget(request: web.Request, chat_id: str) -> None:
+    """Spend one of the chat's message tokens (the client's own: gateway.limits)."""
     settings = request.app[AppKeys.settings]
     bus = request.app[AppKeys.bus]
-    decision = await bus.count_hit(scope, subject, limit, settings.rate_limit_window_ms)
+    decision = await bus.count_hit(
+        "chat", chat_id, settings.rate_limit_max_per_chat, settings.rate_limit_window_ms
+    )
     if not decision.allowed:
-        request.app[AppKeys.metrics].rate_limited.labels(scope).inc()
-        retry_after = max(1, -(-decision.retry_after_ms // 1000))
+        request.app[AppKeys.metrics].rate_limited.labels("chat").inc()
+        seconds = decision.retry_after_seconds
         raise json_error(
-            429, f"Rate limit exceeded ({scope})", headers={"Retry-After": str(retry_after)}
+            429,
+            f"This chat is receiving messages too quickly. Please wait {seconds} seconds "
+            "and try again.",
+            headers={"Retry-After": str(seconds)},
         )
 
 
@@ -88,9 +93,6 @@ async def post_message(request: web.Request) -> web.Response:
     settings = request.app[AppKeys.settings]
     bus = request.app[AppKeys.bus]
     chat_id = chat_id_of(request)
-    ip = client_ip(request, settings.trusted_proxies)
-    # Per-IP budget first: it also slows down access-code guessing.
-    await _rate_limit(request, "ip", ip, settings.rate_limit_max_per_ip)
     body = await read_json_object(request)
     require_code(body.get("accessCode"), settings)
     content = body.get("content")
@@ -104,7 +106,7 @@ async def post_message(request: web.Request) -> web.Response:
         or not _CLIENT_MESSAGE_ID.fullmatch(client_message_id)
     ):
         raise json_error(400, "Invalid clientMessageId")
-    await _rate_limit(request, "chat", chat_id, settings.rate_limit_max_per_chat)
+    await _chat_budget(request, chat_id)
     try:
         accepted = await bus.accept_message(
             chat_id,

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
-from gateway import health, rest, sse, static, ws
+from gateway import health, openapi, rest, sse, static, ws
 from gateway.settings import GatewaySettings
 
-__all__ = ["STATIC_PATH", "add_routes"]
+__all__ = ["ROUTE_FAMILIES", "STATIC_PATH", "add_routes"]
 
 #: What a static asset's path may look like: plain ASCII names, at most 200 characters.
 #: Anything else (NUL bytes, names longer than the file system allows, non-ASCII) is a
 #: 404 from the router, before a file system call could fail on it.
 STATIC_PATH = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
+
+#: The budget family of each handler that takes an access code (gateway.limits).
+ROUTE_FAMILIES: dict[Callable[..., object], str] = {
+    rest.post_message: "post",
+    rest.cancel_reply: "post",
+    rest.get_messages: "read",
+    rest.get_transcript: "read",
+    rest.get_worker_state: "read",
+    health.get_health: "read",
+    ws.chat_socket: "stream",
+    sse.chat_events: "stream",
+}
 
 
 def add_routes(app: web.Application, settings: GatewaySettings) -> None:
@@ -31,6 +45,7 @@ def add_routes(app: web.Application, settings: GatewaySettings) -> None:
             web.get(f"{api}/chat", ws.chat_socket, allow_head=False),
             web.get(f"{api}/health", health.get_health, allow_head=False),
             web.get(f"{api}/config", rest.get_config, allow_head=False),
+            web.get(f"{api}/openapi.yaml", openapi.get_openapi, allow_head=False),
         ]
     for root in ["", settings.base_path] if settings.base_path else [""]:
         table += [

@@ -60,6 +60,17 @@ class GatewaySettings(BusSettings):
     rate_limit_window_ms: int = 60_000
     rate_limit_max_per_ip: int = 60
     rate_limit_max_per_chat: int = 120
+    #: Reads (history, transcript, worker state, health), stream handshakes and failed
+    #: access codes per client and window; a client is an IPv4 address or an IPv6 prefix.
+    #: Unset, reads and handshakes scale with RATE_LIMIT_MAX_PER_IP (see the properties).
+    rate_limit_reads_per_ip: int | None = Field(default=None, ge=1)
+    rate_limit_streams_per_ip: int | None = Field(default=None, ge=1)
+    rate_limit_failed_codes_per_ip: int = Field(default=10, ge=1)
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=16, le=128)
+    #: Open WebSockets and SSE streams: per client (unset: scales with RATE_LIMIT_MAX_PER_IP,
+    #: at least 20), and in all (this process).
+    max_sockets_per_client: int | None = Field(default=None, ge=1)
+    max_sockets: int = Field(default=10_000, ge=1)
     worker_stale_threshold_ms: int = 60_000
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -121,6 +132,21 @@ class GatewaySettings(BusSettings):
     @classmethod
     def _size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str | int) else value
+
+    @property
+    def reads_per_client(self) -> int:
+        """Reads per client and window (default: twice RATE_LIMIT_MAX_PER_IP)."""
+        return self.rate_limit_reads_per_ip or 2 * self.rate_limit_max_per_ip
+
+    @property
+    def stream_handshakes_per_client(self) -> int:
+        """WebSocket/SSE handshakes per client and window (default: RATE_LIMIT_MAX_PER_IP)."""
+        return self.rate_limit_streams_per_ip or self.rate_limit_max_per_ip
+
+    @property
+    def sockets_per_client(self) -> int:
+        """Open sockets per client (default: a third of RATE_LIMIT_MAX_PER_IP, at least 20)."""
+        return self.max_sockets_per_client or max(20, self.rate_limit_max_per_ip // 3)
 
     @property
     def access_codes(self) -> list[bytes]:

@@ -13,6 +13,7 @@ from bus import BusError, SlowConsumer
 from gateway.auth import check_origin, require_code
 from gateway.backpressure import SendBudget
 from gateway.keys import AppKeys
+from gateway.limits import client_of
 from gateway.rest import chat_id_of
 from gateway.streaming import (
     follow_frames,
@@ -34,8 +35,6 @@ SEND_TIMEOUT_SECONDS = 30.0
 async def chat_events(request: web.Request) -> web.StreamResponse:
     """Stream a chat's frames as Server-Sent Events; resumes from ``Last-Event-ID``."""
     settings = request.app[AppKeys.settings]
-    metrics = request.app[AppKeys.metrics]
-    connections = request.app[AppKeys.connections]
     check_origin(request, settings)
     chat_id = chat_id_of(request)
     require_code(request.query.get("accessCode"), settings)
@@ -43,6 +42,21 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
         request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     )
     v2 = request.query.get("v") == "2"
+    slots = request.app[AppKeys.sockets]
+    client = client_of(request)
+    slots.take(client)  # 429 (this client's share) or 503 (the process's), before streaming
+    try:
+        return await _serve(request, chat_id, after, v2=v2)
+    finally:
+        slots.give_back(client)
+
+
+async def _serve(
+    request: web.Request, chat_id: str, after: str | None, *, v2: bool
+) -> web.StreamResponse:
+    settings = request.app[AppKeys.settings]
+    metrics = request.app[AppKeys.metrics]
+    connections = request.app[AppKeys.connections]
     now = None
     if after is None:
         async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it

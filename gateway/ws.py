@@ -13,6 +13,8 @@ from gateway.auth import check_origin, code_is_valid
 from gateway.backpressure import SendBudget
 from gateway.errors import CloseCode, json_error
 from gateway.keys import AppKeys
+from gateway.limits import client_of, note_failed_code
+from gateway.settings import GatewaySettings
 from gateway.streaming import (
     follow_frames,
     handshake_point,
@@ -31,28 +33,50 @@ CLOSE_GRACE_SECONDS = 1.0
 async def chat_socket(request: web.Request) -> web.StreamResponse:
     """Stream a chat's frames to one browser socket (client frames are ignored)."""
     settings = request.app[AppKeys.settings]
-    metrics = request.app[AppKeys.metrics]
-    connections = request.app[AppKeys.connections]
     check_origin(request, settings)
     chat_id = request.query.get("chatId", "")
     if chat_id and not is_valid_chat_id(chat_id):
         raise json_error(400, "Invalid chat id")
     after = parse_resume_point(request.query.get("lastEventId"))
     v2 = request.query.get("v") == "2"
-    now = None
-    if chat_id and after is None:
-        async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it
-            now = await handshake_point(request.app, chat_id, v2=v2)
+    # The code is checked before anything is read from Redis: a guess costs no Redis read.
+    code_ok = code_is_valid(request.query.get("accessCode"), settings.access_codes)
+    if not code_ok:
+        await note_failed_code(request)
+    if not chat_id or not code_ok:
+        refused = _socket(settings)
+        await refused.prepare(request)
+        await refused.close(code=CloseCode.POLICY, message=b"Unauthorized")
+        return refused
+    slots = request.app[AppKeys.sockets]
+    client = client_of(request)
+    slots.take(client)  # 429 (this client's share) or 503 (the process's), before upgrading
+    try:
+        return await _serve(request, chat_id, after, v2=v2)
+    finally:
+        slots.give_back(client)
 
+
+def _socket(settings: GatewaySettings) -> web.WebSocketResponse:
     # No permessage-deflate: frames are ~200 bytes, and a compressor per socket costs
     # ~120 KiB of memory (measured by benchmarks/fanout.py --ws-compress).
-    ws = web.WebSocketResponse(
+    return web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat_seconds, max_msg_size=4096, compress=False
     )
+
+
+async def _serve(
+    request: web.Request, chat_id: str, after: str | None, *, v2: bool
+) -> web.WebSocketResponse:
+    settings = request.app[AppKeys.settings]
+    metrics = request.app[AppKeys.metrics]
+    connections = request.app[AppKeys.connections]
+    now = None
+    if after is None:
+        async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it
+            now = await handshake_point(request.app, chat_id, v2=v2)
+    ws = _socket(settings)
     await ws.prepare(request)
-    if not chat_id or not code_is_valid(request.query.get("accessCode"), settings.access_codes):
-        await ws.close(code=CloseCode.POLICY, message=b"Unauthorized")
-        return ws
     if connections.closing:
         await ws.close(code=CloseCode.SERVICE_RESTART, message=b"Service restart")
         return ws

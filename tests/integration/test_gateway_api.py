@@ -228,7 +228,7 @@ async def test_rate_limits_per_chat_and_per_ip(redis_server: RedisServer) -> Non
             r = await post(s, server, "rl3", body)
             assert r.status == 429
             assert int(r.headers["Retry-After"]) >= 1
-            assert (await r.json()) == {"error": "Rate limit exceeded (ip)"}
+            assert (await r.json())["error"].startswith("You are sending messages too quickly.")
     finally:
         await server.close()
 

@@ -73,8 +73,8 @@ async def _read_response(reader: asyncio.StreamReader) -> bytes:
     try:
         if length is not None:
             return head + await reader.readexactly(length)
-        if head.startswith(b"HTTP/1.1 101"):
-            return head
+        if head.startswith(b"HTTP/1.1 101") or b"text/event-stream" in head.lower():
+            return head  # a socket or a stream that started: its status is the answer
         return head + await reader.read(1 << 20)
     except (asyncio.IncompleteReadError, ConnectionError):
         return head

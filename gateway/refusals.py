@@ -1,0 +1,30 @@
+"""429 answers a visitor understands: what was too much, and how long to wait."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import json_error
+
+__all__ = ["RETRY_SOCKET_SECONDS", "too_many"]
+
+#: A client at its socket cap (or a full process) is asked to come back after this long.
+RETRY_SOCKET_SECONDS = 10
+
+_SENTENCES = {
+    "post": "You are sending messages too quickly.",
+    "read": "Too many requests from your network.",
+    "stream": "Too many connections opened from your network.",
+    "failed-code": "Too many wrong access codes from your network.",
+    "sockets": "Too many chat connections are open from your network.",
+}
+
+
+def too_many(what: str, retry_after_seconds: int) -> web.HTTPException:
+    """A 429 with ``Retry-After`` and a sentence saying what and how long."""
+    lead = _SENTENCES.get(what, what)
+    return json_error(
+        429,
+        f"{lead} Please wait {retry_after_seconds} seconds and try again.",
+        headers={"Retry-After": str(retry_after_seconds)},
+    )
