@@ -8,14 +8,24 @@ as they arrive, so the visitor sees the reply grow, and returns the whole
 completion.
 
 Retries and what the visitor sees. Failed attempts are retried with jittered exponential
-backoff (timeouts, connection errors, 5xx, 429, an in-stream ``{"error": ...}`` object,
-an empty reply), **but only while nothing has been pushed to the sink yet**. Once text
-has reached the visitor, a second attempt would produce a different text that the
-original front end cannot replace (it only appends chunks; a "stream reset" frame would
-be v=2 only), so a failure after the first delta is final: the caller keeps the partial
-text and adds the apology. In practice this retries exactly the common failures (agent
+backoff (timeouts, connection errors, 5xx, 429, an in-stream ``{"error": ...}`` object, a
+stream cut before the model finished), **but only while nothing has been pushed to the sink
+yet**. Once text has reached the visitor, a second attempt would produce a different text
+that the original front end cannot replace (it only appends chunks; a "stream reset" frame
+would be v=2 only), so a failure after the first delta is final: the caller keeps the
+partial text and adds the apology. In practice this retries exactly the common failures (agent
 down, 5xx/429 at request time, error before the first token) and never shows duplicated
 or contradictory text.
+
+How a stream ends (issue 16). ``[DONE]`` after a finish reason is an answer (a
+``finish_reason`` of ``"length"`` is kept on the turn: the answer was cut at ``max_tokens``).
+A stream that ends with neither (a model server stopped mid-answer) is a failure, retryable
+like a broken connection. A 200 stream with no event at all, or an answer with no text and
+no tool call, is how llama.cpp reports a request it refused (template error, context
+overflow, unsupported tool mode): :class:`EmptyReply`, a request error that is not retried
+and does not count against the breaker. With tools offered, an empty reply is first retried
+without them; when that works the server is taken not to stream tool calls, tools are no
+longer offered to it (logged once, and told to ``on_tool_support``).
 
 Circuit breaker: ``threshold`` consecutive failures that say the agent is unwell
 (retryable ones and auth failures; a 400 says it is up) open the circuit for
@@ -29,9 +39,10 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+import structlog
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -45,12 +56,30 @@ from worker.ports import DeltaSink, ReasoningSink
 from worker.settings import WorkerSettings
 from worker.turns import AgentTurn, ToolCall
 
-__all__ = ["AgentClient"]
+__all__ = ["AgentClient", "EmptyReply"]
+
+logger = structlog.get_logger("worker.llm")
 
 #: Backoff never waits longer than this between attempts (seconds).
 MAX_BACKOFF_SECONDS = 8.0
 
 PROBE_SYSTEM_PROMPT = "You are a health check. Reply with the single word: pong."
+
+
+class EmptyReply(AgentError):
+    """The server answered 200 with nothing: no event, or no text and no tool call."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("http_error", message)
+
+
+class _CutStream(AgentError):
+    """The stream ended without ``[DONE]`` or a finish reason."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "network", "the answer stream ended before the model finished", retryable=True
+        )
 
 
 class AgentClient:
@@ -69,8 +98,14 @@ class AgentClient:
         max_tokens: int | None = None,
         breaker: CircuitBreaker | None = None,
         metrics: WorkerMetrics | None = None,
+        system_role: bool = True,
     ) -> None:
         self.model = model
+        self.system_role = system_role
+        #: Whether the server streams tool calls: None until it showed one way or the other.
+        self.tools_streamed: bool | None = None
+        #: Told what was learnt about tool support (the health monitor's detail).
+        self.on_tool_support: Callable[[bool], None] | None = None
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.temperature = temperature
@@ -105,6 +140,7 @@ class AgentClient:
                 settings.agent_circuit_threshold, settings.agent_circuit_open_seconds
             ),
             metrics=metrics,
+            system_role=settings.agent_system_role,
         )
 
     async def aclose(self) -> None:
@@ -124,21 +160,31 @@ class AgentClient:
     ) -> AgentTurn:
         """One streamed completion with retries and the circuit breaker.
 
-        An attempt is retried only while it has pushed nothing to ``sink``.
+        An attempt is retried only while it has pushed nothing to ``sink``. Tools are
+        dropped for a server known not to stream tool calls (module doc).
         """
         attempt = 0
+        offered = tools if self.tools_streamed is not False else None
         while True:
             attempt += 1
             self.breaker.check()
             shown = AttemptSink(sink)
             try:
                 turn = await self.stream_once(
-                    messages, shown, tools=tools, thoughts=thoughts, hold=hold
+                    messages, shown, tools=offered, thoughts=thoughts, hold=hold
                 )
                 if not turn.content and not turn.tool_calls and not turn.stopped:
-                    raise AgentError("server_error", "empty response", retryable=True)
+                    raise EmptyReply("the model answered with nothing")
             except BusError:
                 raise  # the sink's Redis trouble is not the agent's fault
+            except EmptyReply:
+                if not offered or shown.emitted:
+                    if self.metrics is not None:
+                        self.metrics.agent_errors.labels("http_error").inc()
+                    raise
+                offered = None  # perhaps the server cannot stream tool calls: ask without
+                attempt -= 1
+                continue
             except Exception as exc:
                 err = classify_error(exc)
                 if self.metrics is not None:
@@ -157,7 +203,21 @@ class AgentClient:
                 await asyncio.sleep(self._backoff(attempt, err))
                 continue
             self.breaker.record_success()
+            if tools and offered is None and self.tools_streamed is None:
+                self._learn_tool_support(False)
+            elif offered and turn.tool_calls and self.tools_streamed is not True:
+                self._learn_tool_support(True)
             return turn
+
+    def _learn_tool_support(self, streamed: bool) -> None:
+        self.tools_streamed = streamed
+        if not streamed:
+            logger.warning(
+                "worker.agent_tools_unsupported",
+                hint="the server gives empty streams for requests with tools; answering without",
+            )
+        if self.on_tool_support is not None:
+            self.on_tool_support(streamed)
 
     def _backoff(self, attempt: int, err: AgentError) -> float:
         """Equal-jitter exponential backoff; a 429's Retry-After is a floor."""
@@ -180,7 +240,8 @@ class AgentClient:
         ``id`` and name). ``reasoning_content`` deltas go to ``thoughts``. With ``hold``
         (tool names), content from where a textual call of one of them may start is kept
         out of ``sink`` and returned as ``turn.held`` (module doc). Raises openai
-        exceptions untranslated.
+        exceptions untranslated, :class:`EmptyReply` for a stream with no event, and a
+        retryable ``network`` :class:`AgentError` for one cut before its finish reason.
         """
         gate = HoldBack(sink, frozenset(hold)) if hold else None
         out: DeltaSink = gate if gate is not None else sink
@@ -202,8 +263,10 @@ class AgentClient:
         content: list[str] = []
         reasoning: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
+        events = 0
         try:
             async for chunk in stream:
+                events += 1
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -235,6 +298,10 @@ class AgentClient:
                         break
         finally:
             await stream.close()
+        if not turn.stopped and turn.finish_reason is None:
+            if events == 0:
+                raise EmptyReply("the server sent an empty stream (it refused the request)")
+            raise _CutStream()
         if gate is not None and not turn.stopped:
             turn.held = gate.finish()
         turn.content = "".join(content)
@@ -261,10 +328,14 @@ class AgentClient:
         try:
             await self._client.with_options(timeout=timeout_seconds).chat.completions.create(
                 model=self.model,
-                messages=[
-                    {"role": "system", "content": PROBE_SYSTEM_PROMPT},
-                    {"role": "user", "content": "Ping"},
-                ],
+                messages=(
+                    [
+                        {"role": "system", "content": PROBE_SYSTEM_PROMPT},
+                        {"role": "user", "content": "Ping"},
+                    ]
+                    if self.system_role
+                    else [{"role": "user", "content": f"{PROBE_SYSTEM_PROMPT}\n\nPing"}]
+                ),
                 temperature=0,
                 max_tokens=4,
                 stream=False,

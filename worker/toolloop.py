@@ -17,8 +17,10 @@ next question sees them intact. Rules:
 
 - Retries apply per round: a round is retried while *that round* has shown nothing yet; text
   of earlier rounds stays, as it is already part of the answer.
-- Before the second-to-last call a system message warns the model that one round of tools
-  is left (as terrarium-irc does); the last call is offered no tools, so the model answers.
+- Before the second-to-last call a note joined to the system prompt
+  (:func:`worker.conversation.fold_system_note`, never a turn of its own: strict chat
+  templates refuse one) warns the model that one round of tools is left (as terrarium-irc
+  does); the last call is offered no tools, so the model answers.
   If it still asks for tools, the calls are not run and the answer ends with
   :data:`TOOL_ROUNDS_APOLOGY`.
 - Textual tool calls: when a response has no structured ``tool_calls`` but its text (outside
@@ -46,6 +48,7 @@ from typing import Any, cast
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
+from worker.conversation import fold_system_note
 from worker.errors import AgentError
 from worker.holdback import AnswerSink, without_think
 from worker.ports import Agent, DeltaSink, ReasoningSink, ToolHost
@@ -114,7 +117,11 @@ async def _tool_loop(
             total.stopped = True
             break
         if done and done + 2 == max_rounds:
-            history.append({"role": "system", "content": ROUNDS_WARNING})
+            # joined to the system prompt: strict chat templates refuse a system turn here
+            warned = fold_system_note(
+                cast(list[ChatCompletionMessageParam], history), ROUNDS_WARNING
+            )
+            history = [dict(m) for m in warned]
         answer.new_round()
         turn = await agent.complete(
             cast(list[ChatCompletionMessageParam], history),

@@ -257,8 +257,11 @@ async def test_warning_when_two_rounds_remain(
         )
         reply = await wait_reply(chatlog, "warned", message_id)
     first, second, third = await agent_requests(agent_url)
-    assert {"role": "system", "content": ROUNDS_WARNING} in second["messages"]
-    assert {"role": "system", "content": ROUNDS_WARNING} not in first["messages"]
+    # joined to the system prompt, never a system turn between others (issue 16)
+    assert second["messages"][0]["role"] == "system"
+    assert second["messages"][0]["content"].endswith(ROUNDS_WARNING)
+    assert "system" not in [m["role"] for m in second["messages"][1:]]
+    assert ROUNDS_WARNING not in json.dumps(first["messages"])
     assert "tools" not in third
     assert reply["content"].startswith("Here's what search_site turned up")
 
