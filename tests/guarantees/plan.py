@@ -80,6 +80,14 @@ class Plan:
 
 SHORT = Plan(name="short")
 
+#: Every fault but the backlog, three times over, then the backlog once (10,000+ posts).
+_LONG_FAULTS = (
+    *(tuple(f for f in SHORT.faults if f != Fault.BACKLOG) * 3),
+    Fault.GATEWAY_SIGKILL,
+    Fault.REDIS_RESTART,
+    Fault.BACKLOG,
+)
+
 LONG = Plan(
     name="long",
     gateways=3,
@@ -87,7 +95,8 @@ LONG = Plan(
     old_chats=60,
     burst_chats=400,
     burst_second_sockets=120,
-    rounds=24,
+    rounds=len(_LONG_FAULTS),
+    faults=_LONG_FAULTS,
     posts_per_round=30,
     tokens=30,
     jobs_cap=None,
