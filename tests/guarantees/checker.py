@@ -314,6 +314,7 @@ def check_replies(chats: dict[str, ChatSnapshot], posts: list[Post], findings: F
     """Exactly one reply per stored visitor message; accepted posts stored once, one id."""
     stored_ids: dict[str, set[str]] = defaultdict(set)
     poisoned = {p.message_id for p in posts if p.poisoned and p.message_id}
+    phases = {mid: p.phase for p in posts for mid in p.accepted_ids}
     for chat in chats.values():
         visitors = [m for m in chat.messages if m.get("sender") == "Visitor"]
         replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -338,7 +339,8 @@ def check_replies(chats: dict[str, ChatSnapshot], posts: list[Post], findings: F
                     findings.add(
                         "apology without cause",
                         chat.chat_id,
-                        f"message {mid} answered {answer['content'][:60]!r}",
+                        f"message {mid} (posted in {phases.get(mid, '?')}) answered "
+                        f"{answer['content'][:50]!r}",
                     )
                 elif status not in (None, "error"):
                     findings.add("unexpected status", chat.chat_id, f"{mid}: {status}")

@@ -84,6 +84,8 @@ class Post:
     #: The demo agent is told to fail this message (its reply may be an apology).
     poisoned: bool = False
     started_at: float = 0.0
+    #: The scenario's phase (or round and its fault) when it was posted.
+    phase: str = ""
     #: Status (or exception name) of every attempt, in order.
     attempts: list[int | str] = field(default_factory=list)
     #: Message ids of every 200 answer (all equal when idempotency holds).
@@ -125,6 +127,8 @@ class Fleet:
         self.retry_within = retry_within
         self.sockets: list[Socket] = []
         self.ledger = Ledger()
+        #: Set by the scenario; every post records it.
+        self.phase = ""
 
     async def open(
         self, chat_id: str, kind: SocketKind, *, after: str | None = None, first_port: int = 0
@@ -155,7 +159,7 @@ class Fleet:
         """POST ``content``; with a ``clientMessageId`` it is retried (as the widget does)
         on another gateway until accepted. Without one, a failed attempt is not retried."""
         client_id = f"cm-{self.rng.getrandbits(64):016x}" if with_client_id else None
-        post = Post(chat_id, content, client_id, poisoned, time.monotonic())
+        post = Post(chat_id, content, client_id, poisoned, time.monotonic(), self.phase)
         self.ledger.posts.append(post)
         index = self.rng.randrange(len(self.ports)) if port_index is None else port_index
         deadline = time.monotonic() + self.retry_within

@@ -109,6 +109,7 @@ class _Run:
 
     async def phase(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         started = time.monotonic()
+        self.fleet.phase = name
         await body()
         self.activity.phases.append((name, round(time.monotonic() - started, 1)))
 
@@ -177,7 +178,9 @@ class _Run:
     async def churn(self) -> None:
         for round_index in range(self.plan.rounds):
             fault = self.plan.faults[round_index % len(self.plan.faults)]
+            self.fleet.phase = f"round {round_index + 1} ({fault.value})"
             await self.churn_round(fault)
+        self.fleet.phase = "settle"
 
     async def churn_round(self, fault: Fault) -> None:
         if fault == Fault.AGENT_STOPPED:
