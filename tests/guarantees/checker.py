@@ -22,7 +22,7 @@ from typing import Any
 
 from bus.chatlog import EventRecord, compare_ids
 from bus.schemas import EVENT_TYPES_V1
-from tests.guarantees.fleet import Post, Socket
+from tests.guarantees.fleet import WALL_OFFSET, Post, Socket
 
 __all__ = [
     "ChatSnapshot",
@@ -287,16 +287,18 @@ def _segment_start(
         return socket.after
     first = min(ids, key=_sort_key) if ids else None
     if index == 0:
-        # From the handshake: at the latest, the first message posted after it began.
-        began = socket.handshake_start()
+        # From the handshake: at the latest, the first message posted once it was connected
+        # (a post sent while the upgrade was under way may precede the handshake point).
+        done_ms = socket.handshake_done_ms()
         own = [
             mid
             for post in posts
-            if post.chat_id == socket.chat_id and began is not None and post.started_at >= began
+            if post.chat_id == socket.chat_id
+            and done_ms is not None
+            and (post.started_at + WALL_OFFSET) * 1000 >= done_ms
             for mid in post.accepted_ids[:1]
         ]
         own_ids = [e["eventId"] for e in chat.messages if e.get("id") in set(own)]
-        done_ms = socket.handshake_done_ms()
         later = [
             i for i in visible_ids if done_ms is not None and _sort_key(i)[0] > done_ms + _SLACK_MS
         ]

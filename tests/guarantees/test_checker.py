@@ -157,12 +157,14 @@ def test_a_frame_that_differs_from_its_event_is_caught() -> None:
 
 
 def test_a_handshake_stream_must_include_the_message_posted_after_it() -> None:
-    post = Post(CHAT, "text of m1", "cm-1", started_at=0.5, accepted_ids=["m1"])
     socket = _socket(_frames("2-0", "3-0", "4-0", "5-0", "6-0"), after=None)
+    socket.connects.append((1, 0.2))  # attempt at 0.0, connected at 0.2
+    post = Post(CHAT, "text of m1", "cm-1", started_at=0.5, accepted_ids=["m1"])
     assert _kinds(_check([socket], posts=[post])) == {"gap": 1}
-    # posted before the socket's handshake: starting later is the protocol (9.2)
-    early = Post(CHAT, "text of m1", "cm-1", started_at=-1.0, accepted_ids=["m1"])
-    assert _check([socket], posts=[early]).violations == []
+    # posted while the upgrade was under way, or before: starting later is the protocol (9.2)
+    for started in (0.1, -1.0):
+        early = Post(CHAT, "text of m1", "cm-1", started_at=started, accepted_ids=["m1"])
+        assert _check([socket], posts=[early]).violations == []
 
 
 def test_replies_exactly_once_and_apologies_only_with_a_cause() -> None:
