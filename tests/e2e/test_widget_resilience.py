@@ -182,7 +182,7 @@ def test_v2_frames_tool_activity_reasoning_reset_and_resync(
         }
     )
     expect(widget.typing).to_be_visible()
-    expect(widget.typing).to_contain_text("Terra is thinking…")
+    expect(widget.typing).to_contain_text("Terra is typing…")
     inject({"type": "toolActivity", "name": "search_site", "status": "started", "callId": "c1"})
     inject({"type": "reasoning", "content": "The visitor wants the garden page."})
     inject(

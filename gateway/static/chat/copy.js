@@ -20,6 +20,7 @@ export const COPY = {
   thinking: "Terra is typing…",
   streamingLabel: "Terra (streaming)",
   newMessages: "New messages",
+  earlier: "Show earlier messages",
   autoScrollPaused: "Auto-scroll paused",
   top: "Top",
   bottom: "Bottom",

@@ -9,7 +9,7 @@
 // skipped, and each WebSocket (re)connect asks for everything after it (v=2), so a
 // reconnect or a page refresh continues exactly where the visitor left off.
 
-import { ChatApi, HttpError, HISTORY_LIMIT } from "./api.js";
+import { ChatApi, HttpError } from "./api.js";
 import { COPY, describeRelayFailure } from "./copy.js";
 import { HEALTH_POLL_MS, HEALTH_POLL_BUSY_MS, defaultChain, normalizeChain, unreachableChain } from "./health.js";
 import { LiveSocket } from "./socket.js";
@@ -17,6 +17,8 @@ import { compareEventIds, maxEventId, readStorage, sleep, uuid, writeStorage } f
 
 export const STORAGE_KEYS = { accessCode: "terrarium-access-code", chatId: "terrarium-chat-id" };
 const HISTORY_ATTEMPTS = 3;
+/** Messages kept in memory for this page: far more than the history route returns (200). */
+const MEMORY_LIMIT = 2000;
 const STREAM_LINGER_MS = 4000; // keep a finished stream on screen until its message arrives
 const AWAITING = new Set(["queued", "processing"]);
 
@@ -312,10 +314,11 @@ export class ChatSession extends EventTarget {
     }
   }
 
-  /** Keep the newest HISTORY_LIMIT server messages. */
+  /** Keep the newest MEMORY_LIMIT messages (the view shows a window of them). */
   #capHistory() {
+    if (this.messages.size <= MEMORY_LIMIT) return;
     const server = [...this.messages.values()].sort(byTime);
-    for (const old of server.slice(0, Math.max(0, server.length - HISTORY_LIMIT))) {
+    for (const old of server.slice(0, server.length - MEMORY_LIMIT)) {
       this.messages.delete(old.id);
     }
   }

@@ -52,6 +52,7 @@ export function currentNotice({ connection, retrying, justReconnected, resyncing
     return { kind: "warn", text: "Terra is reconnecting…", action: "reconnect" };
   }
   if (resyncing) return { kind: "warn", text: "Catching up on the conversation…" };
+  if (connection === "open" && justReconnected) return { kind: "ok", text: "Reconnected. You’re up to date." };
   if (AWAITING.has(workerState.state)) {
     const part = failingPart(chain);
     if (workerState.state === "queued" && (part === "worker" || queuedFor >= QUEUED_NOTICE_MS)) {
@@ -64,7 +65,6 @@ export function currentNotice({ connection, retrying, justReconnected, resyncing
     return { kind: "error", text, action: "retryReply", details: failedReply.detail ?? null };
   }
   if (problem) return { kind: "warn", text: problem.text, details: problem.details ?? null, action: problem.action };
-  if (connection === "open" && justReconnected) return { kind: "ok", text: "Reconnected. You’re up to date." };
   return null;
 }
 

@@ -233,6 +233,11 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 .log-wrap { flex: 1; min-height: 0; position: relative; display: flex; flex-direction: column; }
 .log { flex: 1; overflow-y: auto; padding: 14px 12px 8px; overscroll-behavior: contain; scroll-behavior: auto; }
 .messages { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 10px; }
+.load-earlier {
+  display: block; margin: 0 auto 10px; border: 1px solid var(--border); background: var(--surface);
+  color: var(--text); border-radius: 999px; padding: 4px 12px; font-size: 12.5px;
+}
+.stream-piece > :last-child { margin-bottom: 8px; }
 .empty { color: var(--muted); text-align: center; font-size: 13.5px; margin: 24px 12px; }
 .msg { display: flex; flex-direction: column; max-width: 86%; }
 .msg.visitor { align-self: flex-end; align-items: flex-end; }

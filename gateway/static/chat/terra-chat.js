@@ -14,7 +14,8 @@ import { ICONS } from "./icons.js";
 import { ChatSession } from "./session.js";
 import { currentNotice, failingPart, headerStatus } from "./status.js";
 import { CSS } from "./styles.js";
-import { itemKey, itemVersion, renderItem, renderStream } from "./timeline.js";
+import { StreamView } from "./stream-view.js";
+import { itemKey, itemVersion, renderItem } from "./timeline.js";
 import { el, formatTime, readStorage, writeStorage } from "./util.js";
 
 const TAG = "terra-chat";
@@ -23,6 +24,10 @@ const OPEN_KEY = "terra-chat-open"; // sessionStorage: the bubble stays open acr
 const PIN_THRESHOLD_PX = 40;
 const RECONNECTED_BANNER_MS = 3000;
 const COMPOSER_MAX_PX = 200;
+/** Items kept in the DOM while following the conversation, and how many "earlier" adds. */
+const WINDOW = 60;
+const WINDOW_SLACK = 40;
+const PAGE = 50;
 /** The gateway's root: two folders up from static/chat/terra-chat.js. */
 const DEFAULT_BASE = new URL("../../", import.meta.url).href;
 
@@ -56,6 +61,8 @@ export class TerraChatElement extends HTMLElement {
     this.pinned = true;
     this.unread = 0;
     this.streamFrame = 0;
+    this.streamView = new StreamView({ onToggleThoughts: (id) => this.#toggleThoughts(id) });
+    this.windowStart = null; // index in the timeline of the first item in the DOM
     this.bannerTimer = null;
     this.queuedTimer = null;
     this.justReconnected = false;
@@ -263,6 +270,7 @@ export class TerraChatElement extends HTMLElement {
     const ui = this.ui;
     ui.messages = el("ol", { class: "messages", "aria-label": "Conversation" });
     ui.empty = el("p", { class: "empty", text: "Say hello: Terra will answer here." });
+    ui.earlier = el("button", { class: "load-earlier", type: "button", hidden: true, text: COPY.earlier, onclick: () => this.#showEarlier() });
     ui.streamSlot = el("div", {});
     ui.typing = el(
       "div",
@@ -274,6 +282,7 @@ export class TerraChatElement extends HTMLElement {
       "div",
       { class: "log", role: "region", tabindex: "0", "aria-label": "Messages", onscroll: () => this.#onScroll() },
       ui.empty,
+      ui.earlier,
       ui.messages,
       ui.streamSlot,
       ui.typing,
@@ -332,6 +341,7 @@ export class TerraChatElement extends HTMLElement {
   }
 
   #rerenderAll() {
+    this.streamView.reset();
     this.nodes.clear();
     this.ui.messages.replaceChildren();
     this.#render(new Set(["all"]));
@@ -361,7 +371,9 @@ export class TerraChatElement extends HTMLElement {
   /** Keyed update of the message list: only changed items are rebuilt. */
   #renderTimeline() {
     const { messages } = this.ui;
-    const items = this.session.timeline;
+    const all = this.session.timeline;
+    const items = this.#visibleItems(all);
+    this.ui.earlier.hidden = items.length === all.length;
     const seen = new Set();
     let added = false;
     let previous = null;
@@ -390,6 +402,29 @@ export class TerraChatElement extends HTMLElement {
     }
     this.ui.empty.hidden = items.length > 0 || Boolean(this.session.stream.text);
     this.#afterContentChange(added);
+  }
+
+  /**
+   * The tail of the timeline that is in the DOM. While the visitor follows the conversation
+   * it holds the last WINDOW items (layout cost stays flat however long the chat gets);
+   * reading back, nothing is removed under them.
+   */
+  #visibleItems(all) {
+    const followStart = Math.max(0, all.length - WINDOW);
+    if (this.windowStart === null || this.windowStart > followStart) this.windowStart = followStart;
+    if (this.pinned && all.length - this.windowStart > WINDOW + WINDOW_SLACK) this.windowStart = followStart;
+    return all.slice(this.windowStart);
+  }
+
+  /** "Show earlier messages": PAGE more items above, keeping what the visitor sees in place. */
+  #showEarlier() {
+    const log = this.ui.log;
+    const fromBottom = log.scrollHeight - log.scrollTop;
+    this.windowStart = Math.max(0, (this.windowStart ?? 0) - PAGE);
+    this.pinned = false;
+    this.#renderTimeline();
+    log.scrollTop = log.scrollHeight - fromBottom;
+    this.#onScroll();
   }
 
   #itemOptions(item) {
@@ -429,12 +464,9 @@ export class TerraChatElement extends HTMLElement {
   }
 
   #renderStreamNow() {
-    const bubble = renderStream(this.session.stream, {
-      expanded: this.expanded.has("stream"),
-      onToggleThoughts: (id) => this.#toggleThoughts(id),
-    });
-    this.ui.streamSlot.replaceChildren(...(bubble ? [bubble] : []));
-    this.ui.empty.hidden = this.session.timeline.length > 0 || Boolean(bubble);
+    const bubble = this.streamView.update(this.session.stream, { expanded: this.expanded.has("stream") });
+    if (this.ui.streamSlot.firstChild !== bubble) this.ui.streamSlot.replaceChildren(...(bubble ? [bubble] : []));
+    this.ui.empty.hidden = this.nodes.size > 0 || Boolean(bubble);
     this.#renderStatus();
     this.#afterContentChange(Boolean(bubble));
   }
@@ -584,6 +616,7 @@ export class TerraChatElement extends HTMLElement {
     } else if (connection !== "open") {
       this.justReconnected = false;
     }
+    this.#renderNotice();
   }
 
   /** Copy the full chat id, so a visitor can quote it when asking for help. */

@@ -124,36 +124,3 @@ function toolList(tools) {
     }),
   );
 }
-
-/** The bubble of the reply being generated ("Terra (streaming)"), or null when empty. */
-export function renderStream(stream, { expanded, onToggleThoughts }) {
-  const { text, thoughts, openThought } = splitThoughts(stream.text);
-  const drawer = thoughtsDrawer({
-    id: "stream",
-    thoughts,
-    openThought,
-    reasoning: stream.reasoning,
-    tools: stream.tools,
-    expanded,
-    onToggle: onToggleThoughts,
-  });
-  if (!text && !drawer) return null;
-  const children = [el("span", { class: "sr-only", text: COPY.streamingLabel })];
-  if (text) {
-    const body = el("div", { class: "bubble md" });
-    renderInto(body, text);
-    if (!stream.done) caretHost(body).append(el("span", { class: "caret", "aria-hidden": "true" }));
-    children.push(body);
-  }
-  if (drawer) children.push(drawer);
-  return el("div", { class: "msg terra streaming", "aria-busy": stream.done ? "false" : "true" }, ...children);
-}
-
-/** Where the typing caret goes: at the end of the last paragraph or list item, inline. */
-function caretHost(body) {
-  let host = body;
-  while (host.lastElementChild && ["P", "UL", "OL", "LI", "BLOCKQUOTE"].includes(host.lastElementChild.tagName)) {
-    host = host.lastElementChild;
-  }
-  return host;
-}
