@@ -23,7 +23,7 @@ from bus.keys import BusKeys
 from bus.presence import Presence
 from bus.pubsub import ChatFeed
 from bus.ratelimit import Budget, RateDecision, RateLimiter
-from bus.schemas import WorkerHeartbeat
+from bus.schemas import WorkerHeartbeat, render_frame
 from bus.settings import BusSettings
 
 __all__ = ["FeedStatus", "GatewayBus", "open_gateway_bus"]
@@ -146,9 +146,16 @@ class GatewayBus:
         return decision
 
     # --- reading chats -----------------------------------------------------------------
-    async def history(self, chat_id: str, limit: int) -> list[dict[str, Any]]:
-        """The chat's newest ``limit`` messages, oldest first."""
-        return await self._log.history(chat_id, limit)
+    async def history(
+        self, chat_id: str, limit: int, *, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The chat's newest ``limit`` messages (older than event ``before``), oldest first."""
+        if before is None:
+            return await self._log.history(chat_id, limit)
+        entries = await self._redis.xrevrange(
+            self._keys.chat_messages(chat_id), max=f"({before}", count=limit
+        )
+        return [render_frame(fields["d"], entry_id) for entry_id, fields in reversed(entries)]
 
     async def worker_state(self, chat_id: str) -> dict[str, Any]:
         """The chat's current worker state ``{state, detail, updatedAt}``."""

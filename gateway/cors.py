@@ -63,4 +63,4 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def _decorate(headers: CIMultiDict[str], origin: str, static: bool) -> None:
     headers["Access-Control-Allow-Origin"] = "*" if static else origin
     headers["Vary"] = "Origin"
-    headers["Access-Control-Expose-Headers"] = "Retry-After"
+    headers["Access-Control-Expose-Headers"] = "Retry-After, X-Has-More, X-Next-Before"

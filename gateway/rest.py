@@ -12,6 +12,7 @@ from aiohttp import web
 from bus import BacklogFull, is_valid_chat_id
 from gateway.auth import require_code
 from gateway.errors import json_error
+from gateway.history import dumps, page_headers, read_page
 from gateway.keys import AppKeys
 
 __all__ = [
@@ -134,7 +135,10 @@ async def post_message(request: web.Request) -> web.Response:
 
 
 async def get_messages(request: web.Request) -> web.Response:
-    """``GET /api/chat/{chatId}/messages``: history, oldest first, newest ``limit`` kept."""
+    """``GET /api/chat/{chatId}/messages``: history, oldest first, newest ``limit`` kept.
+
+    ``?before=<eventId>`` pages back; a page is bounded in bytes (:mod:`gateway.history`).
+    """
     settings = request.app[AppKeys.settings]
     chat_id = chat_id_of(request)
     require_code(request.query.get("accessCode"), settings)
@@ -144,8 +148,8 @@ async def get_messages(request: web.Request) -> web.Response:
         if not _LIMIT.fullmatch(raw_limit) or int(raw_limit) < 1:
             raise json_error(400, "limit must be a positive integer")
         limit = min(int(raw_limit), settings.history_limit)
-    messages = await request.app[AppKeys.bus].history(chat_id, limit)
-    return web.json_response(messages)
+    page = await read_page(request, chat_id, limit)
+    return web.json_response(page.messages, headers=page_headers(page), dumps=dumps)
 
 
 async def get_worker_state(request: web.Request) -> web.Response:
@@ -184,21 +188,19 @@ async def get_transcript(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "md")
     if fmt not in ("md", "json"):
         raise json_error(400, "format must be md or json")
-    messages = await request.app[AppKeys.bus].history(chat_id, settings.history_limit)
-    disposition = f'attachment; filename="terra-chat-{chat_id}.{fmt}"'
+    page = await read_page(request, chat_id, settings.history_limit)
+    headers = {
+        "Content-Disposition": f'attachment; filename="terra-chat-{chat_id}.{fmt}"',
+        **page_headers(page),
+    }
     if fmt == "json":
         return web.json_response(
-            {"chatId": chat_id, "messages": messages},
-            headers={"Content-Disposition": disposition},
+            {"chatId": chat_id, "messages": page.messages}, headers=headers, dumps=dumps
         )
     lines = [f"# Conversation with Terra ({chat_id})", ""]
-    for message in messages:
+    for message in page.messages:
         lines += [f"**{message['sender']}** — {message['createdAt']}", "", message["content"], ""]
-    return web.Response(
-        text="\n".join(lines),
-        content_type="text/markdown",
-        headers={"Content-Disposition": disposition},
-    )
+    return web.Response(text="\n".join(lines), content_type="text/markdown", headers=headers)
 
 
 async def get_config(request: web.Request) -> web.Response:

@@ -84,6 +84,9 @@ class GatewaySettings(BusSettings):
     socket_buffer_bytes: int = Field(default=1024 * 1024, ge=16 * 1024)
     sse_max_lifetime_seconds: float = 3600.0
     history_limit: int = 200
+    #: A history or transcript answer holds at most this many bytes of messages (one page;
+    #: ``before`` pages back). At least one maximum-size message must fit.
+    history_max_bytes: int = Field(default=512 * 1024, ge=32 * 1024)
     shutdown_timeout_seconds: float = 10.0
     #: A visitor request (not a stream) that waits longer than this on Redis gets a 503.
     request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

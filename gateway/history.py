@@ -1,0 +1,69 @@
+"""History pages bounded in bytes: the newest messages that fit, and where older ones start.
+
+A chat keeps up to 200 messages of up to 4,000 characters; sent whole, one answer could
+be megabytes, and a burst of them the gateway's memory. A page holds the newest
+messages (before ``before``, if given) whose JSON fits ``HISTORY_MAX_BYTES``; when older
+messages remain, ``X-Has-More: true`` and ``X-Next-Before: <eventId>`` say where the next
+page starts (pass it as ``before``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from bus import is_stream_id
+from gateway.errors import json_error
+from gateway.keys import AppKeys
+
+__all__ = ["HistoryPage", "dumps", "page_headers", "read_page"]
+
+#: JSON as UTF-8 text: an emoji is 4 bytes, not a 12-byte surrogate-pair escape.
+dumps = partial(json.dumps, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Messages oldest first, and whether older ones remain."""
+
+    messages: list[dict[str, Any]]
+    has_more: bool
+
+
+def parse_before(value: str | None) -> str | None:
+    """A validated ``before`` eventId (400 if malformed); ``None`` when absent."""
+    if value is None or value == "":
+        return None
+    if not is_stream_id(value):
+        raise json_error(400, "before must be an eventId")
+    return value
+
+
+async def read_page(request: web.Request, chat_id: str, limit: int) -> HistoryPage:
+    """The page of ``chat_id`` the request asks for (``?before=``), within the byte budget."""
+    settings = request.app[AppKeys.settings]
+    before = parse_before(request.query.get("before"))
+    fetched = await request.app[AppKeys.bus].history(chat_id, limit + 1, before=before)
+    has_more = len(fetched) > limit
+    newest_first = fetched[::-1][:limit]
+    kept: list[dict[str, Any]] = []
+    size = 2  # the array's brackets
+    for message in newest_first:
+        cost = len(dumps(message).encode()) + 2  # and a ", " separator
+        if kept and size + cost > settings.history_max_bytes:
+            has_more = True
+            break
+        kept.append(message)
+        size += cost
+    return HistoryPage(messages=kept[::-1], has_more=has_more)
+
+
+def page_headers(page: HistoryPage) -> dict[str, str]:
+    """``X-Has-More`` and, when true, ``X-Next-Before`` (the oldest returned eventId)."""
+    if not page.has_more or not page.messages:
+        return {"X-Has-More": "false"}
+    return {"X-Has-More": "true", "X-Next-Before": str(page.messages[0]["eventId"])}
