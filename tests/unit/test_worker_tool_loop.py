@@ -281,7 +281,7 @@ async def test_saved_rounds_of_an_earlier_attempt_are_continued(
         "type": "function",
         "function": {"name": "search_site", "arguments": '{"query": "dice"}'},
     }
-    saved = [
+    saved: list[Any] = [
         {"role": "assistant", "content": "", "tool_calls": [call]},
         {
             "role": "tool",
