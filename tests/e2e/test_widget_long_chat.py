@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ pytest.importorskip("playwright.sync_api", reason="the playwright Python package
 
 from playwright.sync_api import Page, WebSocketRoute, expect
 
-from tests.e2e.system import RunningSystem
+from tests.e2e.conftest import require_tools
+from tests.e2e.system import RunningSystem, start_system
 from tests.e2e.widget import Widget
 
 pytestmark = pytest.mark.e2e
@@ -101,3 +103,33 @@ def test_streaming_renders_only_the_new_text(page: Page, system: RunningSystem) 
     expect(widget.stream.locator(".stream-piece")).to_have_count(2)
     assert piece.evaluate("(node) => node.__firstRender === true")
     inject(live, {"type": "workerState", "state": "idle", "detail": None, "updatedAt": "x"})
+
+
+@pytest.fixture
+def short_history_system() -> Iterator[RunningSystem]:
+    """A system whose history route returns at most 10 messages a page."""
+    require_tools()
+    yield from start_system({"HISTORY_LIMIT": "10"})
+
+
+def test_earlier_messages_page_back_through_the_history_route(
+    page: Page, short_history_system: RunningSystem, shots: Path
+) -> None:
+    system = short_history_system
+    page.goto(system.url)
+    widget = Widget(page)
+    widget.start_chat(system.access_code)
+    for index in range(8):
+        widget.send(f"Question {index} [[demo:echo]]")
+        expect(widget.terra.last).to_contain_text(f"Question {index}", timeout=30_000)
+
+    page.reload()  # a new page load sees only the newest page of the history
+    widget = Widget(page)
+    expect(widget.messages).to_have_count(10)
+    earlier = widget.host.locator(".load-earlier")
+    with page.expect_request(lambda r: "before=" in r.url):
+        earlier.click()
+    expect(widget.messages).to_have_count(16)
+    expect(widget.messages.first).to_contain_text("Question 0")
+    expect(earlier).to_be_hidden()
+    widget.shot(shots, "long-02-earlier-from-history")

@@ -67,10 +67,19 @@ export class ChatApi {
     return url.href;
   }
 
-  history(chatId, accessCode, { signal } = {}) {
-    return this.#json("GET", chatPath(chatId, "messages"), {
-      query: { accessCode, limit: HISTORY_LIMIT },
+  /**
+   * One page of history, oldest first: {messages, nextBefore}. nextBefore is the eventId
+   * to pass as `before` for the page of older messages (X-Next-Before), or null when none
+   * remain or the gateway doesn't page.
+   */
+  history(chatId, accessCode, { before = null, signal } = {}) {
+    return this.#request("GET", chatPath(chatId, "messages"), {
+      query: { accessCode, limit: HISTORY_LIMIT, before },
       signal,
+      parse: async (response) => ({
+        messages: await response.json(),
+        nextBefore: response.headers.get("X-Has-More") === "true" ? response.headers.get("X-Next-Before") : null,
+      }),
     });
   }
 

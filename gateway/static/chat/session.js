@@ -137,6 +137,33 @@ export class ChatSession extends EventTarget {
     return this.send(question.content);
   }
 
+  /** True when the gateway holds messages older than those loaded. */
+  get hasOlder() {
+    return Boolean(this.olderBefore);
+  }
+
+  /** Fetch the page of messages before the oldest one loaded; how many were added. */
+  async loadOlder() {
+    if (!this.olderBefore || this.loadingOlder) return 0;
+    const chatId = this.chatId;
+    this.loadingOlder = true;
+    try {
+      const page = await this.api.history(chatId, this.accessCode, { before: this.olderBefore });
+      if (chatId !== this.chatId) return 0;
+      const before = this.messages.size;
+      this.olderBefore = page.nextBefore; // before the merge, which re-renders
+      this.#mergeHistory(Array.isArray(page.messages) ? page.messages : []);
+      this.#clearProblem("older");
+      return this.messages.size - before;
+    } catch (error) {
+      if (error.status === 401 || error.status === 403) this.#lockOut();
+      else this.#setProblem("older", COPY.historyFailed, { details: describeRelayFailure("load earlier messages", error.status) });
+      return 0;
+    } finally {
+      this.loadingOlder = false;
+    }
+  }
+
   /** Load the history again after it failed to load. */
   reloadHistory() {
     if (this.chatId && !this.historyLoaded) this.#loadHistory();
@@ -199,6 +226,8 @@ export class ChatSession extends EventTarget {
     this.queuedAt = null;
     this.healthChecked = false;
     this.reachable = null;
+    this.olderBefore = null; // eventId to page back from (the gateway has older messages)
+    this.loadingOlder = false;
     this.stream = emptyStream();
     this.streamTimer = null;
     this.answered = new Set(); // visitor message ids that Terra's stored messages answer
@@ -272,9 +301,10 @@ export class ChatSession extends EventTarget {
     const chatId = this.chatId;
     for (let attempt = 0; attempt < HISTORY_ATTEMPTS; attempt += 1) {
       try {
-        const history = await this.api.history(chatId, this.accessCode);
+        const page = await this.api.history(chatId, this.accessCode);
         if (chatId !== this.chatId) return;
-        this.#mergeHistory(Array.isArray(history) ? history : []);
+        this.olderBefore = page.nextBefore; // before the merge, which re-renders
+        this.#mergeHistory(Array.isArray(page.messages) ? page.messages : []);
         this.historyLoaded = true;
         this.#clearProblem("history");
         await this.#loadWorkerState();

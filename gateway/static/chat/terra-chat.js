@@ -373,7 +373,7 @@ export class TerraChatElement extends HTMLElement {
     const { messages } = this.ui;
     const all = this.session.timeline;
     const items = this.#visibleItems(all);
-    this.ui.earlier.hidden = items.length === all.length;
+    this.ui.earlier.hidden = items.length === all.length && !this.session.hasOlder;
     const seen = new Set();
     let added = false;
     let previous = null;
@@ -416,12 +416,24 @@ export class TerraChatElement extends HTMLElement {
     return all.slice(this.windowStart);
   }
 
-  /** "Show earlier messages": PAGE more items above, keeping what the visitor sees in place. */
-  #showEarlier() {
+  /**
+   * "Show earlier messages": PAGE more items above (from memory, else the gateway's next
+   * history page), keeping what the visitor sees in place.
+   */
+  async #showEarlier() {
     const log = this.ui.log;
+    this.pinned = false;
+    if (!this.windowStart && this.session.hasOlder) {
+      const fromBottom = log.scrollHeight - log.scrollTop;
+      this.ui.earlier.disabled = true;
+      await this.session.loadOlder(); // the merge re-renders the list, older messages on top
+      this.ui.earlier.disabled = false;
+      log.scrollTop = log.scrollHeight - fromBottom;
+      this.#onScroll();
+      return;
+    }
     const fromBottom = log.scrollHeight - log.scrollTop;
     this.windowStart = Math.max(0, (this.windowStart ?? 0) - PAGE);
-    this.pinned = false;
     this.#renderTimeline();
     log.scrollTop = log.scrollHeight - fromBottom;
     this.#onScroll();
