@@ -68,7 +68,9 @@ def test_tool_turns_follow_their_question_before_the_reply() -> None:
     r1 = message("Terra", "answer one", q1)
     q2 = message("Visitor", "two")
     memory = {q1.id: round_of("a") + round_of("b")}
-    prompt = build_prompt([q1, r1, q2], q2, system_prompt="S", max_turns=16, tool_turns=memory)
+    prompt: list[Any] = build_prompt(
+        [q1, r1, q2], q2, system_prompt="S", max_turns=16, tool_turns=memory
+    )
     expected = ["system", "user", "assistant", "tool", "assistant", "tool", "assistant", "user"]
     assert roles(prompt) == expected
     assert prompt[2]["content"] == ""
@@ -85,7 +87,7 @@ def test_tool_turns_ride_with_their_turn_when_old_turns_are_cut() -> None:
         log += [q, message("Terra", f"a{i}", q)]
     target = message("Visitor", "last")
     log.append(target)
-    prompt = build_prompt(log, target, system_prompt="S", max_turns=3, tool_turns=memory)
+    prompt: list[Any] = build_prompt(log, target, system_prompt="S", max_turns=3, tool_turns=memory)
     # q3 (+ its tool turns), a3, last: never a tool message without its call
     assert roles(prompt) == ["system", "user", "assistant", "tool", "assistant", "user"]
     assert prompt[3]["tool_call_id"] == "call3"
@@ -96,7 +98,9 @@ def test_tool_turns_of_failed_answers_are_left_out_but_the_targets_are_kept() ->
     r1 = message("Terra", "sorry", q1, status="error")
     q2 = message("Visitor", "two")
     memory = {q1.id: round_of("a"), q2.id: round_of("b")}
-    prompt = build_prompt([q1, r1, q2], q2, system_prompt="S", max_turns=16, tool_turns=memory)
+    prompt: list[Any] = build_prompt(
+        [q1, r1, q2], q2, system_prompt="S", max_turns=16, tool_turns=memory
+    )
     # the failed reply leaves a placeholder turn: roles still alternate (issue 16)
     assert roles(prompt) == ["system", "user", "assistant", "user", "assistant", "tool"]
     assert prompt[2]["content"] == NO_REPLY
