@@ -52,6 +52,7 @@ def main() -> None:
         port=settings.port,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout_seconds,
+        keepalive_timeout=settings.keepalive_timeout_seconds,
         print=lambda line: print(line, file=sys.stderr),
         handle_signals=True,
     )

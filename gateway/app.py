@@ -13,8 +13,8 @@ from aiohttp import web
 from bus import GatewayBus, open_gateway_bus
 from gateway import sse, ws
 from gateway.cors import cors_middleware
-from gateway.errors import error_middleware
-from gateway.keys import AppKeys, Connections
+from gateway.errors import error_middleware, json_error
+from gateway.keys import AppKeys, Connections, RequestKeys
 from gateway.limits import limits_middleware
 from gateway.metrics import GatewayMetrics
 from gateway.routes import ROUTE_FAMILIES, add_routes
@@ -37,13 +37,21 @@ async def deadline_middleware(request: web.Request, handler: Handler) -> web.Str
     """Bound a visitor request's wait on Redis: past the deadline it becomes a 503.
 
     redis-py retries a hung connection for many times its socket timeout; a visitor's POST
-    must not hang that long. A request cut short may have been stored anyway: the client
+    must not hang that long. A deadline reached while the body is still arriving is the
+    client's slowness, not Redis's: 408. A request cut short may have been stored anyway: the client
     retries with the same ``clientMessageId`` and gets the stored Message back.
     """
     if request.match_info.handler in _STREAMING_HANDLERS:
         return await handler(request)
-    async with asyncio.timeout(request.app[AppKeys.settings].request_timeout_seconds):
-        return await handler(request)
+    try:
+        async with asyncio.timeout(request.app[AppKeys.settings].request_timeout_seconds):
+            return await handler(request)
+    except TimeoutError:
+        if request.get(RequestKeys.reading_body):
+            raise json_error(
+                408, "The request body arrived too slowly; please try again."
+            ) from None
+        raise
 
 
 @web.middleware

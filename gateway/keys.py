@@ -39,3 +39,5 @@ class RequestKeys:
 
     #: The client a budget belongs to (IPv4 address or IPv6 prefix).
     client = web.RequestKey("gateway.client", str)
+    #: Set while the handler waits for the request body (a deadline then means a slow client).
+    reading_body = web.RequestKey("gateway.reading_body", bool)

@@ -13,7 +13,7 @@ from bus import BacklogFull, is_valid_chat_id
 from gateway.auth import require_code
 from gateway.errors import json_error
 from gateway.history import dumps, page_headers, read_page
-from gateway.keys import AppKeys
+from gateway.keys import AppKeys, RequestKeys
 
 __all__ = [
     "cancel_reply",
@@ -49,7 +49,9 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     settings = request.app[AppKeys.settings]
     if request.content_length is not None and request.content_length > settings.body_size_limit:
         raise json_error(413, "Request body too large")
+    request[RequestKeys.reading_body] = True  # a deadline now is the client's slowness
     raw = await request.read()  # aiohttp enforces client_max_size while reading
+    request[RequestKeys.reading_body] = False
     try:
         # Strict UTF-8 first: json.loads would accept CESU-8 surrogates in bytes.
         body = json.loads(raw.decode("utf-8") or "null")

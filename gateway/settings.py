@@ -88,6 +88,8 @@ class GatewaySettings(BusSettings):
     #: ``before`` pages back). At least one maximum-size message must fit.
     history_max_bytes: int = Field(default=512 * 1024, ge=32 * 1024)
     shutdown_timeout_seconds: float = 10.0
+    #: An idle (or never completed) keep-alive connection is closed after this long.
+    keepalive_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     #: A visitor request (not a stream) that waits longer than this on Redis gets a 503.
     request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     demo_agent: bool = False

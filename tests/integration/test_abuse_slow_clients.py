@@ -1,0 +1,58 @@
+"""Slow clients are cut off with the right answer (issue 11, item 4).
+
+A body that never finishes arriving used to get ``503 Service temporarily unavailable``,
+logged as ``gateway.redis_unavailable``: Redis was fine, the client was slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway.app import create_app
+from tests.integration.conftest import gateway_settings
+from tests.support.raw_http import parse_response
+from tests.support.redis_server import RedisServer
+from tests.support.system import System
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_body_that_stalls_gets_408_not_503(redis_server: RedisServer) -> None:
+    settings = gateway_settings(redis_server.url, request_timeout_seconds=0.5)
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        assert server.port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /api/chat/slow/messages HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            b'{"content":'
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read(4096)  # the answer comes while the body is still open
+        writer.close()
+        response = parse_response(raw)
+        assert response.status == 408
+        assert b"arrived too slowly" in response.body
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"GET /api/config HTTP/1.1\r\nHost: t\r\n"], ids=["idle", "partial-headers"]
+)
+async def test_idle_and_trickling_connections_are_closed(system: System, sent: bytes) -> None:
+    gw = system.gateway(KEEPALIVE_TIMEOUT_SECONDS="0.5")
+    assert gw.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(sent)
+    await writer.drain()
+    async with asyncio.timeout(20):  # generous: the gateway closes after 0.5 s
+        rest = await reader.read()  # returns at EOF: the gateway hung up
+    writer.close()
+    assert b"200 OK" not in rest
