@@ -59,8 +59,18 @@ class System:
         return self.agent
 
     def gateway(self, name: str = "gateway", **env: str) -> Process:
-        """A gateway on a free port (``env``: settings that override the defaults)."""
-        return self.launcher.add_gateway(name, free_port(), {"LOG_LEVEL": "INFO", **env})
+        """A gateway on a free port (``env``: settings that override the defaults).
+
+        Every test client comes from 127.0.0.1, one client to the gateway's per-client
+        budgets: reads, stream handshakes and open sockets are raised so hundreds of test
+        readers fit (tests/integration/test_abuse_limits.py tests the budgets themselves).
+        """
+        many = {
+            "RATE_LIMIT_READS_PER_IP": "100000",
+            "RATE_LIMIT_STREAMS_PER_IP": "100000",
+            "MAX_SOCKETS_PER_CLIENT": "100000",
+        }
+        return self.launcher.add_gateway(name, free_port(), {"LOG_LEVEL": "INFO", **many, **env})
 
     def worker(self, name: str = "worker", **env: str) -> Process:
         """A worker named ``name`` with a 500 ms heartbeat (``env`` overrides)."""
