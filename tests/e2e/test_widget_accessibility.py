@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,7 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.axe import summary, violations
 from tests.e2e.system import RunningSystem
@@ -26,6 +27,21 @@ MARKDOWN = (
     "| plant | light | water | soil | notes |\\n|---|---|---|---|---|\\n"
     "| moss | low | often | peat | grows slowly and keeps the glass humid all year |\\n"
 )
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page that may inject axe-core although the gateway's pages send a strict CSP."""
+    context = browser.new_context(viewport={"width": 1200, "height": 820}, bypass_csp=True)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def assert_clean(page: Page, state: str) -> None:

@@ -58,6 +58,35 @@ export function renderInto(target, text) {
   target.innerHTML = libraries.purify.sanitize(html, SANITIZE);
   // Code blocks and tables scroll sideways: keyboard users must be able to reach them.
   for (const scroller of target.querySelectorAll("pre, table")) scroller.setAttribute("tabindex", "0");
+  for (const link of target.querySelectorAll("a[href]")) markIfDeceptive(link);
+}
+
+const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069\u200E\u200F]/;
+const LOOKS_LIKE_URL = /^(?:[a-z][a-z0-9+.-]*:\/\/)?(?:www\.)?((?:[a-z0-9-]+\.)+[a-z]{2,})(?:[/:?#]\S*)?$/i;
+
+/**
+ * A link whose text looks like an address but leads somewhere else (or hides its text's
+ * direction) says where it really goes, next to it: "(goes to evil.example)".
+ */
+export function markIfDeceptive(link) {
+  let target;
+  try {
+    target = new URL(link.getAttribute("href"));
+  } catch {
+    return;
+  }
+  const text = link.textContent.trim();
+  const shown = LOOKS_LIKE_URL.exec(text.replace(BIDI_CONTROLS, ""));
+  const shownHost = shown ? shown[1].toLowerCase().replace(/^www\./, "") : null;
+  const realHost = target.hostname.toLowerCase().replace(/^www\./, "");
+  const mismatch = shownHost !== null && shownHost !== realHost && !realHost.endsWith(`.${shownHost}`);
+  if (!mismatch && !BIDI_CONTROLS.test(text)) return;
+  link.classList.add("deceptive");
+  link.title = `Goes to ${target.hostname}`;
+  const note = document.createElement("span");
+  note.className = "link-host";
+  note.textContent = ` (goes to ${target.hostname})`;
+  link.after(note);
 }
 
 /**

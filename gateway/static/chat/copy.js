@@ -57,6 +57,8 @@ export const COPY = {
   details: "Details",
   copyChatId: "Copy chat id",
   copied: "Copied",
+  copyCode: "Copy code",
+  copyAnswer: "Copy",
   copyFailed: "Copy failed",
 
   chainStatus: { online: "Online", degraded: "Degraded", offline: "Offline", unknown: "Unknown", locked: "Locked" },

@@ -271,6 +271,12 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 .md th, .md td { border: 1px solid var(--border); padding: 3px 6px; overflow-wrap: normal; }
 .md h1, .md h2, .md h3, .md h4 { font-size: 15px; margin: 6px 0 4px; }
 .plain { white-space: pre-wrap; }
+.code-block { position: relative; margin: 0 0 8px; }
+.code-block pre { margin: 0; }
+.code-block .copy-code { display: block; margin: 0 0 4px auto; font-size: 11.5px; padding: 0 8px; }
+.md a.deceptive { text-decoration-style: wavy; text-decoration-color: var(--danger); }
+.md .link-host { color: var(--danger); font-size: 12px; }
+.msg-meta .link-button { font-size: 11.5px; padding: 0 6px; }
 .thought-only { color: var(--muted); font-style: italic; }
 
 /* Thinking drawer (<think>, reasoning frames, tool activity). */
@@ -298,8 +304,11 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 .typing-dots span:nth-child(3) { animation-delay: 0.3s; }
 @keyframes bounce { 0%, 80%, 100% { transform: translateY(0); opacity: 0.5; } 40% { transform: translateY(-4px); opacity: 1; } }
 @keyframes blink { to { visibility: hidden; } }
+/* Opening the bubble: a short rise and fade, none for visitors who ask for less motion. */
+.mode-bubble.open .panel { animation: panel-in 160ms ease-out; }
+@keyframes panel-in { from { opacity: 0; transform: translateY(10px) scale(0.98); } }
 @media (prefers-reduced-motion: reduce) {
-  .typing-dots span, .caret { animation: none; }
+  .typing-dots span, .caret, .mode-bubble.open .panel { animation: none; }
   .launcher { transition: none; }
 }
 

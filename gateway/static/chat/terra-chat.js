@@ -16,7 +16,7 @@ import { currentNotice, failingPart, headerStatus } from "./status.js";
 import { CSS } from "./styles.js";
 import { StreamView } from "./stream-view.js";
 import { itemKey, itemVersion, renderItem } from "./timeline.js";
-import { el, formatTime, readStorage, writeStorage } from "./util.js";
+import { copyText, el, formatTime, readStorage, writeStorage } from "./util.js";
 
 const TAG = "terra-chat";
 const THEME_KEY = "terra-theme";
@@ -840,16 +840,6 @@ export class TerraChatElement extends HTMLElement {
 /** Assign a DOM property only when it differs (no needless style or live-region churn). */
 function setIfChanged(node, property, value) {
   if (node[property] !== value) node[property] = value;
-}
-
-/** Put `text` on the clipboard; true when it worked. */
-async function copyText(text) {
-  try {
-    await navigator.clipboard.writeText(text);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** ISO 8601 timestamps inside a server sentence, shown as the visitor's local "HH:MM". */

@@ -4,7 +4,7 @@
 
 import { COPY } from "./copy.js";
 import { renderInto, splitThoughts } from "./content.js";
-import { el, formatTime } from "./util.js";
+import { copyText, el, formatTime } from "./util.js";
 
 /** A stable key for a timeline item (server id, notice id or pending key). */
 export function itemKey(item) {
@@ -63,10 +63,13 @@ function visitorMeta(item, onRetry) {
 function renderTerra(item, { expanded, extras, onToggleThoughts, failure, onRetryReply }) {
   const { text, thoughts } = splitThoughts(item.content);
   const body = el("div", { class: "bubble md" });
-  if (text) renderInto(body, text);
-  else body.append(el("span", { class: "thought-only", text: thoughts.length ? COPY.thoughtOnly : "…" }));
+  if (text) {
+    renderInto(body, text);
+    addCodeCopyButtons(body);
+  } else body.append(el("span", { class: "thought-only", text: thoughts.length ? COPY.thoughtOnly : "…" }));
 
   const meta = el("div", { class: "msg-meta" }, el("time", { datetime: item.createdAt, text: formatTime(item.createdAt) }));
+  if (text) meta.append(copyButton(COPY.copyAnswer, () => text, "copy-answer"));
   if (item.status === "stopped") meta.append(el("span", { class: "tag", text: COPY.stoppedTag }));
   if (item.status === "error") meta.append(el("span", { class: "tag warn", text: COPY.errorTag }));
   if (failure) {
@@ -123,4 +126,24 @@ function toolList(tools) {
       return el("li", { class: tool.status, text: tool.detail ? `${label}: ${tool.detail}` : label });
     }),
   );
+}
+
+/** A small button that copies `getText()` and says so for a moment. */
+function copyButton(label, getText, className) {
+  const button = el("button", { class: `link-button ${className}`, type: "button", text: label });
+  button.addEventListener("click", async () => {
+    const done = await copyText(getText());
+    button.textContent = done ? COPY.copied : COPY.copyFailed;
+    setTimeout(() => (button.textContent = label), 2000);
+  });
+  return button;
+}
+
+/** A "Copy code" button above every code block of a reply. */
+function addCodeCopyButtons(body) {
+  for (const pre of body.querySelectorAll("pre")) {
+    const block = el("div", { class: "code-block" });
+    pre.replaceWith(block);
+    block.append(copyButton(COPY.copyCode, () => pre.textContent, "copy-code"), pre);
+  }
 }

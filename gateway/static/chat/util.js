@@ -103,3 +103,13 @@ export function writeStorage(storage, key, value) {
     // Storage unavailable: the chat still works, it just won't survive a refresh.
   }
 }
+
+/** Put `text` on the clipboard; true when it worked. */
+export async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
