@@ -276,7 +276,7 @@ class ChatLog:
         reply_to: str,
         content: str,
         *,
-        status: Literal["complete", "stopped", "error"] = "complete",
+        status: Literal["complete", "stopped", "error", "truncated"] = "complete",
         state: WorkerState = "responded",
         detail: str | None = None,
     ) -> tuple[dict[str, Any], bool]:

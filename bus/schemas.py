@@ -38,7 +38,7 @@ __all__ = [
 
 Sender = Literal["Visitor", "Terra"]
 WorkerState = Literal["idle", "queued", "processing", "responded", "error"]
-ReplyStatus = Literal["complete", "stopped", "error"]
+ReplyStatus = Literal["complete", "stopped", "error", "truncated"]
 HealthStatus = Literal["online", "degraded", "offline", "unknown"]
 ToolCallStatus = Literal["started", "done", "failed"]
 

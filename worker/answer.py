@@ -34,7 +34,7 @@ from bus import BusError
 from bus.schemas import MessagePosted
 from worker.aio import cancel_and_wait
 from worker.chunks import ChunkWriter
-from worker.conversation import build_prompt
+from worker.conversation import MessageTooLong, PromptRules, build_prompt
 from worker.errors import AgentError
 from worker.metrics import WorkerMetrics
 from worker.ports import Agent, AgentHealth, AnswerLog, ReasoningSink, ReplyStatus, ToolHost
@@ -91,6 +91,7 @@ class AnswerHandler:
         tools: ToolKit | None = None,
         health: AgentHealth | None = None,
         metrics: WorkerMetrics | None = None,
+        server_context: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.log = log
         self.agent = agent
@@ -100,6 +101,8 @@ class AnswerHandler:
         self.tools = tools
         self.health = health
         self.metrics = metrics or WorkerMetrics()
+        #: The model's context length as its server states it (``/v1/models``), if it does.
+        self.server_context = server_context
 
     async def already_answered(self, chat_id: str, message_id: str) -> bool:
         """True when ``message_id`` has a stored reply."""
@@ -148,7 +151,14 @@ class AnswerHandler:
         if await self.log.cancel_requested(chat_id, message.id):
             await self._finish(chat_id, message.id, "", "stopped", "stopped")
             return "stopped"
-        prompt = await self._conversation(chat_id, event_id, message)
+        try:
+            prompt = await self._conversation(chat_id, event_id, message)
+        except MessageTooLong as err:
+            logger.info(
+                "worker.message_too_long", needed=err.needed_tokens, budget=err.budget_tokens
+            )
+            await self._finish(chat_id, message.id, err.sentence, "error", f"too_long: {err}")
+            return "error"
         interval = self.settings.chunk_interval_ms / 1000
         writer = ChunkWriter(
             self.log, chat_id, message.id, interval_seconds=interval, metrics=self.metrics
@@ -182,6 +192,9 @@ class AnswerHandler:
         if turn.stopped:
             await self._finish(chat_id, message.id, turn.content, "stopped", "stopped")
             return "stopped"
+        if turn.finish_reason == "length":  # cut at max_tokens: an answer, marked as such
+            await self._finish(chat_id, message.id, turn.content, "truncated", "truncated")
+            return "answered"
         await self._finish(chat_id, message.id, turn.content, "complete", None)
         return "answered"
 
@@ -272,10 +285,19 @@ class AnswerHandler:
         else:
             recent = await self.log.messages_until(chat_id, event_id, max_turns)
         asked = [m.id for m in recent if m.sender == "Visitor"]
+        settings = self.settings
+        rules = PromptRules.for_server(
+            server_context_tokens=self.server_context(),
+            setting_context_tokens=settings.agent_context_tokens,
+            max_tokens=settings.agent_max_tokens,
+            system_role=settings.agent_system_role,
+            tool_turns=self.tools is not None and settings.max_tool_rounds > 1,
+        )
         return build_prompt(
             recent,
             message,
             system_prompt=self.system_prompt,
             max_turns=max_turns,
             tool_turns=await self.log.tool_turns(chat_id, asked),
+            rules=rules,
         )

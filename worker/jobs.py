@@ -92,7 +92,9 @@ class Worker:
             llm_interval_seconds=settings.llm_status_poll_interval_seconds,
             timeout_seconds=min(HEALTH_TIMEOUT_MAX_SECONDS, settings.agent_timeout_seconds),
             on_change=self._beat_soon,
+            models_url=f"{settings.agent_base_url}/models",
         )
+        self.agent.on_tool_support = self.health.record_tool_support
         self.tools = tools
         self.handler = AnswerHandler(
             self.bus.chats,
@@ -103,6 +105,7 @@ class Worker:
             tools=tools,
             health=self.health,
             metrics=self.metrics,
+            server_context=lambda: self.health.context_tokens,
         )
         self._jobs: dict[str, RunningJob] = {}
         self._stopping = asyncio.Event()

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: How a stored reply ended.
-ReplyStatus = Literal["complete", "stopped", "error"]
+ReplyStatus = Literal["complete", "stopped", "error", "truncated"]
 
 
 # --- the bus port ------------------------------------------------------------------------

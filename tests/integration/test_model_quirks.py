@@ -1,10 +1,9 @@
 """The worker against the quirks of real model servers (issue 16): a real redis-server, the
 demo agent over HTTP imitating vLLM / llama.cpp, an in-process worker.
 
-Tests marked ``xfail(strict=True)`` describe behaviour whose fix belongs to the answer
-handler, the agent client or the tool loop (being split when this was written); each
-reason says what is missing. They fail today for exactly that reason, and turn the suite
-red once fixed, so the marker is removed with the fix.
+Each test failed against the worker as it was before issue 16 for the reason its name gives,
+except ``test_a_stream_cut_before_any_text_is_retried_and_answered``, a guard that the new
+stream-ending rules still retry a cut that showed nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from tests.support.worker_settings import fast_settings
 from tools.settings import ToolSettings
 from worker import Worker
 from worker.conversation import NO_REPLY, TOO_LONG_SENTENCE
+from worker.health import NO_TOOLS_NOTE
 from worker.toolkit import ToolKit
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ def roles(request: dict[str, Any]) -> list[str]:
     return [m["role"] for m in request["messages"]]
 
 
-# --- prompts the strict templates accept (fixed: worker/conversation.py) ---------------------
+# --- prompts the strict templates accept (worker/conversation.py) ---------------------------
 
 
 async def test_a_failed_answer_no_longer_breaks_the_chat_on_a_strict_template(
@@ -114,14 +114,9 @@ async def test_cutting_old_turns_never_starts_with_an_assistant_turn(
     assert roles(requests[-1]) == ["system", "user", "assistant", "user"]
 
 
-# --- wiring of the prompt rules (belongs to the answer handler) ------------------------------
+# --- the context budget and the system role (prompt rules, worker/answer.py) ----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: the answer handler does not pass PromptRules.for_server(...) "
-    "(context budget) to build_prompt",
-)
 async def test_a_long_chat_is_trimmed_to_the_context_and_keeps_working(
     redis_server: RedisServer, chatlog: ChatLog
 ) -> None:
@@ -133,10 +128,6 @@ async def test_a_long_chat_is_trimmed_to_the_context_and_keeps_working(
                 assert "status" not in reply, (index, reply)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: the answer handler does not catch MessageTooLong and store its sentence",
-)
 async def test_a_message_too_long_on_its_own_gets_one_clear_sentence(
     redis_server: RedisServer, chatlog: ChatLog
 ) -> None:
@@ -149,11 +140,6 @@ async def test_a_message_too_long_on_its_own_gets_one_clear_sentence(
     assert requests == []  # no retry loop: the agent is never asked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: the answer handler does not pass PromptRules(system_role=False) "
-    "from AGENT_SYSTEM_ROLE to build_prompt",
-)
 async def test_a_server_without_a_system_role_gets_the_prompt_in_the_first_turn(
     redis_server: RedisServer, chatlog: ChatLog
 ) -> None:
@@ -166,7 +152,7 @@ async def test_a_server_without_a_system_role_gets_the_prompt_in_the_first_turn(
     assert roles(last) == ["user"]
 
 
-# --- stream endings (belong to the agent client and the answer handler) ----------------------
+# --- stream endings (worker/llm.py, worker/answer.py) ---------------------------------------
 
 
 async def test_a_stream_cut_before_any_text_is_retried_and_answered(
@@ -201,11 +187,6 @@ async def test_streams_that_never_finish_end_in_an_error_not_a_fragment(
     assert reply["status"] == "error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: finish_reason 'length' is stored as complete; needs status 'truncated' "
-    "(bus.schemas.ReplyStatus, ChatLog.finish_reply, the answer handler)",
-)
 async def test_an_answer_cut_at_max_tokens_is_stored_as_truncated(
     redis_server: RedisServer, chatlog: ChatLog
 ) -> None:
@@ -231,7 +212,7 @@ async def test_an_empty_200_stream_is_a_request_error_that_spares_other_chats(
     assert "status" not in other, other
 
 
-# --- tools and roles (belong to the tool loop) -----------------------------------------------
+# --- tools and roles (worker/llm.py, worker/toolloop.py) ------------------------------------
 
 
 @pytest.fixture
@@ -245,9 +226,13 @@ async def test_a_server_that_cannot_stream_tool_calls_still_gets_answers(
     async with run_demo_agent(agent("empty_tool_stream")) as url:
         settings = fast_settings(redis_server.url, url)
         tools = ToolKit.from_settings(tool_settings, settings)
-        async with Worker(settings, tools=tools):
+        async with Worker(settings, tools=tools) as worker:
             first = await ask(chatlog, "llamacpp", "what are your projects?")
             second = await ask(chatlog, "llamacpp", "and your site?")
+            detail = worker.health.llm.detail
+        asked = await agent_requests(url)
+    assert NO_TOOLS_NOTE in str(detail)
+    assert [("tools" in r) for r in asked] == [True, False, False]  # learnt once
     assert "status" not in first, first
     assert "status" not in second, second
 
