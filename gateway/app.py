@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -105,6 +106,7 @@ def create_app(settings: GatewaySettings, *, bus: GatewayBus | None = None) -> w
     app[AppKeys.metrics] = GatewayMetrics()
     app[AppKeys.connections] = Connections()
     app[AppKeys.sockets] = SocketSlots(settings.sockets_per_client, settings.max_sockets)
+    app[AppKeys.reads_in_flight] = Counter()
     app.cleanup_ctx.append(_bus_context(settings, bus))
     app.on_shutdown.append(ws.close_all)
     add_routes(app, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -32,6 +33,8 @@ class AppKeys:
     metrics = web.AppKey("gateway.metrics", GatewayMetrics)
     connections = web.AppKey("gateway.connections", Connections)
     sockets = web.AppKey("gateway.sockets", SocketSlots)
+    #: Reads being answered, by client (gateway.limits).
+    reads_in_flight = web.AppKey("gateway.reads_in_flight", Counter[str])
 
 
 class RequestKeys:

@@ -6,7 +6,8 @@ token buckets in Redis shared by every gateway (:mod:`bus.ratelimit`):
 
 - ``post``: visitor messages and cancels (``RATE_LIMIT_MAX_PER_IP``);
 - ``read``: history, transcript, worker state, health (``RATE_LIMIT_READS_PER_IP``,
-  default twice ``RATE_LIMIT_MAX_PER_IP``);
+  default twice ``RATE_LIMIT_MAX_PER_IP``), and at most ``READS_IN_FLIGHT_PER_CLIENT``
+  of them answered at once;
 - ``stream``: WebSocket and SSE handshakes (``RATE_LIMIT_STREAMS_PER_IP``, default
   ``RATE_LIMIT_MAX_PER_IP``);
 - ``failed-code``: failed access-code attempts on any of those, a stricter budget
@@ -84,12 +85,23 @@ def limits_middleware(families: Mapping[Callable[..., object], str]) -> Middlewa
             raise _refuse(request, "failed-code", failed)
         if not spent.allowed:
             raise _refuse(request, family, spent)
+        in_flight = request.app[AppKeys.reads_in_flight] if family == "read" else None
+        if in_flight is not None:
+            if in_flight[client] >= settings.concurrent_reads_per_client:
+                request.app[AppKeys.metrics].rate_limited.labels("read").inc()
+                raise too_many("read", 1)
+            in_flight[client] += 1
         try:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status == 401:
                 await note_failed_code(request)
             raise
+        finally:
+            if in_flight is not None:
+                in_flight[client] -= 1
+                if in_flight[client] <= 0:
+                    del in_flight[client]
 
     return middleware
 

@@ -71,6 +71,9 @@ class GatewaySettings(BusSettings):
     #: at least 20), and in all (this process).
     max_sockets_per_client: int | None = Field(default=None, ge=1)
     max_sockets: int = Field(default=10_000, ge=1)
+    #: Reads of one client being answered at once (unset: a tenth of RATE_LIMIT_MAX_PER_IP,
+    #: at least 8): a burst of history pages cannot take the process's CPU and memory.
+    reads_in_flight_per_client: int | None = Field(default=None, ge=1)
     worker_stale_threshold_ms: int = 60_000
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -152,6 +155,11 @@ class GatewaySettings(BusSettings):
     def sockets_per_client(self) -> int:
         """Open sockets per client (default: a third of RATE_LIMIT_MAX_PER_IP, at least 20)."""
         return self.max_sockets_per_client or max(20, self.rate_limit_max_per_ip // 3)
+
+    @property
+    def concurrent_reads_per_client(self) -> int:
+        """Reads of one client in flight (default: RATE_LIMIT_MAX_PER_IP / 10, at least 8)."""
+        return self.reads_in_flight_per_client or max(8, self.rate_limit_max_per_ip // 10)
 
     @property
     def access_codes(self) -> list[bytes]:

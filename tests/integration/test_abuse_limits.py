@@ -6,6 +6,7 @@ X-Forwarded-For a trusted proxy (127.0.0.1 here) sets, as nginx does.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -237,5 +238,49 @@ async def test_websocket_checks_the_code_before_reading_redis(redis_server: Redi
             ) as ws:
                 await ws.close()
             assert CountingBus.reads == 1
+    finally:
+        await server.close()
+
+
+class HeldHistoryBus(GatewayBus):
+    """The real gateway bus, whose history reads wait until the test lets them go."""
+
+    release = asyncio.Event()
+    waiting = 0
+
+    async def history(
+        self, chat_id: str, limit: int, *, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        HeldHistoryBus.waiting += 1
+        await HeldHistoryBus.release.wait()
+        return await super().history(chat_id, limit, before=before)
+
+
+async def test_one_client_has_a_few_reads_in_flight_at_most(redis_server: RedisServer) -> None:
+    settings = gateway_settings(
+        redis_server.url, trusted_proxies=["127.0.0.1"], reads_in_flight_per_client=2
+    )
+    bus = HeldHistoryBus(create_redis(redis_server.url, client_name="test"), settings)
+    server = TestServer(create_app(settings, bus=bus))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def read(ip: str) -> int:
+                async with s.get(
+                    url(server, "/api/chat/h/messages"),
+                    params={"accessCode": ACCESS_CODE},
+                    headers=from_ip(ip),
+                ) as r:
+                    return r.status
+
+            held = [asyncio.ensure_future(read("192.0.2.50")) for _ in range(2)]
+            await wait_until(lambda: HeldHistoryBus.waiting == 2, 10, "two reads in flight")
+            assert await read("192.0.2.50") == 429  # a third, same client, at once
+            other = asyncio.ensure_future(read("192.0.2.51"))  # another client is not held up
+            await wait_until(lambda: HeldHistoryBus.waiting == 3, 10, "the other client's read")
+            HeldHistoryBus.release.set()
+            assert await asyncio.gather(*held, other) == [200, 200, 200]
+            assert await read("192.0.2.50") == 200  # slots given back
     finally:
         await server.close()

@@ -69,6 +69,7 @@ class System:
             "RATE_LIMIT_READS_PER_IP": "100000",
             "RATE_LIMIT_STREAMS_PER_IP": "100000",
             "MAX_SOCKETS_PER_CLIENT": "100000",
+            "READS_IN_FLIGHT_PER_CLIENT": "100000",
         }
         return self.launcher.add_gateway(name, free_port(), {"LOG_LEVEL": "INFO", **many, **env})
 
