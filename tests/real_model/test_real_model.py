@@ -17,6 +17,7 @@ from tests.real_model.conftest import Deployment
 from tests.support.clients import ChatClient, cancel, post_message
 from tests.support.system import ACCESS_CODE
 from tests.support.wait import wait_until
+from worker.conversation import TOO_LONG_SENTENCE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -85,3 +86,11 @@ async def test_the_health_chain_shows_the_real_server(deployment: Deployment) ->
 
     nodes = await wait_until(chain, ANSWER_WITHIN, "agent and model online")
     assert nodes["agent"].get("detail") != "HTTP 404"  # a missing /health is not "online"
+
+
+async def test_a_message_too_long_for_the_context_gets_a_sentence(deployment: Deployment) -> None:
+    """4,000 characters plus Terra's prompt exceed a 2,048-token context: no model call."""
+    async with ChatClient([deployment.gateway_port], "real-long") as client:
+        reply = await ask(deployment, client, "moss " * 799)
+    assert reply["status"] == "error"
+    assert reply["content"] == TOO_LONG_SENTENCE
