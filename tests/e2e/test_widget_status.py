@@ -120,3 +120,26 @@ def test_a_stopped_worker_is_reported_and_the_message_waits(
     widget.wait_reply(timeout=30_000)
     expect(widget.banner).to_be_hidden()
     expect(widget.status_text).to_have_text("Terra is online", timeout=15_000)
+
+
+def test_a_page_whose_origin_is_not_allowed_is_told_so(
+    page: Page, system: RunningSystem, shots: Path
+) -> None:
+    """A site missing from ALLOWED_ORIGINS: a plain sentence at the gate, not 'offline' forever."""
+    port = system.url.rstrip("/").rsplit(":", 1)[1]
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    # Another origin on this machine (a real loopback response, so Chromium lets it reach
+    # loopback addresses), then someone else's page in it.
+    page.goto(f"http://localhost:{port}/healthz")
+    page.set_content(
+        '<!doctype html><html lang="en"><head><title>Elsewhere</title></head><body>'
+        f'<main>Another site</main><script src="{system.url}widget.js"></script></body></html>'
+    )
+    widget = Widget(page)
+    widget.open()
+    widget.enter_code(system.access_code)
+    expect(widget.gate_error).to_contain_text("set up for this website")
+    expect(widget.textarea).to_be_hidden()
+    assert any("ALLOWED_ORIGINS" in text for text in errors), errors
+    widget.shot(shots, "status-04-origin-not-allowed")

@@ -91,6 +91,20 @@ export class ChatApi {
     return this.#json("GET", "health", { query: { accessCode }, signal });
   }
 
+  /**
+   * After a network error on a cross-origin gateway: true when the gateway does answer but
+   * the browser hid the answer (CORS), i.e. this page's origin is not in ALLOWED_ORIGINS.
+   */
+  async originRefused() {
+    if (new URL(this.base).origin === window.location.origin) return false;
+    try {
+      await fetch(new URL("widget.js", this.base), { mode: "no-cors", cache: "no-store", credentials: "omit" });
+      return true; // reachable, so the earlier failure was the CORS check
+    } catch {
+      return false; // really unreachable
+    }
+  }
+
   /** {demoAgent, basePath} when the gateway offers it; null when the route is missing. */
   async config({ signal } = {}) {
     try {

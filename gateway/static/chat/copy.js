@@ -8,6 +8,7 @@ export const COPY = {
   gateStartNew: "Start a new chat",
   gateChecking: "Checking the code…",
   codeRejected: "That access code was rejected. Double-check it and try again.",
+  originRefused: "The chat isn’t set up for this website yet, so it can’t connect. Please let the site’s owner know.",
   lockedChain: "Enter the access code to reveal Terra’s internal status.",
 
   composerLabel: "Message to Terra",

@@ -84,6 +84,13 @@ export class ChatSession extends EventTarget {
       if (error instanceof HttpError && (error.status === 401 || error.status === 403)) {
         return COPY.codeRejected;
       }
+      if (error instanceof HttpError && error.status === null && (await this.api.originRefused())) {
+        console.error(
+          `[terra-chat] ${window.location.origin} is not allowed to use the chat gateway at ${this.api.base}: ` +
+            "add it to the gateway's ALLOWED_ORIGINS.",
+        );
+        return COPY.originRefused;
+      }
       // Gateway unreachable or failing: open the chat anyway; sending will retry.
     }
     this.accessCode = code;
