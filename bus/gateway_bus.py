@@ -152,6 +152,8 @@ class GatewayBus:
         """The chat's newest ``limit`` messages (older than event ``before``), oldest first."""
         if before is None:
             return await self._log.history(chat_id, limit)
+        if before == "0-0":  # nothing is older (and Redis refuses the range "(0-0")
+            return []
         entries = await self._redis.xrevrange(
             self._keys.chat_messages(chat_id), max=f"({before}", count=limit
         )

@@ -128,6 +128,16 @@ CASES: list[tuple[str, bytes, int]] = [
         ),
         400,
     ),
+    (
+        "history before the first id",
+        _get(f"/api/chat/x/messages?accessCode={ACCESS_CODE}&before=0-0"),
+        200,
+    ),
+    (
+        "transcript before the first id",
+        _get(f"/api/chat/x/transcript?accessCode={ACCESS_CODE}&before=0-0"),
+        200,
+    ),
     ("WS chatId with a surrogate", _get("/api/chat?chatId=%ED%A0%80&accessCode=x"), 400),
     (
         "request id with bad bytes",
