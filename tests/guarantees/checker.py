@@ -30,6 +30,7 @@ __all__ = [
     "JobsSnapshot",
     "Takeover",
     "Violation",
+    "check_process_log",
     "check_run",
 ]
 
@@ -421,3 +422,24 @@ def _job_fields(raw: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+# --- process logs -------------------------------------------------------------------------------
+
+
+def check_process_log(name: str, text: str, findings: Findings) -> None:
+    """A gateway logs nothing at error level while visitors come and go (no 500s)."""
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("level") in ("error", "critical"):
+            last = str(record.get("exception", "")).strip().splitlines()[-1:] or [""]
+            findings.add(
+                "error logged",
+                "-",
+                f"{name}: {record.get('event')} on {record.get('path', '-')}: {last[0][:120]}",
+            )

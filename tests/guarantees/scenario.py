@@ -28,6 +28,7 @@ from tests.guarantees.checker import (
     Findings,
     JobsSnapshot,
     Takeover,
+    check_process_log,
     check_run,
 )
 from tests.guarantees.fleet import KINDS, Fleet, Post, Socket
@@ -438,6 +439,8 @@ async def run_plan(plan: Plan, workdir: Path) -> Outcome:
             state.activity.takeovers,
             plan.takeover_limit_seconds,
         )
+        for gateway in rig.gateways:
+            check_process_log(gateway.name, gateway.output(), findings)
         _write_evidence(
             workdir / "evidence.json", findings, state.fleet.sockets, chats, state.behind
         )

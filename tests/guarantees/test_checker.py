@@ -11,6 +11,7 @@ from tests.guarantees.checker import (
     Findings,
     JobsSnapshot,
     Takeover,
+    check_process_log,
     check_run,
 )
 from tests.guarantees.fleet import WALL_OFFSET, Post, Socket, SocketKind
@@ -213,3 +214,24 @@ def test_a_handshake_stream_that_never_receives_later_events_has_a_gap() -> None
     assert _kinds(_check([socket], chat=_snapshot(log))) == {"gap": 1}
     socket.connects[0] = (1, -WALL_OFFSET + 0.300)  # established after both events
     assert _check([socket], chat=_snapshot(log)).violations == []
+
+
+def test_an_error_in_a_gateway_log_is_a_violation() -> None:
+    findings = Findings()
+    log = "\n".join(
+        [
+            "======== Running on http://127.0.0.1:1 ========",
+            json.dumps({"event": "gateway.redis_unavailable", "level": "warning"}),
+            json.dumps(
+                {
+                    "event": "gateway.request_failed",
+                    "level": "error",
+                    "path": "/api/chat/c1/events",
+                    "exception": "Traceback ...\nAssertionError",
+                }
+            ),
+        ]
+    )
+    check_process_log("gateway0", log, findings)
+    assert [v.kind for v in findings.violations] == ["error logged"]
+    assert "AssertionError" in findings.violations[0].detail
