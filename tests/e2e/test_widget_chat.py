@@ -285,6 +285,7 @@ def test_phone_layout_is_full_screen(browser: Browser, system: RunningSystem, sh
         widget = open_widget(page, system)
         widget.launcher.tap()
         expect(widget.panel).to_be_visible()
+        widget.settle()
         box = widget.panel.bounding_box()
         assert box == {"x": 0, "y": 0, "width": 390, "height": 844}
         widget.enter_code(system.access_code)

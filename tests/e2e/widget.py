@@ -52,6 +52,11 @@ class Widget:
     def open(self) -> None:
         self.launcher.click()
         expect(self.panel).to_be_visible()
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait for the panel's opening animation to end (boxes measured after it are final)."""
+        self.panel.evaluate("(panel) => Promise.all(panel.getAnimations().map((a) => a.finished))")
 
     def enter_code(self, code: str) -> None:
         self.code_input.fill(code)

@@ -59,16 +59,18 @@ export class ChatSession extends EventTarget {
    * detail is the worker's technical reason (for the "details" disclosure), if known.
    */
   get failedReply() {
-    const replies = [...this.messages.values()].filter((m) => m.sender === "Terra").sort(byTime);
-    const last = replies[replies.length - 1];
+    const items = this.timeline;
+    let last = null;
+    for (let i = items.length - 1; i >= 0 && !last; i -= 1) if (items[i].sender === "Terra") last = items[i];
     if (!last || last.status !== "error" || this.retried.has(last.id)) return null;
     return { message: last, detail: this.failureDetails.get(last.id) ?? null };
   }
 
   /** Messages and unsent messages in display order. */
   get timeline() {
-    const items = [...this.messages.values(), ...this.pending.values()];
-    return items.sort(byTime);
+    // Sorted once per change of the messages, not on every read (the view reads it often).
+    this.sortedTimeline ??= [...this.messages.values(), ...this.pending.values()].sort(byTime);
+    return this.sortedTimeline;
   }
 
   /**
@@ -621,6 +623,7 @@ export class ChatSession extends EventTarget {
   }
 
   #changed(...parts) {
+    if (["messages", "status", "all"].some((part) => parts.includes(part))) this.sortedTimeline = null;
     this.dispatchEvent(new CustomEvent("change", { detail: { parts: new Set(parts) } }));
   }
 }
