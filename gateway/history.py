@@ -20,7 +20,7 @@ from bus import is_stream_id
 from gateway.errors import json_error
 from gateway.keys import AppKeys
 
-__all__ = ["HistoryPage", "dumps", "page_headers", "read_page"]
+__all__ = ["HistoryPage", "canonical_id", "dumps", "page_headers", "read_page"]
 
 #: JSON as UTF-8 text: an emoji is 4 bytes, not a 12-byte surrogate-pair escape.
 dumps = partial(json.dumps, ensure_ascii=False)
@@ -40,7 +40,13 @@ def parse_before(value: str | None) -> str | None:
         return None
     if not is_stream_id(value):
         raise json_error(400, "before must be an eventId")
-    return value
+    return canonical_id(value)
+
+
+def canonical_id(event_id: str) -> str:
+    """``00-07`` as Redis spells it, ``0-7`` (Redis compares ids, but refuses ``(00-00``)."""
+    ms, _, seq = event_id.partition("-")
+    return f"{int(ms)}-{int(seq)}"
 
 
 async def read_page(request: web.Request, chat_id: str, limit: int) -> HistoryPage:

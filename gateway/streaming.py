@@ -33,7 +33,8 @@ def parse_resume_point(value: str | None) -> str | None:
         return None
     if not is_stream_id(value):
         raise json_error(400, "Invalid lastEventId")
-    return value
+    ms, _, seq = value.partition("-")
+    return f"{int(ms)}-{int(seq)}"  # as Redis spells it: "00-01" is "0-1"
 
 
 async def follow_frames(

@@ -134,6 +134,16 @@ CASES: list[tuple[str, bytes, int]] = [
         200,
     ),
     (
+        "history before 00-00",
+        _get(f"/api/chat/x/messages?accessCode={ACCESS_CODE}&before=00-00"),
+        200,
+    ),
+    (
+        "SSE resuming after 00-00",
+        _get(f"/api/chat/x/events?accessCode={ACCESS_CODE}&lastEventId=00-00"),
+        200,
+    ),
+    (
         "transcript before the first id",
         _get(f"/api/chat/x/transcript?accessCode={ACCESS_CODE}&before=0-0"),
         200,
