@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.errors import json_error
 
-__all__ = ["RETRY_SOCKET_SECONDS", "too_many"]
+__all__ = ["RETRY_SOCKET_SECONDS", "seconds_text", "too_many"]
 
 #: A client at its socket cap (or a full process) is asked to come back after this long.
 RETRY_SOCKET_SECONDS = 10
@@ -25,6 +25,11 @@ def too_many(what: str, retry_after_seconds: int) -> web.HTTPException:
     lead = _SENTENCES.get(what, what)
     return json_error(
         429,
-        f"{lead} Please wait {retry_after_seconds} seconds and try again.",
+        f"{lead} Please wait {seconds_text(retry_after_seconds)} and try again.",
         headers={"Retry-After": str(retry_after_seconds)},
     )
+
+
+def seconds_text(seconds: int) -> str:
+    """``1 second``, ``30 seconds``."""
+    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"

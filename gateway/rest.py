@@ -14,6 +14,7 @@ from gateway.auth import require_code
 from gateway.errors import json_error
 from gateway.history import dumps, page_headers, read_page
 from gateway.keys import AppKeys, RequestKeys
+from gateway.refusals import seconds_text
 
 __all__ = [
     "cancel_reply",
@@ -85,7 +86,7 @@ async def _chat_budget(request: web.Request, chat_id: str) -> None:
         seconds = decision.retry_after_seconds
         raise json_error(
             429,
-            f"This chat is receiving messages too quickly. Please wait {seconds} seconds "
+            f"This chat is receiving messages too quickly. Please wait {seconds_text(seconds)} "
             "and try again.",
             headers={"Retry-After": str(seconds)},
         )
