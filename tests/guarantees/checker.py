@@ -45,6 +45,8 @@ class Violation:
     kind: str
     chat_id: str
     detail: str
+    #: The scenario phase it traces back to, when known (say, the round a message was posted in).
+    phase: str = ""
 
 
 @dataclass
@@ -91,8 +93,8 @@ class Findings:
     messages_checked: int = 0
     violations: list[Violation] = field(default_factory=list)
 
-    def add(self, kind: str, chat_id: str, detail: str) -> None:
-        self.violations.append(Violation(kind, chat_id, detail))
+    def add(self, kind: str, chat_id: str, detail: str, phase: str = "") -> None:
+        self.violations.append(Violation(kind, chat_id, detail, phase))
 
     def by_kind(self) -> dict[str, list[Violation]]:
         kinds: dict[str, list[Violation]] = defaultdict(list)
@@ -344,6 +346,7 @@ def check_replies(chats: dict[str, ChatSnapshot], posts: list[Post], findings: F
                         chat.chat_id,
                         f"message {mid} (posted in {phases.get(mid, '?')}) answered "
                         f"{answer['content'][:50]!r}",
+                        phases.get(mid, ""),
                     )
                 elif status not in (None, "error"):
                     findings.add("unexpected status", chat.chat_id, f"{mid}: {status}")

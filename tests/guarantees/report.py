@@ -60,6 +60,12 @@ def render(outcome: Outcome) -> str:
         f"What it found: {len(found.violations)} violations",
         [(kind, len(items)) for kind, items in by_kind.items()],
     )
+    for kind, items in by_kind.items():
+        phases = Counter(v.phase for v in items if v.phase)
+        if phases:
+            lines.append(f"{kind}, by the phase it traces back to")
+            lines += [f"  {phase}: {n}" for phase, n in phases.most_common()]
+            lines.append("")
     lines.append("Examples")
     lines.append("--------")
     for kind in by_kind:

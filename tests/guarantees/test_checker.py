@@ -1,4 +1,4 @@
-"""The checks themselves, on hand-made frames and logs: each promise's breach is caught."""
+"""The checks and the report, on hand-made frames and logs: each promise's breach is caught."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from tests.guarantees.checker import (
     check_run,
 )
 from tests.guarantees.fleet import WALL_OFFSET, Post, Socket, SocketKind
+from tests.guarantees.plan import SHORT
+from tests.guarantees.report import render
+from tests.guarantees.scenario import Activity, Outcome
 from tests.support.clients import Frame
 
 CHAT = "c1"
@@ -235,3 +238,20 @@ def test_an_error_in_a_gateway_log_is_a_violation() -> None:
     check_process_log("gateway0", log, findings)
     assert [v.kind for v in findings.violations] == ["error logged"]
     assert "AssertionError" in findings.violations[0].detail
+
+
+def test_the_report_lists_what_was_done_and_each_kind_found() -> None:
+    findings = Findings(sockets=1, frames_checked=6)
+    findings.add("apology without cause", CHAT, "message m2", "round 7 (agent stopped)")
+    findings.add("gap", CHAT, "ws-v2 socket: 1 of the events after 0-0 never arrived")
+    activity = Activity()
+    activity.faults["redis restart"] += 2
+    activity.takeovers.append(Takeover(CHAT, "worker1", 31.5))
+    outcome = Outcome(SHORT, activity, findings, [], [], chats=1, events=6, seconds=1.0)
+    text = render(outcome)
+    assert "fault: redis restart" in text
+    assert "31.5s (worker1" in text
+    assert "What it found: 2 violations" in text
+    assert "round 7 (agent stopped): 1" in text
+    assert "[gap] chat c1" in text
+    assert "no violation" in render(Outcome(SHORT, Activity(), Findings(), [], [], 0, 0, 0.0))
