@@ -246,12 +246,14 @@ class _Run:
         self.followed.append(chat_id)
         await self.fleet.open(chat_id, "ws-v2")
         await self.fleet.post(chat_id, self.content(_LONG_REPLY_TOKENS), with_client_id=True)
-        if not await self.barrier(lambda: self.streaming(chat_id), 60, "the long reply streaming"):
-            return
-        owner = await wait_until(
-            lambda: self.rig.lease_owner(chat_id), 10, "the chat's lease", ignore=REDIS_DOWN
+        streaming = await self.barrier(
+            lambda: self.streaming(chat_id), 60, "the long reply streaming"
         )
-        if owner not in self.rig.workers:
+        owner = await self.rig.lease_owner(chat_id) if streaming else None
+        if owner is None or owner not in self.rig.workers:
+            # Nothing to kill mid-answer: say so rather than count a fault that never happened.
+            self.activity.faults[Fault.WORKER_SIGKILL.value] -= 1
+            self.activity.faults[f"{Fault.WORKER_SIGKILL.value} (skipped, no reply streaming)"] += 1
             return
         self.kills.append(_Kill(chat_id, owner, int(time.time() * 1000)))
         await self.rig.stop_worker(owner, signal.SIGKILL)
