@@ -81,7 +81,9 @@ Directives, honoured only in the LAST user message (and removed from the text it
 - ``[[demo:echo]]`` reply with exactly the last user message minus directives, stripped.
 
 Rounds are counted as runs of ``role: "tool"`` messages after the last user message;
-from the third round on (or with no scripted second round) the agent answers.
+from the third round on (or with no scripted second round) the agent answers. A user message
+made only of ``<tool_result>`` blocks (tool results sent as text, for templates without tool
+roles) counts as tool results, not as the visitor's question.
 """
 
 from __future__ import annotations

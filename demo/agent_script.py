@@ -55,6 +55,7 @@ _TRIGGER_RE = re.compile(
     r"\b(projects?|site|website|portfolio|works?|working|built|build(?:ing)?)\b", re.IGNORECASE
 )
 _TOOL_RESULT_RE = re.compile(r"^\s*<tool_result[^>]*>\s*(.*?)\s*</tool_result>\s*$", re.DOTALL)
+_RESULTS_TEXT_RE = re.compile(r"(?:\s*<tool_result[^>]*>.*?</tool_result>\s*)+", re.DOTALL)
 _SNIPPET_KEYS = ("snippet", "content", "result", "text", "error")
 _FILLER = (" moss", " fern", " pebble", " dew", " lichen", " sprout", " glass", " soil")
 _OPENERS = ("Hi there! 🌱", "Hello from the terrarium!", "Hey! Pull up a pebble.")
@@ -270,9 +271,18 @@ def last_user_directives(request: CompletionRequest) -> Directives:
     Raises `DirectiveError`.
     """
     for message in reversed(request.messages):
-        if message.role == "user":
+        if message.role == "user" and not _is_result_text(message):
             return parse_directives(message.content)
     return Directives()
+
+
+def _is_result_text(message: ChatMessage) -> bool:
+    """A user turn made only of ``<tool_result>`` blocks: tool results sent as text."""
+    return message.role == "user" and _RESULTS_TEXT_RE.fullmatch(message.content) is not None
+
+
+def _is_result(message: ChatMessage) -> bool:
+    return message.role == "tool" or _is_result_text(message)
 
 
 def prompt_tokens(request: CompletionRequest) -> int:
@@ -355,10 +365,13 @@ def plan_reply(request: CompletionRequest) -> ReplyPlan:
     `role: "tool"` messages after that user message. Raises `DirectiveError`.
     """
     messages = request.messages
-    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    last_user = max(
+        (i for i, m in enumerate(messages) if m.role == "user" and not _is_result_text(m)),
+        default=-1,
+    )
     directives = parse_directives(messages[last_user].content) if last_user >= 0 else Directives()
     after = messages[last_user + 1 :]
-    results = [m for m in after if m.role == "tool"]
+    results = [m for m in after if _is_result(m)]
     rounds = _count_tool_rounds(after)
     question = directives.text
     seed = f"{last_user}|{messages[last_user].content if last_user >= 0 else ''}"
@@ -426,9 +439,9 @@ def plan_reply(request: CompletionRequest) -> ReplyPlan:
 def _count_tool_rounds(messages: Sequence[ChatMessage]) -> int:
     rounds, inside = 0, False
     for message in messages:
-        if message.role == "tool" and not inside:
+        if _is_result(message) and not inside:
             rounds += 1
-        inside = message.role == "tool"
+        inside = _is_result(message)
     return rounds
 
 

@@ -17,8 +17,8 @@ restart or another worker sees the same conversation. Rules (each fixes a seed b
   in view is left out.
 - The system prompt is the first message, or, for servers whose template has no system role
   (``AGENT_SYSTEM_ROLE=false``), the start of the first user turn (as Gemma's own template
-  places it). Later notes to the model (:func:`fold_system_note`) join it there, never
-  between turns.
+  places it). Later notes to the model (:func:`worker.template_shapes.fold_system_note`)
+  join it there, never between turns.
 - At most ``max_turns`` turns, and with a context budget (:class:`PromptRules`) only as many
   whole exchanges (a question and its reply), newest first, as fit the model's context
   minus the answer's ``max_tokens``, counted by :func:`estimate_tokens`. When the message
@@ -42,6 +42,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from bus.schemas import MessagePosted
 from worker.errors import WorkerError
+from worker.template_shapes import fold_system_note
 
 __all__ = [
     "DEFAULT_CONTEXT_TOKENS",
@@ -54,7 +55,6 @@ __all__ = [
     "build_prompt",
     "clean_tool_turns",
     "estimate_tokens",
-    "fold_system_note",
     "prompt_tokens",
 ]
 
@@ -177,26 +177,6 @@ def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
             total += estimate_tokens(str(function.get("name", "")))
             total += estimate_tokens(str(function.get("arguments", "")))
     return total
-
-
-def fold_system_note(
-    messages: Sequence[ChatCompletionMessageParam], note: str
-) -> list[ChatCompletionMessageParam]:
-    """``messages`` with ``note`` added to the system content, never as a turn of its own.
-
-    The note joins the leading ``system`` message, or, when the system prompt lives in the
-    first user turn (no system role), goes in front of that turn.
-    """
-    folded = [cast(dict[str, Any], dict(m)) for m in messages]
-    if folded and folded[0].get("role") == "system":
-        folded[0]["content"] = f"{folded[0].get('content') or ''}\n\n{note}"
-    else:
-        first_user = next((m for m in folded if m.get("role") == "user"), None)
-        if first_user is None:
-            folded.insert(0, {"role": "user", "content": note})
-        else:
-            first_user["content"] = f"{note}\n\n{first_user.get('content') or ''}"
-    return cast(list[ChatCompletionMessageParam], folded)
 
 
 @dataclass(slots=True)

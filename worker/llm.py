@@ -25,7 +25,10 @@ no tool call, is how llama.cpp reports a request it refused (template error, con
 overflow, unsupported tool mode): :class:`EmptyReply`, a request error that is not retried
 and does not count against the breaker. With tools offered, an empty reply is first retried
 without them; when that works the server is taken not to stream tool calls, tools are no
-longer offered to it (logged once, and told to ``on_tool_support``).
+longer offered to it (logged once, and told to ``on_tool_support``). A 400 for a request
+carrying tool turns (assistant ``tool_calls``, ``tool`` results) is retried once with those
+turns written as plain text (:func:`worker.template_shapes.tool_turns_as_text`): chat templates
+such as Gemma 3's refuse tool roles; when that works, tool turns go as text from then on.
 
 Circuit breaker: ``threshold`` consecutive failures that say the agent is unwell
 (retryable ones and auth failures; a 400 says it is up) open the circuit for
@@ -54,6 +57,7 @@ from worker.holdback import AttemptSink, HoldBack
 from worker.metrics import WorkerMetrics
 from worker.ports import DeltaSink, ReasoningSink
 from worker.settings import WorkerSettings
+from worker.template_shapes import tool_turns_as_text
 from worker.turns import AgentTurn, ToolCall
 
 __all__ = ["AgentClient", "EmptyReply"]
@@ -64,6 +68,13 @@ logger = structlog.get_logger("worker.llm")
 MAX_BACKOFF_SECONDS = 8.0
 
 PROBE_SYSTEM_PROMPT = "You are a health check. Reply with the single word: pong."
+
+
+def _has_tool_turns(messages: Sequence[ChatCompletionMessageParam]) -> bool:
+    return any(
+        m.get("role") == "tool" or (m.get("role") == "assistant" and m.get("tool_calls"))
+        for m in messages
+    )
 
 
 class EmptyReply(AgentError):
@@ -104,6 +115,8 @@ class AgentClient:
         self.system_role = system_role
         #: Whether the server streams tool calls: None until it showed one way or the other.
         self.tools_streamed: bool | None = None
+        #: True once the server refused tool turns and took them as text.
+        self.tool_turns_as_text = False
         #: Told what was learnt about tool support (the health monitor's detail).
         self.on_tool_support: Callable[[bool], None] | None = None
         self.max_attempts = max_attempts
@@ -165,6 +178,10 @@ class AgentClient:
         """
         attempt = 0
         offered = tools if self.tools_streamed is not False else None
+        plain = self.tool_turns_as_text or not _has_tool_turns(messages)
+        rewritten = False
+        if self.tool_turns_as_text:
+            messages = tool_turns_as_text(messages)
         while True:
             attempt += 1
             self.breaker.check()
@@ -187,6 +204,11 @@ class AgentClient:
                 continue
             except Exception as exc:
                 err = classify_error(exc)
+                if err.status == 400 and not plain and not shown.emitted:
+                    plain = rewritten = True  # perhaps the template has no tool roles
+                    messages = tool_turns_as_text(messages)
+                    attempt -= 1
+                    continue
                 if self.metrics is not None:
                     self.metrics.agent_errors.labels(err.category).inc()
                 if counts_against_agent(err):
@@ -203,6 +225,12 @@ class AgentClient:
                 await asyncio.sleep(self._backoff(attempt, err))
                 continue
             self.breaker.record_success()
+            if rewritten and not self.tool_turns_as_text:
+                self.tool_turns_as_text = True
+                logger.warning(
+                    "worker.agent_tool_turns_refused",
+                    hint="the server's chat template refuses tool turns; sending them as text",
+                )
             if tools and offered is None and self.tools_streamed is None:
                 self._learn_tool_support(False)
             elif offered and turn.tool_calls and self.tools_streamed is not True:

@@ -18,7 +18,7 @@ next question sees them intact. Rules:
 - Retries apply per round: a round is retried while *that round* has shown nothing yet; text
   of earlier rounds stays, as it is already part of the answer.
 - Before the second-to-last call a note joined to the system prompt
-  (:func:`worker.conversation.fold_system_note`, never a turn of its own: strict chat
+  (:func:`worker.template_shapes.fold_system_note`, never a turn of its own: strict chat
   templates refuse one) warns the model that one round of tools is left (as terrarium-irc
   does); the last call is offered no tools, so the model answers.
   If it still asks for tools, the calls are not run and the answer ends with
@@ -48,10 +48,10 @@ from typing import Any, cast
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
-from worker.conversation import fold_system_note
 from worker.errors import AgentError
 from worker.holdback import AnswerSink, without_think
 from worker.ports import Agent, DeltaSink, ReasoningSink, ToolHost
+from worker.template_shapes import fold_system_note
 from worker.turns import AgentTurn
 
 __all__ = ["ROUNDS_WARNING", "TOOL_ROUNDS_APOLOGY", "reply"]

@@ -256,18 +256,20 @@ async def test_the_rounds_warning_joins_the_system_prompt_not_the_turns(
         assert "system" not in roles(request)[1:], roles(request)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16, not done: a tool round is sent as assistant tool_calls + tool turns, "
-    "which strict templates (Gemma 3) refuse; worker/toolloop.py should send such a server "
-    "the round as text turns",
-)
 async def test_a_tool_round_on_a_strict_template_still_gets_an_answer(
     redis_server: RedisServer, chatlog: ChatLog, tool_settings: ToolSettings
 ) -> None:
     async with run_demo_agent(agent("strict_roles")) as url:
         settings = fast_settings(redis_server.url, url)
         tools = ToolKit.from_settings(tool_settings, settings)
-        async with Worker(settings, tools=tools):
+        async with Worker(settings, tools=tools) as worker:
             reply = await ask(chatlog, "gemma3-tools", "what are your projects?")
+            again = await ask(chatlog, "gemma3-tools", "and your site?")
+            learnt = worker.agent.tool_turns_as_text
+        asked = await agent_requests(url)
     assert "status" not in reply, reply
+    assert reply["content"].startswith("Here's what"), reply  # it read the tool's result
+    assert "status" not in again, again
+    assert learnt
+    # refused once with tool roles, then always sent as text
+    assert sum(1 for r in asked if "tool" in roles(r)) == 1

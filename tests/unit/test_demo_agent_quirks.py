@@ -286,3 +286,23 @@ async def test_an_injected_no_done_ends_only_the_next_stream_early(
     assert len(cut) == 1 + 4  # the role delta, then half the pieces
     whole = data_lines((await post(http, agent_url, body))[2])
     assert whole[-1] == "[DONE]"
+
+
+async def test_tool_results_sent_as_text_are_read_as_results(
+    http: aiohttp.ClientSession, agent_url: str
+) -> None:
+    result = '<tool_result tool="search_site">\n{"snippet": "Dice roller"}\n</tool_result>'
+    body = {
+        "messages": [
+            user("what are your projects?"),
+            assistant('[called search_site with {"query": "projects"}]'),
+            user(result),
+        ],
+        "tools": [SEARCH_TOOL],
+        "stream": True,
+    }
+    _, _, text = await post(http, agent_url, body)
+    chunks = [json.loads(p) for p in data_lines(text)[:-1]]
+    content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert "Dice roller" in content  # an answer from the result, not another call
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

@@ -23,9 +23,9 @@ from worker.conversation import (
     PromptRules,
     build_prompt,
     estimate_tokens,
-    fold_system_note,
     prompt_tokens,
 )
+from worker.template_shapes import fold_system_note, tool_turns_as_text
 
 _ids = itertools.count()
 
@@ -259,3 +259,24 @@ def test_random_chats_always_pass_strict_templates_and_the_context_limit(system_
         rejection = request_rejection(request, quirks=strict, context_tokens=context)
         assert rejection is None, f"seed={seed} case={case}: {rejection}"
         assert prompt[-1]["role"] == "user", f"seed={seed} case={case}"
+
+
+def test_tool_rounds_as_text_alternate_for_templates_without_tool_roles() -> None:
+    call = {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"q": 1}'}}
+    prompt: list[Any] = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "let me look", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "a", "content": "R1"},
+        {"role": "tool", "tool_call_id": "b", "content": "R2"},
+    ]
+    plain = tool_turns_as_text(prompt)
+    assert turns(plain) == [
+        ("system", "S"),
+        ("user", "Q"),
+        ("assistant", 'let me look\n[called f with {"q": 1}]'),
+        ("user", "R1\n\nR2"),
+    ]
+    strict: frozenset[Quirk] = frozenset({"strict_roles"})
+    assert request_rejection(as_request(plain), quirks=strict, context_tokens=None) is None
+    assert request_rejection(as_request(prompt), quirks=strict, context_tokens=None) is not None
