@@ -67,6 +67,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away mid-request (nginx's "client closed request")
+        raise
     finally:
         route = request.match_info.route.resource
         label = route.canonical if route is not None else "unmatched"

@@ -62,6 +62,11 @@ async def _serve(
         async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it
             now = await handshake_point(request.app, chat_id, v2=v2)
     stalled = asyncio.Event()
+    if request.transport is None or request.transport.is_closing():
+        # The client left while the handshake read Redis: nobody reads an answer (aiohttp-sse
+        # would assert on the missing transport). Nothing awaits between here and prepare().
+        log.info("gateway.sse_client_gone", chat_id=chat_id)
+        return web.Response(status=499, reason="Client Closed Request")
 
     async with sse_response(
         request,

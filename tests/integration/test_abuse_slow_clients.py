@@ -7,15 +7,19 @@ logged as ``gateway.redis_unavailable``: Redis was fine, the client was slow.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
+from gateway.keys import AppKeys
 from tests.integration.conftest import gateway_settings
 from tests.support.raw_http import parse_response
 from tests.support.redis_server import RedisServer
-from tests.support.system import System
+from tests.support.system import ACCESS_CODE, System
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +60,42 @@ async def test_idle_and_trickling_connections_are_closed(system: System, sent: b
         rest = await reader.read()  # returns at EOF: the gateway hung up
     writer.close()
     assert b"200 OK" not in rest
+
+
+async def test_a_client_gone_during_the_sse_handshake_is_no_500(redis_server: RedisServer) -> None:
+    """Found by tests/guarantees: aiohttp-sse asserted on a transport already closed."""
+    server = TestServer(create_app(gateway_settings(redis_server.url)))
+    await server.start_server()
+    try:
+        assert server.port is not None
+        tries = 30
+        for i in range(tries):
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"GET /api/chat/gone/events?accessCode=" + ACCESS_CODE.encode() + b" HTTP/1.1\r\n"
+                b"Host: t\r\n\r\n"
+            )
+            await writer.drain()
+            await asyncio.sleep(0.002 * (i % 3))  # before, during and after the Redis read
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()  # a reset, as a browser tab that is closed
+        metrics = server.app[AppKeys.metrics]
+
+        def statuses() -> dict[str, float]:
+            found: dict[str, float] = {}
+            for family in metrics.http_requests.collect():
+                for sample in family.samples:
+                    if sample.name.endswith("_total") and "events" in sample.labels["route"]:
+                        found[sample.labels["status"]] = sample.value
+            return found
+
+        streaming = server.app[AppKeys.connections].streams
+
+        def settled() -> bool:  # each request answered, or streaming (until its next ping)
+            return sum(statuses().values()) + len(streaming) >= tries
+
+        await wait_until(settled, 20, "every handshake answered or streaming")
+        assert "500" not in statuses()
+    finally:
+        await server.close()
