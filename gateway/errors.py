@@ -92,7 +92,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         sentence = _STATUS_SENTENCES.get(exc.status, exc.reason)
         raise json_error(exc.status, sentence, headers=_passthrough(exc)) from None
-    except (BusUnavailable, ConnectionError, TimeoutError):
+    except (BusUnavailable, ConnectionError, TimeoutError) as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # Bus errors arrive as BusUnavailable; this is the visitor's socket (499, as nginx).
+            log.info("gateway.client_gone", path=request.path)
+            raise json_error(499, "Client closed the connection") from None
         log.warning("gateway.redis_unavailable", path=request.path)
         raise json_error(
             503, "Service temporarily unavailable", headers={"Retry-After": "2"}
@@ -108,6 +112,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
     return response
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _passthrough(exc: web.HTTPException) -> dict[str, str]:

@@ -62,8 +62,22 @@ async def test_idle_and_trickling_connections_are_closed(system: System, sent: b
     assert b"200 OK" not in rest
 
 
-async def test_a_client_gone_during_the_sse_handshake_is_no_500(redis_server: RedisServer) -> None:
-    """Found by tests/guarantees: aiohttp-sse asserted on a transport already closed."""
+HANDSHAKES = {
+    "sse": b"GET /api/chat/gone/events?accessCode=" + ACCESS_CODE.encode() + b" HTTP/1.1\r\n"
+    b"Host: t\r\n\r\n",
+    "ws": b"GET /api/chat?chatId=gone&accessCode=" + ACCESS_CODE.encode() + b" HTTP/1.1\r\n"
+    b"Host: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+}
+ROUTES = {"sse": "/api/chat/{chat_id}/events", "ws": "/api/chat"}
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
+async def test_a_client_gone_during_a_handshake_is_no_500_or_503(
+    redis_server: RedisServer, kind: str
+) -> None:
+    """Found by tests/guarantees: aiohttp-sse asserted on a transport already closed (500),
+    and a WebSocket upgrade to a closed socket was a 503 logged as Redis being down."""
     server = TestServer(create_app(gateway_settings(redis_server.url)))
     await server.start_server()
     try:
@@ -71,10 +85,7 @@ async def test_a_client_gone_during_the_sse_handshake_is_no_500(redis_server: Re
         tries = 30
         for i in range(tries):
             _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(
-                b"GET /api/chat/gone/events?accessCode=" + ACCESS_CODE.encode() + b" HTTP/1.1\r\n"
-                b"Host: t\r\n\r\n"
-            )
+            writer.write(HANDSHAKES[kind])
             await writer.drain()
             await asyncio.sleep(0.002 * (i % 3))  # before, during and after the Redis read
             sock = writer.get_extra_info("socket")
@@ -86,16 +97,18 @@ async def test_a_client_gone_during_the_sse_handshake_is_no_500(redis_server: Re
             found: dict[str, float] = {}
             for family in metrics.http_requests.collect():
                 for sample in family.samples:
-                    if sample.name.endswith("_total") and "events" in sample.labels["route"]:
+                    if sample.name.endswith("_total") and ROUTES[kind] == sample.labels["route"]:
                         found[sample.labels["status"]] = sample.value
             return found
 
-        streaming = server.app[AppKeys.connections].streams
+        connections = server.app[AppKeys.connections]
+        streaming = connections.streams if kind == "sse" else connections.websockets
 
         def settled() -> bool:  # each request answered, or streaming (until its next ping)
             return sum(statuses().values()) + len(streaming) >= tries
 
         await wait_until(settled, 20, "every handshake answered or streaming")
         assert "500" not in statuses()
+        assert "503" not in statuses()
     finally:
         await server.close()
