@@ -247,7 +247,7 @@ async def test_worker_writes_chat_state_caches_and_heartbeats(connect: Connect) 
     assert await worker.get(f"{CHAT}:cancel") is None
     assert await worker.publish(f"{CHAT}:live", "{}") >= 0
     await worker.hset("terra:workers", "w1", '{"at": 0}')
-    await worker.set("terra:github:repos", "[]", ex=600)
+    await worker.set("terra:workers:alive:w1", "1", px=6000)
     await worker.zadd("terra:arq", {"job": 1})
     await worker.set("arq:job:x", "1", px=1000)
     script = "redis.call('HSET', KEYS[1], 's', ARGV[1]); return redis.call('PEXPIRE', KEYS[1], 9)"
