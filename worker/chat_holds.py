@@ -57,6 +57,18 @@ class ChatHolds:
         self._held: dict[str, asyncio.Task[Any]] = {}
         #: Tasks cancelled because another worker took their chat.
         self._lost: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        #: Departed workers (liveness lapsed) whose leases may be taken, until when.
+        self._departed: dict[str, float] = {}
+
+    def mark_departed(self, worker: str, for_seconds: float) -> None:
+        """Take ``worker``'s chat leases at once for ``for_seconds`` (they expire after)."""
+        self._departed[worker] = asyncio.get_running_loop().time() + for_seconds
+
+    def _departed_now(self) -> list[str]:
+        now = asyncio.get_running_loop().time()
+        for worker in [w for w, until in self._departed.items() if until < now]:
+            del self._departed[worker]
+        return list(self._departed)
 
     @property
     def active(self) -> int:
@@ -84,8 +96,8 @@ class ChatHolds:
         lock, users = self._locks.get(chat_id, (asyncio.Lock(), 0))
         self._locks[chat_id] = (lock, users + 1)
         try:
-            async with lock, self._slots:
-                await self._acquire(chat_id)
+            async with lock:
+                await self._acquire(chat_id)  # holds a slot once it returns
                 self._held[chat_id] = task
                 if self.on_change is not None:
                     self.on_change()
@@ -93,6 +105,7 @@ class ChatHolds:
                     yield
                 finally:
                     del self._held[chat_id]
+                    self._slots.release()
                     with contextlib.suppress(BusError):
                         await asyncio.shield(self.leases.release(chat_id))
         finally:
@@ -105,22 +118,33 @@ class ChatHolds:
     async def renew(self) -> None:
         """Renew every held lease; cancel the job of a chat another worker took."""
         for chat_id, task in list(self._held.items()):
-            if not await self.leases.acquire(chat_id):
+            if not await self.leases.acquire(chat_id, departed=self._departed_now()):
                 logger.warning("worker.lease_lost", chat_id=chat_id)
                 self._lost.add(task)
                 task.cancel()
 
     async def _acquire(self, chat_id: str) -> None:
+        """Take a slot and the chat's lease. A slot is never held while the lease is busy:
+        between tries the job waits without one, so other chats keep the worker's slots."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lease_wait_seconds
         delay = LEASE_RETRY_FIRST_SECONDS
-        while not await self.leases.acquire(chat_id):
+        while True:
+            await self._slots.acquire()
+            try:
+                got = await self.leases.acquire(chat_id, departed=self._departed_now())
+            except BaseException:
+                self._slots.release()
+                raise
+            if got and not self._stopping.is_set():
+                return
+            self._slots.release()
+            if got:
+                await self.leases.release(chat_id)
+                raise LeaseUnavailable("stopping")
             if self._stopping.is_set():
                 raise LeaseUnavailable("stopping while waiting for the chat lease")
             if loop.time() > deadline:
                 raise LeaseUnavailable("chat lease busy for too long")
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, LEASE_RETRY_MAX_SECONDS)
-        if self._stopping.is_set():
-            await self.leases.release(chat_id)
-            raise LeaseUnavailable("stopping")

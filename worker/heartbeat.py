@@ -38,6 +38,7 @@ class Heartbeat:
         *,
         capacity: int,
         interval_seconds: float,
+        alive_ms: int | None = None,
     ) -> None:
         self.presence = presence
         self.consumer = consumer
@@ -45,6 +46,8 @@ class Heartbeat:
         self.active_jobs = active_jobs
         self.capacity = capacity
         self.interval = interval_seconds
+        #: Each beat keeps this worker alive this long (Redis's clock); see WORKER_DEAD_AFTER_MS.
+        self.alive_ms = alive_ms
         self._soon = asyncio.Event()
 
     def soon(self) -> None:
@@ -61,7 +64,8 @@ class Heartbeat:
                 llm=self.health.llm,
                 active_jobs=self.active_jobs(),
                 capacity=self.capacity,
-            )
+            ),
+            alive_ms=self.alive_ms,
         )
 
     async def run(self, closing: asyncio.Event) -> None:

@@ -134,6 +134,7 @@ class Worker:
             lambda: self.active_jobs,
             capacity=settings.max_concurrent_chats,
             interval_seconds=settings.heartbeat_interval_ms / 1000,
+            alive_ms=settings.worker_dead_after_ms,
         )
         self._reader: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -299,6 +300,10 @@ class Worker:
             if room == 0 or self._stopping.is_set():
                 continue
             try:
+                await self._take_over_departed(room)
+                room = self._room()
+                if room == 0:
+                    continue
                 deliveries = await self.bus.jobs.reclaim(self.settings.reclaim_min_idle_ms, room)
             except BusError as exc:
                 logger.warning("worker.reclaim_failed", error=type(exc).__name__)
@@ -313,6 +318,28 @@ class Worker:
                     deliveries=delivery.deliveries,
                 )
                 self._spawn(delivery)
+
+    async def _take_over_departed(self, room: int) -> None:
+        """Take over the jobs and chat leases of workers whose liveness lapsed (they died).
+
+        Their jobs are claimed at once (not after ``RECLAIM_MIN_IDLE_MS``) and their leases
+        are taken on first try (not after ``CHAT_LEASE_MS``). Raises bus errors.
+        """
+        departed = [name for name in await self.bus.presence.departed() if name != self.name]
+        for name in departed:
+            self._holds.mark_departed(name, self.settings.chat_lease_ms / 1000)
+            deliveries = await self.bus.jobs.take_over(name, count=max(room, 1) * 10)
+            for delivery in deliveries:
+                self.metrics.handovers.labels("from_departed").inc()
+                logger.info(
+                    "worker.job_taken_from_departed",
+                    entry_id=delivery.entry_id,
+                    departed=name,
+                    deliveries=delivery.deliveries,
+                )
+                self._spawn(delivery)
+            await self.bus.presence.forget(name)
+            logger.warning("worker.departed_worker_taken_over", departed=name, jobs=len(deliveries))
 
     async def _keepalive_loop(self) -> None:
         """Touch running jobs' pending entries and renew held chat leases."""

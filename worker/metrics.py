@@ -44,7 +44,7 @@ JOB_OUTCOMES = (
 
 
 #: Values of the ``kind`` label of ``job_handovers``.
-HANDOVER_KINDS = ("reclaimed", "released", "taken_over")
+HANDOVER_KINDS = ("reclaimed", "released", "taken_over", "from_departed")
 
 
 def package_version() -> str:

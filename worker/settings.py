@@ -85,7 +85,8 @@ class WorkerSettings(BusSettings):
     chunk_interval_ms: int = Field(35, ge=1, le=1000)
     max_turns: int = Field(16, ge=1, le=200)
     reclaim_min_idle_ms: int = Field(30_000, ge=100)
-    reclaim_interval_ms: PositiveMs = 5000
+    #: How often idle jobs are reclaimed and departed workers' jobs taken over.
+    reclaim_interval_ms: PositiveMs = 2000
     max_deliveries: int = Field(3, ge=1)
     chat_lease_ms: int = Field(30_000, ge=100)
     #: While the agent sends nothing, a stop request is checked this often.
@@ -94,7 +95,10 @@ class WorkerSettings(BusSettings):
     shutdown_grace_seconds: float = Field(20.0, ge=0)
 
     # --- health and heartbeat -----------------------------------------------------------
-    heartbeat_interval_ms: PositiveMs = 5000
+    heartbeat_interval_ms: PositiveMs = 2000
+    #: A worker whose heartbeat has not renewed its liveness for this long (Redis's clock)
+    #: is departed: live workers take over its jobs and chat leases at once.
+    worker_dead_after_ms: int = Field(6000, ge=300)
     #: Cheap probes (``/health``, or ``/v1/models`` without it): an outage shows this fast.
     status_poll_interval_seconds: float = Field(5.0, gt=0)
     llm_status_poll_interval_seconds: float = Field(180.0, gt=0)
@@ -104,6 +108,14 @@ class WorkerSettings(BusSettings):
     #: Prometheus exposition on ``127.0.0.1:<port>``; off when unset.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _liveness_outlasts_heartbeats(self) -> WorkerSettings:
+        if self.worker_dead_after_ms < 2 * self.heartbeat_interval_ms:
+            raise ValueError(
+                "WORKER_DEAD_AFTER_MS must be at least twice HEARTBEAT_INTERVAL_MS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _answer_fits_context(self) -> WorkerSettings:

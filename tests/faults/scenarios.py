@@ -110,12 +110,15 @@ class DeadWorker:
     pending_after: int
 
 
-#: The worker's own defaults (idle 30 s, sweep 5 s, lease 30 s), for the figure in the note.
+#: The worker's own defaults (idle 30 s, sweep 2 s, lease 30 s, heartbeat 2 s, departed
+#: after 6 s), for the figure in the note.
 DEFAULT_TIMINGS_ENV = {
     "RECLAIM_MIN_IDLE_MS": "30000",
-    "RECLAIM_INTERVAL_MS": "5000",
+    "RECLAIM_INTERVAL_MS": "2000",
     "CHAT_LEASE_MS": "30000",
     "JOB_BLOCK_MS": "2000",
+    "HEARTBEAT_INTERVAL_MS": "2000",
+    "WORKER_DEAD_AFTER_MS": "6000",
 }
 
 

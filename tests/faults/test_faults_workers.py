@@ -29,6 +29,21 @@ async def test_dead_workers_reply_is_taken_over_and_shown_once(tmp_path: Path) -
         assert check.exact, check
 
 
+@pytest.mark.timeout(120)
+async def test_at_default_timings_a_dead_worker_is_taken_over_by_its_lapsed_liveness(
+    tmp_path: Path,
+) -> None:
+    """Idle reclaim could not fire before 30 s, nor the dead worker's lease lapse: the new
+    attempt comes from the departed worker's liveness lapsing (about 6-8 s)."""
+    r = await dead_worker(tmp_path, default_timings=True)
+    print(f"\ndefault timings: new attempt {r.reclaim_seconds}s after the SIGKILL")
+    assert r.reclaim_seconds < 30  # before the 30 s idle threshold and 30 s lease
+    assert r.replies == 1
+    assert r.pending_after == 0
+    for check in (r.v2, r.v1, r.sse):
+        assert check.exact, check
+
+
 @pytest.mark.timeout(90)
 async def test_live_slow_job_is_never_taken_over(tmp_path: Path) -> None:
     r = await slow_job(tmp_path)
