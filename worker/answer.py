@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
@@ -59,6 +59,12 @@ logger = structlog.get_logger("worker")
 AGENT_APOLOGY = "I had trouble talking to Terra's core service. Please try again shortly."
 #: The original worker's reply when something else went wrong.
 UNEXPECTED_APOLOGY = "Terra hit an unexpected issue. Please try again in a moment."
+#: What a visitor reads while the agent cannot be reached and the message waits.
+RECONNECTING_DETAIL = "Terra is reconnecting to her model"
+#: Agent failures that mean "unreachable" (not "this request failed"): the message waits.
+AGENT_UNREACHABLE = frozenset({"circuit_open", "network", "timeout"})
+#: While waiting for the agent, try again this often (seconds).
+PATIENCE_RETRY_SECONDS = 2.0
 #: The prompt is first looked for among this many Messages per turn kept.
 MESSAGES_PER_TURN = 4
 
@@ -167,7 +173,7 @@ class AnswerHandler:
         tools = self.tools.session(self.log, chat_id, message.id) if self.tools else None
         try:
             async with writer, thoughts:
-                turn = await self._reply_until_stopped(
+                turn = await self._reply_with_patience(
                     prompt, writer, chat_id, message.id, tools=tools, thoughts=thoughts
                 )
         except AgentError as err:
@@ -197,6 +203,44 @@ class AnswerHandler:
             return "answered"
         await self._finish(chat_id, message.id, turn.content, "complete", None)
         return "answered"
+
+    async def _reply_with_patience(
+        self,
+        prompt: list[ChatCompletionMessageParam],
+        writer: ChunkWriter,
+        chat_id: str,
+        message_id: str,
+        **kwargs: Any,
+    ) -> AgentTurn:
+        """Reply; while the agent cannot be reached (nothing shown yet), wait and try again.
+
+        The chat shows ``queued`` with :data:`RECONNECTING_DETAIL` meanwhile; after
+        ``AGENT_PATIENCE_SECONDS`` (or a stop request) the last error is raised.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.agent_patience_seconds
+        waiting = False
+        while True:
+            try:
+                turn = await self._reply_until_stopped(
+                    prompt, writer, chat_id, message_id, **kwargs
+                )
+            except AgentError as err:
+                if err.category not in AGENT_UNREACHABLE or writer.deltas:
+                    raise
+                left = deadline - loop.time()
+                if left <= 0 or await self.log.cancel_requested(chat_id, message_id):
+                    raise
+                if not waiting:
+                    waiting = True
+                    logger.info("worker.agent_unreachable_waiting", category=err.category)
+                    await self.log.set_worker_state(chat_id, "queued", RECONNECTING_DETAIL)
+                pause = err.retry_after or PATIENCE_RETRY_SECONDS
+                await asyncio.sleep(min(pause, left))
+                continue
+            if waiting:
+                await self.log.set_worker_state(chat_id, "processing")
+            return turn
 
     async def _reply_until_stopped(
         self,

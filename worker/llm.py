@@ -211,14 +211,16 @@ class AgentClient:
                     continue
                 if self.metrics is not None:
                     self.metrics.agent_errors.labels(err.category).inc()
-                if counts_against_agent(err):
-                    self.breaker.record_failure()
                 if (
                     not err.retryable
                     or shown.emitted
                     or attempt >= self.max_attempts
                     or self.breaker.is_open
                 ):
+                    # One failed request counts once, however often it was tried: a single
+                    # message the agent chokes on never opens the breaker for other chats.
+                    if counts_against_agent(err):
+                        self.breaker.record_failure()
                     if err is exc:
                         raise
                     raise err from exc

@@ -91,8 +91,10 @@ class AnswerLog(ChunkLog, ToolLog, Protocol):
         """Event id of the stored reply to ``message_id``, if any."""
         ...
 
-    async def set_worker_state(self, chat_id: str, state: WorkerState) -> str:
-        """Record and broadcast the chat's worker state."""
+    async def set_worker_state(
+        self, chat_id: str, state: WorkerState, detail: str | None = None
+    ) -> str:
+        """Record and broadcast the chat's worker state (``detail``: a visitor-facing note)."""
         ...
 
     async def streaming_reply(self, chat_id: str) -> str | None:

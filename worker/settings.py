@@ -68,6 +68,9 @@ class WorkerSettings(BusSettings):
     #: Consecutive agent failures that open the circuit breaker, and for how long.
     agent_circuit_threshold: int = Field(3, ge=1)
     agent_circuit_open_seconds: float = Field(10.0, gt=0)
+    #: While the agent cannot be reached, a message waits (state ``queued``, "Terra is
+    #: reconnecting to her model") this long before the visitor gets the apology.
+    agent_patience_seconds: float = Field(120.0, ge=0, le=3600)
     #: Replaces the prompt generated from the tool registry (``tools.build_system_prompt``).
     system_prompt: str | None = None
 

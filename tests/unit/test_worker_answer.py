@@ -16,7 +16,13 @@ from bus import BusUnavailable
 from bus.schemas import MessagePosted, WorkerState
 from tools import Tool, ToolContext, ToolParams, ToolRegistry
 from tools.base import JsonObject
-from worker.answer import AGENT_APOLOGY, AnswerHandler, AnswerInterrupted, AnswerProgress
+from worker.answer import (
+    AGENT_APOLOGY,
+    RECONNECTING_DETAIL,
+    AnswerHandler,
+    AnswerInterrupted,
+    AnswerProgress,
+)
 from worker.errors import AgentError
 from worker.metrics import WorkerMetrics
 from worker.ports import AnswerLog, DeltaSink, ReasoningSink, ReplyStatus
@@ -103,8 +109,10 @@ class MemoryLog:
     async def reply_event_id(self, chat_id: str, message_id: str) -> str | None:
         return self.replies.get(message_id)
 
-    async def set_worker_state(self, chat_id: str, state: WorkerState) -> str:
-        self.events.append({"type": "workerState", "state": state})
+    async def set_worker_state(
+        self, chat_id: str, state: WorkerState, detail: str | None = None
+    ) -> str:
+        self.events.append({"type": "workerState", "state": state, "detail": detail})
         return self._next_id()
 
     async def streaming_reply(self, chat_id: str) -> str | None:
@@ -400,3 +408,49 @@ async def test_a_tool_round_runs_the_tool_announces_it_and_remembers_it() -> Non
     assert saved[0]["tool_calls"][0]["id"] == "call_1"
     assert log.terra()[0].content == "Moss is green."
     assert chunks(log) == "Moss is green."
+
+
+async def test_an_unreachable_agent_makes_the_message_wait_then_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 9: a down agent (a vLLM restart) makes messages wait, not get the apology."""
+    monkeypatch.setattr("worker.answer.PATIENCE_RETRY_SECONDS", 0.01)
+    log = MemoryLog()
+    message = log.post("hi")
+    agent = ScriptedAgent(
+        AgentError("network", "could not reach the agent", retryable=True),
+        AgentError("circuit_open", "agent failing", retryable=False),
+        AgentTurn(content="Back again"),
+    )
+    answer, _, _ = handler(log, agent)
+
+    assert await answer.answer_job(CHAT, message.id) == "answered"
+    (reply,) = log.terra()
+    assert (reply.content, reply.status) == ("Back again", None)
+    waits = [e for e in log.events if e.get("detail") == RECONNECTING_DETAIL]
+    assert [e["state"] for e in waits] == ["queued"]
+
+
+async def test_patience_runs_out_into_the_apology(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("worker.answer.PATIENCE_RETRY_SECONDS", 0.01)
+    log = MemoryLog()
+    message = log.post("hi")
+    down = AgentError("network", "could not reach the agent", retryable=True)
+    agent = ScriptedAgent(*[down] * 1000)
+    answer, _, _ = handler(log, agent)
+    answer.settings = answer.settings.model_copy(update={"agent_patience_seconds": 0.05})
+
+    assert await answer.answer_job(CHAT, message.id) == "error"
+    (reply,) = log.terra()
+    assert reply.content == AGENT_APOLOGY
+
+
+async def test_a_request_error_is_not_waited_on() -> None:
+    log = MemoryLog()
+    message = log.post("hi")
+    agent = ScriptedAgent(
+        AgentError("http_error", "HTTP 400: bad template"), AgentTurn(content="x")
+    )
+    answer, _, _ = handler(log, agent)
+    assert await answer.answer_job(CHAT, message.id) == "error"
+    assert len(agent.requests) == 1

@@ -124,14 +124,27 @@ async def test_http_errors(
     assert len(await all_agent_requests(agent_url)) == attempts
 
 
-async def test_three_failures_open_the_circuit(client: AgentClient, agent_url: str) -> None:
+async def test_one_failing_request_never_opens_the_circuit_for_others(
+    client: AgentClient, agent_url: str
+) -> None:
+    """Issue 9: one message the agent fails on (tried 3 times) counts once, so the next
+    visitor's message is still tried."""
     with pytest.raises(AgentError):
         await reply(client, user("x [[demo:http=503]]"), ListSink())
+    assert len(await all_agent_requests(agent_url)) == 3  # retried
+    assert not client.breaker.is_open
+    turn = await reply(client, user("[[demo:echo]] ok"), ListSink())
+    assert turn.content
+
+
+async def test_three_failed_requests_in_a_row_open_the_circuit(client: AgentClient) -> None:
+    for i in range(3):
+        with pytest.raises(AgentError):
+            await reply(client, user(f"x{i} [[demo:http=503]]"), ListSink())
     assert client.breaker.is_open
     with pytest.raises(AgentError) as info:
         await reply(client, user("[[demo:echo]] ok"), ListSink())
     assert info.value.category == "circuit_open"
-    assert len(await all_agent_requests(agent_url)) == 3
 
 
 async def test_unreachable_agent_is_a_network_error() -> None:
