@@ -64,16 +64,8 @@ except ModuleNotFoundError as missing:  # run with a Python that lacks the proje
 
 from benchmarks.raw_server import RawPublisher
 from benchmarks.stalled import StalledSocket
-from bus import (
-    BusSettings,
-    ChatLog,
-    GatewayBus,
-    RedisOptions,
-    WorkerBus,
-    create_redis,
-    open_gateway_bus,
-    open_worker_bus,
-)
+from bus import BusSettings, ChatLog, GatewayBus, WorkerBus, open_gateway_bus, open_worker_bus
+from bus.client import RedisOptions, create_redis
 from demo.launcher import Child, Launcher, LaunchOptions, free_port, redis_url, redis_version
 
 __all__ = ["main"]

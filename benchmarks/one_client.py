@@ -26,7 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusKeys, ChatLog
+from bus.client import create_redis
 from demo.launcher import Launcher, LaunchOptions, free_port, redis_url
 
 __all__ = ["main"]

@@ -3,13 +3,12 @@
 Only this package knows Redis. A process loads :class:`BusSettings` and opens its role's
 front end: the gateway :func:`open_gateway_bus`, the worker :func:`open_worker_bus` (and
 :func:`open_arq_redis` for scheduled jobs). Every operation raises only :class:`BusError`
-and its subclasses. The classes behind the front ends (``ChatLog``, ``JobQueue``, ...) live
-in their modules for the bus's own tests and tools.
+and its subclasses. ``ChatLog``, ``JobQueue``, ``ChatLease`` and ``Presence`` are exported as the
+types of the worker bus's parts; the rest (the live feed, the rate limiter, the client factory)
+stays inside the bus.
 """
 
-# Transitional: the classes behind the front ends, until every caller has moved.
-from bus.chatlog import AcceptedMessage, ChatLimits, ChatLog, EventRecord, compare_ids, is_stream_id
-from bus.client import RedisOptions, create_redis
+from bus.chatlog import AcceptedMessage, ChatLog, EventRecord, compare_ids, is_stream_id
 from bus.errors import (
     BacklogFull,
     BusError,
@@ -19,19 +18,12 @@ from bus.errors import (
     SchemaError,
 )
 from bus.gateway_bus import FeedStatus, GatewayBus, open_gateway_bus
-from bus.jobs import (
-    Delivery,
-    JobQueue,
-)
+from bus.jobs import Delivery, JobQueue
 from bus.keys import BusKeys, is_valid_chat_id
 from bus.lease import ChatLease
 from bus.presence import Presence
-from bus.pubsub import ChatFeed, Listener, LogRestarted, SlowConsumer
-from bus.ratelimit import (
-    Budget,
-    RateDecision,
-    RateLimiter,
-)
+from bus.pubsub import LogRestarted, SlowConsumer
+from bus.ratelimit import Budget, RateDecision
 from bus.scheduler import close_arq_redis, open_arq_redis
 from bus.settings import BusSettings
 from bus.worker_bus import WorkerBus, open_worker_bus
@@ -45,28 +37,22 @@ __all__ = [
     "BusRejected",
     "BusSettings",
     "BusUnavailable",
-    "ChatFeed",
     "ChatLease",
-    "ChatLimits",
     "ChatLog",
     "Delivery",
     "EventRecord",
     "FeedStatus",
     "GatewayBus",
     "JobQueue",
-    "Listener",
     "LogRestarted",
     "Presence",
     "RateDecision",
-    "RateLimiter",
-    "RedisOptions",
     "ResumeGap",
     "SchemaError",
     "SlowConsumer",
     "WorkerBus",
     "close_arq_redis",
     "compare_ids",
-    "create_redis",
     "is_stream_id",
     "is_valid_chat_id",
     "open_arq_redis",

@@ -19,8 +19,9 @@ import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bus import BusError, BusKeys, ChatLog, create_redis
+from bus import BusError, BusKeys, ChatLog
 from bus.chatlog import EventRecord
+from bus.client import create_redis
 from tests.support.redis_server import RedisServer
 from tests.support.system import Process, System
 from tests.support.wait import wait_until

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusKeys, ChatLog
+from bus.client import create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
 from gateway.app import create_app
 from gateway.settings import GatewaySettings

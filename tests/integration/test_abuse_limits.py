@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bus import GatewayBus, create_redis
+from bus import GatewayBus
+from bus.client import create_redis
 from gateway.app import create_app
 from tests.integration.conftest import gateway_settings
 from tests.support.redis_server import RedisServer

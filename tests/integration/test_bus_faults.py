@@ -14,9 +14,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bus import BusError, BusKeys, ChatFeed, ChatLog, JobQueue, create_redis
+from bus import BusError, BusKeys, ChatLog, JobQueue
 from bus.chatlog import EventRecord
-from bus.pubsub import LogRestarted
+from bus.client import create_redis
+from bus.pubsub import ChatFeed, LogRestarted
 from bus.schemas import StreamReset, decode_event
 from gateway.streaming import v1_frame_json
 from tests.support.redis_server import RedisServer

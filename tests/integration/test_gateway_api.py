@@ -451,7 +451,9 @@ async def test_resume_from_a_trimmed_point_gives_resync(redis_server: RedisServe
             first = await (
                 await post(s, server, "trim", {"content": "q", "accessCode": ACCESS_CODE})
             ).json()
-            from bus import BusKeys, ChatLimits, ChatLog, create_redis
+            from bus import BusKeys, ChatLog
+            from bus.chatlog import ChatLimits
+            from bus.client import create_redis
 
             redis = create_redis(redis_server.url, client_name="test")
             log = ChatLog(redis, BusKeys(), ChatLimits(events_maxlen=10))

@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusKeys, ChatLog
+from bus.client import create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
 from demo.agent_script import Quirk
 from tests.support.agent import agent_requests

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from bus import BusKeys, ChatLog, create_redis
-from bus.client import RedisOptions
+from bus import BusKeys, ChatLog
+from bus.client import RedisOptions, create_redis
 from tests.integration.test_ops_console import CHAT, Ran, interrupt, run_ops
 from tests.integration.test_redis_acl_tls import RedisTLS, redis_tls  # noqa: F401 (fixture)
 

@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusKeys, ChatLog
+from bus.client import create_redis
 from tests.support.redis_server import RedisServer
 from tests.support.system import ACCESS_CODE
 

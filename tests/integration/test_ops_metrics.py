@@ -19,7 +19,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusKeys, ChatLog
+from bus.client import create_redis
 from tests.integration.test_ops_console import CHAT, known_events, write_chat
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.system import ACCESS_CODE

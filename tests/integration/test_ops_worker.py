@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from bus import BusKeys, ChatLog, JobQueue, create_redis
+from bus import BusKeys, ChatLog, JobQueue
+from bus.client import create_redis
 from bus.ops import DeadLetter, OpsBus, open_ops_bus
 from bus.schemas import AnswerMessage, encode
 from bus.settings import BusSettings

@@ -26,7 +26,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
-from bus import BusKeys, ChatLog, Presence, RedisOptions, create_redis
+from bus import BusKeys, ChatLog, Presence
+from bus.client import RedisOptions, create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
 from demo.launcher import redis_major
 from tests.support.redis_server import free_port, redis_server_binary

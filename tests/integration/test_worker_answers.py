@@ -11,7 +11,8 @@ import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from bus import BusKeys, ChatLog, Presence, create_redis, open_worker_bus
+from bus import BusKeys, ChatLog, Presence, open_worker_bus
+from bus.client import create_redis
 from bus.schemas import WorkerHeartbeat
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tests.support.agent import agent_requests

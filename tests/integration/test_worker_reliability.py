@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from bus import BusKeys, ChatLease, ChatLog, JobQueue, Presence, create_redis
+from bus import BusKeys, ChatLease, ChatLog, JobQueue, Presence
+from bus.client import create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tests.support.agent import agent_requests
 from tests.support.redis_server import RedisServer

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusKeys, ChatLog
+from bus.client import create_redis
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 from tests.support.worker_settings import fast_settings

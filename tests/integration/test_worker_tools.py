@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from bus import BusKeys, ChatLog, create_redis
+from bus import BusKeys, ChatLog
 from bus.chatlog import EventRecord
+from bus.client import create_redis
 from bus.schemas import EVENT_TYPES_V1
 from tests.support.agent import agent_requests
 from tests.support.wait import wait_until

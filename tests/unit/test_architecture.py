@@ -50,3 +50,21 @@ def test_mypy_is_clean() -> None:
         [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_the_bus_exports_its_front_ends_not_its_redis_plumbing() -> None:
+    """Callers get role front ends, schemas' neighbours and errors; never a Redis client."""
+    import bus
+
+    assert sorted(bus.__all__) == sorted(
+        [
+            *("open_gateway_bus", "GatewayBus", "FeedStatus"),
+            *("open_worker_bus", "WorkerBus", "ChatLog", "JobQueue", "ChatLease", "Presence"),
+            *("open_arq_redis", "close_arq_redis", "BusSettings", "BusKeys"),
+            *("BusError", "BusUnavailable", "BusRejected", "BacklogFull", "ResumeGap"),
+            *("SchemaError", "SlowConsumer", "LogRestarted"),
+            *("AcceptedMessage", "Delivery", "EventRecord", "RateDecision", "Budget"),
+            *("compare_ids", "is_stream_id", "is_valid_chat_id"),
+        ]
+    )
+    assert not hasattr(bus, "create_redis")

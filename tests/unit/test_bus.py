@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from bus import BusKeys, ChatLimits, ChatLog, RateLimiter, compare_ids, is_valid_chat_id
-from bus.chatlog import is_stream_id
+from bus import BusKeys, ChatLog, compare_ids, is_valid_chat_id
+from bus.chatlog import ChatLimits, is_stream_id
 from bus.errors import ResumeGap, SchemaError
+from bus.ratelimit import RateLimiter
 from bus.schemas import MessagePosted, decode_event, decode_job, encode, render_frame
 
 

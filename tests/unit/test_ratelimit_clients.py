@@ -5,7 +5,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from bus import Budget, RateLimiter
+from bus import Budget
+from bus.ratelimit import RateLimiter
 from gateway.net import client_key
 
 
