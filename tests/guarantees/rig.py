@@ -17,7 +17,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bus import BusKeys, create_redis
+from bus import BusKeys
+from bus.client import create_redis
 from tests.guarantees.plan import Plan
 from tests.support.redis_server import RedisServer
 from tests.support.system import Process, System
