@@ -274,10 +274,14 @@ class ChatFeed:
                 await self._read(pubsub)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                # Any failure, a chat-log read's BusUnavailable during a Redis restart included,
+                # reconnects: the feed task must never end while the gateway serves sockets.
                 self._connected.clear()
                 if self._stopping:
                     return
+                if not isinstance(exc, RedisError | OSError | BusError):
+                    log.exception("bus.feed_failed")
                 self.reconnects += 1
                 delay = min(MAX_BACKOFF, 0.2 * 2**attempt) * (0.5 + random.random() / 2)
                 attempt += 1

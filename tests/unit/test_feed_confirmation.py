@@ -7,6 +7,8 @@ pub/sub copies are still buffered. Those copies are duplicates, not a new log.
 
 from __future__ import annotations
 
+import asyncio
+
 import fakeredis
 
 from bus.chatlog import ChatLog
@@ -46,3 +48,36 @@ async def test_first_events_read_back_by_the_confirmation_are_not_a_log_restart(
     assert listener.queue.qsize() == 1
     assert (await listener.get()).event_id == live
     await redis.aclose()
+
+
+async def test_a_chat_log_outage_during_a_confirmation_reconnects_the_feed() -> None:
+    """A Redis restart made a log read raise BusUnavailable inside the reader loop, which
+    ended the feed task silently: open sockets got no more frames, ever."""
+    from bus.errors import BusUnavailable
+    from tests.support.wait import wait_until
+
+    redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+    log = ChatLog(redis, KEYS)
+    feed = ChatFeed(redis, KEYS, log)
+    real = log.last_event_id
+    calls = 0
+
+    async def flaky(chat_id: str) -> str | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BusUnavailable("Redis unreachable (ConnectionError)")
+        return await real(chat_id)
+
+    log.last_event_id = flaky  # type: ignore[method-assign]
+    feed.start()
+    try:
+        async with feed.listen("c") as listener:  # confirmed after the reconnect
+            event_id = await log.append_event("c", '{"type":"workerState","state":"queued"}')
+            record = await asyncio.wait_for(listener.get(), 10)
+        assert record.event_id == event_id
+        assert feed.reconnects == 1
+        await wait_until(lambda: feed.connected, timeout=5, message="the feed to reconnect")
+    finally:
+        await feed.close()
+        await redis.aclose()
