@@ -296,11 +296,12 @@ class Worker:
         interval = self.settings.reclaim_interval_ms / 1000
         while not self._stopping.is_set():
             await self._pause(interval)
-            room = self._room()
-            if room == 0 or self._stopping.is_set():
+            if self._stopping.is_set():
                 continue
             try:
-                await self._take_over_departed(room)
+                # Even with every slot busy: a departed worker's replies were already under
+                # way, so they take the next free slot, ahead of new jobs.
+                await self._take_over_departed(max(self._room(), 1))
                 room = self._room()
                 if room == 0:
                     continue
