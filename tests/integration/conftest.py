@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
 
 from bus import BusKeys, ChatLog
 from bus.client import create_redis
@@ -48,6 +49,16 @@ async def chat_log(redis_server: RedisServer) -> AsyncIterator[ChatLog]:
         yield ChatLog(redis, BusKeys())
     finally:
         await redis.aclose()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A raw client on the test's redis-server, to inspect or arrange what the bus stored."""
+    client = create_redis(redis_server.url, client_name="test")
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -3,15 +3,12 @@ workers trim only finished jobs (real redis-server)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bus.chatlog import ChatLimits, ChatLog
-from bus.client import create_redis
 from bus.errors import BacklogFull
 from bus.jobs import JobQueue
 from bus.keys import BusKeys
@@ -26,18 +23,11 @@ KEYS = BusKeys()
 CAP = 20
 
 
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = create_redis(redis_server.url, client_name="test")
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-async def test_a_full_backlog_refuses_new_messages_and_drops_no_accepted_job(redis: Redis) -> None:
-    log = ChatLog(redis, KEYS, ChatLimits(jobs_maxlen=CAP))
-    queue = JobQueue(redis, KEYS, "w1")
+async def test_a_full_backlog_refuses_new_messages_and_drops_no_accepted_job(
+    redis_client: Redis,
+) -> None:
+    log = ChatLog(redis_client, KEYS, ChatLimits(jobs_maxlen=CAP))
+    queue = JobQueue(redis_client, KEYS, "w1")
     await queue.ensure_group()
     accepted = [
         (await log.accept_visitor_message(f"c{i}", f"hello {i}")).job_id for i in range(CAP)
@@ -53,14 +43,14 @@ async def test_a_full_backlog_refuses_new_messages_and_drops_no_accepted_job(red
     # Finished jobs are trimmed when acked; pending ones stay; room comes back.
     for delivery in deliveries[:5]:
         await queue.ack(delivery.entry_id)
-    assert await redis.xlen(KEYS.jobs) == CAP - 5
-    assert (await redis.xpending(KEYS.jobs, KEYS.jobs_group))["pending"] == CAP - 5
+    assert await redis_client.xlen(KEYS.jobs) == CAP - 5
+    assert (await redis_client.xpending(KEYS.jobs, KEYS.jobs_group))["pending"] == CAP - 5
     await log.accept_visitor_message("late", "now there is room")
 
 
-async def test_trimming_never_drops_a_job_not_yet_delivered(redis: Redis) -> None:
-    log = ChatLog(redis, KEYS, ChatLimits(jobs_maxlen=CAP))
-    queue = JobQueue(redis, KEYS, "w1")
+async def test_trimming_never_drops_a_job_not_yet_delivered(redis_client: Redis) -> None:
+    log = ChatLog(redis_client, KEYS, ChatLimits(jobs_maxlen=CAP))
+    queue = JobQueue(redis_client, KEYS, "w1")
     await queue.ensure_group()
     for i in range(3):
         await log.accept_visitor_message("c", f"first {i}")
@@ -74,22 +64,22 @@ async def test_trimming_never_drops_a_job_not_yet_delivered(redis: Redis) -> Non
     assert len(waiting) == 4
 
 
-async def test_dead_letter_is_copied_and_acked_in_one_step(redis: Redis) -> None:
-    log = ChatLog(redis, KEYS, ChatLimits(jobs_maxlen=CAP))
-    queue = JobQueue(redis, KEYS, "w1")
+async def test_dead_letter_is_copied_and_acked_in_one_step(redis_client: Redis) -> None:
+    log = ChatLog(redis_client, KEYS, ChatLimits(jobs_maxlen=CAP))
+    queue = JobQueue(redis_client, KEYS, "w1")
     await queue.ensure_group()
     await log.accept_visitor_message("c", "doomed")
     (delivery,) = await queue.read(count=1, block_ms=100)
     await queue.dead_letter(delivery, "delivered too often")
-    (entry,) = await redis.xrange(KEYS.dead_letters)
+    (entry,) = await redis_client.xrange(KEYS.dead_letters)
     assert entry[1]["reason"] == "delivered too often"
     assert entry[1]["entry_id"] == delivery.entry_id
-    assert (await redis.xpending(KEYS.jobs, KEYS.jobs_group))["pending"] == 0
-    assert await redis.xlen(KEYS.jobs) == 0
+    assert (await redis_client.xpending(KEYS.jobs, KEYS.jobs_group))["pending"] == 0
+    assert await redis_client.xlen(KEYS.jobs) == 0
 
 
 async def test_the_gateway_answers_503_with_retry_after_when_the_backlog_is_full(
-    redis_server: RedisServer, redis: Redis
+    redis_server: RedisServer, redis_client: Redis
 ) -> None:
     server = TestServer(create_app(gateway_settings(redis_server.url, jobs_maxlen=2)))
     await server.start_server()
@@ -107,4 +97,4 @@ async def test_the_gateway_answers_503_with_retry_after_when_the_backlog_is_full
                 assert "try again" in (await response.json())["error"]
     finally:
         await server.close()
-    assert await redis.xlen(KEYS.jobs) == 2
+    assert await redis_client.xlen(KEYS.jobs) == 2
