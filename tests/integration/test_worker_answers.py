@@ -281,11 +281,17 @@ async def test_metrics_are_exposed_on_a_local_port(
     async with Worker(settings):
         message_id = await post(chatlog, "counted", "[[demo:echo]] count me")
         await wait_reply(chatlog, "counted", message_id)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/metrics") as resp,
-        ):
-            text = await resp.text()
+
+        async def finished() -> str | None:
+            # The reply is stored before the job is acked and counted: wait for the count.
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+            ):
+                text = await resp.text()
+            return text if 'jobs_total{outcome="answered"} 1.0' in text else None
+
+        text = await wait_until(finished, timeout=10, message="the job to be counted")
     assert 'terrarium_worker_jobs_total{outcome="answered"} 1.0' in text
     assert "terrarium_worker_time_to_first_token_seconds_count 1.0" in text
     assert "terrarium_worker_active_jobs 0.0" in text
