@@ -329,7 +329,8 @@ class Worker:
         departed = [name for name in await self.bus.presence.departed() if name != self.name]
         for name in departed:
             self._holds.mark_departed(name, self.settings.chat_lease_ms / 1000)
-            deliveries = await self.bus.jobs.take_over(name, count=max(room, 1) * 10)
+            count = max(room, 1) * 10
+            deliveries = await self.bus.jobs.take_over(name, count=count)
             for delivery in deliveries:
                 self.metrics.handovers.labels("from_departed").inc()
                 logger.info(
@@ -339,7 +340,8 @@ class Worker:
                     deliveries=delivery.deliveries,
                 )
                 self._spawn(delivery)
-            await self.bus.presence.forget(name)
+            if len(deliveries) < count:  # all of its jobs are ours: forget it
+                await self.bus.presence.forget(name)
             logger.warning("worker.departed_worker_taken_over", departed=name, jobs=len(deliveries))
 
     async def _keepalive_loop(self) -> None:
