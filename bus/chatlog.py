@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bus import scripts
-from bus.errors import BacklogFull, BusUnavailable, ResumeGap, translates_redis_errors
+from bus.errors import BacklogFull, ResumeGap, as_bus_error, translates_redis_errors
 from bus.keys import BusKeys
 from bus.schemas import (
     AnswerMessage,
@@ -200,7 +200,7 @@ class ChatLog:
                 ],
             )
         except RedisError as exc:
-            raise BusUnavailable("could not store the visitor message") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         if result[0] == "full":
             raise BacklogFull(f"{lim.jobs_maxlen} unfinished jobs: the backlog is full")
         if result[0] == "dup":
@@ -238,7 +238,7 @@ class ChatLog:
                 ],
             )
         except RedisError as exc:
-            raise BusUnavailable("could not append to the chat log") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         return str(event_id)
 
     async def append_chunk(
@@ -267,7 +267,7 @@ class ChatLog:
                 ],
             )
         except RedisError as exc:
-            raise BusUnavailable("could not append a chunk") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         return str(event_id), bool(int(cancelled))
 
     async def finish_reply(
@@ -317,7 +317,7 @@ class ChatLog:
                 ],
             )
         except RedisError as exc:
-            raise BusUnavailable("could not store the reply") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         if result[0] == "dup":
             return {"eventId": str(result[1])}, True
         return render_frame(encode(message), str(result[1])), False
@@ -336,7 +336,7 @@ class ChatLog:
         try:
             value = await self.redis.hget(self.keys.chat_meta(chat_id), "streaming")  # type: ignore[misc]
         except RedisError as exc:
-            raise BusUnavailable("could not read the chat meta") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         return str(value) if value is not None else None
 
     async def request_cancel(self, chat_id: str, message_id: str, ttl_ms: int = 600_000) -> None:
@@ -344,7 +344,7 @@ class ChatLog:
         try:
             await self.redis.set(self.keys.chat_cancel(chat_id), message_id, px=ttl_ms)
         except RedisError as exc:
-            raise BusUnavailable("could not record the cancel request") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
 
     async def cancel_requested(self, chat_id: str, message_id: str) -> bool:
         """True when the visitor asked to stop the reply to ``message_id``."""
@@ -369,7 +369,7 @@ class ChatLog:
                 pipe.pexpire(key, self.limits.retention_ms)
                 await pipe.execute()
         except RedisError as exc:
-            raise BusUnavailable("could not save the tool turns") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
 
     async def tool_turns(
         self, chat_id: str, message_ids: Sequence[str]
@@ -382,7 +382,7 @@ class ChatLog:
         try:
             values = await self.redis.hmget(self.keys.chat_memory(chat_id), ids)  # type: ignore[misc]
         except RedisError as exc:
-            raise BusUnavailable("could not read the tool turns") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         found: dict[str, list[dict[str, Any]]] = {}
         for message_id, raw in zip(ids, values, strict=True):
             if raw is None:

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bus import scripts
 from bus.chatlog import parse_id
-from bus.errors import BusUnavailable, SchemaError, translates_redis_errors
+from bus.errors import SchemaError, as_bus_error, translates_redis_errors
 from bus.keys import BusKeys
 from bus.schemas import AnswerMessage, decode_job, iso_now
 
@@ -98,7 +98,7 @@ class JobQueue:
                 return []
             raise
         except RedisError as exc:
-            raise BusUnavailable("could not read jobs") from exc
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         out: list[Delivery] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

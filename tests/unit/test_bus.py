@@ -183,3 +183,25 @@ async def test_unanswered_until_pages_back_to_the_last_answer(log: ChatLog) -> N
     assert [m.id for _, m in pending] == ids[3:6]
     assert await log.unanswered_until("p", ids[1], page=2) == []  # already answered
     assert await log.unanswered_until("p", "unknown", page=2) == []
+
+
+async def test_a_refused_command_is_a_rejection_not_an_outage(log: ChatLog) -> None:
+    """A NOPERM (ACL) on a chat write is configuration, not 'Redis unreachable': the worker
+    must not wait and retry it as an outage."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import NoPermissionError
+
+    from bus.errors import BusRejected, BusUnavailable
+
+    async def refused(**_: object) -> None:
+        raise NoPermissionError("NOPERM this user has no permissions to run the 'xadd' command")
+
+    async def unreachable(**_: object) -> None:
+        raise RedisConnectionError("Connection refused")
+
+    log._accept = refused  # type: ignore[assignment]
+    with pytest.raises(BusRejected):
+        await log.accept_visitor_message("c", "hi")
+    log._accept = unreachable  # type: ignore[assignment]
+    with pytest.raises(BusUnavailable):
+        await log.accept_visitor_message("c", "hi")
