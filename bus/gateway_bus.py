@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 from redis.asyncio import Redis
@@ -18,6 +17,7 @@ from redis.asyncio import Redis
 from bus.chatlog import AcceptedMessage, ChatLog, EventRecord
 from bus.client import create_redis
 from bus.errors import translates_redis_errors
+from bus.frontend import FrontEnd
 from bus.jobs import JobQueue
 from bus.keys import BusKeys
 from bus.presence import Presence
@@ -40,7 +40,7 @@ class FeedStatus:
 
 
 @translates_redis_errors
-class GatewayBus:
+class GatewayBus(FrontEnd):
     """Accept visitors' messages, read chats, follow them live, count rate limits."""
 
     def __init__(
@@ -51,7 +51,7 @@ class GatewayBus:
         queue_size: int = 1000,
         queue_bytes: int | None = None,
     ) -> None:
-        self._redis = redis
+        super().__init__(redis)
         self._keys = BusKeys(settings.redis_key_prefix)
         self._log = ChatLog(redis, self._keys, settings.limits)
         self._feed = ChatFeed(
@@ -69,23 +69,11 @@ class GatewayBus:
     async def aclose(self) -> None:
         """Stop the live feed and close the connection pool."""
         await self._feed.close()
-        await self._redis.aclose()
+        await super().aclose()
 
     async def __aenter__(self) -> Self:
         self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def ping(self) -> None:
-        """Round trip to Redis; raises :class:`bus.errors.BusUnavailable` when it fails."""
-        await self._redis.ping()
 
     # --- visitors' messages ------------------------------------------------------------
     async def accept_message(

@@ -14,8 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -25,6 +24,7 @@ from bus import scripts
 from bus.chatlog import ChatLog, EventRecord, parse_id
 from bus.client import create_redis
 from bus.errors import BusError, translates_redis_errors
+from bus.frontend import FrontEnd
 from bus.keys import CHAT_ID_PATTERN, BusKeys, is_valid_chat_id
 from bus.schemas import (
     AnswerMessage,
@@ -228,11 +228,11 @@ class _ChatKeyShape:
 
 
 @translates_redis_errors
-class OpsBus:
+class OpsBus(FrontEnd):
     """Operators' reads (and one write) over a deployment's chats, jobs and dead letters."""
 
     def __init__(self, redis: Redis, settings: BusSettings) -> None:
-        self._redis = redis
+        super().__init__(redis)
         self._keys = BusKeys(settings.redis_key_prefix)
         self._limits = settings.limits
         self._log = ChatLog(redis, self._keys, settings.limits)
@@ -240,20 +240,6 @@ class OpsBus:
         self._channels = _ChatKeyShape(self._keys.chat_channel)
         self._requeue = redis.register_script(REQUEUE)
 
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # --- chats ---------------------------------------------------------------------------
     async def _chat_ids(self, id_prefix: str = "") -> list[str]:

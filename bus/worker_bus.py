@@ -12,14 +12,12 @@ Every operation raises only :mod:`bus.errors` exceptions.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 from redis.asyncio import Redis
 
 from bus.chatlog import ChatLog
 from bus.client import create_redis
 from bus.errors import translates_redis_errors
+from bus.frontend import FrontEnd
 from bus.jobs import JobQueue
 from bus.keys import BusKeys
 from bus.lease import ChatLease
@@ -30,13 +28,13 @@ __all__ = ["WorkerBus", "open_worker_bus"]
 
 
 @translates_redis_errors
-class WorkerBus:
+class WorkerBus(FrontEnd):
     """One worker process's bus (several workers may share a Redis; names must differ)."""
 
     def __init__(
         self, redis: Redis, settings: BusSettings, *, name: str, lease_ttl_ms: int = 30_000
     ) -> None:
-        self._redis = redis
+        super().__init__(redis)
         self.name = name
         keys = BusKeys(settings.redis_key_prefix)
         #: The chat logs: conversation reads, chunk and event writes, replies, tool memory.
@@ -47,25 +45,6 @@ class WorkerBus:
         self.leases = ChatLease(redis, keys, owner=name, ttl_ms=lease_ttl_ms)
         #: Worker heartbeats.
         self.presence = Presence(redis, keys)
-
-    async def ping(self) -> None:
-        """Round trip to Redis; raises :class:`bus.errors.BusUnavailable` when it fails."""
-        await self._redis.ping()
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def open_worker_bus(

@@ -15,12 +15,14 @@ class FakeLeases:
     def __init__(self, held: dict[str, str]) -> None:
         self.held = held
         self.me = "me"
+        self.refused = asyncio.Event()  # set once a try found the lease busy
 
     async def acquire(self, chat_id: str, *, departed: Collection[str] = ()) -> bool:
         holder = self.held.get(chat_id)
         if holder in (None, self.me) or holder in departed:
             self.held[chat_id] = self.me
             return True
+        self.refused.set()
         return False
 
     async def release(self, chat_id: str) -> None:
@@ -42,7 +44,7 @@ async def test_waiting_for_a_busy_lease_leaves_the_slot_to_other_chats() -> None
             answered.set()
 
     waiting = asyncio.create_task(wait_for_busy())
-    await asyncio.sleep(0)  # the busy job is waiting for its lease now
+    await asyncio.wait_for(leases.refused.wait(), 10)  # the busy job waits for its lease
     await asyncio.wait_for(asyncio.create_task(answer_free()), timeout=10)
     assert answered.is_set()
     leases.held["busy"] = "me"  # the other worker let go
