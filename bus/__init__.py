@@ -25,7 +25,7 @@ from bus.presence import Presence
 from bus.pubsub import LogRestarted, SlowConsumer
 from bus.ratelimit import Budget, RateDecision
 from bus.scheduler import close_arq_redis, open_arq_redis
-from bus.settings import BusSettings
+from bus.settings import BusSettings, describe_settings_error
 from bus.worker_bus import WorkerBus, open_worker_bus
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "WorkerBus",
     "close_arq_redis",
     "compare_ids",
+    "describe_settings_error",
     "is_stream_id",
     "is_valid_chat_id",
     "open_arq_redis",

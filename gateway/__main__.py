@@ -8,7 +8,7 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
-from bus.settings import describe_settings_error
+from bus import describe_settings_error
 from gateway.app import create_app
 from gateway.logs import protect_logs
 from gateway.settings import GatewaySettings

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from bus.settings import BusSettings
+from bus.settings import BusSettings, describe_settings_error
 
-__all__ = ["ConfigError", "OpsSettings", "describe_problems", "load_settings", "load_with"]
+__all__ = ["ConfigError", "OpsSettings", "load_settings", "load_with"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -24,15 +24,6 @@ class ConfigError(Exception):
 
 class OpsSettings(BusSettings):
     """What the console reads from the environment: the bus settings, nothing more."""
-
-
-def describe_problems(exc: ValidationError) -> str:
-    """``NAME (what is wrong)`` for each invalid setting, without the values."""
-    problems = sorted(
-        f"{str(err['loc'][0]).upper()} ({err['msg']})" if err["loc"] else err["msg"]
-        for err in exc.errors(include_input=False, include_url=False)
-    )
-    return "; ".join(problems)
 
 
 def load_with(factory: type[M], env_file: Path | None, **overrides: Any) -> M:
@@ -46,7 +37,7 @@ def load_with(factory: type[M], env_file: Path | None, **overrides: Any) -> M:
     try:
         return factory(_env_file=env_file, **values)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {describe_problems(exc)}") from None
+        raise ConfigError(f"invalid configuration: {describe_settings_error(exc)}") from None
 
 
 def load_settings(redis_url: str | None = None, env_file: Path | None = None) -> OpsSettings:

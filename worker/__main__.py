@@ -16,6 +16,7 @@ from typing import NoReturn, TypeVar
 import structlog
 from pydantic import ValidationError
 
+from bus import describe_settings_error
 from logsetup import configure_logging
 from tools.settings import ToolSettings
 from worker.jobs import Worker
@@ -44,11 +45,7 @@ def _load(factory: Callable[[], T]) -> T:
     try:
         return factory()  # required fields come from the environment
     except ValidationError as exc:
-        problems = sorted(
-            f"{str(err['loc'][0]).upper()} ({err['msg']})" if err["loc"] else err["msg"]
-            for err in exc.errors(include_input=False, include_url=False)
-        )
-        _refuse("; ".join(problems))
+        _refuse(describe_settings_error(exc))
 
 
 def _refuse(problems: str) -> NoReturn:
