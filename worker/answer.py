@@ -14,8 +14,11 @@ in-memory fakes of both. Rules:
 - **Stop.** A visitor's stop request is seen at the next chunk write, and by a watcher
   polling every ``CANCEL_POLL_MS`` while the agent is silent; the agent call is then
   cancelled and the partial answer stored with ``status: "stopped"``.
-- **Failures.** An agent failure (after its retries) stores the partial text plus
-  :data:`AGENT_APOLOGY` with status ``error``; any other surprise stores
+- **Agent outages.** An agent that cannot be reached, before or after text was shown, is
+  waited for up to ``AGENT_PATIENCE_SECONDS``, and an answer it broke off is started again
+  once it is back (:mod:`worker.patience`).
+- **Failures.** An agent failure (after its retries and that patience) stores the text on
+  screen plus :data:`AGENT_APOLOGY` with status ``error``; any other surprise stores
   :data:`UNEXPECTED_APOLOGY`. A bus error is raised untouched: the job stays pending and is
   tried again, never answered with an apology for the bus's trouble.
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
@@ -37,6 +40,7 @@ from worker.chunks import ChunkWriter
 from worker.conversation import MessageTooLong, PromptRules, build_prompt
 from worker.errors import AgentError
 from worker.metrics import WorkerMetrics
+from worker.patience import ReplyView, StoppedWhileWaiting, ride_out
 from worker.ports import Agent, AgentHealth, AnswerLog, ReasoningSink, ReplyStatus, ToolHost
 from worker.reasoning import ReasoningWriter
 from worker.settings import WorkerSettings
@@ -59,12 +63,6 @@ logger = structlog.get_logger("worker")
 AGENT_APOLOGY = "I had trouble talking to Terra's core service. Please try again shortly."
 #: The original worker's reply when something else went wrong.
 UNEXPECTED_APOLOGY = "Terra hit an unexpected issue. Please try again in a moment."
-#: What a visitor reads while the agent cannot be reached and the message waits.
-RECONNECTING_DETAIL = "Terra is reconnecting to her model"
-#: Agent failures that mean "unreachable" (not "this request failed"): the message waits.
-AGENT_UNREACHABLE = frozenset({"circuit_open", "network", "timeout"})
-#: While waiting for the agent, try again this often (seconds).
-PATIENCE_RETRY_SECONDS = 2.0
 #: The prompt is first looked for among this many Messages per turn kept.
 MESSAGES_PER_TURN = 4
 
@@ -166,22 +164,35 @@ class AnswerHandler:
             await self._finish(chat_id, message.id, err.sentence, "error", f"too_long: {err}")
             return "error"
         interval = self.settings.chunk_interval_ms / 1000
-        writer = ChunkWriter(
+        view = ReplyView(
             self.log, chat_id, message.id, interval_seconds=interval, metrics=self.metrics
         )
         thoughts = ReasoningWriter(self.log, chat_id, message.id, interval_seconds=interval)
         tools = self.tools.session(self.log, chat_id, message.id) if self.tools else None
+
+        async def attempt(writer: ChunkWriter, restart: bool) -> AgentTurn:
+            nonlocal prompt
+            if restart:  # the tool turns saved so far are part of the new prompt
+                prompt = await self._conversation(chat_id, event_id, message)
+            return await self._reply_until_stopped(
+                prompt, writer, chat_id, message.id, tools=tools, thoughts=thoughts
+            )
+
         try:
-            async with writer, thoughts:
-                turn = await self._reply_with_patience(
-                    prompt, writer, chat_id, message.id, tools=tools, thoughts=thoughts
+            async with thoughts:
+                turn = await ride_out(
+                    attempt, view, patience_seconds=self.settings.agent_patience_seconds
                 )
+        except StoppedWhileWaiting:
+            progress.tokens += view.deltas
+            await self._finish(chat_id, message.id, view.visible, "stopped", "stopped")
+            return "stopped"
         except AgentError as err:
-            progress.tokens += writer.deltas
+            progress.tokens += view.deltas
             if self.health is not None:
                 self.health.record_failure(err)
             logger.warning("worker.agent_failed", category=err.category, error=err.message)
-            partial = writer.text.rstrip()
+            partial = view.visible.rstrip()
             content = f"{partial}\n\n{AGENT_APOLOGY}" if partial else AGENT_APOLOGY
             await self._finish(chat_id, message.id, content, "error", err.detail)
             return "error"
@@ -195,52 +206,15 @@ class AnswerHandler:
         progress.tokens += turn.deltas
         if self.health is not None:
             self.health.record_reply(turn.latency_ms)
-        if turn.stopped:
-            await self._finish(chat_id, message.id, turn.content, "stopped", "stopped")
+        if turn.stopped:  # before a restarted attempt showed anything, the old text shows
+            content = turn.content or view.visible
+            await self._finish(chat_id, message.id, content, "stopped", "stopped")
             return "stopped"
         if turn.finish_reason == "length":  # cut at max_tokens: an answer, marked as such
             await self._finish(chat_id, message.id, turn.content, "truncated", "truncated")
             return "answered"
         await self._finish(chat_id, message.id, turn.content, "complete", None)
         return "answered"
-
-    async def _reply_with_patience(
-        self,
-        prompt: list[ChatCompletionMessageParam],
-        writer: ChunkWriter,
-        chat_id: str,
-        message_id: str,
-        **kwargs: Any,
-    ) -> AgentTurn:
-        """Reply; while the agent cannot be reached (nothing shown yet), wait and try again.
-
-        The chat shows ``queued`` with :data:`RECONNECTING_DETAIL` meanwhile; after
-        ``AGENT_PATIENCE_SECONDS`` (or a stop request) the last error is raised.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.agent_patience_seconds
-        waiting = False
-        while True:
-            try:
-                turn = await self._reply_until_stopped(
-                    prompt, writer, chat_id, message_id, **kwargs
-                )
-            except AgentError as err:
-                if err.category not in AGENT_UNREACHABLE or writer.deltas:
-                    raise
-                left = deadline - loop.time()
-                if left <= 0 or await self.log.cancel_requested(chat_id, message_id):
-                    raise
-                if not waiting:
-                    waiting = True
-                    logger.info("worker.agent_unreachable_waiting", category=err.category)
-                    await self.log.set_worker_state(chat_id, "queued", RECONNECTING_DETAIL)
-                pause = err.retry_after or PATIENCE_RETRY_SECONDS
-                await asyncio.sleep(min(pause, left))
-                continue
-            if waiting:
-                await self.log.set_worker_state(chat_id, "processing")
-            return turn
 
     async def _reply_until_stopped(
         self,

@@ -4,10 +4,13 @@
 seconds, one round trip per write (``append_chunk`` of the :class:`~worker.ports.ChunkLog`); see
 :class:`worker.coalesce.Coalescer` for the batching guarantees. The concatenated chunks of
 a reply equal its text. ``append_chunk`` reports a pending cancel request, after which
-:meth:`ChunkWriter.push` returns False.
+:meth:`ChunkWriter.push` returns False. A ``before_first`` coroutine runs before the first
+chunk is written (a restarted answer's ``streamReset``, :mod:`worker.patience`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from worker.coalesce import Coalescer
 from worker.metrics import WorkerMetrics
@@ -31,12 +34,14 @@ class ChunkWriter(Coalescer):
         *,
         interval_seconds: float,
         metrics: WorkerMetrics | None = None,
+        before_first: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(f"chunks:{chat_id}", interval_seconds=interval_seconds)
         self.chatlog = chatlog
         self.chat_id = chat_id
         self.reply_to = reply_to
         self.metrics = metrics
+        self.before_first = before_first
         self.chunks = 0
         self.deltas = 0
         self.cancelled = False
@@ -63,6 +68,8 @@ class ChunkWriter(Coalescer):
         return not self.cancelled
 
     async def _write(self, text: str) -> None:
+        if not self.chunks and self.before_first is not None:
+            await self.before_first()
         _, cancel = await self.chatlog.append_chunk(self.chat_id, self.reply_to, text)
         self.chunks += 1
         if self.metrics is not None:

@@ -18,13 +18,13 @@ from tools import Tool, ToolContext, ToolParams, ToolRegistry
 from tools.base import JsonObject
 from worker.answer import (
     AGENT_APOLOGY,
-    RECONNECTING_DETAIL,
     AnswerHandler,
     AnswerInterrupted,
     AnswerProgress,
 )
 from worker.errors import AgentError
 from worker.metrics import WorkerMetrics
+from worker.patience import RECONNECTING_DETAIL
 from worker.ports import AnswerLog, DeltaSink, ReasoningSink, ReplyStatus
 from worker.settings import WorkerSettings
 from worker.toolkit import ToolKit
@@ -317,10 +317,14 @@ async def test_stop_requested_before_the_answer_starts_skips_the_agent() -> None
     assert [(m.content, m.status) for m in log.terra()] == [("", "stopped")]
 
 
-async def test_agent_failure_keeps_what_was_shown_and_apologises() -> None:
+async def test_agent_failure_keeps_what_was_shown_and_apologises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.01)
     log = MemoryLog()
     message = log.post("hi")
-    agent = ScriptedAgent(AgentError("server_error", "after:Partial"))
+    # an error the agent reports mid-stream is retried once, then apologised for
+    agent = ScriptedAgent(*[AgentError("server_error", "after:Partial", retryable=True)] * 2)
     answer, health, _ = handler(log, agent)
 
     assert await answer.answer_job(CHAT, message.id) == "error"
@@ -414,7 +418,7 @@ async def test_an_unreachable_agent_makes_the_message_wait_then_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 9: a down agent (a vLLM restart) makes messages wait, not get the apology."""
-    monkeypatch.setattr("worker.answer.PATIENCE_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.01)
     log = MemoryLog()
     message = log.post("hi")
     agent = ScriptedAgent(
@@ -432,7 +436,7 @@ async def test_an_unreachable_agent_makes_the_message_wait_then_answers(
 
 
 async def test_patience_runs_out_into_the_apology(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("worker.answer.PATIENCE_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.01)
     log = MemoryLog()
     message = log.post("hi")
     down = AgentError("network", "could not reach the agent", retryable=True)
@@ -454,3 +458,144 @@ async def test_a_request_error_is_not_waited_on() -> None:
     answer, _, _ = handler(log, agent)
     assert await answer.answer_job(CHAT, message.id) == "error"
     assert len(agent.requests) == 1
+
+
+def after_last_reset(log: MemoryLog) -> list[dict[str, Any]]:
+    """The events after the last ``streamReset`` (all of them when there is none)."""
+    kinds = log.kinds()
+    start = len(kinds) - kinds[::-1].index("streamReset") if "streamReset" in kinds else 0
+    return log.events[start:]
+
+
+async def test_an_agent_lost_mid_stream_is_waited_for_and_the_answer_restarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 9: the agent going away after text was shown (a vLLM restart mid-answer) makes
+    the reply wait and start again once it is back, not end in the apology."""
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.01)
+    log = MemoryLog()
+    message = log.post("hi")
+    agent = ScriptedAgent(
+        AgentError("network", "after:Half an", retryable=True),  # the stream is cut
+        AgentError("network", "could not reach the agent", retryable=True),  # still down
+        AgentTurn(content="Whole answer"),
+    )
+    answer, health, metrics = handler(log, agent)
+
+    assert await answer.answer_job(CHAT, message.id) == "answered"
+    (reply,) = log.terra()
+    assert (reply.content, reply.status) == ("Whole answer", None)
+    assert len(agent.requests) == 3
+    # what was shown is kept while Terra waits, dropped just before the new attempt shows
+    # text, and what follows the reset is exactly the stored reply
+    kinds = log.kinds()
+    assert kinds.count("streamReset") == 1
+    first_reset = kinds.index("streamReset")
+    shown = [e for e in log.events[:first_reset] if e["type"] == "assistantChunk"]
+    assert "".join(e["content"] for e in shown) == "Half an"
+    waits = [e for e in log.events[:first_reset] if e["type"] == "workerState"]
+    assert [(e["state"], e["detail"]) for e in waits][-1] == ("queued", RECONNECTING_DETAIL)
+    tail = after_last_reset(log)
+    assert tail[0] == {"type": "workerState", "state": "processing", "detail": None}
+    assert "".join(e["content"] for e in tail if e["type"] == "assistantChunk") == reply.content
+    assert log.events[first_reset]["replyTo"] == message.id
+    assert metrics.registry.get_sample_value("terrarium_worker_stream_resets_total") == 1
+    assert health.replies == 1
+
+
+async def test_an_agent_lost_mid_stream_past_the_patience_keeps_the_text_and_apologises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.01)
+    log = MemoryLog()
+    message = log.post("hi")
+    down = AgentError("network", "could not reach the agent", retryable=True)
+    agent = ScriptedAgent(AgentError("timeout", "after:Half an", retryable=True), *[down] * 1000)
+    answer, _, _ = handler(log, agent)
+    answer.settings = answer.settings.model_copy(update={"agent_patience_seconds": 0.05})
+
+    assert await answer.answer_job(CHAT, message.id) == "error"
+    (reply,) = log.terra()
+    # nothing new was shown, so no reset: the visitor keeps the text, then the apology
+    assert (reply.content, reply.status) == (f"Half an\n\n{AGENT_APOLOGY}", "error")
+    assert "streamReset" not in log.kinds()
+    assert chunks(log) == "Half an"
+    assert len(agent.requests) > 2
+
+
+async def test_a_failing_restart_stores_what_it_showed_and_the_apology(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.01)
+    log = MemoryLog()
+    message = log.post("hi")
+    agent = ScriptedAgent(
+        AgentError("server_error", "after:First try", retryable=True),  # an in-stream error
+        AgentError("server_error", "after:Second try", retryable=True),  # again: give up
+        AgentTurn(content="never asked"),
+    )
+    answer, _, _ = handler(log, agent)
+
+    assert await answer.answer_job(CHAT, message.id) == "error"
+    (reply,) = log.terra()
+    assert (reply.content, reply.status) == (f"Second try\n\n{AGENT_APOLOGY}", "error")
+    assert log.kinds().count("streamReset") == 1
+    tail = after_last_reset(log)
+    shown = "".join(e["content"] for e in tail if e["type"] == "assistantChunk")
+    assert shown == "Second try"
+    assert reply.content.startswith(shown)
+    assert len(agent.requests) == 2
+
+
+async def test_a_request_error_after_text_is_not_restarted() -> None:
+    log = MemoryLog()
+    message = log.post("hi")
+    agent = ScriptedAgent(AgentError("unknown", "after:Half an"), AgentTurn(content="x"))
+    answer, _, _ = handler(log, agent)
+
+    assert await answer.answer_job(CHAT, message.id) == "error"
+    assert log.terra()[0].content == f"Half an\n\n{AGENT_APOLOGY}"
+    assert len(agent.requests) == 1
+    assert "streamReset" not in log.kinds()
+
+
+async def test_a_stop_while_waiting_for_the_agent_stores_what_was_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.01)
+    log = MemoryLog()
+    message = log.post("hi")
+    down = AgentError("network", "could not reach the agent", retryable=True)
+
+    class StopWhileDown(ScriptedAgent):
+        async def complete(self, *args: Any, **kwargs: Any) -> AgentTurn:
+            if len(self.requests) == 3:
+                log.cancel = message.id  # the visitor stops the waiting reply
+            return await super().complete(*args, **kwargs)
+
+    agent = StopWhileDown(AgentError("network", "after:Half an", retryable=True), *[down] * 100)
+    answer, _, _ = handler(log, agent)
+
+    assert await answer.answer_job(CHAT, message.id) == "stopped"
+    (reply,) = log.terra()
+    assert (reply.content, reply.status) == ("Half an", "stopped")
+    assert "streamReset" not in log.kinds()
+
+
+async def test_a_proxy_whose_model_is_down_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 502/503/504 (after the client's own retries) says the model behind a proxy is down;
+    a 500 says this request failed and is not waited on."""
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.01)
+    log = MemoryLog()
+    message = log.post("hi")
+    agent = ScriptedAgent(
+        AgentError("server_error", "HTTP 503", retryable=True, status=503),
+        AgentTurn(content="Back again"),
+    )
+    answer, _, _ = handler(log, agent)
+
+    assert await answer.answer_job(CHAT, message.id) == "answered"
+    assert log.terra()[0].content == "Back again"
+    assert ("queued", RECONNECTING_DETAIL) in [
+        (e["state"], e["detail"]) for e in log.events if e["type"] == "workerState"
+    ]
