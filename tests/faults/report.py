@@ -44,6 +44,7 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
     """Run every scenario once (sequentially: they share the machine's two cores)."""
     runs: dict[str, Callable[[Path], Awaitable[Any]]] = {
         "dead_worker": sc.dead_worker,
+        "agent_lost": sc.agent_lost,
         "slow_job": sc.slow_job,
         "poison": sc.poison_job,
         "worker_sigterm": sc.worker_sigterm,

@@ -32,9 +32,11 @@ from tests.support.clients import (
     readyz,
 )
 from tests.support.system import ACCESS_CODE
+from worker.patience import RECONNECTING_DETAIL
 
 __all__ = [
     "DEFAULT_TIMINGS_ENV",
+    "AgentLost",
     "DeadWorker",
     "GatewayRestart",
     "HungRedis",
@@ -46,6 +48,7 @@ __all__ = [
     "StopLatency",
     "TabClose",
     "WorkerSigterm",
+    "agent_lost",
     "dead_worker",
     "gateway_restart",
     "hung_redis",
@@ -180,6 +183,83 @@ def _v1_cleared(client: ChatClient, reply_to: str) -> bool:
         d.get("done") and not d.get("content") and texts[0] < i < texts[-1]
         for i, d in enumerate(frames[:final])
     )
+
+
+# --- 1a. the agent goes away mid-answer and comes back ----------------------------------------
+
+
+@dataclass
+class AgentLost:
+    """The agent process SIGKILLed while a reply streams, started again after a while."""
+
+    waited: bool  # the clients saw "queued: Terra is reconnecting to her model"
+    resume_seconds: float  # agent back -> the restarted answer's streamReset reached v2
+    replies: int  # Terra Messages answering the visitor message (history)
+    status: str | None  # the reply's status (None: a complete answer, not the apology)
+    resets_v2: int
+    v2_text_matches: bool  # chunks after the reset == the final Message
+    v1_cleared: bool  # the v1 client got an empty done chunk between the two attempts
+    v1_text_matches: bool
+    agent_requests_after: int  # completion requests the restarted agent got for it
+    v2: StreamCheck
+    v1: StreamCheck
+    sse: StreamCheck
+    pending_after: int
+
+
+async def agent_lost(workdir: Path, *, down_seconds: float = 3.0) -> AgentLost:
+    """Issue 9: a vLLM restart in the middle of an answer; the visitor gets the whole answer."""
+    chat, marker = "agent-lost", "al-marker"
+    async with fault_system(workdir) as h:
+        agent = h.system.agent
+        assert agent is not None
+        gw = h.gateway()
+        await h.worker("w1")
+        v2 = await ChatClient([gw.port], chat).start()
+        v1 = await ChatClient([gw.port], chat, v2=False).start()
+        sse = await ChatClient([gw.port], chat, transport="sse").start()
+        posted = await post_message(
+            gw.port, chat, f"Tell me a long story {marker} [[demo:tokens=120]] [[demo:delay=20]]"
+        )
+        message_id = posted.message_id
+        await v2.wait_for(lambda: len(v2.chunks(message_id)) >= 3, what="the reply to stream")
+        agent.kill()
+
+        def waiting() -> bool:
+            states = v2.of_type("workerState")
+            return any(f.data.get("detail") == RECONNECTING_DETAIL for f in states)
+
+        waited = bool(await v2.wait_for(waiting, within=20, what="the reply to wait"))
+        # the outage lasts this long by definition (past the client's own quick retries)
+        await asyncio.sleep(down_seconds)
+        await asyncio.to_thread(agent.start)
+        back_at = time.monotonic()
+        reset = await v2.wait_for(
+            lambda: v2.of_type("streamReset"), within=30, what="the restarted answer"
+        )
+        final = await v2.wait_reply(message_id, within=30)
+        await v1.wait_reply(message_id, within=10)
+        await sse.wait_reply(message_id, within=10)
+        await asyncio.sleep(0.3)  # the trailing done chunk and state
+        for client in (v2, v1, sse):
+            await client.stop()
+        events = await h.events(chat)
+        content = str(final.data["content"])
+        return AgentLost(
+            waited=waited,
+            resume_seconds=round(reset[0].at - back_at, 3),
+            replies=len(await h.terra_replies(chat, message_id)),
+            status=final.data.get("status"),
+            resets_v2=len(v2.of_type("streamReset")),
+            v2_text_matches=_text_after_reset(v2, message_id) == content,
+            v1_cleared=_v1_cleared(v1, message_id),
+            v1_text_matches=_text_after_reset(v1, message_id) == content,
+            agent_requests_after=await h.agent_requests(marker),
+            v2=check_stream(v2, events),
+            v1=check_stream(v1, events),
+            sse=check_stream(sse, events),
+            pending_after=len(await h.pending()),
+        )
 
 
 # --- 1b. a live but slow job is never taken over ------------------------------------------------
