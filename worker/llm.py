@@ -11,11 +11,11 @@ Retries and what the visitor sees. Failed attempts are retried with jittered exp
 backoff (timeouts, connection errors, 5xx, 429, an in-stream ``{"error": ...}`` object, a
 stream cut before the model finished), **but only while nothing has been pushed to the sink
 yet**. Once text has reached the visitor, a second attempt would produce a different text
-that the original front end cannot replace (it only appends chunks; a "stream reset" frame
-would be v=2 only), so a failure after the first delta is final: the caller keeps the
-partial text and adds the apology. In practice this retries exactly the common failures (agent
-down, 5xx/429 at request time, error before the first token) and never shows duplicated
-or contradictory text.
+that the original front end would append to the first, so a failure after the first delta is
+final here: the answer handler decides, and restarts the whole answer after a ``streamReset``
+when the agent was lost (:mod:`worker.patience`). In practice this retries exactly the common
+failures (agent down, 5xx/429 at request time, error before the first token) and never shows
+duplicated or contradictory text.
 
 How a stream ends (issue 16). ``[DONE]`` after a finish reason is an answer (a
 ``finish_reason`` of ``"length"`` is kept on the turn: the answer was cut at ``max_tokens``).
