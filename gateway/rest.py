@@ -15,6 +15,7 @@ from gateway.errors import json_error
 from gateway.history import dumps, page_headers, read_page
 from gateway.keys import AppKeys, RequestKeys
 from gateway.refusals import seconds_text
+from gateway.starters import starter_prompts
 
 __all__ = [
     "cancel_reply",
@@ -207,6 +208,12 @@ async def get_transcript(request: web.Request) -> web.Response:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    """``GET /api/config``: public facts the page needs (demo mode, base path)."""
+    """``GET /api/config``: public facts the page needs (demo mode, base path, starter prompts)."""
     settings = request.app[AppKeys.settings]
-    return web.json_response({"demoAgent": settings.demo_agent, "basePath": settings.base_path})
+    return web.json_response(
+        {
+            "demoAgent": settings.demo_agent,
+            "basePath": settings.base_path,
+            "starterPrompts": starter_prompts(settings.content_dir),
+        }
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
@@ -96,6 +97,9 @@ class GatewaySettings(BusSettings):
     #: A visitor request (not a stream) that waits longer than this on Redis gets a 503.
     request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     demo_agent: bool = False
+    #: The content bundle (shared with the worker's tools): the widget's starter prompts
+    #: come from its ``_starter-prompts.md`` (gateway.starters).
+    content_dir: Path = Path(__file__).resolve().parent.parent / "content"
     log_level: str = "INFO"
 
     @field_validator("chat_password", mode="before")

@@ -239,6 +239,13 @@ button:disabled { cursor: not-allowed; opacity: 0.55; }
 }
 .stream-piece > :last-child { margin-bottom: 8px; }
 .empty { color: var(--muted); text-align: center; font-size: 13.5px; margin: 24px 12px; }
+.empty p { margin: 0; }
+.starters { list-style: none; margin: 14px 0 0; padding: 0; display: flex; flex-direction: column; align-items: center; gap: 8px; }
+.starter {
+  border: 1px solid var(--border); background: var(--surface); color: var(--text); border-radius: 999px;
+  padding: 6px 14px; font-size: 13.5px; text-align: left; max-width: 100%;
+}
+.starter:hover { border-color: var(--accent); color: var(--accent-strong); }
 .msg { display: flex; flex-direction: column; max-width: 86%; }
 .msg.visitor { align-self: flex-end; align-items: flex-end; }
 .msg.terra { align-self: flex-start; }

@@ -83,7 +83,7 @@ export class TerraChatElement extends HTMLElement {
     this.session.addEventListener("change", (event) => this.#render(event.detail.parts));
     this.session.addEventListener("announce", (event) => this.#onReply(event.detail));
     loadMarkdown(this.assetBase).then(() => this.#rerenderAll());
-    this.#showDemoNote();
+    this.#loadConfig();
     this.session.resume();
     this.#render(new Set(["all"]));
     const wasOpen = readStorage(sessionStorage, OPEN_KEY) === "1";
@@ -269,7 +269,8 @@ export class TerraChatElement extends HTMLElement {
   #buildConversation() {
     const ui = this.ui;
     ui.messages = el("ol", { class: "messages", "aria-label": "Conversation" });
-    ui.empty = el("p", { class: "empty", text: "Say hello: Terra will answer here." });
+    ui.starters = el("ul", { class: "starters", "aria-label": COPY.startersLabel, hidden: true });
+    ui.empty = el("div", { class: "empty" }, el("p", { text: COPY.emptyChat }), ui.starters);
     ui.earlier = el("button", { class: "load-earlier", type: "button", hidden: true, text: COPY.earlier, onclick: () => this.#showEarlier() });
     ui.streamSlot = el("div", {});
     ui.typing = el(
@@ -817,13 +818,32 @@ export class TerraChatElement extends HTMLElement {
     this.#applyTheme();
   }
 
-  async #showDemoNote() {
+  /** GET /api/config: the demo note, and the starter prompts of the empty state. */
+  async #loadConfig() {
     try {
       const config = await this.session.api.config();
       this.ui.demoNote.hidden = !config?.demoAgent;
+      this.#renderStarters(config?.starterPrompts);
     } catch {
-      // No config route or gateway down: no note.
+      // No config route or gateway down: no note, no starters.
     }
+  }
+
+  /** One button per starter prompt (strings only; an older gateway sends none). */
+  #renderStarters(prompts) {
+    const texts = Array.isArray(prompts) ? prompts.filter((text) => typeof text === "string" && text.trim()) : [];
+    const buttons = texts.slice(0, 4).map((text) =>
+      el("li", {}, el("button", { class: "starter", type: "button", onclick: () => this.#sendStarter(text), text })),
+    );
+    this.ui.starters.replaceChildren(...buttons);
+    this.ui.starters.hidden = buttons.length === 0;
+  }
+
+  /** A starter prompt is sent as if typed; focus moves on to the composer. */
+  #sendStarter(text) {
+    if (!this.session?.send(text)) return;
+    this.#scrollToBottom();
+    this.ui.textarea.focus();
   }
 
   /** On phones the on-screen keyboard shrinks the visual viewport: size the panel to it. */

@@ -71,6 +71,9 @@ function renderTerra(item, { expanded, extras, onToggleThoughts, failure, onRetr
   const meta = el("div", { class: "msg-meta" }, el("time", { datetime: item.createdAt, text: formatTime(item.createdAt) }));
   if (text) meta.append(copyButton(COPY.copyAnswer, () => text, "copy-answer"));
   if (item.status === "stopped") meta.append(el("span", { class: "tag", text: COPY.stoppedTag }));
+  if (item.status === "truncated") {
+    meta.append(el("span", { class: "tag truncated", title: COPY.truncatedHint, text: COPY.truncatedTag }));
+  }
   if (item.status === "error") meta.append(el("span", { class: "tag warn", text: COPY.errorTag }));
   if (failure) {
     // The reason is in the notice line's "Details"; here only the way out.
