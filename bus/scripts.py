@@ -230,16 +230,18 @@ return acked
 """
 )
 
-#: Copy a job to the dead letters with its reason and acknowledge it, atomically (a crash
-#: can no longer dead-letter it twice). KEYS: jobs, dead letters.
-#: ARGV: group, entry id, dead-letter maxlen, field, value, ... -> dead-letter entry id
+#: Acknowledge a job and copy it to the dead letters with its reason, atomically (a crash
+#: can no longer dead-letter it twice), and only if it was still pending: run again (a reply
+#: lost and the command retried, or a worker that took the job over) it changes nothing.
+#: KEYS: jobs, dead letters. ARGV: group, entry id, dead-letter maxlen, field, value, ...
+#: -> dead-letter entry id, or false when the job was no longer pending
 JOBS_DEAD_LETTER = (
     _JOBS_TRIM_FN
     + """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
 local fields = {}
 for i = 4, #ARGV do table.insert(fields, ARGV[i]) end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 trim_finished(ARGV[1])
 return id
 """
