@@ -15,7 +15,7 @@ import openai
 
 from worker.errors import AgentError
 
-__all__ = ["CircuitBreaker", "classify_error", "counts_against_agent"]
+__all__ = ["CircuitBreaker", "classify_error", "counts_against_agent", "status_error"]
 
 #: A 429's ``Retry-After`` is honoured up to this many seconds.
 MAX_RETRY_AFTER_SECONDS = 10.0
@@ -77,28 +77,31 @@ def classify_error(exc: BaseException) -> AgentError:
         reason = type(cause).__name__ if cause is not None else "connection failed"
         return AgentError("network", f"could not reach the agent ({reason})", retryable=True)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status in (401, 403):
-            return AgentError("auth", f"HTTP {status}", status=status)
-        if status == 429:
-            return AgentError(
-                "http_error",
-                "HTTP 429 (rate limited)",
-                retryable=True,
-                status=429,
-                retry_after=_retry_after(exc),
-            )
-        if status >= 500:
-            return AgentError("server_error", f"HTTP {status}", retryable=True, status=status)
-        return AgentError("http_error", f"HTTP {status}: {_short(exc.message)}", status=status)
+        return status_error(exc.status_code, exc.message, exc.response.headers.get("retry-after"))
     if isinstance(exc, openai.APIError):
         # An in-stream {"error": {...}} object: the agent failed mid-generation.
         return AgentError("server_error", _short(exc.message), retryable=True)
     return AgentError("unknown", type(exc).__name__)
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
+def status_error(status: int, message: str, retry_after: str | None = None) -> AgentError:
+    """The :class:`AgentError` for an HTTP error answer (the openai client's or aiohttp's)."""
+    if status in (401, 403):
+        return AgentError("auth", f"HTTP {status}", status=status)
+    if status == 429:
+        return AgentError(
+            "http_error",
+            "HTTP 429 (rate limited)",
+            retryable=True,
+            status=429,
+            retry_after=_retry_after(retry_after),
+        )
+    if status >= 500:
+        return AgentError("server_error", f"HTTP {status}", retryable=True, status=status)
+    return AgentError("http_error", f"HTTP {status}: {_short(message)}", status=status)
+
+
+def _retry_after(value: str | None) -> float | None:
     try:
         return min(float(value), MAX_RETRY_AFTER_SECONDS) if value else None
     except ValueError:

@@ -1,4 +1,8 @@
-"""Terra's agent, through the ``openai`` package: streaming, retries, circuit breaker.
+"""Terra's agent: streaming, retries, circuit breaker.
+
+The streaming call goes through :class:`worker.agent_stream.AgentStreamer` (aiohttp and
+orjson, one pre-serialised body, plain dicts per chunk: the measurement behind that is in
+its module doc); the health probe and the error taxonomy stay the ``openai`` package's.
 
 One call to :meth:`AgentClient.complete` is one streamed completion (the
 :class:`worker.ports.Agent` port; :func:`worker.toolloop.reply` makes an answer of one or
@@ -45,6 +49,7 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+import orjson
 import structlog
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
@@ -52,6 +57,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from bus import BusError
 from bus.schemas import ComponentStatus, iso_now
 from worker.agent_failures import CircuitBreaker, classify_error, counts_against_agent
+from worker.agent_stream import AgentStreamer
 from worker.errors import AgentError
 from worker.holdback import AttemptSink, HoldBack
 from worker.metrics import WorkerMetrics
@@ -133,6 +139,9 @@ class AgentClient:
             timeout=timeout_seconds,
             max_retries=0,
         )
+        # The streaming call goes through aiohttp + orjson, not the client above: see
+        # worker.agent_stream for the measurement behind this.
+        self._streamer = AgentStreamer(base_url, api_key, timeout_seconds)
 
     @classmethod
     def from_settings(
@@ -157,7 +166,8 @@ class AgentClient:
         )
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
+        """Close the HTTP connection pools."""
+        await self._streamer.aclose()
         await self._client.close()
 
     # --- one completion --------------------------------------------------------------
@@ -269,65 +279,70 @@ class AgentClient:
         Tool-call deltas are merged by ``index`` (only a call's first delta carries its
         ``id`` and name). ``reasoning_content`` deltas go to ``thoughts``. With ``hold``
         (tool names), content from where a textual call of one of them may start is kept
-        out of ``sink`` and returned as ``turn.held`` (module doc). Raises openai
-        exceptions untranslated, :class:`EmptyReply` for a stream with no event, and a
-        retryable ``network`` :class:`AgentError` for one cut before its finish reason.
+        out of ``sink`` and returned as ``turn.held`` (module doc). Raises the
+        :class:`AgentError` of :class:`~worker.agent_stream.AgentStreamer`,
+        :class:`EmptyReply` for a stream with no event, and a retryable ``network``
+        :class:`AgentError` for one cut before its finish reason.
         """
         gate = HoldBack(sink, frozenset(hold)) if hold else None
         out: DeltaSink = gate if gate is not None else sink
         started = time.monotonic()
-        extra: dict[str, Any] = {}
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(messages),
+            "temperature": self.temperature,
+            "stream": True,
+        }
         if self.max_tokens is not None:
-            extra["max_tokens"] = self.max_tokens
+            request["max_tokens"] = self.max_tokens
         if tools:
-            extra["tools"] = tools
-            extra["tool_choice"] = "auto"
-        stream = await self._client.chat.completions.create(
-            model=self.model,
-            messages=list(messages),
-            temperature=self.temperature,
-            stream=True,
-            **extra,
-        )
+            request["tools"] = tools
+            request["tool_choice"] = "auto"
         turn = AgentTurn()
         content: list[str] = []
         reasoning: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         events = 0
+        stream = self._streamer.events(orjson.dumps(request))
         try:
             async for chunk in stream:
                 events += 1
-                if not chunk.choices:
+                choices = chunk.get("choices")
+                if not choices:
                     continue
-                choice = chunk.choices[0]
-                delta = choice.delta
-                if choice.finish_reason:
-                    turn.finish_reason = choice.finish_reason
-                extra_fields = delta.model_extra or {}
-                thought = extra_fields.get("reasoning_content")
-                if isinstance(thought, str) and thought:
+                choice = choices[0]
+                delta = choice.get("delta") or {}
+                finish = choice.get("finish_reason")
+                if finish:
+                    turn.finish_reason = finish
+                thought = delta.get("reasoning_content")
+                if thought and isinstance(thought, str):
                     reasoning.append(thought)
                     if thoughts is not None:
                         thoughts.push_reasoning(thought)
-                for call in delta.tool_calls or ():
-                    slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-                    if call.id:
-                        slot["id"] = call.id
-                    if call.function is not None:
-                        if call.function.name:
-                            slot["name"] = call.function.name
-                        if call.function.arguments:
-                            slot["arguments"] += call.function.arguments
-                if delta.content:
+                for call in delta.get("tool_calls") or ():
+                    slot = calls.setdefault(
+                        call.get("index", 0), {"id": "", "name": "", "arguments": ""}
+                    )
+                    if call.get("id"):
+                        slot["id"] = call["id"]
+                    function = call.get("function")
+                    if function:
+                        if function.get("name"):
+                            slot["name"] = function["name"]
+                        if function.get("arguments"):
+                            slot["arguments"] += function["arguments"]
+                text = delta.get("content")
+                if text:
                     if not content and self.metrics is not None:
                         self.metrics.time_to_first_token.observe(time.monotonic() - started)
-                    content.append(delta.content)
+                    content.append(text)
                     turn.deltas += 1
-                    if not out.push(delta.content):
+                    if not out.push(text):
                         turn.stopped = True
                         break
         finally:
-            await stream.close()
+            await stream.aclose()
         if not turn.stopped and turn.finish_reason is None:
             if events == 0:
                 raise EmptyReply("the server sent an empty stream (it refused the request)")

@@ -1,0 +1,142 @@
+"""The streaming completion call on the hot path: aiohttp, one pre-serialised body, orjson.
+
+Why not the ``openai`` package here (issue 10; ``python -m benchmarks.agent_call``, CPU of
+the calling process against the demo agent on loopback, the worker's request shape with 17
+turns and 10 tool schemas, 2-core box):
+
+=================================================  ==================  ===========
+path                                               ms / short request  µs / token
+=================================================  ==================  ===========
+``chat.completions.create(stream=True)``           7.2                 176
+openai's low-level ``post(content=bytes)`` + orjson 2.1                 21
+aiohttp + orjson (this module)                     1.45                7.4
+=================================================  ==================  ===========
+
+``create`` re-transforms the whole request on every call (a typed-dict walk over the
+messages and tool schemas) and builds a pydantic model per chunk. The low-level call with a
+pre-serialised body skips both but keeps httpx's send and line iteration, which alone would
+use ~40 % of the 50 µs per token budget; so the streaming call uses aiohttp, which the
+project already depends on. The ``openai`` package stays the
+client for everything else (the health probe, the error taxonomy in
+:mod:`worker.agent_failures`): failures here are raised as the same
+:class:`~worker.errors.AgentError` categories.
+
+Reading is bounded: at most :data:`READ_BYTES` are parsed per step, and the reader yields
+to the event loop between full steps, so a backlog of buffered tokens never holds the loop
+(chunk writes of other chats keep going while one stream catches up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from worker.agent_failures import status_error
+from worker.errors import AgentError
+
+__all__ = ["READ_BYTES", "AgentStreamer"]
+
+#: Bytes parsed per read step (about 100 token events) before the loop gets a turn.
+READ_BYTES = 16384
+
+
+class AgentStreamer:
+    """POSTs ``/chat/completions`` with ``stream: true`` and yields the decoded events."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout_seconds: float) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "Authorization": f"Bearer {api_key or 'unused'}",
+        }
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout_seconds, sock_read=timeout_seconds
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=self.timeout,
+                trust_env=True,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def events(self, body: bytes) -> AsyncGenerator[dict[str, Any], None]:
+        """The stream's JSON events, in order, until ``[DONE]`` or the end of the body.
+
+        Raises :class:`AgentError`: ``timeout``, ``network`` (connection refused or cut),
+        the status categories of :func:`worker.agent_failures.status_error` for a non-2xx
+        answer, and a retryable ``server_error`` for an in-stream ``{"error": ...}`` object.
+        Closing the iterator early drops the connection (the model stops generating).
+        """
+        try:
+            async with self._http().post(self.url, data=body, headers=self.headers) as resp:
+                if resp.status >= 300:
+                    raise await _status_failure(resp)
+                pending = b""
+                content = resp.content
+                while True:
+                    block = await content.read(READ_BYTES)
+                    if not block:
+                        break
+                    lines = (pending + block).split(b"\n")
+                    pending = lines.pop()
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue  # comments, event:/id: fields, blank separators
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            return
+                        event = orjson.loads(data)
+                        if isinstance(event, dict):
+                            if "error" in event:
+                                raise _in_stream_error(event["error"])
+                            yield event
+                    if len(block) == READ_BYTES:
+                        await asyncio.sleep(0)  # a backlog: let the other streams write
+        except AgentError:
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise AgentError("timeout", "the agent did not answer in time", retryable=True) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AgentError(
+                "network", f"could not reach the agent ({type(exc).__name__})", retryable=True
+            ) from exc
+        except orjson.JSONDecodeError as exc:
+            raise AgentError(
+                "server_error", "the agent sent a malformed event", retryable=True
+            ) from exc
+
+
+async def _status_failure(resp: aiohttp.ClientResponse) -> AgentError:
+    try:
+        raw = await resp.read()
+        parsed = orjson.loads(raw) if raw else None
+    except (aiohttp.ClientError, orjson.JSONDecodeError):
+        parsed = None
+    message = f"Error code: {resp.status}"
+    if isinstance(parsed, dict):
+        err = parsed.get("error", parsed)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            message = err["message"]
+    return status_error(resp.status, message, resp.headers.get("retry-after"))
+
+
+def _in_stream_error(err: Any) -> AgentError:
+    message = err.get("message") if isinstance(err, dict) else None
+    if not isinstance(message, str) or not message:
+        message = "An error occurred during streaming"
+    return AgentError("server_error", " ".join(message.split())[:200], retryable=True)
