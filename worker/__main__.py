@@ -26,7 +26,7 @@ from worker.toolkit import ToolKit
 
 T = TypeVar("T")
 
-__all__ = ["main", "run"]
+__all__ = ["loop_factory", "main", "run"]
 
 logger = structlog.get_logger("worker")
 
@@ -80,12 +80,26 @@ async def run(settings: WorkerSettings, tool_settings: ToolSettings | None = Non
             loop.remove_signal_handler(sig)
 
 
+def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory when wanted and installed, else None (the stdlib loop)."""
+    if not use_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main() -> None:
     """Entry point of the ``terrarium-worker`` console script."""
     settings = load_settings()
     tool_settings = load_tool_settings()
     configure_logging(settings.log_level)
-    asyncio.run(run(settings, tool_settings))
+    factory = loop_factory(settings.uvloop)
+    logger.info("worker.event_loop", loop="uvloop" if factory else "asyncio")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run(settings, tool_settings))
 
 
 if __name__ == "__main__":

@@ -106,6 +106,10 @@ class WorkerSettings(BusSettings):
     status_poll_interval_seconds: float = Field(5.0, gt=0)
     llm_status_poll_interval_seconds: float = Field(180.0, gt=0)
 
+    # --- runtime ------------------------------------------------------------------------
+    #: Run on uvloop when it is installed (``UVLOOP=0``: the stdlib asyncio loop).
+    uvloop: bool = True
+
     # --- observability ------------------------------------------------------------------
     log_level: LogLevel = "INFO"
     #: Prometheus exposition on ``127.0.0.1:<port>``; off when unset.
