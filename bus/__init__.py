@@ -8,6 +8,7 @@ types of the worker bus's parts; the rest (the live feed, the rate limiter, the 
 stays inside the bus.
 """
 
+from bus.byo import ByoAccepted, ChatModeConflict, ReplyInProgress
 from bus.chatlog import AcceptedMessage, ChatLog, EventRecord, compare_ids, is_stream_id
 from bus.errors import (
     BacklogFull,
@@ -37,8 +38,10 @@ __all__ = [
     "BusRejected",
     "BusSettings",
     "BusUnavailable",
+    "ByoAccepted",
     "ChatLease",
     "ChatLog",
+    "ChatModeConflict",
     "Delivery",
     "EventRecord",
     "FeedStatus",
@@ -47,6 +50,7 @@ __all__ = [
     "LogRestarted",
     "Presence",
     "RateDecision",
+    "ReplyInProgress",
     "ResumeGap",
     "SchemaError",
     "SlowConsumer",

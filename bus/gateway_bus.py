@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from redis.asyncio import Redis
 
+from bus.byo import ByoAccepted, ByoLog
 from bus.chatlog import AcceptedMessage, ChatLog, EventRecord
 from bus.client import create_redis
 from bus.errors import translates_redis_errors
@@ -60,6 +61,7 @@ class GatewayBus(FrontEnd):
         self._limiter = RateLimiter(redis)
         self._presence = Presence(redis, self._keys)
         self._jobs = JobQueue(redis, self._keys, consumer="gateway-stats")
+        self._byo = ByoLog(redis, self._log)
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -132,6 +134,56 @@ class GatewayBus(FrontEnd):
             [(self._keys.client_budget("failed-code", client), failures, 1)]
         )
         return decision
+
+    # --- bring-your-own-model chats (the gateway streams the answer; bus.byo) -----------
+    async def chat_mode(self, chat_id: str) -> Literal["terra", "byo"] | None:
+        """Whose chat this is: ``terra``, ``byo``, or ``None`` while it has no message."""
+        return await self._byo.mode(chat_id)
+
+    async def accept_byo_message(
+        self, chat_id: str, content: str, *, provider: str, model: str, lease_ms: int
+    ) -> ByoAccepted:
+        """Store a BYO visitor message (no job); raises ChatModeConflict, ReplyInProgress."""
+        return await self._byo.accept(
+            chat_id, content, provider=provider, model=model, lease_ms=lease_ms
+        )
+
+    async def renew_byo_lease(self, chat_id: str, message_id: str, lease_ms: int) -> bool:
+        """Keep the chat's BYO answer to ``message_id`` marked as in progress."""
+        return await self._byo.renew(chat_id, message_id, lease_ms)
+
+    async def append_byo_chunk(self, chat_id: str, reply_to: str, content: str) -> bool:
+        """Append a piece of a BYO answer; True once the visitor asked to stop it."""
+        _event_id, cancelled = await self._log.append_chunk(chat_id, reply_to, content)
+        return cancelled
+
+    async def byo_stop_requested(self, chat_id: str, message_id: str) -> bool:
+        """True when the visitor asked to stop the answer to ``message_id``."""
+        return await self._log.cancel_requested(chat_id, message_id)
+
+    async def finish_byo_reply(
+        self,
+        chat_id: str,
+        reply_to: str,
+        content: str,
+        *,
+        provider: str,
+        model: str,
+        status: Literal["complete", "stopped", "error", "truncated"] = "complete",
+        state: Literal["responded", "error", "processing"] = "responded",
+        detail: str | None = None,
+    ) -> dict[str, Any]:
+        """Store the BYO answer to ``reply_to`` (once), end its stream and set the state."""
+        return await self._byo.finish(
+            chat_id,
+            reply_to,
+            content,
+            provider=provider,
+            model=model,
+            status=status,
+            state=state,
+            detail=detail,
+        )
 
     # --- reading chats -----------------------------------------------------------------
     async def history(

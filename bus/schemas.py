@@ -70,6 +70,10 @@ class MessagePosted(_Model):
     createdAt: str
     replyTo: str | None = None
     status: ReplyStatus | None = None
+    #: Bring-your-own-model chats (docs/protocol.md 9.10): the provider's display name and
+    #: the model, on the visitor's messages and on the answers the gateway streamed.
+    provider: str | None = None
+    model: str | None = None
 
 
 class WorkerStateChanged(_Model):
@@ -219,7 +223,7 @@ def render_frame(data: str | dict[str, Any], event_id: str) -> dict[str, Any]:
     fields.pop("v", None)
     if fields.get("type") == "message":
         del fields["type"]
-        for optional in ("replyTo", "status"):
+        for optional in ("replyTo", "status", "provider", "model"):
             if fields.get(optional) is None:
                 fields.pop(optional, None)
     elif fields.get("type") == "assistantChunk" and fields.get("replyTo") is None:

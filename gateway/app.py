@@ -13,6 +13,8 @@ from aiohttp import web
 
 from bus import GatewayBus, open_gateway_bus
 from gateway import sse, ws
+from gateway.byo import routes as byo
+from gateway.byo.streams import ByoStreams
 from gateway.cors import cors_middleware
 from gateway.errors import error_middleware, json_error
 from gateway.keys import AppKeys, Connections, RequestKeys
@@ -110,8 +112,11 @@ def create_app(settings: GatewaySettings, *, bus: GatewayBus | None = None) -> w
     app[AppKeys.connections] = Connections()
     app[AppKeys.sockets] = SocketSlots(settings.sockets_per_client, settings.max_sockets)
     app[AppKeys.reads_in_flight] = Counter()
+    app[AppKeys.byo_streams] = ByoStreams(settings.byo_streams_per_client, settings.byo_max_streams)
     app.cleanup_ctx.append(_bus_context(settings, bus))
+    app.cleanup_ctx.append(byo.http_context)
     app.on_shutdown.append(ws.close_all)
+    app.on_shutdown.append(byo.close_streams)
     add_routes(app, settings)
     return app
 

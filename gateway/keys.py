@@ -6,9 +6,11 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
+import aiohttp
 from aiohttp import web
 
 from bus import GatewayBus
+from gateway.byo.streams import ByoStreams
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.sockets import SocketSlots
@@ -35,6 +37,9 @@ class AppKeys:
     sockets = web.AppKey("gateway.sockets", SocketSlots)
     #: Reads being answered, by client (gateway.limits).
     reads_in_flight = web.AppKey("gateway.reads_in_flight", Counter[str])
+    #: Bring your own model: the answers streaming, and the HTTP client to providers.
+    byo_streams = web.AppKey("gateway.byo_streams", ByoStreams)
+    byo_http = web.AppKey("gateway.byo_http", aiohttp.ClientSession)
 
 
 class RequestKeys:

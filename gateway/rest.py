@@ -112,6 +112,8 @@ async def post_message(request: web.Request) -> web.Response:
     ):
         raise json_error(400, "Invalid clientMessageId")
     await _chat_budget(request, chat_id)
+    if await bus.chat_mode(chat_id) == "byo":  # a chat is Terra's or BYO, never both
+        raise json_error(409, "This chat uses your own model. Start a new chat to talk to Terra.")
     try:
         accepted = await bus.accept_message(
             chat_id,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway import health, openapi, rest, sse, static, ws
+from gateway.byo import routes as byo
 from gateway.settings import GatewaySettings
 
 __all__ = ["ROUTE_FAMILIES", "STATIC_PATH", "add_routes"]
@@ -20,6 +21,9 @@ STATIC_PATH = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
 ROUTE_FAMILIES: dict[Callable[..., object], str] = {
     rest.post_message: "post",
     rest.cancel_reply: "post",
+    byo.post_byo_message: "post",
+    byo.post_models: "post",
+    byo.get_providers: "read",
     rest.get_messages: "read",
     rest.get_transcript: "read",
     rest.get_worker_state: "read",
@@ -41,6 +45,9 @@ def add_routes(app: web.Application, settings: GatewaySettings) -> None:
             ),
             web.get(f"{api}/chat/{{chat_id}}/events", sse.chat_events, allow_head=False),
             web.post(f"{api}/chat/{{chat_id}}/cancel", rest.cancel_reply),
+            web.post(f"{api}/chat/{{chat_id}}/byo", byo.post_byo_message),
+            web.get(f"{api}/byo/providers", byo.get_providers, allow_head=False),
+            web.post(f"{api}/byo/models", byo.post_models),
             web.get(f"{api}/chat/{{chat_id}}/transcript", rest.get_transcript, allow_head=False),
             web.get(f"{api}/chat", ws.chat_socket, allow_head=False),
             web.get(f"{api}/health", health.get_health, allow_head=False),

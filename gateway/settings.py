@@ -9,14 +9,16 @@ default: a gateway without one refuses to start.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from bus.settings import BusSettings
+from gateway.byo.providers import PRESETS, ByoProvider
 
 __all__ = ["GatewaySettings", "parse_size"]
 
@@ -102,6 +104,23 @@ class GatewaySettings(BusSettings):
     content_dir: Path = Path(__file__).resolve().parent.parent / "content"
     log_level: str = "INFO"
 
+    #: Bring your own model (docs/protocol.md 9.10): presets enabled by id (comma-separated,
+    #: e.g. ``openai,groq``; none by default) and operators' own providers (JSON list of
+    #: ``{id, name, baseUrl, models?, modelsEndpoint?}``). Never a URL a visitor typed.
+    byo_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    byo_custom_providers: Annotated[list[ByoProvider], NoDecode] = Field(default_factory=list)
+    #: BYO answers streaming at once: per client, and in this process.
+    byo_streams_per_client: int = Field(default=2, ge=1)
+    byo_max_streams: int = Field(default=50, ge=1)
+    #: Until the provider's response starts; then the longest silence within it; then the
+    #: whole answer.
+    byo_request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    byo_idle_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    byo_max_answer_seconds: float = Field(default=300.0, gt=0, le=3600)
+    #: An answer is cut (``truncated``) past this many characters; ``max_tokens`` asked.
+    byo_max_answer_chars: int = Field(default=16_000, ge=100)
+    byo_max_tokens: int = Field(default=1024, ge=16)
+
     @field_validator("chat_password", mode="before")
     @classmethod
     def _codes(cls, value: object) -> object:
@@ -126,6 +145,36 @@ class GatewaySettings(BusSettings):
         if isinstance(items, list):
             return [item.rstrip("/").lower() for item in items]
         return items
+
+    @field_validator("byo_providers", mode="before")
+    @classmethod
+    def _byo_presets(cls, value: object) -> object:
+        items = _split(value)
+        if isinstance(items, list):
+            unknown = sorted({str(item) for item in items} - set(PRESETS))
+            if unknown:
+                raise ValueError(
+                    f"unknown preset {', '.join(unknown)}; known: {', '.join(sorted(PRESETS))}"
+                )
+        return items
+
+    @field_validator("byo_custom_providers", mode="before")
+    @classmethod
+    def _byo_custom_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else []
+            except ValueError:
+                raise ValueError("must be a JSON list of providers") from None
+        return value
+
+    @field_validator("byo_custom_providers")
+    @classmethod
+    def _byo_custom(cls, value: list[ByoProvider], info: ValidationInfo) -> list[ByoProvider]:
+        ids = [p.id for p in value] + list(info.data.get("byo_providers") or [])
+        if len(ids) != len(set(ids)):
+            raise ValueError("provider ids must be unique (presets included)")
+        return value
 
     @field_validator("base_path")
     @classmethod
@@ -164,6 +213,12 @@ class GatewaySettings(BusSettings):
     def concurrent_reads_per_client(self) -> int:
         """Reads of one client in flight (default: RATE_LIMIT_MAX_PER_IP / 10, at least 8)."""
         return self.reads_in_flight_per_client or max(8, self.rate_limit_max_per_ip // 10)
+
+    @property
+    def byo_provider_table(self) -> dict[str, ByoProvider]:
+        """The providers visitors may pick, by id: enabled presets, then custom ones."""
+        enabled = [PRESETS[name] for name in self.byo_providers]
+        return {p.id: p for p in [*enabled, *self.byo_custom_providers]}
 
     @property
     def access_codes(self) -> list[bytes]:

@@ -66,6 +66,7 @@ def test_the_bus_exports_its_front_ends_not_its_redis_plumbing() -> None:
             *("SchemaError", "SlowConsumer", "LogRestarted"),
             *("AcceptedMessage", "Delivery", "EventRecord", "RateDecision", "Budget"),
             *("compare_ids", "is_stream_id", "is_valid_chat_id"),
+            *("ByoAccepted", "ChatModeConflict", "ReplyInProgress"),
         ]
     )
     assert not hasattr(bus, "create_redis")

@@ -1,0 +1,234 @@
+"""Bring-your-own-model chats in the chat log: the gateway streams the answer itself.
+
+A BYO chat uses the same keys, events and frames as a Terra chat (history, resume, SSE,
+transcript, stop and v1 frames work unchanged); what differs:
+
+- no job is enqueued: the gateway that accepted the message streams the answer from the
+  visitor's provider and writes it with the usual chunk and finish scripts;
+- the chat's meta hash records ``mode = byo`` at the first message, and a chat that already
+  holds Terra's messages refuses BYO ones (:class:`ChatModeConflict`), and vice versa;
+- one answer at a time per chat: ``byo_active`` (the visitor message being answered) and
+  ``byo_until`` (a lease in Unix ms, renewed while the answer streams). A gateway that dies
+  without finishing leaves the lease to lapse; the next message then ends that answer as
+  interrupted.
+
+Nothing here ever sees the visitor's API key.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bus import scripts
+from bus.chatlog import ChatLog
+from bus.errors import BusError, as_bus_error, translates_redis_errors
+from bus.schemas import (
+    ChunkProduced,
+    MessagePosted,
+    WorkerState,
+    WorkerStateChanged,
+    encode,
+    iso_now,
+    render_frame,
+)
+
+__all__ = ["ByoAccepted", "ByoLog", "ChatModeConflict", "ReplyInProgress"]
+
+
+class ChatModeConflict(BusError):
+    """The chat is Terra's and the message is BYO, or the other way round."""
+
+    def __init__(self, mode: Literal["terra", "byo"]) -> None:
+        super().__init__(f"the chat is in {mode} mode")
+        self.mode = mode
+
+
+class ReplyInProgress(BusError):
+    """A BYO answer is still being streamed in this chat."""
+
+
+#: KEYS: events, meta, messages, replies, memory.
+#: ARGV: channel, message, state, maxlen, msg_maxlen, ttl_ms, message id, now_ms, lease_ms
+#: -> {'new', message event id, orphan message id or ''} | {'terra'} | {'busy', message id}
+BYO_ACCEPT = (
+    scripts._APPEND_FN
+    + """
+local mode = redis.call('HGET', KEYS[2], 'mode')
+if mode ~= 'byo' and redis.call('XLEN', KEYS[3]) > 0 then return {'terra'} end
+local orphan = ''
+local active = redis.call('HGET', KEYS[2], 'byo_active')
+if active and not redis.call('HGET', KEYS[4], active) then
+  local lease = tonumber(redis.call('HGET', KEYS[2], 'byo_until') or '0')
+  if tonumber(ARGV[8]) < lease then return {'busy', active} end
+  orphan = active
+end
+redis.call('HSET', KEYS[2], 'mode', 'byo', 'byo_active', ARGV[7],
+  'byo_until', tonumber(ARGV[8]) + tonumber(ARGV[9]))
+local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
+append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
+refresh(ARGV[6])
+return {'new', mid, orphan}
+"""
+)
+
+#: KEYS: meta. ARGV: message id, until_ms -> 1 while ``message id`` holds the lease, else 0
+BYO_RENEW = """
+if redis.call('HGET', KEYS[1], 'byo_active') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'byo_until', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ByoAccepted:
+    """A stored BYO visitor message, and an earlier answer left unfinished (if any)."""
+
+    message: dict[str, Any]
+    orphan: str | None
+
+
+@translates_redis_errors
+class ByoLog:
+    """Writes of BYO chats, on top of the chat log's scripts."""
+
+    def __init__(self, redis: Redis, log: ChatLog) -> None:
+        self._redis = redis
+        self._log = log
+        self._keys = log.keys
+        self._accept = redis.register_script(BYO_ACCEPT)
+        self._renew = redis.register_script(BYO_RENEW)
+        self._finish = redis.register_script(scripts.FINISH)
+
+    def _chat_keys(self, chat_id: str) -> list[str]:
+        k = self._keys
+        return [
+            k.chat_events(chat_id),
+            k.chat_meta(chat_id),
+            k.chat_messages(chat_id),
+            k.chat_replies(chat_id),
+            k.chat_memory(chat_id),
+            k.chat_cancel(chat_id),
+        ]
+
+    async def accept(
+        self, chat_id: str, content: str, *, provider: str, model: str, lease_ms: int
+    ) -> ByoAccepted:
+        """Store a BYO visitor message and set the chat ``processing``, in one script.
+
+        Raises :class:`ChatModeConflict` when the chat already holds Terra's messages and
+        :class:`ReplyInProgress` while another answer of this chat streams.
+        """
+        lim = self._log.limits
+        message = MessagePosted(
+            id=str(uuid.uuid4()),
+            chatId=chat_id,
+            sender="Visitor",
+            content=content,
+            createdAt=iso_now(),
+            provider=provider,
+            model=model,
+        )
+        state = WorkerStateChanged(
+            chatId=chat_id, state="processing", detail=f"byo: {provider}", updatedAt=iso_now()
+        )
+        try:
+            result = await self._accept(
+                keys=self._chat_keys(chat_id)[:5],
+                args=[
+                    self._keys.chat_channel(chat_id),
+                    encode(message),
+                    encode(state),
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                    message.id,
+                    int(time.time() * 1000),
+                    lease_ms,
+                ],
+            )
+        except RedisError as exc:
+            raise as_bus_error(exc) from exc
+        if result[0] == "terra":
+            raise ChatModeConflict("terra")
+        if result[0] == "busy":
+            raise ReplyInProgress("an answer is still being written in this chat")
+        return ByoAccepted(
+            message=render_frame(encode(message), str(result[1])),
+            orphan=str(result[2]) or None,
+        )
+
+    async def renew(self, chat_id: str, message_id: str, lease_ms: int) -> bool:
+        """Extend the answer's lease; False once another message took the chat over."""
+        until = int(time.time() * 1000) + lease_ms
+        try:
+            held = await self._renew(keys=[self._keys.chat_meta(chat_id)], args=[message_id, until])
+        except RedisError as exc:
+            raise as_bus_error(exc) from exc
+        return bool(int(held))
+
+    async def mode(self, chat_id: str) -> Literal["terra", "byo"] | None:
+        """``byo`` for a BYO chat, ``terra`` for a chat with Terra's messages, else ``None``."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._keys.chat_meta(chat_id), "mode")
+            pipe.exists(self._keys.chat_messages(chat_id))
+            mode, has_messages = await pipe.execute()
+        if mode == "byo":
+            return "byo"
+        return "terra" if has_messages else None
+
+    async def finish(
+        self,
+        chat_id: str,
+        reply_to: str,
+        content: str,
+        *,
+        provider: str,
+        model: str,
+        status: Literal["complete", "stopped", "error", "truncated"] = "complete",
+        state: WorkerState = "responded",
+        detail: str | None = None,
+    ) -> dict[str, Any]:
+        """Store the answer to ``reply_to`` (at most one), end its stream, set the state."""
+        message = MessagePosted(
+            id=str(uuid.uuid4()),
+            chatId=chat_id,
+            sender="Terra",
+            content=content,
+            createdAt=iso_now(),
+            replyTo=reply_to,
+            status=None if status == "complete" else status,
+            provider=provider,
+            model=model,
+        )
+        done = ChunkProduced(
+            chatId=chat_id, content="", done=True, emittedAt=iso_now(), replyTo=reply_to
+        )
+        state_event = WorkerStateChanged(
+            chatId=chat_id, state=state, detail=detail, updatedAt=iso_now()
+        )
+        lim = self._log.limits
+        try:
+            result = await self._finish(
+                keys=self._chat_keys(chat_id),
+                args=[
+                    self._keys.chat_channel(chat_id),
+                    encode(message),
+                    reply_to,
+                    encode(done),
+                    encode(state_event),
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                ],
+            )
+        except RedisError as exc:
+            raise as_bus_error(exc) from exc
+        if result[0] == "dup":
+            return {"eventId": str(result[1])}
+        return render_frame(encode(message), str(result[1]))

@@ -1,0 +1,62 @@
+"""The BYO answers this process is streaming: concurrency caps, and their end at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["ByoStreams"]
+
+
+class ByoStreams:
+    """Slots for BYO answers (per client and in all) and the tasks that stream them."""
+
+    def __init__(self, per_client: int, total: int) -> None:
+        self.per_client = per_client
+        self.total = total
+        self._by_client: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    @property
+    def active(self) -> int:
+        """Answers streaming now."""
+        return len(self._tasks)
+
+    def refusal(self, client: str) -> str | None:
+        """Why ``client`` may not start another answer now (``"client"``, ``"total"``), or None."""
+        if self.closing or len(self._tasks) >= self.total:
+            return "total"
+        if self._by_client[client] >= self.per_client:
+            return "client"
+        return None
+
+    def start(self, client: str, answer: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``answer`` in a slot of ``client`` (check :meth:`refusal` first)."""
+        self._by_client[client] += 1
+        task = asyncio.create_task(answer)
+        self._tasks.add(task)
+
+        def release(done: asyncio.Task[None]) -> None:
+            self._tasks.discard(done)
+            self._by_client[client] -= 1
+            if self._by_client[client] <= 0:
+                del self._by_client[client]
+
+        task.add_done_callback(release)
+        return task
+
+    async def close(self, grace_seconds: float) -> None:
+        """Refuse new answers and cancel the running ones: each ends its reply as
+        interrupted (gateway.byo.answer). Waits up to ``grace_seconds`` for those writes."""
+        self.closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_seconds):
+                    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,296 @@
+"""Bring your own model: a visitor's provider answers through the same chat log and frames.
+
+A real redis-server, the gateway in-process, and a fake OpenAI-compatible provider on
+loopback (tests/support/fake_provider.py) that is in the allow-list only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway.app import create_app
+from tests.integration.conftest import gateway_settings
+from tests.support.fake_provider import FakeProvider, run_fake_provider
+from tests.support.redis_server import RedisServer
+from tests.support.system import ACCESS_CODE
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-test-visitor-key-0123456789abcdef"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeProvider]:
+    async with run_fake_provider(KEY) as provider:
+        yield provider
+
+
+def byo_settings(redis_url: str, fake: FakeProvider, **overrides: Any) -> Any:
+    return gateway_settings(
+        redis_url,
+        byo_custom_providers=[
+            {"id": "fake", "name": "Fake AI", "baseUrl": fake.base_url, "modelsEndpoint": True}
+        ],
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def server(redis_server: RedisServer, fake: FakeProvider) -> AsyncIterator[TestServer]:
+    srv = TestServer(create_app(byo_settings(redis_server.url, fake)))
+    await srv.start_server()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+def url(server: TestServer, path: str) -> str:
+    return str(server.make_url(path))
+
+
+async def send(
+    s: aiohttp.ClientSession,
+    server: TestServer,
+    chat: str,
+    content: str,
+    *,
+    model: str = "echo",
+    key: str = KEY,
+    provider: str = "fake",
+) -> aiohttp.ClientResponse:
+    body = {
+        "accessCode": ACCESS_CODE,
+        "content": content,
+        "provider": provider,
+        "model": model,
+        "apiKey": key,
+    }
+    return await s.post(url(server, f"/api/chat/{chat}/byo"), json=body)
+
+
+async def history(s: aiohttp.ClientSession, server: TestServer, chat: str) -> list[Any]:
+    r = await s.get(url(server, f"/api/chat/{chat}/messages"), params={"accessCode": ACCESS_CODE})
+    assert r.status == 200
+    return list(await r.json())
+
+
+async def answered(
+    s: aiohttp.ClientSession, server: TestServer, chat: str, count: int = 1
+) -> list[Any]:
+    """The history once ``count`` answers are stored."""
+
+    async def probe() -> list[Any] | None:
+        messages = await history(s, server, chat)
+        return messages if sum(m["sender"] == "Terra" for m in messages) >= count else None
+
+    return await wait_until(probe, 10, f"{count} answer(s) in {chat}")
+
+
+async def test_providers_are_listed_without_urls(server: TestServer) -> None:
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(url(server, "/api/byo/providers"), params={"accessCode": ACCESS_CODE})
+        assert r.status == 200
+        body = await r.json()
+        assert body["providers"] == [
+            {"id": "fake", "name": "Fake AI", "models": [], "modelsEndpoint": True}
+        ]
+        assert "127.0.0.1" not in json.dumps(body)
+        r = await s.get(url(server, "/api/byo/providers"), params={"accessCode": "wrong"})
+        assert r.status == 401
+        r = await s.post(
+            url(server, "/api/byo/models"),
+            json={"accessCode": ACCESS_CODE, "provider": "fake", "apiKey": KEY},
+        )
+        assert r.status == 200
+        assert "echo" in (await r.json())["models"]
+        r = await s.post(
+            url(server, "/api/byo/models"),
+            json={"accessCode": ACCESS_CODE, "provider": "fake", "apiKey": "sk-wrong"},
+        )
+        assert r.status == 502
+        assert "did not accept your API key" in (await r.json())["error"]
+
+
+async def test_a_conversation_streams_through_the_chat_log(
+    server: TestServer, fake: FakeProvider
+) -> None:
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(
+            url(server, "/api/chat"), params={"chatId": "byo-1", "accessCode": ACCESS_CODE}
+        )
+        r = await send(s, server, "byo-1", "hello there")
+        assert r.status == 200
+        visitor = await r.json()
+        assert visitor["sender"] == "Visitor"
+        assert (visitor["provider"], visitor["model"]) == ("Fake AI", "echo")
+        frames: list[dict[str, Any]] = []
+        while not any(f.get("sender") == "Terra" for f in frames):
+            frames.append(json.loads((await ws.receive(timeout=10)).data))
+        answer = frames[-1]
+        assert answer["content"] == "You said: hello there"
+        assert (answer["provider"], answer["model"], answer["replyTo"]) == (
+            "Fake AI",
+            "echo",
+            visitor["id"],
+        )
+        assert "status" not in answer
+        chunks = [f["content"] for f in frames if f.get("type") == "assistantChunk"]
+        assert "".join(chunks) == answer["content"]
+        states = [f["state"] for f in frames if f.get("type") == "workerState"]
+        assert states[0] == "processing"
+        await ws.close()
+
+        # The second message carries the conversation so far to the provider.
+        assert (await send(s, server, "byo-1", "and again")).status == 200
+        messages = await answered(s, server, "byo-1", 2)
+        assert [m["content"] for m in messages] == [
+            "hello there",
+            "You said: hello there",
+            "and again",
+            "You said: and again",
+        ]
+        assert fake.requests[-1]["messages"] == [
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": "You said: hello there"},
+            {"role": "user", "content": "and again"},
+        ]
+        assert all(req["authorized"] for req in fake.requests)
+        # The transcript names the provider's answers like Terra's and keeps them.
+        r = await s.get(
+            url(server, "/api/chat/byo-1/transcript"),
+            params={"accessCode": ACCESS_CODE, "format": "json"},
+        )
+        assert [m["content"] for m in (await r.json())["messages"]][-1] == "You said: and again"
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "sentence"),
+    [
+        ("echo", "sk-wrong-key-1234567890", "did not accept your API key (HTTP 401)"),
+        ("fail-429", KEY, "rate limit or quota is used up (HTTP 429)"),
+        ("no-such-model", KEY, "does not know the model 'no-such-model' (HTTP 404)"),
+        ("fail-500", KEY, "had a problem answering (HTTP 500)"),
+    ],
+)
+async def test_provider_errors_are_sentences_without_the_key(
+    server: TestServer, model: str, key: str, sentence: str
+) -> None:
+    async with aiohttp.ClientSession() as s:
+        chat = f"err-{model}"
+        assert (await send(s, server, chat, "hi", model=model, key=key)).status == 200
+        answer = (await answered(s, server, chat))[-1]
+        assert answer["status"] == "error"
+        assert sentence in answer["content"]
+        assert answer["content"].startswith("Fake AI ")
+        assert key not in json.dumps(answer)
+        r = await s.get(
+            url(server, f"/api/chat/{chat}/worker-state"), params={"accessCode": ACCESS_CODE}
+        )
+        assert (await r.json())["state"] == "error"
+
+
+async def test_a_chat_is_terra_s_or_byo_never_both(server: TestServer) -> None:
+    async with aiohttp.ClientSession() as s:
+        terra = {"accessCode": ACCESS_CODE, "content": "hi Terra"}
+        assert (await s.post(url(server, "/api/chat/t-1/messages"), json=terra)).status == 200
+        r = await send(s, server, "t-1", "hi model")
+        assert r.status == 409
+        assert "This chat is with Terra" in (await r.json())["error"]
+
+        assert (await send(s, server, "b-1", "hi model")).status == 200
+        r = await s.post(url(server, "/api/chat/b-1/messages"), json=terra)
+        assert r.status == 409
+        assert "uses your own model" in (await r.json())["error"]
+        await answered(s, server, "b-1")
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        ({"provider": "openai"}, 400, "Unknown provider"),
+        ({"provider": None}, 400, "Unknown provider"),
+        ({"model": "bad model"}, 400, "Invalid model name"),
+        ({"apiKey": ""}, 400, "API key is required"),
+        ({"apiKey": "has space"}, 400, "apiKey must be printable ASCII"),
+        ({"content": " "}, 400, "Message content required"),
+        ({"content": "x" * 4001}, 413, "Message too long"),
+        ({"accessCode": "nope"}, 401, "Invalid access code"),
+    ],
+)
+async def test_bad_requests_are_clear_and_never_echo_the_key(
+    server: TestServer, change: dict[str, Any], status: int, error: str
+) -> None:
+    body = {
+        "accessCode": ACCESS_CODE,
+        "content": "hi",
+        "provider": "fake",
+        "model": "echo",
+        "apiKey": KEY,
+        **change,
+    }
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(url(server, "/api/chat/bad/byo"), json=body)
+        assert r.status == status
+        text = await r.text()
+        assert error in json.loads(text)["error"]
+        assert KEY not in text
+        assert "has space" not in text
+
+
+async def test_one_answer_at_a_time_and_stop(server: TestServer, fake: FakeProvider) -> None:
+    async with aiohttp.ClientSession() as s:
+        assert (await send(s, server, "stop-1", "wait", model="stall")).status == 200
+        await asyncio.wait_for(fake.stalled.wait(), 10)
+        r = await send(s, server, "stop-1", "another")
+        assert r.status == 409
+        assert "still being written" in (await r.json())["error"]
+        # The provider is silent: the stop is seen by the poll, not at a chunk write.
+        r = await s.post(url(server, "/api/chat/stop-1/cancel"), json={"accessCode": ACCESS_CODE})
+        assert r.status == 200
+        answer = (await answered(s, server, "stop-1"))[-1]
+        assert answer["status"] == "stopped"
+        assert answer["content"] == "You said:"
+        # The chat takes a new message once the answer ended.
+        assert (await send(s, server, "stop-1", "again")).status == 200
+        assert (await answered(s, server, "stop-1", 2))[-1]["content"] == "You said: again"
+
+
+async def test_answers_are_capped_and_truncated(server: TestServer) -> None:
+    async with aiohttp.ClientSession() as s:
+        assert (await send(s, server, "len-1", "go on", model="length")).status == 200
+        answer = (await answered(s, server, "len-1"))[-1]
+        assert answer["status"] == "truncated"
+        assert answer["content"] == "You said: go on"
+
+
+async def test_concurrency_per_client_is_capped(
+    redis_server: RedisServer, fake: FakeProvider
+) -> None:
+    srv = TestServer(create_app(byo_settings(redis_server.url, fake, byo_streams_per_client=1)))
+    await srv.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await send(s, srv, "cap-1", "one", model="stall")).status == 200
+            await asyncio.wait_for(fake.stalled.wait(), 10)
+            r = await send(s, srv, "cap-2", "two")
+            assert r.status == 429
+            assert r.headers["Retry-After"]
+            assert "being written" in (await r.json())["error"]
+            fake.release.set()
+            await answered(s, srv, "cap-1")
+
+            async def slot_free() -> bool:
+                return (await send(s, srv, "cap-2", "two")).status == 200
+
+            await wait_until(slot_free, 10, "the slot is free once the answer is stored")
+    finally:
+        await srv.close()
