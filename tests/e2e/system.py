@@ -58,11 +58,14 @@ class RunningSystem:
         return "\n".join(parts)
 
 
-def start_system(extra_env: Mapping[str, str] | None = None) -> Iterator[RunningSystem]:
-    """Start Redis, demo agent, gateway and worker; stop them all afterwards."""
+def start_system(
+    extra_env: Mapping[str, str] | None = None, *, workers: int = 1
+) -> Iterator[RunningSystem]:
+    """Start Redis, demo agent, gateway and ``workers`` workers; stop them all afterwards."""
     options = LaunchOptions(
         port=free_port(),
         access_code=ACCESS_CODE,
+        workers=workers,
         quiet=True,
         # Tests send more messages per minute than a visitor would.
         extra_env={

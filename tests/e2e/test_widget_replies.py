@@ -3,8 +3,15 @@ after a refresh, and a second reply an operator asked for streamed like any othe
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -12,10 +19,18 @@ pytest.importorskip("playwright.sync_api", reason="the playwright Python package
 
 from playwright.sync_api import Page, expect
 
+from bus import BusKeys, JobQueue
+from bus.client import create_redis
+from bus.ops import DeadLetter, open_ops_bus
+from bus.settings import BusSettings
+from tests.e2e.conftest import require_tools
 from tests.e2e.system import RunningSystem
 from tests.e2e.widget import Widget
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
 
 
 def chat(page: Page, system: RunningSystem) -> Widget:
@@ -62,3 +77,87 @@ def test_an_answer_cut_at_the_token_limit_says_so(
     # A normal answer carries no such note.
     widget.send("Short one [[demo:tokens=5]]")
     expect(widget.wait_reply(2).locator(".tag")).to_have_count(0)
+
+
+@pytest.fixture
+def workerless_system() -> Iterator[RunningSystem]:
+    """A private system whose worker the test starts itself (none at first)."""
+    require_tools()
+    from tests.e2e.system import start_system
+
+    yield from start_system(workers=0)
+
+
+def test_a_reply_an_operator_requeued_streams_like_any_other(
+    page: Page, workerless_system: RunningSystem, shots: Path
+) -> None:
+    system = workerless_system
+    widget = chat(page, system)
+    # Slow enough to watch the second reply stream (80 pieces, 60 ms apart).
+    question = "Are you there, Terra? [[demo:tokens=80]] [[demo:delay=60]]"
+    widget.send(question)
+    expect(widget.visitor.first.locator("time")).to_be_visible()  # stored, job waiting
+
+    # The job dies with a consumer once, then the worker's sweep finds it delivered more
+    # than MAX_DELIVERIES (1) times: dead letter, and the apology (as in production).
+    off_the_page_loop(_deliver_to_a_dying_consumer(system.launcher.redis_url))
+    system.launcher.add_worker(
+        "worker0",
+        {
+            "WORKER_NAME": "e2e-worker",
+            "MAX_DELIVERIES": "1",
+            "RECLAIM_INTERVAL_MS": "200",
+            "RECLAIM_MIN_IDLE_MS": "1000",
+        },
+    )
+    apology = widget.wait_reply(1)
+    expect(apology.locator(".tag.warn")).to_be_visible()
+
+    dead_id = off_the_page_loop(_only_dead_letter(system.launcher.redis_url))
+    requeue = subprocess.run(
+        [sys.executable, "-m", "ops", "requeue", dead_id],
+        env={**os.environ, "REDIS_URL": system.launcher.redis_url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert requeue.returncode == 0, requeue.stderr
+
+    # The second reply streams (it used to appear only whole, at its end) ...
+    streamed = widget.stream.locator(".bubble")
+    expect(streamed).to_be_visible(timeout=20_000)
+    expect(streamed).to_contain_text("Are you there", timeout=10_000)
+    expect(apology.locator("button.retry-reply")).to_have_count(0)  # already being answered
+    widget.shot(shots, "replies-04-requeued-streaming")
+    # ... and ends as a normal answer after the apology.
+    answer = widget.wait_reply(2)
+    expect(widget.stream).to_have_count(0)
+    expect(answer.locator(".tag")).to_have_count(0)
+    expect(answer.locator(".bubble")).to_contain_text("Are you there")
+
+
+def off_the_page_loop(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end in a thread of its own (Playwright's loop owns this one)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+async def _deliver_to_a_dying_consumer(redis_url: str) -> None:
+    redis = create_redis(redis_url, client_name="e2e-dying-consumer")
+    try:
+        stuck = JobQueue(redis, BusKeys(), consumer="dying-worker")
+        await stuck.ensure_group()
+        (delivery,) = await stuck.read(count=1, block_ms=5000)
+        assert await stuck.release([delivery.entry_id]) == 1
+    finally:
+        await redis.aclose()
+
+
+async def _only_dead_letter(redis_url: str) -> str:
+    async with open_ops_bus(BusSettings(redis_url=redis_url)) as ops:
+
+        async def letters() -> list[DeadLetter] | None:
+            return await ops.dead_letters() or None
+
+        (dead,) = await wait_until(letters, 20, "the job to be dead-lettered")
+        return dead.dead_id

@@ -21,6 +21,8 @@ const HISTORY_ATTEMPTS = 3;
 const MEMORY_LIMIT = 2000;
 const STREAM_LINGER_MS = 4000; // keep a finished stream on screen until its message arrives
 const AWAITING = new Set(["queued", "processing"]);
+/** The detail of the workerState event `terrarium-ops requeue` writes (bus/ops.py REQUEUE_DETAIL). */
+const REQUEUE_MARK = /^requeued by an operator: a second reply to (\S+) follows$/;
 
 /** A fresh, empty in-progress reply. */
 function emptyStream() {
@@ -59,6 +61,7 @@ export class ChatSession extends EventTarget {
    * detail is the worker's technical reason (for the "details" disclosure), if known.
    */
   get failedReply() {
+    if (this.awaitingReply) return null; // a new reply (or an operator's requeue) is on its way
     const items = this.timeline;
     let last = null;
     for (let i = items.length - 1; i >= 0 && !last; i -= 1) if (items[i].sender === "Terra") last = items[i];
@@ -495,6 +498,11 @@ export class ChatSession extends EventTarget {
 
   #onWorkerState(frame) {
     this.stateVersion += 1;
+    // An operator's requeue (terrarium-ops requeue) marks the one deliberate second reply
+    // to a message: its chunks must stream like any reply's, not be taken for a late tail
+    // of the first one.
+    const requeued = REQUEUE_MARK.exec(frame.detail ?? "");
+    if (requeued) this.answered.delete(requeued[1]);
     this.#setWorkerState(frame);
   }
 
