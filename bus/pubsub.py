@@ -31,6 +31,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from bus.chatlog import ChatLog, EventRecord, compare_ids
@@ -43,6 +46,9 @@ log = logging.getLogger("bus.pubsub")
 
 #: Reconnect backoff cap (seconds).
 MAX_BACKOFF = 5.0
+#: The feed's connection never reconnects by itself: a drop must reach :meth:`ChatFeed.run`,
+#: which backfills every chat from its log (a silent reconnect would lose the gap).
+_NO_RETRY = Retry(NoBackoff(), 0)
 
 
 class SlowConsumer(BusError):
@@ -219,7 +225,7 @@ class ChatFeed:
         if pubsub is None or not self.connected:
             return  # run() subscribes every known chat when it (re)connects
         try:
-            await pubsub.subscribe(*(self.keys.chat_channel(c) for c in chat_ids))
+            await _send(pubsub, "SUBSCRIBE", *(self.keys.chat_channel(c) for c in chat_ids))
         except (RedisError, OSError):
             self._connected.clear()
 
@@ -229,7 +235,7 @@ class ChatFeed:
         pubsub = self._pubsub
         if pubsub is not None and self.connected:
             try:
-                await pubsub.unsubscribe(self.keys.chat_channel(chat_id))
+                await _send(pubsub, "UNSUBSCRIBE", self.keys.chat_channel(chat_id))
             except (RedisError, OSError):
                 self._connected.clear()
 
@@ -255,21 +261,32 @@ class ChatFeed:
 
         redis-py may turn a cancellation inside its connect timeout into a TimeoutError,
         so the loop also checks an explicit stop flag rather than trusting cancellation.
+
+        This task is the connection's only reader. Other tasks (sockets subscribing) only
+        write to it, through :func:`_send`: redis-py's own ``subscribe`` may ping and read
+        the answer, or reconnect and read the handshake, from the caller's task, which made
+        two coroutines read one stream under socket churn (``RuntimeError: read() called
+        while another coroutine is already waiting``).
         """
         attempt = 0
         while not self._stopping:
             pubsub = self.redis.pubsub()
             self._pubsub = pubsub
+            pool_retry: Retry | None = None
             try:
                 await pubsub.connect()  # type: ignore[no-untyped-call]
+                connection = pubsub.connection
+                if connection is None:
+                    raise RedisConnectionError("no pub/sub connection")
+                pool_retry, connection.retry = connection.retry, _NO_RETRY
                 chats = list(self._chats)
                 for chat in self._chats.values():
                     chat.confirmed.clear()
                 self._connected.set()
                 if chats:
-                    await pubsub.subscribe(*(self.keys.chat_channel(c) for c in chats))
+                    await _send(pubsub, "SUBSCRIBE", *(self.keys.chat_channel(c) for c in chats))
                 else:
-                    await pubsub.ping()
+                    await _send(pubsub, "PING")
                 attempt = 0
                 await self._read(pubsub)
             except asyncio.CancelledError:
@@ -290,15 +307,20 @@ class ChatFeed:
             finally:
                 self._connected.clear()
                 self._pubsub = None
+                if pool_retry is not None and pubsub.connection is not None:
+                    pubsub.connection.retry = pool_retry  # it goes back to the pool
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self, pubsub: PubSub) -> None:
         while not self._stopping:
+            connection = pubsub.connection
+            if connection is None or not connection.is_connected:
+                # A socket's failed write dropped it; redis-py would reconnect silently.
+                raise RedisConnectionError("the feed's connection dropped")
             message = await pubsub.get_message(timeout=1.0)
             if message is None:
-                if not pubsub.subscribed:
-                    await pubsub.ping()
+                await _send(pubsub, "PING")  # an idle connection still proves it is alive
                 continue
             kind = message["type"]
             if kind == "message":
@@ -411,6 +433,19 @@ class ChatFeed:
                 if compare_ids(record.event_id, last) > 0:
                     last = record.event_id
                     yield record
+
+
+async def _send(pubsub: PubSub, *args: str) -> None:
+    """Write one command on the feed's connection, from any task: never read, never reconnect.
+
+    The answer (a subscribe confirmation, a pong) reaches :meth:`ChatFeed._read`.
+    """
+    connection = pubsub.connection
+    if connection is None or not connection.is_connected:
+        raise RedisConnectionError("the feed's connection is down")
+    if args[0] == "SUBSCRIBE":
+        pubsub.channels.update(dict.fromkeys(args[1:]))  # redis-py's view, for the record
+    await connection.send_packed_command(connection.pack_command(*args), check_health=False)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -1,0 +1,90 @@
+"""The live feed under socket churn: subscriptions come and go while the reader reads.
+
+The guarantee checker's long mode saw WebSocket handlers fail with ``RuntimeError: read()
+called while another coroutine is already waiting for incoming data`` (a 500). A socket's
+task sent SUBSCRIBE on the feed's pub/sub connection through redis-py, which pings and
+reads the answer first when no channel is subscribed and the health check is due (and
+reconnects, reading the handshake, when the connection dropped), while the feed's reader
+task was blocked reading the same stream: two readers on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bus.chatlog import ChatLog
+from bus.client import RedisOptions, create_redis
+from bus.keys import BusKeys
+from bus.pubsub import ChatFeed
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+
+KEYS = BusKeys("churn")
+QUEUED = '{"type":"workerState","state":"queued"}'
+
+
+@pytest.fixture
+async def feed(redis_server: RedisServer) -> AsyncIterator[ChatFeed]:
+    # A health check due 0.2 s after each read: due while the reader waits (1 s) for the next.
+    options = RedisOptions(health_check_interval=0.2)  # type: ignore[arg-type]
+    redis = create_redis(redis_server.url, client_name="churn", options=options)
+    feed = ChatFeed(redis, KEYS, ChatLog(redis, KEYS), linger_seconds=0)
+    feed.start()
+    try:
+        await wait_until(lambda: feed.connected, timeout=10, message="the feed to connect")
+        yield feed
+    finally:
+        await feed.close()
+        await redis.aclose()
+
+
+async def _delivers(feed: ChatFeed, chat_id: str) -> None:
+    async with feed.listen(chat_id) as listener:
+        event_id = await feed.log.append_event(chat_id, QUEUED)
+        record = await asyncio.wait_for(listener.get(), 10)
+    assert record.event_id == event_id
+
+
+async def test_a_socket_subscribing_to_an_idle_feed_never_reads_its_connection(
+    feed: ChatFeed,
+) -> None:
+    failures: list[Exception] = []
+    for n in range(6):  # one socket at a time: nothing subscribed between them
+        try:
+            await _delivers(feed, f"chat-{n}")
+        except Exception as exc:
+            failures.append(exc)
+        await asyncio.sleep(0.4)  # idle past the health check's due time
+    assert failures == []
+    assert feed.reconnects == 0
+
+
+async def test_sockets_churning_while_the_connection_drops_all_get_their_events(
+    feed: ChatFeed, redis_server: RedisServer
+) -> None:
+    failures: list[Exception] = []
+
+    async def socket(n: int) -> None:
+        for round_ in range(8):
+            try:
+                await _delivers(feed, f"chat-{n}-{round_}")
+            except Exception as exc:
+                failures.append(exc)
+            await asyncio.sleep(0.05 * (n % 7))
+
+    async def drop_the_feed_connection() -> None:
+        admin = create_redis(redis_server.url, client_name="admin")
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0.5)
+                await admin.client_kill_filter(_type="pubsub")
+        finally:
+            await admin.aclose()
+
+    await asyncio.gather(*(socket(n) for n in range(30)), drop_the_feed_connection())
+
+    assert failures == []
+    await _delivers(feed, "after")
