@@ -294,3 +294,43 @@ async def test_concurrency_per_client_is_capped(
             await wait_until(slot_free, 10, "the slot is free once the answer is stored")
     finally:
         await srv.close()
+
+
+async def test_resume_mid_answer_and_a_late_v1_client_see_the_whole_answer(
+    server: TestServer, fake: FakeProvider
+) -> None:
+    fake.slow_delay = 0.05
+    words = " ".join(f"word{i}" for i in range(20))
+    async with aiohttp.ClientSession() as s:
+        params = {"chatId": "resume-1", "accessCode": ACCESS_CODE, "v": "2"}
+        ws = await s.ws_connect(url(server, "/api/chat"), params=params)
+        assert (await send(s, server, "resume-1", words, model="slow")).status == 200
+        seen: list[dict[str, Any]] = []
+        while not any(f.get("type") == "assistantChunk" for f in seen):
+            seen.append(json.loads((await ws.receive(timeout=10)).data))
+        await ws.close()
+        # A v1 client (no lastEventId) joining now starts at the answer's first chunk.
+        late = await s.ws_connect(
+            url(server, "/api/chat"), params={"chatId": "resume-1", "accessCode": ACCESS_CODE}
+        )
+        resumed = await s.ws_connect(
+            url(server, "/api/chat"), params={**params, "lastEventId": seen[-1]["eventId"]}
+        )
+
+        async def until_answer(sock: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
+            frames: list[dict[str, Any]] = []
+            while not frames or frames[-1].get("sender") != "Terra":
+                frames.append(json.loads((await sock.receive(timeout=10)).data))
+            return frames
+
+        rest = await until_answer(resumed)
+        late_frames = await until_answer(late)
+    answer = rest[-1]
+    assert answer["content"] == f"You said: {words}"
+    both = [*seen, *rest]
+    ids = [f["eventId"] for f in both]
+    assert ids == sorted(set(ids), key=ids.index)  # no duplicate across the reconnect
+    chunks = "".join(f["content"] for f in both if f.get("type") == "assistantChunk")
+    assert chunks == answer["content"]
+    late_chunks = "".join(f["content"] for f in late_frames if f.get("type") == "assistantChunk")
+    assert late_chunks == answer["content"]
