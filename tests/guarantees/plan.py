@@ -20,7 +20,7 @@ class Fault(StrEnum):
     WORKER_SIGKILL = "worker SIGKILL mid-answer"
     WORKER_SIGTERM = "worker SIGTERM"
     REDIS_RESTART = "redis restart"
-    AGENT_STOPPED = "agent stopped"
+    AGENT_STOPPED = "agent stopped mid-answer"
     AGENT_FAILS_ONE = "agent fails one message"
     BACKLOG = "backlog past the jobs cap"
 

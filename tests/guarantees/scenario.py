@@ -185,8 +185,7 @@ class _Run:
 
     async def churn_round(self, fault: Fault) -> None:
         if fault == Fault.AGENT_STOPPED:
-            await self.rig.stop_agent()
-            self.activity.faults[fault.value] += 1
+            await self.stop_agent_mid_answer()
         posts = self._round_posts()
         if fault != Fault.AGENT_STOPPED:
             await self.barrier(self._any_streaming, 5, "a reply streaming before the fault")
@@ -258,6 +257,19 @@ class _Run:
         self.kills.append(_Kill(chat_id, owner, int(time.time() * 1000)))
         await self.rig.stop_worker(owner, signal.SIGKILL)
         await self.rig.start_worker()
+
+    async def stop_agent_mid_answer(self) -> None:
+        """Stop the agent while a long reply streams: it must wait and start again (#9)."""
+        chat_id = self.new_chat()
+        self.followed.append(chat_id)
+        await self.fleet.open(chat_id, "ws-v2")
+        await self.fleet.post(chat_id, self.content(_LONG_REPLY_TOKENS), with_client_id=True)
+        streaming = await self.barrier(
+            lambda: self.streaming(chat_id), 60, "the long reply streaming"
+        )
+        await self.rig.stop_agent()
+        label = Fault.AGENT_STOPPED.value
+        self.activity.faults[label if streaming else f"{label} (no reply streaming)"] += 1
 
     async def fail_one_message(self) -> None:
         """The agent fails one message; others posted right after must be tried (#3)."""
