@@ -347,25 +347,26 @@ async def test_client_errors_are_not_retried(
     assert len(await agent_requests(agent_url)) == 1
 
 
-async def test_failure_after_text_was_shown_keeps_it_and_apologises(
+async def test_failure_after_text_was_shown_is_retried_once_then_keeps_it_and_apologises(
     redis_server: RedisServer, agent_url: str, chatlog: ChatLog
 ) -> None:
+    """An error the agent reports mid-stream (it is up) starts the answer again once, after
+    a stream reset; failing again, the visitor keeps what the second attempt showed."""
     async with Worker(fast_settings(redis_server.url, agent_url)):
         message_id = await post(chatlog, "midway", "Hello [[demo:error]]")
         reply = await wait_reply(chatlog, "midway", message_id)
         state = await chatlog.worker_state("midway")
     events = await chatlog.events_after("midway", "0-0")
-    shown = "".join(
-        e.fields["content"]
-        for e in events
-        if e.type == "assistantChunk" and e.fields.get("replyTo") == message_id
-    )
-    assert shown  # the visitor saw a few words before the agent failed
+    mine = [e for e in events if e.fields.get("replyTo") == message_id]
+    resets = [i for i, e in enumerate(mine) if e.type == "streamReset"]
+    assert len(resets) == 1
+    shown = "".join(e.fields["content"] for e in mine[resets[0] :] if e.type == "assistantChunk")
+    assert shown  # the visitor saw a few words before the agent failed again
     assert reply["content"] == f"{shown.rstrip()}\n\n{AGENT_APOLOGY}"
     assert reply["status"] == "error"
     assert state["state"] == "error"
     assert str(state["detail"]).startswith("server_error: demo: injected failure")
-    assert len(await agent_requests(agent_url)) == 1  # not retried: text was already shown
+    assert len(await agent_requests(agent_url)) == 2  # the answer was started again once
 
 
 async def test_agent_timeout_before_any_text_is_retried(
@@ -385,10 +386,14 @@ async def test_agent_timeout_before_any_text_is_retried(
     assert len(await agent_requests(agent_url)) == 2
 
 
-async def test_agent_timeout_after_text_ends_with_the_apology(
+async def test_agent_timeout_after_text_is_waited_on_then_ends_with_the_apology(
     redis_server: RedisServer, agent_url: str, chatlog: ChatLog
 ) -> None:
-    settings = fast_settings(redis_server.url, agent_url, agent_timeout_seconds=0.5)
+    """A silent agent after text was shown is waited for (``AGENT_PATIENCE_SECONDS``, here
+    1 s) and the answer started again; when it keeps stalling, the apology follows."""
+    settings = fast_settings(
+        redis_server.url, agent_url, agent_timeout_seconds=0.5, agent_patience_seconds=1
+    )
     async with Worker(settings):
         message_id = await post(chatlog, "stalled", "Hi [[demo:tokens=20]] [[demo:stall=3]]")
         reply = await wait_reply(chatlog, "stalled", message_id)
@@ -397,7 +402,7 @@ async def test_agent_timeout_after_text_ends_with_the_apology(
     assert reply["content"].endswith(AGENT_APOLOGY)
     assert len(reply["content"]) > len(AGENT_APOLOGY)  # the words already shown are kept
     assert str(state["detail"]).startswith("timeout")
-    assert len(await agent_requests(agent_url)) == 1
+    assert len(await agent_requests(agent_url)) == 2  # started again once within the patience
 
 
 # --- bad jobs ----------------------------------------------------------------------------
