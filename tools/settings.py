@@ -49,9 +49,10 @@ class ToolSettings(BaseSettings):
     live_allowed_urls: CommaList = Field(default_factory=list)
     live_fetch_timeout_seconds: float = Field(5.0, gt=0, le=60)
 
-    # write_enhancement_request
+    # write_enhancement_request: per chat per UTC day, and in the folder in all (unreviewed)
     enhancement_dir: Path = Path("data/enhancements")
-    enhancement_max_files: int = Field(10, ge=1, le=1000)
+    enhancement_max_per_chat: int = Field(3, ge=1, le=100)
+    enhancement_max_files: int = Field(100, ge=1, le=10_000)
     enhancement_max_bytes: int = Field(8000, ge=512, le=100_000)
 
     # GitHub cache: read by the GitHub tools, written by the refresher (token used only there).

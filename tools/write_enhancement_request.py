@@ -1,10 +1,17 @@
-"""write_enhancement_request: leave the owner a note with a visitor's idea (capped)."""
+"""write_enhancement_request: leave the owner a note with a visitor's idea (capped).
+
+Caps (issue 11): ``ENHANCEMENT_MAX_PER_CHAT`` files per chat per UTC day, so one visitor
+cannot use up the folder for everyone, and ``ENHANCEMENT_MAX_FILES`` files in the folder in
+all (what the owner has not reviewed yet: a bound on the disk). A chat's files are found by
+the ``Chat:`` line of the day's files (their names start with the date).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +26,8 @@ __all__ = ["EnhancementRequestParams", "create_write_enhancement_request_tool", 
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 _SLUG_CHARS = 50
 _FILE_GLOB = "*.txt"
+#: Bytes read from the top of a file to find its ``Chat:`` line.
+_HEADER_BYTES = 512
 
 
 class EnhancementRequestParams(ToolParams):
@@ -39,11 +48,35 @@ def _write_exclusive(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def _chat_of(path: Path) -> str | None:
+    """The ``Chat:`` line of a request file (None: unreadable or missing)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_HEADER_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in head.splitlines():
+        if line.startswith("Chat: "):
+            return line[len("Chat: ") :]
+    return None
+
+
+def _written_today(directory: Path, now: datetime, chat_id: str) -> int:
+    """Files of ``chat_id`` written on ``now``'s UTC day."""
+    today = directory.glob(f"{now:%Y%m%d}T{_FILE_GLOB}")
+    return sum(1 for path in today if path.is_file() and _chat_of(path) == chat_id)
+
+
 def _write_request(
     directory: Path, *, now: datetime, summary: str, details: str, chat_id: str,
-    max_files: int, max_bytes: int,
+    max_files: int, max_per_chat: int, max_bytes: int,
 ) -> tuple[str, bool]:  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
+    if _written_today(directory, now, chat_id) >= max_per_chat:
+        raise ToolLimitReached(
+            f"This chat already left {max_per_chat} enhancement requests today; "
+            "tell the visitor the idea was noted and can be sent again tomorrow"
+        )
     existing = sum(1 for path in directory.glob(_FILE_GLOB) if path.is_file())
     if existing >= max_files:
         raise ToolLimitReached(
@@ -71,8 +104,9 @@ def _write_request(
 
 
 def create_write_enhancement_request_tool(
-    settings: ToolSettings,
+    settings: ToolSettings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> Tool[EnhancementRequestParams]:
+    """The tool; ``clock`` gives the current UTC time (tests move it to another day)."""
     directory = settings.enhancement_dir
     lock = asyncio.Lock()  # the count check and the write happen together
 
@@ -82,11 +116,12 @@ def create_write_enhancement_request_tool(
                 name, truncated = await asyncio.to_thread(
                     _write_request,
                     directory,
-                    now=datetime.now(UTC),
+                    now=clock(),
                     summary=" ".join(params.summary.split()),
                     details=params.details,
                     chat_id=ctx.chat_id,
                     max_files=settings.enhancement_max_files,
+                    max_per_chat=settings.enhancement_max_per_chat,
                     max_bytes=settings.enhancement_max_bytes,
                 )
             except OSError as exc:

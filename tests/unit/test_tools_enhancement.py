@@ -1,17 +1,21 @@
-"""write_enhancement_request: slugged files, no absolute paths, count and size caps."""
+"""write_enhancement_request: slugged files, no absolute paths, count and size caps.
+
+The count caps are per chat and per UTC day, and in the folder in all (issue 11: one visitor
+used to exhaust a global cap of 10 for everyone)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tools import ToolContext, ToolRegistry, ToolSettings, create_default_registry
-from tools.write_enhancement_request import slugify
+from tools.write_enhancement_request import create_write_enhancement_request_tool, slugify
 
 
 def _files(folder: Path, pattern: str) -> list[Path]:
@@ -26,7 +30,11 @@ def folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def registry(folder: Path) -> ToolRegistry:
     settings = ToolSettings(
-        _env_file=None, enhancement_dir=folder, enhancement_max_files=10, enhancement_max_bytes=600
+        _env_file=None,
+        enhancement_dir=folder,
+        enhancement_max_files=10,
+        enhancement_max_per_chat=100,
+        enhancement_max_bytes=600,
     )
     return create_default_registry(settings)
 
@@ -113,6 +121,38 @@ async def test_invalid_requests(
     assert (await registry.execute("write_enhancement_request", arguments, ctx)).payload == {
         "error": error
     }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_the_cap_is_per_chat_and_per_day(folder: Path) -> None:
+    settings = ToolSettings(_env_file=None, enhancement_dir=folder, enhancement_max_per_chat=3)
+    clock = Clock()
+    registry = ToolRegistry(default_timeout=5)
+    registry.register(create_write_enhancement_request_tool(settings, clock=clock))
+    async with aiohttp.ClientSession() as http:
+        one, two = ToolContext(chat_id="one", http=http), ToolContext(chat_id="two", http=http)
+
+        async def write(ctx: ToolContext, i: int) -> bool:
+            arguments = {"summary": f"idea {i}"}
+            return (await registry.execute("write_enhancement_request", arguments, ctx)).ok
+
+        # one chat echoing a prompt injection seven times leaves three files...
+        assert [await write(one, i) for i in range(7)] == [True] * 3 + [False] * 4
+        refused = await registry.execute("write_enhancement_request", {"summary": "x"}, one)
+        assert refused.error_kind == "limit_reached"
+        assert "3 enhancement requests today" in refused.payload["error"]
+        # ...and another visitor's chat can still leave its idea
+        assert await write(two, 0)
+        clock.now += timedelta(hours=2)  # the next UTC day
+        assert await write(one, 8)
+    assert len(_files(folder, "*.txt")) == 5
 
 
 def test_slugify() -> None:

@@ -24,7 +24,8 @@ def test_defaults() -> None:
     assert settings.content_dir == DEFAULT_CONTENT_DIR
     assert (DEFAULT_CONTENT_DIR / "bio.md").is_file()
     assert str(settings.live_site_base_url) == "https://example.com/"
-    assert settings.enhancement_max_files == 10
+    assert settings.enhancement_max_files == 100
+    assert settings.enhancement_max_per_chat == 3
     assert settings.tool_timeout_seconds == 10
     assert settings.search_api_url is None
     assert settings.content_refresh_enabled is False
