@@ -26,12 +26,6 @@ pytestmark = [
 
 
 @pytest.mark.timeout(480)
-@pytest.mark.xfail(
-    reason="unfixed: an agent outage in the middle of a streamed reply ends in the apology "
-    "(patience covers only replies that showed nothing yet; a mid-stream retry after a stream "
-    "reset is still to build); replay: python -m tests.guarantees --seed 1",
-    strict=False,
-)
 async def test_short_soak_keeps_every_promise(tmp_path: Path) -> None:
     outcome = await run_plan(SHORT, tmp_path)
     report = render(outcome)
