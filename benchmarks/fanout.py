@@ -276,6 +276,7 @@ def start_gateway(launcher: Launcher, args: argparse.Namespace) -> Server:
         "LOG_LEVEL": args.gateway_log_level,
         "RATE_LIMIT_MAX_PER_IP": "1000000000",
         "RATE_LIMIT_MAX_PER_CHAT": "1000000000",
+        "MAX_QUEUED_PER_CLIENT": "100000",
         "DEMO_AGENT": "false",
     }
     if args.queue_size is not None:

@@ -17,6 +17,8 @@ from bus.errors import (
     BusUnavailable,
     ResumeGap,
     SchemaError,
+    StorageFull,
+    TooManyWaiting,
 )
 from bus.gateway_bus import FeedStatus, GatewayBus, open_gateway_bus
 from bus.jobs import Delivery, JobQueue
@@ -54,6 +56,8 @@ __all__ = [
     "ResumeGap",
     "SchemaError",
     "SlowConsumer",
+    "StorageFull",
+    "TooManyWaiting",
     "WorkerBus",
     "close_arq_redis",
     "compare_ids",

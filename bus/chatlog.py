@@ -13,6 +13,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -22,10 +23,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from bus import scripts
-from bus.errors import BacklogFull, ResumeGap, as_bus_error, translates_redis_errors
+from bus.errors import (
+    BacklogFull,
+    ResumeGap,
+    StorageFull,
+    TooManyWaiting,
+    as_bus_error,
+    translates_redis_errors,
+)
 from bus.keys import BusKeys
 from bus.schemas import (
     AnswerMessage,
@@ -46,6 +54,11 @@ DEFAULT_WORKER_STATE: dict[str, Any] = {
     "detail": None,
     "updatedAt": "1970-01-01T00:00:00.000Z",
 }
+
+
+def client_tag(prefix: str, client: str) -> str:
+    """A client's lane tag: a short digest, so no address is kept in Redis in clear."""
+    return hashlib.sha256(f"{prefix}:{client}".encode()).hexdigest()[:16]
 
 
 def parse_id(event_id: str) -> tuple[int, int]:
@@ -111,6 +124,13 @@ class ChatLimits:
     retention_ms: int = 7 * 24 * 3600 * 1000
     idempotency_ttl_ms: int = 24 * 3600 * 1000
     jobs_maxlen: int = 10_000
+    #: Messages one client may have waiting for Terra (in its lane) before a 429.
+    queued_per_client: int = 10
+    #: New messages are refused above this many bytes of Redis ``used_memory``; 0 means
+    #: ``memory_budget_fraction`` of Redis's ``maxmemory`` (none set: no budget), -1 off
+    #: (the default here; ``BusSettings`` derives it from ``maxmemory`` by default).
+    memory_budget_bytes: int = -1
+    memory_budget_fraction: float = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +175,18 @@ class ChatLog:
         *,
         client_message_id: str | None = None,
         request_id: str | None = None,
+        client: str | None = None,
     ) -> AcceptedMessage:
         """Store a visitor message, set the chat ``queued`` and enqueue its job, atomically.
 
         With ``client_message_id`` a retry within the idempotency window returns the
-        Message stored the first time (``duplicate=True``) and enqueues nothing.
-        Raises :class:`BacklogFull` (nothing stored) when ``jobs_maxlen`` jobs are unfinished,
-        and :class:`BusUnavailable` if Redis cannot be reached.
+        Message stored the first time (``duplicate=True``) and enqueues nothing. The job
+        waits in ``client``'s lane (the chat's own lane, uncapped, without a client) and
+        reaches the workers round robin across clients (see :data:`bus.scripts.ACCEPT`).
+        Raises, with nothing stored: :class:`StorageFull` above the memory budget,
+        :class:`BacklogFull` when ``jobs_maxlen`` jobs are unfinished,
+        :class:`TooManyWaiting` when ``queued_per_client`` of the client's jobs wait; and
+        :class:`BusUnavailable` if Redis cannot be reached.
         """
         lim = self.limits
         message = MessagePosted(
@@ -185,7 +210,14 @@ class ChatLog:
         )
         try:
             result = await self._accept(
-                keys=[*keys, idem, self.keys.jobs],
+                keys=[
+                    *keys,
+                    idem,
+                    self.keys.jobs,
+                    self.keys.queue_ring,
+                    self.keys.queue_waiting,
+                    self.keys.queue_clock,
+                ],
                 args=[
                     self.keys.chat_channel(chat_id),
                     encode(message),
@@ -197,12 +229,24 @@ class ChatLog:
                     "1" if client_message_id else "0",
                     encode(job),
                     lim.jobs_maxlen,
+                    self.keys.jobs_group,
+                    self.keys.queue_lane_prefix,
+                    client_tag(self.keys.prefix, client) if client else f"chat-{chat_id}",
+                    lim.queued_per_client if client else lim.jobs_maxlen,
+                    lim.memory_budget_bytes,
+                    lim.memory_budget_fraction,
                 ],
             )
+        except OutOfMemoryError as exc:  # at maxmemory (noeviction): Redis refused the write
+            raise StorageFull("Redis is at its maxmemory") from exc
         except RedisError as exc:
             raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
+        if result[0] == "memory":
+            raise StorageFull("Redis is above its memory budget for new messages")
         if result[0] == "full":
             raise BacklogFull(f"{lim.jobs_maxlen} unfinished jobs: the backlog is full")
+        if result[0] == "busy":
+            raise TooManyWaiting(int(result[1]))
         if result[0] == "dup":
             event_id, _, data = str(result[1]).partition(" ")
             return AcceptedMessage(message=render_frame(data, event_id), duplicate=True)

@@ -7,6 +7,8 @@
     ├── BusUnavailable     Redis cannot be reached or timed out (after the client's retries)
     ├── BusRejected        Redis answered but refused (ACL, auth, wrong type, cluster redirect)
     ├── BacklogFull        too many unfinished jobs: nothing was stored, try again later
+    │   └── StorageFull    Redis is above its memory budget: nothing was stored
+    ├── TooManyWaiting     this client already has its cap of messages waiting
     └── ResumeGap          a resume point is older than what the chat log retains
 
 Callers outside ``bus`` never see a ``redis`` exception: every public coroutine of the bus's
@@ -33,6 +35,8 @@ __all__ = [
     "BusUnavailable",
     "ResumeGap",
     "SchemaError",
+    "StorageFull",
+    "TooManyWaiting",
     "as_bus_error",
     "translates_redis_errors",
 ]
@@ -60,6 +64,18 @@ class BusRejected(BusError):
 
 class BacklogFull(BusError):
     """The jobs backlog is at its cap: the message was not stored; the caller backs off."""
+
+
+class StorageFull(BacklogFull):
+    """Redis is above the memory budget for new messages: nothing was stored; back off."""
+
+
+class TooManyWaiting(BusError):
+    """This client already has ``waiting`` messages queued for Terra: nothing was stored."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} messages of this client are already waiting")
+        self.waiting = waiting
 
 
 class ResumeGap(BusError):

@@ -86,9 +86,18 @@ class GatewayBus(FrontEnd):
         client_message_id: str | None = None,
         request_id: str | None = None,
     ) -> AcceptedMessage:
-        """Store a visitor message and enqueue its job in one script (idempotent per id)."""
+        client: str | None = None,
+        """Store a visitor message and enqueue its job in one script (idempotent per id).
+
+        ``client`` (an address or IPv6 prefix) names the lane the job waits in: jobs are
+        served round robin across clients. See :meth:`ChatLog.accept_visitor_message`.
+        """
         return await self._log.accept_visitor_message(
-            chat_id, content, client_message_id=client_message_id, request_id=request_id
+            chat_id,
+            content,
+            client_message_id=client_message_id,
+            request_id=request_id,
+            client=client,
         )
 
     async def stop_reply(self, chat_id: str, message_id: str | None) -> str | None:
@@ -242,6 +251,34 @@ class GatewayBus(FrontEnd):
         return await self._jobs.stats()
 
     @property
+    async def open_sink(
+        self,
+        chat_id: str,
+        after: str | None,
+        write: Callable[[EventRecord], Awaitable[None]],
+        sink: Callable[[EventRecord], None],
+        on_restart: Callable[[], None],
+        *,
+        on_overflow: Callable[[], None] | None = None,
+        verify: bool = True,
+        on_verified: Callable[[], None] | None = None,
+    ) -> Listener:
+        """Replay through ``write``, then live events straight to ``sink`` (ChatFeed.open_sink)."""
+        return await self._feed.open_sink(
+            chat_id,
+            after,
+            write,
+            sink,
+            on_restart,
+            on_overflow=on_overflow,
+            verify=verify,
+            on_verified=on_verified,
+        )
+
+    def close_listener(self, listener: Listener) -> None:
+        """End a listener :meth:`open_sink` returned (idempotent)."""
+        self._feed.close_listener(listener)
+
     def feed_status(self) -> FeedStatus:
         """The live subscription's state (no I/O)."""
         feed = self._feed

@@ -1,4 +1,4 @@
-"""The jobs stream and its consumer group.
+"""The jobs stream and its consumer group, fed round robin from the clients' lanes.
 
 Guarantees: a job is delivered at least once. It stays in the group's pending list until
 acked; a job whose consumer stops renewing it (died) can be reclaimed by another consumer
@@ -6,7 +6,10 @@ after ``min_idle_ms``, and one whose consumer stopped gracefully (:meth:`JobQueu
 at the next sweep; a consumer never renews a job another one reclaimed; after
 ``max_deliveries`` deliveries it is moved to the dead-letter stream with a reason instead
 of being retried forever. Jobs are enqueued by
-:meth:`bus.chatlog.ChatLog.accept_visitor_message` in the same round trip as the message.
+:meth:`bus.chatlog.ChatLog.accept_visitor_message` in the same round trip as the message,
+into the client's lane; :meth:`JobQueue.take` moves them into the stream one client at a
+time (see :data:`bus.scripts.ACCEPT`), so one client's backlog delays another visitor by
+about one job. Lane to stream is one atomic step: a job is always in exactly one of them.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class JobQueue:
         self._ack = redis.register_script(scripts.JOBS_ACK)
         self._dead_letter = redis.register_script(scripts.JOBS_DEAD_LETTER)
         self._take_over = redis.register_script(scripts.JOBS_TAKE_OVER)
+        self._take = redis.register_script(scripts.JOBS_TAKE)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; idempotent."""
@@ -77,6 +81,32 @@ class JobQueue:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def take(self, count: int, *, keep: int = 0) -> list[Delivery]:
+        """Take up to ``count`` new jobs now, served round robin across clients' lanes.
+
+        Moves jobs from the lanes into the stream, one client at a time, until ``count``
+        + ``keep`` are ready, then reads up to ``count`` for this consumer without
+        blocking. ``take(0, keep=1)`` only refills, so that another idle worker's blocking
+        read wakes. An empty result means nothing waits: block in :meth:`read` (the next
+        accept wakes it).
+        """
+        k = self.keys
+        try:
+            reply = await self._take(
+                keys=[k.jobs, k.queue_ring, k.queue_waiting, k.queue_clock],
+                args=[k.jobs_group, self.consumer, count, keep, k.queue_lane_prefix],
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                await self.ensure_group()
+                return []
+            raise
+        out: list[Delivery] = []
+        for _stream, entries in reply or []:
+            for entry_id, flat in entries:
+                out.append(_to_delivery(str(entry_id), _fields(flat)))
+        return out
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """Wait up to ``block_ms`` for new jobs (XREADGROUP BLOCK, no polling).

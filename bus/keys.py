@@ -111,6 +111,34 @@ class BusKeys:
         return f"{self.prefix}:jobs:dead"
 
     @property
+    def queue_ring(self) -> str:
+        """Sorted set: clients with jobs in their lanes, least recently served first."""
+        return f"{self.prefix}:queue:ring"
+
+    @property
+    def queue_waiting(self) -> str:
+        """Counter: jobs waiting in every client's lane (not yet in :attr:`jobs`)."""
+        return f"{self.prefix}:queue:waiting"
+
+    @property
+    def queue_clock(self) -> str:
+        """Hash: ``seq`` (jobs moved from the lanes to :attr:`jobs`, the ring's clock) and
+        ``joins`` (clients that joined the ring since)."""
+        return f"{self.prefix}:queue:clock"
+
+    @property
+    def queue_lane_prefix(self) -> str:
+        """Prefix of a client's lane; a script appends the client's tag."""
+        return f"{self.prefix}:queue:lane:"
+
+    def queue_lane(self, client_tag: str) -> str:
+        """List: one client's jobs waiting, oldest first, before they enter :attr:`jobs`.
+
+        ``<lane>:served`` (a string with a TTL) remembers when the client was last served.
+        """
+        return f"{self.queue_lane_prefix}{client_tag}"
+
+    @property
     def workers(self) -> str:
         """Hash: worker consumer name -> JSON heartbeat."""
         return f"{self.prefix}:workers"
@@ -133,6 +161,7 @@ class BusKeys:
             "ip_rates": f"{p}:rl:*",
             "jobs": self.jobs,
             "dead_letters": self.dead_letters,
+            "queue": f"{p}:queue:*",
             "workers": self.workers,
             "worker_liveness": f"{self.workers}:alive:*",
             "arq_queue": f"{self.arq_queue}*",
@@ -153,11 +182,12 @@ class BusKeys:
 #: Which key families each Redis ACL user is granted (infra/redis/users.acl is checked
 #: against this by tests/unit/test_acl_layout.py).
 ROLE_FAMILIES: dict[str, tuple[str, ...]] = {
-    "gateway": ("chats", "ip_rates", "jobs", "dead_letters", "workers"),
+    "gateway": ("chats", "ip_rates", "jobs", "dead_letters", "queue", "workers"),
     "worker": (
         "chats",
         "jobs",
         "dead_letters",
+        "queue",
         "workers",
         "worker_liveness",
         "arq_queue",

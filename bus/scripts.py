@@ -18,6 +18,7 @@ __all__ = [
     "CHUNK",
     "FINISH",
     "JOBS_RELEASE",
+    "JOBS_TAKE",
     "JOBS_TOUCH",
     "LEASE_ACQUIRE",
     "LEASE_RELEASE",
@@ -73,28 +74,143 @@ return {id, cancelled}
 """
 )
 
-#: KEYS: the five chat keys, idempotency key (or the events key again when unused), jobs.
+#: Fair scheduling. A visitor message's job first waits in its client's *lane* (a list
+#: under ``<prefix>:queue:lane:<tag>``); the *ring* (a sorted set) holds the clients whose
+#: lane is not empty, least recently served first, and jobs move from the lanes into the
+#: jobs stream one client at a time: round robin, where a client that was just served
+#: goes behind one that joins now. The stream holds at most about one job no worker has
+#: taken yet, so a client's backlog delays another visitor by about one job, not by its
+#: backlog. The move is atomic (LPOP from the lane and XADD in one script), so no job is
+#: lost between lane and stream; once in the stream, a job has every guarantee of
+#: bus.jobs. Invariant: a client's tag is in the ring exactly when its lane is not empty.
+#: ``undelivered`` is the group's ``lag`` (Redis >= 7), else XLEN minus pending (an
+#: over-count when finished jobs wait behind a pending one: a job then waits at most one
+#: blocking read, ``JOB_BLOCK_MS``, for a worker's next take).
+_QUEUE_FN = """
+local SERVED_MEMORY_MS = 600000
+local function undelivered(jobs, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', jobs)
+  if type(groups) ~= 'table' or groups['err'] then return 0 end
+  for _, info in ipairs(groups) do
+    local f = {}
+    for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+    if f['name'] == group then
+      if type(f['lag']) == 'number' then return f['lag'] end
+      return math.max(0, redis.call('XLEN', jobs) - tonumber(f['pending']))
+    end
+  end
+  return redis.call('XLEN', jobs)
+end
+local function join(ring, clock, lane_prefix, tag)
+  local score = tonumber(redis.call('GET', lane_prefix .. tag .. ':served') or '')
+  if not score then  -- not served lately: after everyone waiting, in the order they came
+    local joins = redis.call('HINCRBY', clock, 'joins', 1)
+    score = tonumber(redis.call('HGET', clock, 'seq') or '0') - 0.5 + joins * 1e-7
+  end
+  redis.call('ZADD', ring, score, tag)
+end
+local function promote(jobs, ring, waiting, clock, lane_prefix, want)
+  local n = 0
+  while n < want do
+    local head = redis.call('ZPOPMIN', ring)
+    if #head == 0 then break end
+    local tag = head[1]
+    local lane = lane_prefix .. tag
+    local job = redis.call('LPOP', lane)
+    local now = redis.call('HINCRBY', clock, 'seq', 1)
+    redis.call('HSET', clock, 'joins', 0)
+    if job then
+      redis.call('XADD', jobs, '*', 'd', job)
+      if tonumber(redis.call('DECR', waiting)) < 0 then redis.call('SET', waiting, 0) end
+      n = n + 1
+    end
+    redis.call('SET', lane .. ':served', now, 'PX', SERVED_MEMORY_MS)
+    if redis.call('LLEN', lane) > 0 then redis.call('ZADD', ring, now, tag) end
+  end
+  return n
+end
+"""
+
+#: Redis's memory against the accept budget: ``budget`` bytes when positive; when 0, the
+#: ``fraction`` of ``maxmemory`` (none set: no budget). -> true when over the budget.
+_MEMORY_FN = """
+local function over_budget(budget, fraction)
+  budget = tonumber(budget)
+  if budget < 0 then return false end
+  local info = redis.call('INFO', 'memory')
+  local used = tonumber(string.match(info, 'used_memory:(%d+)'))
+  if budget == 0 then
+    local max = tonumber(string.match(info, 'maxmemory:(%d+)') or '0')
+    if max == 0 then return false end
+    budget = max * tonumber(fraction)
+  end
+  return used >= budget
+end
+"""
+
+#: KEYS: the five chat keys, idempotency key (or the events key again when unused), jobs,
+#:       ring, waiting, clock.
 #: ARGV: channel, message, queued state, maxlen, msg_maxlen, ttl_ms, idem_ttl_ms, use_idem,
-#:       job, jobs_maxlen
-#: -> {'new', message id, state id, job id} | {'dup', "<id> <message json>"} | {'full'}
-#: Jobs are never trimmed here: with ``jobs_maxlen`` unfinished jobs in the stream (workers
-#: trim finished ones when they ack), nothing is stored and the caller is told to back off.
+#:       job, jobs_maxlen, group, lane prefix, client tag, lane cap, memory budget bytes
+#:       (-1 off, 0 derived), budget fraction of maxmemory
+#: -> {'new', message id, state id} | {'dup', "<id> <message json>"} | {'full'}
+#:    | {'memory'} | {'busy', jobs waiting in the lane}
+#: Nothing is stored on a refusal. Jobs are never trimmed here: with ``jobs_maxlen``
+#: unfinished jobs (in the stream and the lanes) the caller is told to back off; above the
+#: memory budget likewise (Redis runs ``noeviction``: accepted data is never evicted, and
+#: the room left is for the replies to what was accepted); with ``lane cap`` jobs already
+#: waiting in the client's lane, that client is told to wait. A chat keeps the lane its
+#: waiting jobs are in (a visitor changing networks mid-backlog), so a chat's jobs reach
+#: the stream in order.
 ACCEPT = (
     _APPEND_FN
+    + _QUEUE_FN
+    + _MEMORY_FN
     + """
 if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[6])
   if existing then return {'dup', existing} end
 end
-if redis.call('XLEN', KEYS[7]) >= tonumber(ARGV[10]) then return {'full'} end
+if over_budget(ARGV[15], ARGV[16]) then return {'memory'} end
+local waiting = tonumber(redis.call('GET', KEYS[9]) or '0')
+if redis.call('XLEN', KEYS[7]) + waiting >= tonumber(ARGV[10]) then return {'full'} end
+local tag = ARGV[13]
+local prior = redis.call('HGET', KEYS[2], 'lane')
+if prior and prior ~= tag and redis.call('LLEN', ARGV[12] .. prior) > 0 then tag = prior end
+local lane = ARGV[12] .. tag
+local queued = redis.call('LLEN', lane)
+if queued >= tonumber(ARGV[14]) then return {'busy', queued} end
 local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
 local sid = append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
-local jid = redis.call('XADD', KEYS[7], '*', 'd', ARGV[9])
+redis.call('HSET', KEYS[2], 'lane', tag)
+if redis.call('RPUSH', lane, ARGV[9]) == 1 then join(KEYS[8], KEYS[10], ARGV[12], tag) end
+redis.call('INCR', KEYS[9])
+if undelivered(KEYS[7], ARGV[11]) < 1 then
+  promote(KEYS[7], KEYS[8], KEYS[9], KEYS[10], ARGV[12], 1)
+end
 if ARGV[8] == '1' then
   redis.call('SET', KEYS[6], mid .. ' ' .. ARGV[2], 'PX', ARGV[7])
 end
 refresh(ARGV[6])
-return {'new', mid, sid, jid}
+return {'new', mid, sid}
+"""
+)
+
+#: A worker's take: move jobs from the lanes round robin until ``count`` + ``keep`` jobs
+#: are ready, then read up to ``count`` of them for this consumer (XREADGROUP, not
+#: blocking). ``count`` 0 with ``keep`` 1 only refills: one job ready wakes the next idle
+#: worker's blocking read.
+#: KEYS: jobs, ring, waiting, clock. ARGV: group, consumer, count, keep, lane prefix
+#: -> XREADGROUP's reply (or an empty list)
+JOBS_TAKE = (
+    _QUEUE_FN
+    + """
+local count = tonumber(ARGV[3])
+local target = count + tonumber(ARGV[4])
+local ready = undelivered(KEYS[1], ARGV[1])
+if ready < target then promote(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[5], target - ready) end
+if count < 1 then return {} end
+return redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'STREAMS', KEYS[1], '>')
 """
 )
 

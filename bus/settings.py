@@ -20,6 +20,7 @@ from bus.client import RedisOptions
 
 __all__ = ["BusSettings", "describe_settings_error"]
 
+
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -60,6 +61,14 @@ class BusSettings(BaseSettings):
     #: At most this many unfinished jobs (waiting or in progress); past it a visitor's message
     #: is refused with 503 and Retry-After, never accepted and then dropped.
     jobs_maxlen: int = Field(10_000, ge=1)
+    #: Messages one client (address or IPv6 prefix) may have waiting for Terra; past it
+    #: its next message gets 429 and Retry-After. Jobs are served round robin by client.
+    max_queued_per_client: int = Field(10, ge=1, le=100_000)
+    #: New messages are refused with 503 "Terra is busy" once Redis uses this much memory
+    #: (MB). 0: 80% of Redis's ``maxmemory`` (the room above is for replies to what was
+    #: accepted; Redis must run ``noeviction``); no budget when Redis has no maxmemory.
+    #: -1: no budget.
+    redis_memory_budget_mb: float = Field(0, ge=-1)
 
     @field_validator("redis_url")
     @classmethod
@@ -81,6 +90,10 @@ class BusSettings(BaseSettings):
             # The idempotency record holds the message's content: it never outlives the chat.
             idempotency_ttl_ms=min(self.idempotency_ttl_seconds * 1000, retention_ms),
             jobs_maxlen=self.jobs_maxlen,
+            queued_per_client=self.max_queued_per_client,
+            memory_budget_bytes=-1
+            if self.redis_memory_budget_mb < 0
+            else int(self.redis_memory_budget_mb * 1024 * 1024),
         )
 
     def redis_options(

@@ -9,12 +9,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bus import BacklogFull, is_valid_chat_id
+from bus import BacklogFull, StorageFull, TooManyWaiting, is_valid_chat_id
 from gateway.auth import require_code
 from gateway.errors import json_error
 from gateway.history import dumps, page_headers, read_page
 from gateway.keys import AppKeys, RequestKeys
-from gateway.refusals import seconds_text
+from gateway.limits import client_of
+from gateway.refusals import busy, seconds_text, too_many
 from gateway.starters import starter_prompts
 
 __all__ = [
@@ -34,6 +35,10 @@ _MESSAGE_ID = _CLIENT_MESSAGE_ID
 _LIMIT = re.compile(r"[0-9]{1,6}", re.ASCII)
 #: When the jobs backlog is full, visitors are asked to come back after this long.
 BACKLOG_RETRY_AFTER_SECONDS = 30
+#: Above Redis's memory budget, visitors are asked to come back after this long.
+STORAGE_RETRY_AFTER_SECONDS = 60
+#: A client with its cap of messages waiting is asked to come back after this long.
+QUEUED_RETRY_AFTER_SECONDS = 10
 
 
 def chat_id_of(request: web.Request) -> str:
@@ -120,7 +125,14 @@ async def post_message(request: web.Request) -> web.Response:
             content,
             client_message_id=client_message_id,
             request_id=structlog.contextvars.get_contextvars().get("request_id"),
+            client=client_of(request),
         )
+    except StorageFull:
+        log.warning("gateway.storage_full", chat_id=chat_id)
+        raise busy(STORAGE_RETRY_AFTER_SECONDS) from None
+    except TooManyWaiting as exc:
+        request.app[AppKeys.metrics].rate_limited.labels("queued").inc()
+        raise too_many("queued", QUEUED_RETRY_AFTER_SECONDS, count=exc.waiting) from None
     except BacklogFull:
         log.warning("gateway.backlog_full", chat_id=chat_id)
         raise json_error(

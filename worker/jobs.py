@@ -4,8 +4,9 @@ What a job *does* is :class:`worker.answer.AnswerHandler`'s business; this modul
 decides when a job runs and keeps it owned while it does. Guarantees:
 
 - **Concurrency.** At most ``MAX_CONCURRENT_CHATS`` chats are answered at once. Jobs are
-  read with a blocking read only when a slot is free (no polling loop); a job for a chat
-  this worker is already answering waits behind it without taking a slot.
+  taken only when a slot is free, round robin across clients (``JobQueue.take``), and
+  with a blocking read when none waits (no polling loop); a job for a chat this worker is
+  already answering waits behind it without taking a slot.
 - **One worker per chat.** A job first takes a local per-chat lock, then the chat's lease
   (renewed while it works; if another worker holds it, the job waits with backoff and stays
   pending). Losing the lease cancels the answer and leaves the job pending.
@@ -282,9 +283,14 @@ class Worker:
                 await self._changed.wait()
                 continue
             try:
-                deliveries = await self.bus.jobs.read(
-                    count=room, block_ms=self.settings.job_block_ms
-                )
+                # Round robin across clients first; block only when nothing waits.
+                deliveries = await self.bus.jobs.take(room)
+                if not deliveries:
+                    deliveries = await self.bus.jobs.read(
+                        count=room, block_ms=self.settings.job_block_ms
+                    )
+                    if deliveries:  # one job ready again wakes another idle worker
+                        await self.bus.jobs.take(0, keep=1)
             except BusError as exc:
                 logger.warning("worker.read_failed", error=type(exc).__name__)
                 await self._pause(REDIS_RETRY_SECONDS)

@@ -152,7 +152,9 @@ async def test_restarted_worker_does_not_reanswer(
 ) -> None:
     settings = fast_settings(redis_server.url, agent_url, worker_name="restart")
     ids = [await post(chatlog, "again", f"[[demo:echo]] q{i}") for i in range(3)]
-    queued = await redis.xrange(KEYS.jobs)  # an ack trims finished jobs: copy them now
+    # An ack trims finished jobs: copy them now (one is in the stream, two wait in the lane).
+    lane = await redis.lrange(KEYS.queue_lane("chat-again"), 0, -1)
+    queued = [*await redis.xrange(KEYS.jobs), *(("", {"d": raw}) for raw in lane)]
     assert len(queued) == 3
     async with Worker(settings):
         for message_id in ids:

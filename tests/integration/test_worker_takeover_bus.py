@@ -49,7 +49,7 @@ async def test_a_departed_workers_jobs_are_taken_over_once(redis_client: Redis) 
     await dead.ensure_group()
     for i in range(5):
         await log.accept_visitor_message(f"c{i}", "hi")
-    held = await dead.read(count=5, block_ms=100)
+    held = await dead.take(5)
     assert len(held) == 5
     heirs = [JobQueue(redis_client, KEYS, f"heir{i}") for i in range(3)]
     results = await asyncio.gather(*(heir.take_over("dead") for heir in heirs))

@@ -1,0 +1,132 @@
+"""The global storage budget (issue 11): above Redis's memory budget a new message is
+refused with 503 "Terra is busy" and Retry-After, nothing is stored, and nothing accepted
+is ever evicted (real redis-server)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from bus import BusKeys, ChatLog, StorageFull
+from bus.chatlog import ChatLimits
+from gateway.app import create_app
+from tests.integration.conftest import gateway_settings
+from tests.support.redis_server import RedisServer
+from tests.support.system import ACCESS_CODE
+
+pytestmark = pytest.mark.integration
+
+KEYS = BusKeys()
+REDIS_CONF = Path(__file__).resolve().parents[2] / "infra" / "redis" / "redis.conf"
+
+
+async def serve(redis_url: str, **overrides: Any) -> TestServer:
+    server = TestServer(create_app(gateway_settings(redis_url, **overrides)))
+    await server.start_server()
+    return server
+
+
+@pytest.fixture
+async def maxmemory_reset(redis_client: Redis) -> AsyncIterator[None]:
+    yield
+    await redis_client.config_set("maxmemory", 0)
+
+
+async def post(server: TestServer, chat_id: str, **body: Any) -> tuple[int, dict[str, Any], str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            str(server.make_url(f"/api/chat/{chat_id}/messages")),
+            json={"accessCode": ACCESS_CODE, **body},
+        ) as response,
+    ):
+        return response.status, await response.json(), response.headers.get("Retry-After", "")
+
+
+async def used_memory(redis: Redis) -> int:
+    return int((await redis.info("memory"))["used_memory"])
+
+
+async def test_above_the_budget_a_post_gets_503_terra_is_busy_and_nothing_is_stored(
+    redis_server: RedisServer, redis_client: Redis
+) -> None:
+    server = await serve(redis_server.url)
+    try:
+        status, accepted, _ = await post(server, "early", content="hello", clientMessageId="e-1")
+        assert status == 200
+    finally:
+        await server.close()
+    budget_mb = (await used_memory(redis_client)) / 2 / 1024 / 1024  # already above it
+    server = await serve(redis_server.url, redis_memory_budget_mb=budget_mb)
+    try:
+        status, body, retry_after = await post(server, "late", content="one more")
+        assert status == 503
+        assert int(retry_after) > 0
+        assert "Terra is busy" in body["error"]
+        assert "try again" in body["error"]
+        # A retry of a message accepted before is still answered with what was stored.
+        status, again, _ = await post(server, "early", content="hello", clientMessageId="e-1")
+        assert (status, again["id"]) == (200, accepted["id"])
+    finally:
+        await server.close()
+    assert await ChatLog(redis_client, KEYS).history("late", 10) == []
+    assert await redis_client.exists(KEYS.chat_meta("late")) == 0
+    assert (
+        await redis_client.xlen(KEYS.jobs) + int(await redis_client.get(KEYS.queue_waiting) or 0)
+        == 1
+    )  # only the early message's job
+
+
+async def test_by_default_the_budget_is_80_percent_of_redis_maxmemory(
+    redis_server: RedisServer, redis_client: Redis, maxmemory_reset: None
+) -> None:
+    server = await serve(redis_server.url)  # REDIS_MEMORY_BUDGET_MB unset: derived
+    try:
+        assert (await post(server, "a", content="no maxmemory: no budget"))[0] == 200
+        used = await used_memory(redis_client)
+        await redis_client.config_set("maxmemory", int(used * 1.2))  # budget 0.96 x used
+        assert (await post(server, "b", content="over 80% of maxmemory"))[0] == 503
+        await redis_client.config_set("maxmemory", used * 2)  # budget 1.6 x used
+        assert (await post(server, "c", content="room again"))[0] == 200
+    finally:
+        await server.close()
+
+
+async def test_the_budget_can_be_switched_off(
+    redis_server: RedisServer, redis_client: Redis, maxmemory_reset: None
+) -> None:
+    await redis_client.config_set("maxmemory", int(await used_memory(redis_client) * 1.2))
+    log = ChatLog(redis_client, KEYS, ChatLimits(memory_budget_bytes=-1))
+    await log.accept_visitor_message("off", "no budget")
+    with pytest.raises(StorageFull):
+        await ChatLog(redis_client, KEYS, ChatLimits(memory_budget_bytes=0)).accept_visitor_message(
+            "derived", "80% of maxmemory"
+        )
+
+
+def test_the_shipped_redis_never_evicts_accepted_data() -> None:
+    settings = dict(
+        line.split(None, 1)
+        for line in REDIS_CONF.read_text().splitlines()
+        if line.strip()
+        if not line.lstrip().startswith("#")
+    )
+    assert settings["maxmemory-policy"].strip() == "noeviction"
+    assert settings["maxmemory"].strip() != "0"  # so the default budget (80%) applies
+
+
+async def test_at_redis_maxmemory_a_post_is_refused_as_storage_full_not_a_500(
+    redis_client: Redis, maxmemory_reset: None
+) -> None:
+    """Without a budget, Redis's own OOM refusal (noeviction) is the same clear refusal."""
+    await redis_client.config_set("maxmemory", 1)
+    with pytest.raises(StorageFull):
+        await ChatLog(redis_client, KEYS).accept_visitor_message("oom", "no room at all")
+    await redis_client.config_set("maxmemory", 0)
+    assert await ChatLog(redis_client, KEYS).history("oom", 10) == []
