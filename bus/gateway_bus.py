@@ -85,8 +85,8 @@ class GatewayBus(FrontEnd):
         *,
         client_message_id: str | None = None,
         request_id: str | None = None,
-    ) -> AcceptedMessage:
         client: str | None = None,
+    ) -> AcceptedMessage:
         """Store a visitor message and enqueue its job in one script (idempotent per id).
 
         ``client`` (an address or IPv6 prefix) names the lane the job waits in: jobs are
@@ -251,34 +251,6 @@ class GatewayBus(FrontEnd):
         return await self._jobs.stats()
 
     @property
-    async def open_sink(
-        self,
-        chat_id: str,
-        after: str | None,
-        write: Callable[[EventRecord], Awaitable[None]],
-        sink: Callable[[EventRecord], None],
-        on_restart: Callable[[], None],
-        *,
-        on_overflow: Callable[[], None] | None = None,
-        verify: bool = True,
-        on_verified: Callable[[], None] | None = None,
-    ) -> Listener:
-        """Replay through ``write``, then live events straight to ``sink`` (ChatFeed.open_sink)."""
-        return await self._feed.open_sink(
-            chat_id,
-            after,
-            write,
-            sink,
-            on_restart,
-            on_overflow=on_overflow,
-            verify=verify,
-            on_verified=on_verified,
-        )
-
-    def close_listener(self, listener: Listener) -> None:
-        """End a listener :meth:`open_sink` returned (idempotent)."""
-        self._feed.close_listener(listener)
-
     def feed_status(self) -> FeedStatus:
         """The live subscription's state (no I/O)."""
         feed = self._feed
