@@ -5,6 +5,10 @@ be megabytes, and a burst of them the gateway's memory. A page holds the newest
 messages (before ``before``, if given) whose JSON fits ``HISTORY_MAX_BYTES``; when older
 messages remain, ``X-Has-More: true`` and ``X-Next-Before: <eventId>`` say where the next
 page starts (pass it as ``before``).
+
+With ``thoughts``, Terra's Messages also carry ``thoughts: {tools, reasoning}``, what the
+live v=2 frames showed while they were written (read back from the event log by the bus);
+only clients that ask (``?v=2``) get the field, so the original front end's shape is kept.
 """
 
 from __future__ import annotations
@@ -49,11 +53,24 @@ def canonical_id(event_id: str) -> str:
     return f"{int(ms)}-{int(seq)}"
 
 
-async def read_page(request: web.Request, chat_id: str, limit: int) -> HistoryPage:
-    """The page of ``chat_id`` the request asks for (``?before=``), within the byte budget."""
+async def read_page(
+    request: web.Request, chat_id: str, limit: int, *, thoughts: bool = False
+) -> HistoryPage:
+    """The page of ``chat_id`` the request asks for (``?before=``), within the byte budget.
+
+    ``thoughts``: add each Terra Message's tool calls and reasoning (counted in the budget).
+    """
     settings = request.app[AppKeys.settings]
+    bus = request.app[AppKeys.bus]
     before = parse_before(request.query.get("before"))
-    fetched = await request.app[AppKeys.bus].history(chat_id, limit + 1, before=before)
+    fetched = await bus.history(chat_id, limit + 1, before=before)
+    if thoughts and any(message.get("sender") == "Terra" for message in fetched):
+        found = await bus.reply_thoughts(
+            chat_id, str(fetched[0]["eventId"]), str(fetched[-1]["eventId"])
+        )
+        for message in fetched:
+            if message.get("id") in found:
+                message["thoughts"] = found[message["id"]]
     has_more = len(fetched) > limit
     newest_first = fetched[::-1][:limit]
     kept: list[dict[str, Any]] = []

@@ -79,6 +79,37 @@ def test_an_answer_cut_at_the_token_limit_says_so(
     expect(widget.wait_reply(2).locator(".tag")).to_have_count(0)
 
 
+def test_show_thoughts_survives_a_refresh(page: Page, system: RunningSystem, shots: Path) -> None:
+    widget = chat(page, system)
+    widget.send("What is on the site? [[demo:tool=search_site]] [[demo:reasoning]]")
+    reply = widget.wait_reply()
+    toggle = reply.locator("button.thoughts-toggle")
+    expect(toggle).to_have_text(re.compile(r"Show thoughts \(\d+\)"))
+    live_label = toggle.inner_text()
+    toggle.click()
+    live_drawer = reply.locator(".thoughts").inner_text()
+    assert "search_site" in live_drawer
+
+    page.reload()
+    widget = Widget(page)
+    reply = widget.wait_reply()
+    toggle = reply.locator("button.thoughts-toggle")
+    expect(toggle).to_have_text(live_label)
+    toggle.click()
+    expect(reply.locator(".thoughts")).to_be_visible()
+    assert reply.locator(".thoughts").inner_text() == live_drawer
+    expect(reply.locator(".thoughts .tools li.done")).to_contain_text("Used search_site")
+    widget.shot(shots, "replies-03-thoughts-after-refresh")
+
+    # The original front end's history (no v=2) keeps its shape: no thoughts field.
+    chat_id = page.evaluate("sessionStorage.getItem('terrarium-chat-id')")
+    url = f"{system.url}api/chat/{chat_id}/messages?accessCode={system.access_code}"
+    plain = page.request.get(url).json()
+    assert all("thoughts" not in message for message in plain)
+    extended = page.request.get(url + "&v=2").json()
+    assert [set(m["thoughts"]) for m in extended if "thoughts" in m] == [{"tools", "reasoning"}]
+
+
 @pytest.fixture
 def workerless_system() -> Iterator[RunningSystem]:
     """A private system whose worker the test starts itself (none at first)."""

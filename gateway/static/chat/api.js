@@ -70,11 +70,11 @@ export class ChatApi {
   /**
    * One page of history, oldest first: {messages, nextBefore}. nextBefore is the eventId
    * to pass as `before` for the page of older messages (X-Next-Before), or null when none
-   * remain or the gateway doesn't page.
+   * remain or the gateway doesn't page. v=2: Terra's messages carry their `thoughts`.
    */
   history(chatId, accessCode, { before = null, signal } = {}) {
     return this.#request("GET", chatPath(chatId, "messages"), {
-      query: { accessCode, limit: HISTORY_LIMIT, before },
+      query: { accessCode, limit: HISTORY_LIMIT, before, v: 2 },
       signal,
       parse: async (response) => ({
         messages: await response.json(),

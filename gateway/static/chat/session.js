@@ -340,6 +340,10 @@ export class ChatSession extends EventTarget {
       if (!message?.id) continue;
       this.messages.set(message.id, message);
       if (message.sender === "Terra" && message.replyTo) this.answered.add(message.replyTo);
+      if (message.sender === "Terra" && !this.replyExtras.has(message.id)) {
+        const extras = extrasFromHistory(message.thoughts);
+        if (extras) this.replyExtras.set(message.id, extras);
+      }
       this.lastEventId = maxEventId(this.lastEventId, message.eventId ?? null);
     }
     this.#capHistory();
@@ -652,6 +656,21 @@ const FRAME_KINDS = {
   toolCall: "tool",
   toolResult: "tool",
 };
+
+/** History's `thoughts` ({tools, reasoning}, v=2) as the drawer's extras; null when none. */
+function extrasFromHistory(thoughts) {
+  if (!thoughts || typeof thoughts !== "object") return null;
+  const reasoning = typeof thoughts.reasoning === "string" ? thoughts.reasoning : "";
+  const tools = (Array.isArray(thoughts.tools) ? thoughts.tools : [])
+    .filter((tool) => tool && typeof tool === "object")
+    .map((tool, index) => ({
+      id: String(tool.callId ?? `${tool.name}-${index}`),
+      name: String(tool.name ?? "a tool"),
+      status: normalizeToolStatus(tool.status),
+      detail: typeof tool.detail === "string" ? tool.detail : null,
+    }));
+  return reasoning || tools.length ? { reasoning, tools } : null;
+}
 
 function normalizeToolStatus(status) {
   if (["done", "finished", "completed", "complete", "ok", "success", "succeeded", "result"].includes(status)) return "done";
