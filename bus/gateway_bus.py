@@ -26,6 +26,7 @@ from bus.pubsub import ChatFeed
 from bus.ratelimit import Budget, RateDecision, RateLimiter
 from bus.schemas import WorkerHeartbeat, render_frame
 from bus.settings import BusSettings
+from bus.thoughts import read_thoughts
 
 __all__ = ["FeedStatus", "GatewayBus", "open_gateway_bus"]
 
@@ -207,6 +208,15 @@ class GatewayBus(FrontEnd):
             self._keys.chat_messages(chat_id), max=f"({before}", count=limit
         )
         return [render_frame(fields["d"], entry_id) for entry_id, fields in reversed(entries)]
+
+    async def reply_thoughts(
+        self, chat_id: str, first: str, last: str
+    ) -> dict[str, dict[str, Any]]:
+        """Tool calls and reasoning of the Terra Messages from ``first`` to ``last``, by id.
+
+        Read back from the event log (bounded; see :mod:`bus.thoughts`).
+        """
+        return await read_thoughts(self._redis, self._keys, chat_id, first, last)
 
     async def worker_state(self, chat_id: str) -> dict[str, Any]:
         """The chat's current worker state ``{state, detail, updatedAt}``."""

@@ -155,7 +155,8 @@ async def post_message(request: web.Request) -> web.Response:
 async def get_messages(request: web.Request) -> web.Response:
     """``GET /api/chat/{chatId}/messages``: history, oldest first, newest ``limit`` kept.
 
-    ``?before=<eventId>`` pages back; a page is bounded in bytes (:mod:`gateway.history`).
+    ``?before=<eventId>`` pages back; a page is bounded in bytes (:mod:`gateway.history`);
+    ``?v=2`` adds Terra's tool calls and reasoning as ``thoughts``.
     """
     settings = request.app[AppKeys.settings]
     chat_id = chat_id_of(request)
@@ -166,7 +167,8 @@ async def get_messages(request: web.Request) -> web.Response:
         if not _LIMIT.fullmatch(raw_limit) or int(raw_limit) < 1:
             raise json_error(400, "limit must be a positive integer")
         limit = min(int(raw_limit), settings.history_limit)
-    page = await read_page(request, chat_id, limit)
+    # v=2 (as on the streams): Terra's Messages carry their thoughts (gateway.history).
+    page = await read_page(request, chat_id, limit, thoughts=request.query.get("v") == "2")
     return web.json_response(page.messages, headers=page_headers(page), dumps=dumps)
 
 
