@@ -248,14 +248,16 @@ class JobQueue:
         )
 
     async def stats(self) -> dict[str, Any]:
-        """Queue depth, pending count and dead letters (for metrics)."""
+        """Queue depth (the stream and the clients' lanes), pending count and dead letters."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.xlen(self.keys.jobs)
         pipe.xpending(self.keys.jobs, self.keys.jobs_group)
         pipe.xlen(self.keys.dead_letters)
-        length, pending, dead = await pipe.execute(raise_on_error=False)
+        pipe.get(self.keys.queue_waiting)
+        length, pending, dead, waiting = await pipe.execute(raise_on_error=False)
+        in_lanes = int(waiting) if isinstance(waiting, str | bytes) and waiting.isdigit() else 0
         return {
-            "length": length if isinstance(length, int) else 0,
+            "length": (length if isinstance(length, int) else 0) + in_lanes,
             "pending": pending["pending"] if isinstance(pending, dict) else 0,
             "dead": dead if isinstance(dead, int) else 0,
         }

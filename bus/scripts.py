@@ -133,12 +133,15 @@ end
 
 #: Redis's memory against the accept budget: ``budget`` bytes when positive; when 0, the
 #: ``fraction`` of ``maxmemory`` (none set: no budget). -> true when over the budget.
+#: A server without INFO (an ACL without +info, a test double) has no budget: refusing
+#: every message would be an outage; Redis's own maxmemory refusal still applies.
 _MEMORY_FN = """
 local function over_budget(budget, fraction)
   budget = tonumber(budget)
   if budget < 0 then return false end
-  local info = redis.call('INFO', 'memory')
-  local used = tonumber(string.match(info, 'used_memory:(%d+)'))
+  local info = redis.pcall('INFO', 'memory')
+  if type(info) ~= 'string' then return false end
+  local used = tonumber(string.match(info, 'used_memory:(%d+)') or '0')
   if budget == 0 then
     local max = tonumber(string.match(info, 'maxmemory:(%d+)') or '0')
     if max == 0 then return false end
