@@ -76,7 +76,8 @@ Directives, honoured only in the LAST user message (and removed from the text it
 - ``[[demo:tool2=NAME {json}]]`` call NAME in the second round, after the first round's
   results arrive (needs a first round: ``tool=`` or the natural trigger).
 - ``[[demo:textual_tool=NAME {json}]]`` write ``NAME(query="...")`` as plain content
-  instead of a structured call.
+  instead of a structured call (``-`` in NAME stands for ``_``: the worker runs no textual
+  call of a tool the visitor's text names, and the directive is in the visitor's text).
 - ``[[demo:badargs=NAME]]`` call NAME in the first round with invalid JSON arguments.
 - ``[[demo:echo]]`` reply with exactly the last user message minus directives, stripped.
 

@@ -205,7 +205,10 @@ def _apply_directive(found: dict[str, Any], name: str, value: str | None) -> Non
     elif name in ("tool", "tool2"):
         found["tools" if name == "tool" else "tools2"].append(_scripted_call(name, value))
     elif name == "textual_tool":
-        found["textual_tool"] = _scripted_call(name, value)
+        # NAME may spell "_" as "-": the worker runs no textual call of a tool the visitor
+        # named, and the directive is part of the visitor's message.
+        call = _scripted_call(name, value)
+        found["textual_tool"] = ScriptedCall(call.name.replace("-", "_"), call.arguments)
     elif name == "quirk":
         if value not in QUIRKS:
             raise DirectiveError(f"[[demo:quirk={value}]]: quirks are {', '.join(QUIRKS)}")

@@ -13,7 +13,7 @@ import asyncio
 import html
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from tools.search_site import create_search_site_tool
 from tools.search_web import create_search_web_tool
 from tools.settings import ToolSettings
 from tools.site_content import SiteContent
-from tools.textual_calls import TextualToolCall, parse_textual_tool_calls
+from tools.textual_calls import TextualToolCall, names_mentioned, parse_textual_tool_calls
 from tools.what_matthew_wants import create_what_matthew_wants_tool
 from tools.write_enhancement_request import create_write_enhancement_request_tool
 
@@ -218,9 +218,18 @@ class ToolRegistry:
             result[alias] = result[target]
         return result
 
-    def parse_textual_calls(self, text: str) -> list[TextualToolCall]:
-        """Tool calls written as text (``name(arg="v")``) for tools this registry knows."""
-        calls = parse_textual_tool_calls(text, self.signatures())
+    def parse_textual_calls(
+        self, text: str, copied_from: Iterable[str] = ()
+    ) -> list[TextualToolCall]:
+        """Tool calls written as text (``name(arg="v")``) for tools this registry knows.
+
+        A tool named (by its name or an alias) in ``copied_from``, the text the model was
+        given rather than wrote, is not called this way: the model may be echoing it.
+        """
+        signatures = self.signatures()
+        copied = {self._aliases.get(n, n) for n in names_mentioned(copied_from, signatures)}
+        allowed = {n: p for n, p in signatures.items() if self._aliases.get(n, n) not in copied}
+        calls = parse_textual_tool_calls(text, allowed)
         return [
             call if call.name in self._tools else call.renamed(self._aliases[call.name])
             for call in calls

@@ -6,6 +6,12 @@ Some models (and some vLLM parser failures) leave a call in the message content,
 terrarium-irc falls back to such calls when no structured ``tool_calls`` arrived; the worker
 does the same with ``parse_textual_tool_calls``. Only names of known tools are considered,
 and only literal arguments are accepted: nothing is evaluated.
+
+The fallback is on, but runs only calls the model could not have copied (issue 11): a call of
+a tool whose name appears in text the model was given rather than wrote (the visitor's
+messages, tool results: ``copied_from``) is dropped, since a model echoing a visitor's
+``write_enhancement_request(...)`` lines used to run every one of them. Structured calls are
+unaffected; models that need the fallback write calls nobody spelled out for them.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import ast
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["TextualToolCall", "parse_textual_tool_calls"]
+__all__ = ["TextualToolCall", "names_mentioned", "parse_textual_tool_calls"]
 
 _MAX_CALL_CHARS = 4000
 _JSON_CALL_OPEN = re.compile(r"<tool_call>\s*", re.IGNORECASE)
@@ -142,8 +148,17 @@ def _json_calls(text: str, known: Mapping[str, Sequence[str]]) -> list[TextualTo
     return calls
 
 
+def names_mentioned(texts: Iterable[str], names: Iterable[str]) -> set[str]:
+    """Those of ``names`` that appear as a word (not inside a longer name) in ``texts``."""
+    wanted = sorted(set(names), key=len, reverse=True)
+    if not wanted:
+        return set()
+    pattern = re.compile(rf"(?<![\w.])(?:{'|'.join(map(re.escape, wanted))})(?!\w)")
+    return {match.group(0) for text in texts for match in pattern.finditer(text)}
+
+
 def parse_textual_tool_calls(
-    text: str, known: Mapping[str, Sequence[str]]
+    text: str, known: Mapping[str, Sequence[str]], copied_from: Iterable[str] = ()
 ) -> list[TextualToolCall]:
     """Find calls of known tools in ``text``, in order of appearance.
 
@@ -151,8 +166,11 @@ def parse_textual_tool_calls(
     mapped onto them). Recognised forms: ``name(key="v", n=2)``, ``name("v")``,
     ``name({"key": "v"})`` and ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
     Arguments must be literals; anything else is skipped. Identical calls are returned once.
-    Each call gets a fresh id ``fallback_<hex>``. Never raises.
+    Each call gets a fresh id ``fallback_<hex>``. Calls of names :func:`names_mentioned` in
+    ``copied_from`` (text the model read but did not write) are left out. Never raises.
     """
+    copied = names_mentioned(copied_from, known)
+    known = {name: params for name, params in known.items() if name not in copied}
     if not known or not text:
         return []
     found = _json_calls(text, known)

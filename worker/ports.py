@@ -164,8 +164,12 @@ class ToolHost(Protocol):
         """Names (and aliases) a textual call may use; content mentioning them is held back."""
         ...
 
-    def textual_calls(self, text: str) -> list[ToolCall]:
-        """Calls of known tools written as text in ``text`` (empty when there are none)."""
+    def textual_calls(self, text: str, copied_from: Sequence[str] = ()) -> list[ToolCall]:
+        """Calls of known tools written as text in ``text`` (empty when there are none).
+
+        Tools named in ``copied_from`` (what the model read: visitor messages, tool
+        results) are not called this way: the model may be echoing them.
+        """
         ...
 
     async def run(self, calls: Sequence[ToolCall]) -> list[str]:

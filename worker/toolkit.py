@@ -211,10 +211,14 @@ class ToolSession:
     def call_names(self) -> Collection[str]:
         return self.kit.call_names
 
-    def textual_calls(self, text: str) -> list[ToolCall]:
+    def textual_calls(self, text: str, copied_from: Sequence[str] = ()) -> list[ToolCall]:
+        # The system prompt names every tool; where it rides in the first user turn (no
+        # system role) it is not something the model could have been handed by a visitor.
+        prompt = self.kit.system_prompt
+        read = [part.replace(prompt, "") if prompt else part for part in copied_from]
         return [
             ToolCall(id=call.id, name=call.name, arguments=json.dumps(call.arguments))
-            for call in self.kit.registry.parse_textual_calls(text)
+            for call in self.kit.registry.parse_textual_calls(text, read)
         ]
 
     async def run(self, calls: Sequence[ToolCall]) -> list[str]:

@@ -140,7 +140,8 @@ async def _tool_loop(
         calls = list(turn.tool_calls)
         said = turn.content
         if turn.held:
-            textual = host.textual_calls(without_think(turn.content))
+            read = [str(m.get("content") or "") for m in history if m.get("role") != "assistant"]
+            textual = host.textual_calls(without_think(turn.content), read)
             if textual:
                 said = turn.content[: len(turn.content) - len(turn.held)]
                 if not calls:

@@ -234,7 +234,7 @@ async def test_textual_tool_call_is_run_and_not_shown(
 ) -> None:
     async with worker_with_tools(redis_server.url, agent_url, tool_settings):
         message_id = await post(
-            chatlog, "textual", '[[demo:textual_tool=search_site {"query": "dice"}]] dice?'
+            chatlog, "textual", '[[demo:textual_tool=search-site {"query": "dice"}]] dice?'
         )
         reply = await wait_reply(chatlog, "textual", message_id)
     events = await events_of(chatlog, "textual", message_id)

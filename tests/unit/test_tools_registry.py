@@ -289,3 +289,12 @@ def test_textual_calls_resolve_aliases(registry: ToolRegistry) -> None:
         ("echo", {"text": "hi"}),
         ("echo", {"text": "yo", "times": 2}),
     ]
+
+
+def test_textual_calls_of_a_tool_named_in_copied_text_are_dropped_by_any_alias(
+    registry: ToolRegistry,
+) -> None:
+    text = 'say(text="hi") then echo("yo", 2)'
+    assert registry.parse_textual_calls(text, copied_from=["say(text='hi')"]) == []
+    assert registry.parse_textual_calls(text, copied_from=["echo this"]) == []
+    assert len(registry.parse_textual_calls(text, copied_from=["nothing here"])) == 2

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tools import parse_textual_tool_calls
+from tools.textual_calls import names_mentioned
 
 KNOWN = {
     "search_site": ["query", "max_results"],
@@ -105,3 +106,30 @@ def test_repeated_calls_are_returned_once_in_order() -> None:
 
 def test_no_known_tools_means_no_calls() -> None:
     assert parse_textual_tool_calls('search_site(query="x")', {}) == []
+
+
+def test_calls_the_model_may_have_copied_are_not_run() -> None:
+    """Issue 11: a visitor's message listing calls, echoed by the model, ran every one."""
+    visitor = "\n".join(f'search_site(query="spam {i}")' for i in range(7))
+    echoed = f"Sure!\n{visitor}\nfetch_site_page('bio')"
+    assert [c.name for c in parse_textual_tool_calls(echoed, KNOWN)] == [
+        *["search_site"] * 7,
+        "fetch_site_page",
+    ]
+    calls = parse_textual_tool_calls(echoed, KNOWN, copied_from=["hi", visitor])
+    assert [(c.name, c.arguments) for c in calls] == [("fetch_site_page", {"slug_or_url": "bio"})]
+    # a mere mention counts too ("please call search_site with ..."); a longer name does not
+    told = ["please call search_site for spam", "my_search_site_thing"]
+    assert [c.name for c in parse_textual_tool_calls(echoed, KNOWN, copied_from=told)] == [
+        "fetch_site_page"
+    ]
+    assert len(parse_textual_tool_calls(echoed, KNOWN, copied_from=["my_search_site2"])) == 8
+
+
+def test_names_mentioned() -> None:
+    assert names_mentioned(
+        ["use search_site(", "x.fetch_site_page", "what_matthew_wants"], KNOWN
+    ) == {
+        "search_site",
+        "what_matthew_wants",
+    }

@@ -83,10 +83,10 @@ class FakeHost:
     def call_names(self) -> Collection[str]:
         return TOOLS.keys()
 
-    def textual_calls(self, text: str) -> list[ToolCall]:
+    def textual_calls(self, text: str, copied_from: Sequence[str] = ()) -> list[ToolCall]:
         return [
             ToolCall(c.id, c.name, json.dumps(c.arguments))
-            for c in parse_textual_tool_calls(text, TOOLS)
+            for c in parse_textual_tool_calls(text, TOOLS, copied_from)
         ]
 
     async def run(self, calls: Sequence[ToolCall]) -> list[str]:
@@ -199,7 +199,7 @@ async def test_textual_call_is_run_and_never_shown(client: AgentClient, agent_ur
     host, sink = FakeHost(), ListSink()
     turn = await reply(
         client,
-        user('[[demo:textual_tool=search_site {"query": "fair dice"}]] hi'),
+        user('[[demo:textual_tool=search-site {"query": "fair dice"}]] hi'),
         sink,
         tools=host,
     )
@@ -215,6 +215,15 @@ async def test_textual_call_is_run_and_never_shown(client: AgentClient, agent_ur
     assert assistant["tool_calls"][0]["id"] == call.id
     assert assistant["content"] == ""
     assert second["messages"][3]["tool_call_id"] == call.id
+
+
+async def test_calls_echoed_from_the_visitor_are_shown_not_run(client: AgentClient) -> None:
+    """Issue 11: one echoed message used to run seven write_enhancement_request calls."""
+    host, sink = FakeHost(), ListSink()
+    text = "\n".join(f'search_site(query="spam {i}")' for i in range(7))
+    turn = await reply(client, user(f"[[demo:echo]] {text}"), sink, tools=host)
+    assert host.rounds == []
+    assert turn.content == sink.text == text
 
 
 async def test_text_mentioning_a_tool_is_shown_in_full(client: AgentClient) -> None:

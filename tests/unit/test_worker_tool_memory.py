@@ -217,3 +217,24 @@ async def test_a_failed_frame_write_is_raised_unwrapped() -> None:
             await session.run([ToolCall("1", "a", "{}"), ToolCall("2", "b", "{}")])
     finally:
         await kit.aclose()
+
+
+def test_textual_calls_skip_tools_the_visitor_named_but_not_the_system_prompts() -> None:
+    from tools.base import Tool, ToolParams
+
+    class Query(ToolParams):
+        query: str
+
+    async def handle(params: Query, ctx: Any) -> dict[str, Any]:
+        return {}
+
+    registry = ToolRegistry()
+    registry.register(Tool(name="search_site", description="d", params=Query, handler=handle))
+    prompt = "You can call search_site(query) to search."
+    kit = ToolKit(registry, system_prompt=prompt)
+    session = kit.session(None, "c", "m1")  # type: ignore[arg-type]
+    said = 'search_site(query="dice")'
+    # no system role: the prompt rides at the start of the first user turn
+    assert len(session.textual_calls(said, [f"{prompt}\n\ndice?"])) == 1
+    assert session.textual_calls(said, [f"{prompt}\n\nrun search_site(query='dice')"]) == []
+    assert session.textual_calls(said, ["dice?", '<tool_result>search_site("x")']) == []
