@@ -21,6 +21,11 @@ def _parse(argv: list[str] | None) -> LaunchOptions:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--open", action="store_true", help="open the page in a browser")
     parser.add_argument("--quiet", action="store_true", help="write process logs to files")
+    parser.add_argument(
+        "--byo",
+        action="store_true",
+        help='offer the demo agent as a "your own model" provider (any key works)',
+    )
     args = parser.parse_args(argv)
     options = LaunchOptions(
         host=args.host,
@@ -30,6 +35,7 @@ def _parse(argv: list[str] | None) -> LaunchOptions:
         agent_url=os.environ.get("AGENT_API_URL") or None,
         workers=args.workers,
         quiet=args.quiet,
+        byo=args.byo,
     )
     options.extra_env["OPEN_BROWSER"] = "1" if args.open else ""
     return options

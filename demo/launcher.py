@@ -13,6 +13,7 @@ so (:attr:`Launcher.moved_from`). Every child is stopped on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -26,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from demo.agent import DEFAULT_MODEL
 
 __all__ = [
     "Child",
@@ -294,6 +297,8 @@ class LaunchOptions:
     workers: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    #: Offer the demo agent as a "your own model" provider in the widget (any key works).
+    byo: bool = False
     #: Where logs and Redis files go; a temporary directory (removed on stop) when None.
     workdir: Path | None = None
 
@@ -363,10 +368,19 @@ class Launcher:
             port = free_port()
             self.add_agent(port)
             self.agent_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        gateway_env = {"DEMO_AGENT": "true" if self.demo_agent else "false"}
+        if self.demo_agent and self.options.byo:
+            # "Your own model" in the widget, offline: the demo agent takes any key.
+            base_url = self.agent_url.removesuffix("/chat/completions")
+            provider = {
+                "id": "demo",
+                "name": "Demo provider (offline)",
+                "baseUrl": base_url,
+                "models": [DEFAULT_MODEL],
+            }
+            gateway_env["BYO_CUSTOM_PROVIDERS"] = json.dumps([{**provider, "modelsEndpoint": True}])
         self.gateway = self.add_gateway(
-            "gateway",
-            self.port,
-            {"DEMO_AGENT": "true" if self.demo_agent else "false", **self.options.extra_env},
+            "gateway", self.port, {**gateway_env, **self.options.extra_env}
         )
         for index in range(self.options.workers):
             self.add_worker(f"worker{index}", {"WORKER_NAME": f"demo-worker-{index}"})

@@ -30,7 +30,7 @@
   /** Every module of static/chat/ (tests/e2e checks this list against the folder). */
   var MODULES = [
     "terra-chat.js", "session.js", "api.js", "socket.js", "health.js", "status.js",
-    "timeline.js", "stream-view.js", "content.js", "copy.js", "icons.js", "styles.js", "util.js",
+    "timeline.js", "stream-view.js", "content.js", "copy.js", "icons.js", "styles.js", "util.js", "byo.js",
   ];
   var LAUNCHER_CSS =
     ":host{all:initial!important;display:block!important;visibility:visible!important;opacity:1!important;" +

@@ -8,6 +8,7 @@
 // Events (bubbling, composed): "terra-chat:ready", "terra-chat:message" (detail: message),
 // "terra-chat:unread" (detail: {count}).
 
+import { ByoPanel } from "./byo.js";
 import { loadMarkdown } from "./content.js";
 import { COPY } from "./copy.js";
 import { ICONS } from "./icons.js";
@@ -322,6 +323,7 @@ export class TerraChatElement extends HTMLElement {
         "div",
         { class: "composer-wrap" },
         ui.jump,
+        (this.byo = new ByoPanel(this.session)).element,
         el("form", { class: "composer", onsubmit: (event) => this.#onSend(event) }, ui.textarea, ui.stopButton, ui.sendButton),
         el("p", { class: "status-row" }, ui.meta),
       ),

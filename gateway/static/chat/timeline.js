@@ -70,6 +70,8 @@ function renderTerra(item, { expanded, extras, onToggleThoughts, failure, onRetr
 
   const meta = el("div", { class: "msg-meta" }, el("time", { datetime: item.createdAt, text: formatTime(item.createdAt) }));
   if (text) meta.append(copyButton(COPY.copyAnswer, () => text, "copy-answer"));
+  // Bring your own model: who really answered (docs/protocol.md 9.10).
+  if (item.provider) meta.append(el("span", { class: "tag provider", text: [item.provider, item.model].filter(Boolean).join(" · ") }));
   if (item.status === "stopped") meta.append(el("span", { class: "tag", text: COPY.stoppedTag }));
   if (item.status === "truncated") {
     meta.append(el("span", { class: "tag truncated", title: COPY.truncatedHint, text: COPY.truncatedTag }));

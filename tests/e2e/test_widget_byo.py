@@ -1,0 +1,124 @@
+"""The widget's "your own model" mode in Chromium, against the demo started with ``--byo``
+(the offline demo agent is offered as a provider; it takes any key).
+
+The switch starts a new chat (a chat is Terra's or the visitor's model's), answers name the
+provider, the key stays out of localStorage (and out of sessionStorage unless the visitor
+ticks "remember"), and a page refresh reopens the chat in the same mode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from demo.launcher import LaunchOptions, free_port
+from tests.e2e.conftest import require_tools
+from tests.e2e.widget import Widget
+from tests.support.launcher import TestLauncher
+from tests.support.system import ACCESS_CODE
+
+pytestmark = pytest.mark.e2e
+
+KEY = "sk-demo-visitor-key-4242"
+PROVIDER_TAG = "Demo provider (offline) · terra-demo-offline"
+
+
+@pytest.fixture
+def byo_url() -> Iterator[str]:
+    """A demo system with the BYO switch on (``python -m demo --byo``); its page's URL."""
+    require_tools()
+    options = LaunchOptions(
+        port=free_port(),
+        access_code=ACCESS_CODE,
+        quiet=True,
+        byo=True,
+        extra_env={"RATE_LIMIT_MAX_PER_IP": "10000", "RATE_LIMIT_MAX_PER_CHAT": "10000"},
+    )
+    launcher = TestLauncher(options)
+    try:
+        launcher.start()
+        yield launcher.url
+    finally:
+        launcher.stop()
+
+
+def storage(page: Page) -> dict[str, Any]:
+    return {
+        "local": page.evaluate("() => JSON.stringify(localStorage)"),
+        "session": page.evaluate("() => JSON.stringify(sessionStorage)"),
+    }
+
+
+def test_switch_to_your_own_model_and_chat(page: Page, byo_url: str) -> None:
+    page.goto(byo_url + "terra")
+    widget = Widget(page)
+    widget.start_chat(ACCESS_CODE)
+    byo = widget.host.locator("section.byo")
+    expect(byo).to_be_visible()
+    fields = byo.locator(".byo-fields")
+    expect(fields).to_be_hidden()
+
+    widget.send("Hello Terra [[demo:echo]]")
+    expect(widget.wait_reply().locator(".tag.provider")).to_have_count(0)
+
+    # Switching mode starts a new chat: the Terra chat cannot take the visitor's model.
+    byo.get_by_label("Your own model").check()
+    expect(fields).to_be_visible()
+    expect(byo.locator(".byo-note")).to_contain_text("A new chat started")
+    expect(widget.messages).to_have_count(0)
+    expect(byo.locator(".byo-privacy")).to_contain_text("never stores or logs it")
+    expect(byo.get_by_label("Model", exact=True)).to_have_value("terra-demo-offline")
+
+    # No key yet: the message is not sent, and the panel says why.
+    widget.send("Without a key [[demo:echo]]")
+    expect(byo.locator(".byo-note")).to_have_text("Paste your provider's API key first.")
+
+    byo.get_by_label("API key").fill(KEY)
+    widget.send("Hello own model [[demo:echo]]")
+    reply = widget.wait_reply()
+    expect(reply.locator(".bubble")).to_have_text("Hello own model")
+    expect(reply.locator(".tag.provider")).to_have_text(PROVIDER_TAG)
+    saved = storage(page)
+    assert KEY not in saved["local"]
+    assert KEY not in saved["session"]  # memory only, until the visitor asks
+
+    # "Remember" keeps it in this tab's sessionStorage (never localStorage) ...
+    byo.get_by_label("Remember the key in this tab").check()
+    saved = storage(page)
+    assert KEY in json.loads(saved["session"]).values()
+    assert KEY not in saved["local"]
+
+    # ... so a refresh reopens the chat in the same mode, key in place, and it goes on.
+    page.reload()
+    widget = Widget(page)
+    widget.wait_connected()
+    byo = widget.host.locator("section.byo")
+    expect(byo.get_by_label("Your own model")).to_be_checked()
+    expect(byo.get_by_label("API key")).to_have_value(KEY)
+    expect(widget.terra.locator(".tag.provider")).to_have_text(PROVIDER_TAG)
+    widget.send("Once more [[demo:echo]]")
+    expect(widget.wait_reply(2).locator(".bubble")).to_have_text("Once more")
+
+    # Unticking forgets it in sessionStorage at once.
+    byo.get_by_label("Remember the key in this tab").uncheck()
+    assert KEY not in storage(page)["session"]
+
+
+def test_stop_works_for_your_own_model(page: Page, byo_url: str) -> None:
+    page.goto(byo_url + "terra")
+    widget = Widget(page)
+    widget.start_chat(ACCESS_CODE)
+    byo = widget.host.locator("section.byo")
+    byo.get_by_label("Your own model").check()
+    byo.get_by_label("API key").fill(KEY)
+    widget.send("Go slowly [[demo:tokens=400]] [[demo:delay=30]]")
+    expect(widget.stop_button).to_be_visible(timeout=15_000)
+    expect(widget.stream).to_be_visible()
+    widget.stop_button.click()
+    reply = widget.wait_reply()
+    expect(reply.locator(".tag").first).to_be_visible()
+    expect(reply.locator(".tag.provider")).to_have_text(PROVIDER_TAG)
