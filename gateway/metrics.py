@@ -127,6 +127,16 @@ class GatewayMetrics:
         self.rate_limited = Counter(
             "terrarium_rate_limited", "Requests refused by a rate limit", ["scope"], registry=r
         )
+        #: Bring your own model (gateway.byo): answers by how they ended, and those streaming.
+        self.byo_answers = Counter(
+            "terrarium_byo_answers",
+            "Answers streamed from visitors' own providers, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.byo_streams = Gauge(
+            "terrarium_byo_streams", "Answers from visitors' own models streaming now", registry=r
+        )
         self.jobs_length = Gauge("terrarium_jobs_length", "Entries in the jobs stream", registry=r)
         self.jobs_pending = Gauge(
             "terrarium_jobs_pending", "Jobs delivered to a worker and not yet acked", registry=r

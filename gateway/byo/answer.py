@@ -31,6 +31,7 @@ import structlog
 from bus import GatewayBus
 from gateway.byo.client import ProviderError, stream_chat
 from gateway.byo.providers import ByoProvider
+from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 
 __all__ = ["INTERRUPTED", "AnswerJob", "run_answer"]
@@ -62,6 +63,8 @@ class AnswerJob:
     provider: ByoProvider
     model: str
     key: str = field(repr=False)
+    #: How it ended, for the metrics: the Message status, or the provider error's kind.
+    outcome: str = "unfinished"
 
 
 @dataclass(slots=True)
@@ -97,8 +100,20 @@ async def run_answer(
     bus: GatewayBus,
     session: aiohttp.ClientSession,
     settings: GatewaySettings,
+    metrics: GatewayMetrics,
 ) -> None:
     """Stream the answer to ``job`` and store it; never raises but ``CancelledError``."""
+    metrics.byo_streams.inc()
+    try:
+        await _run(job, bus, session, settings)
+    finally:
+        metrics.byo_streams.dec()
+        metrics.byo_answers.labels(job.outcome).inc()
+
+
+async def _run(
+    job: AnswerJob, bus: GatewayBus, session: aiohttp.ClientSession, settings: GatewaySettings
+) -> None:
     started = time.monotonic()
     progress = _Progress(last_flush=started, last_renew=started)
     outcome: tuple[str, Literal["responded", "error"], str | None] = ("", "responded", None)
@@ -228,6 +243,7 @@ async def _finish(
     started: float,
 ) -> None:
     note, state, detail = outcome
+    job.outcome = detail.removeprefix("byo: ") if state == "error" and detail else progress.status
     try:
         await _flush(job, bus, progress)
         content = "".join(progress.text)

@@ -59,7 +59,7 @@ def _api_key(body: dict[str, Any]) -> str:
 async def get_providers(request: web.Request) -> web.Response:
     """``GET /api/byo/providers``: the providers a visitor may pick, and the answer caps."""
     settings = request.app[AppKeys.settings]
-    require_code(request.query.get("accessCode"), settings)
+    require_code(request.query.get("accessCode"), request)
     providers = [
         {
             "id": p.id,
@@ -82,7 +82,7 @@ async def post_models(request: web.Request) -> web.Response:
     """``POST /api/byo/models`` ``{accessCode, provider, apiKey}``: the provider's models."""
     settings = request.app[AppKeys.settings]
     body = await read_json_object(request)
-    require_code(body.get("accessCode"), settings)
+    require_code(body.get("accessCode"), request)
     provider = _provider(body, request)
     key = _api_key(body)
     if not provider.models_endpoint:
@@ -109,7 +109,7 @@ async def post_byo_message(request: web.Request) -> web.Response:
     bus = app[AppKeys.bus]
     chat_id = chat_id_of(request)
     body = await read_json_object(request)
-    require_code(body.get("accessCode"), settings)
+    require_code(body.get("accessCode"), request)
     content = body.get("content")
     if not isinstance(content, str) or not content.strip():
         raise json_error(400, "Message content required")
@@ -167,7 +167,8 @@ async def post_byo_message(request: web.Request) -> web.Response:
         )
     message_id = str(accepted.message["id"])
     job = AnswerJob(chat_id, message_id, provider, model, key)
-    streams.start(client, run_answer(job, bus, app[AppKeys.byo_http], settings))
+    answer = run_answer(job, bus, app[AppKeys.byo_http], settings, app[AppKeys.metrics])
+    streams.start(client, answer)
     log.info(
         "gateway.byo_message_accepted",
         chat_id=chat_id,

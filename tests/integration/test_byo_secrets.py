@@ -162,6 +162,9 @@ async def test_a_whole_byo_conversation_leaves_the_key_nowhere(
         async with s.get(f"{v.base}/metrics") as r:
             metrics = await r.text()
     assert sum(req["authorized"] for req in fake.requests) >= 4  # the key did reach the provider
+    for outcome in ("complete", "stopped", "bad_key", "model_not_found", "quota"):
+        assert f'terrarium_byo_answers_total{{outcome="{outcome}"}} 1.0' in metrics, outcome
+    assert "terrarium_byo_streams 0.0" in metrics
     gw.stop()
     stored = await dump_redis(redis_client)
     assert "first question" in stored  # the scan reads the chats
