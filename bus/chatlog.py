@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from bus import scripts
+from bus.chunk_pipeline import ChunkItem, ChunkResult, write_chunks
 from bus.errors import (
     BacklogFull,
     ResumeGap,
@@ -313,6 +314,14 @@ class ChatLog:
         except RedisError as exc:
             raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         return str(event_id), bool(int(cancelled))
+
+    async def append_chunks(self, items: Sequence[ChunkItem]) -> list[ChunkResult]:
+        """:meth:`append_chunk` for many chats in one round trip (see :mod:`bus.chunk_pipeline`).
+
+        ``items`` are ``(chat_id, reply_to, content)``; one result per item, in order: its
+        ``(event_id, cancel_requested)`` or the bus error of that chat's call.
+        """
+        return await write_chunks(self, items)
 
     async def finish_reply(
         self,

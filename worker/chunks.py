@@ -1,26 +1,161 @@
-"""Coalescing content deltas into ``assistantChunk`` events.
+"""Coalescing content deltas into ``assistantChunk`` events, every chat in one round trip.
 
-:class:`ChunkWriter` writes the first delta at once and then about every ``interval``
-seconds, one round trip per write (``append_chunk`` of the :class:`~worker.ports.ChunkLog`); see
-:class:`worker.coalesce.Coalescer` for the batching guarantees. The concatenated chunks of
-a reply equal its text. ``append_chunk`` reports a pending cancel request, after which
-:meth:`ChunkWriter.push` returns False. A ``before_first`` coroutine runs before the first
-chunk is written (a restarted answer's ``streamReset``, :mod:`worker.patience`).
+A :class:`ChunkWriter` per reply collects its deltas; one :class:`ChunkFlusher` per chat
+log (so one per worker) writes every writer's pending text in one pipeline per tick
+(``append_chunks`` of :mod:`bus.chunk_pipeline`, each chat still its own CHUNK script
+call), from one task that exists only while something streams. Issue 10: with 100 chats
+streaming this is one round trip per tick instead of one per chat per tick.
+
+Timing. The first piece of every reply, and what is left when a reply ends, are written at
+once (latency first: the visitor sees the reply start); otherwise the flusher writes about
+every ``interval``. When the worker falls behind (the tick comes late or the write takes
+long), the window grows up to :data:`MAX_WINDOW_FACTOR` times ``interval``, so more tokens
+go per write and every chat still gets a frame each window: no chat starves.
+
+Guarantees (as before): a reply's chunks are written in order, each piece exactly once, and
+their concatenation equals its text; everything pushed before :meth:`ChunkWriter.close` is
+written before it returns, unless a write failed (raised by the next :meth:`ChunkWriter.push`
+and by ``close``) or the writer was aborted. ``append_chunk`` reports a pending cancel
+request, after which :meth:`ChunkWriter.push` returns False. A ``before_first`` coroutine runs
+before the reply's first chunk is written (a restarted answer's ``streamReset``,
+:mod:`worker.patience`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
-from worker.coalesce import Coalescer
+from worker.aio import wait_event
 from worker.metrics import WorkerMetrics
 from worker.ports import ChunkLog
 
-__all__ = ["ChunkWriter"]
+__all__ = ["MAX_WINDOW_FACTOR", "ChunkFlusher", "ChunkWriter"]
+
+#: Under load the coalescing window grows up to this many times the configured interval.
+MAX_WINDOW_FACTOR = 4.0
 
 
-class ChunkWriter(Coalescer):
-    """Writes one reply's chunks (implements :class:`worker.ports.DeltaSink`).
+@runtime_checkable
+class _BatchLog(Protocol):
+    async def append_chunks(
+        self, items: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[str, bool] | Exception]: ...
+
+
+class ChunkFlusher:
+    """Writes the pending text of every :class:`ChunkWriter` of one chat log, one batch per tick."""
+
+    def __init__(self, chatlog: ChunkLog, *, interval_seconds: float) -> None:
+        self.chatlog = chatlog
+        self.interval = interval_seconds
+        #: The current window (``interval`` while the worker keeps up).
+        self.window = interval_seconds
+        self._loop = asyncio.get_running_loop()
+        self._writers: dict[ChunkWriter, None] = {}
+        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._next_at = 0.0
+
+    _by_log: weakref.WeakKeyDictionary[object, ChunkFlusher] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_log(cls, chatlog: ChunkLog, interval_seconds: float) -> ChunkFlusher:
+        """The flusher shared by every writer of ``chatlog`` on the running loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            flusher = cls._by_log.get(chatlog)
+        except TypeError:  # not weak-referenceable: a flusher of its own
+            return cls(chatlog, interval_seconds=interval_seconds)
+        if flusher is None or flusher._loop is not loop:
+            flusher = cls(chatlog, interval_seconds=interval_seconds)
+            cls._by_log[chatlog] = flusher
+        return flusher
+
+    def add(self, writer: ChunkWriter, *, urgent: bool) -> None:
+        """``writer`` has text to write (``urgent``: write it at once)."""
+        self._writers[writer] = None
+        if urgent:
+            self._urgent.set()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._run(), name="chunks.flusher")
+
+    def drop(self, writer: ChunkWriter) -> None:
+        """Forget ``writer`` (aborted)."""
+        self._writers.pop(writer, None)
+
+    async def _run(self) -> None:
+        loop = self._loop
+        while self._writers:
+            await self._wake.wait()
+            self._wake.clear()
+            delay = self._next_at - loop.time()
+            if delay > 0:
+                await wait_event(self._urgent, delay)
+            self._urgent.clear()
+            started = loop.time()
+            late = max(0.0, started - self._next_at) if delay > 0 else 0.0
+            await self._flush()
+            took = loop.time() - started
+            # Keeping up: the configured interval. Behind: a longer window (module doc).
+            self.window = min(
+                self.interval * MAX_WINDOW_FACTOR, max(self.interval, 2 * (late + took))
+            )
+            self._next_at = loop.time() + self.window
+            if any(w._buffer for w in self._writers):
+                self._wake.set()
+        self._task = None
+
+    async def _flush(self) -> None:
+        batch: list[ChunkWriter] = []
+        for writer in list(self._writers):
+            if not writer._buffer:
+                self._writers.pop(writer, None)
+                writer._idle.set()
+                continue
+            if not writer.chunks and writer.before_first is not None and not writer._began:
+                writer._began = True
+                try:
+                    await writer.before_first()
+                except Exception as exc:
+                    writer._fail(exc)
+                    self._writers.pop(writer, None)
+                    continue
+            batch.append(writer)
+        if not batch:
+            return
+        texts = ["".join(w._buffer) for w in batch]
+        for w in batch:
+            w._buffer.clear()
+        items = [(w.chat_id, w.reply_to, text) for w, text in zip(batch, texts, strict=True)]
+        results: list[tuple[str, bool] | Exception]
+        try:
+            if isinstance(self.chatlog, _BatchLog):
+                results = await self.chatlog.append_chunks(items)
+            else:  # a chat log without batches (test doubles): one call per chat
+                results = []
+                for chat_id, reply_to, text in items:
+                    results.append(await self.chatlog.append_chunk(chat_id, reply_to, text))
+        except Exception as exc:
+            results = [exc] * len(batch)
+        for writer, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                writer._fail(result)
+                self._writers.pop(writer, None)
+                continue
+            writer._written(result[1])
+            if not writer._buffer:
+                self._writers.pop(writer, None)
+                writer._idle.set()
+
+
+class ChunkWriter:
+    """One reply's chunks, written by the shared flusher (a :class:`worker.ports.DeltaSink`).
 
     A failed write (for example :class:`bus.BusUnavailable`) is raised by the next
     :meth:`push` and by :meth:`close`, so a dead Redis stops the stream early.
@@ -36,16 +171,23 @@ class ChunkWriter(Coalescer):
         metrics: WorkerMetrics | None = None,
         before_first: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        super().__init__(f"chunks:{chat_id}", interval_seconds=interval_seconds)
         self.chatlog = chatlog
         self.chat_id = chat_id
         self.reply_to = reply_to
+        self.interval = interval_seconds
         self.metrics = metrics
         self.before_first = before_first
         self.chunks = 0
         self.deltas = 0
         self.cancelled = False
         self._parts: list[str] = []
+        self._buffer: list[str] = []
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._began = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._flusher: ChunkFlusher | None = None
 
     @property
     def text(self) -> str:
@@ -61,18 +203,58 @@ class ChunkWriter(Coalescer):
         """Queue ``text`` for writing; False once the visitor asked to stop."""
         if self._error is not None:
             raise self._error
-        if text:
+        if text and not self._stopped:
             self.deltas += 1
+            first = not self._parts
             self._parts.append(text)
-            self._queue(text)
+            self._buffer.append(text)
+            self._idle.clear()
+            if self._flusher is None:
+                self._flusher = ChunkFlusher.for_log(self.chatlog, self.interval)
+            self._flusher.add(self, urgent=first)
         return not self.cancelled
 
-    async def _write(self, text: str) -> None:
-        if not self.chunks and self.before_first is not None:
-            await self.before_first()
-        _, cancel = await self.chatlog.append_chunk(self.chat_id, self.reply_to, text)
+    def _written(self, cancel: bool) -> None:
         self.chunks += 1
         if self.metrics is not None:
             self.metrics.chunks.inc()
         if cancel:
             self.cancelled = True
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._stopped = True
+        self._buffer.clear()
+        self._idle.set()
+
+    async def close(self) -> None:
+        """Write what is still buffered (at once) and return; re-raises a failed write's error."""
+        if not self._idle.is_set() and self._flusher is not None and not self._stopped:
+            self._flusher.add(self, urgent=True)  # also waits for a write in flight
+            await self._idle.wait()
+        self._stopped = True
+        if self._error is not None:
+            raise self._error
+
+    async def abort(self) -> None:
+        """Stop at once, dropping anything not yet written."""
+        self._stopped = True
+        self._buffer.clear()
+        if self._flusher is not None:
+            self._flusher.drop(self)
+        self._idle.set()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        if cancelled or (self._error is not None and exc is self._error):
+            await self.abort()
+        else:
+            await self.close()
