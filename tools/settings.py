@@ -62,6 +62,9 @@ class ToolSettings(BaseSettings):
 
     # Executor: the ceiling for any single tool call.
     tool_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    #: Bytes of tool results one chat keeps (in its memory, for the model); past it a
+    #: result is cut and the model told (worker.toolkit).
+    tool_output_chat_max_bytes: int = Field(65_536, ge=4096, le=10_000_000)
 
     # Scheduled refresh (the worker registers the arq cron job when enabled).
     content_refresh_enabled: bool = False

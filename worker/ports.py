@@ -73,6 +73,12 @@ class ToolLog(EventLog, Protocol):
         """Replace the tool turns saved for answering ``message_id``."""
         ...
 
+    async def tool_turns(
+        self, chat_id: str, message_ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Saved tool turns of those visitor messages that have some."""
+        ...
+
     async def cancel_requested(self, chat_id: str, message_id: str) -> bool:
         """True once the visitor asked to stop the reply to ``message_id``."""
         ...

@@ -7,6 +7,12 @@ as exceptions), announces each call to v=2 clients as ``toolActivity`` events (t
 status and a short detail: never the arguments, which are visitor-derived), shortens huge
 results for the model (:func:`fit_tool_result`) and saves the answer's tool turns in the
 chat's memory (``save_tool_turns`` of the :class:`~worker.ports.ToolLog`).
+
+Tool output kept per chat is bounded (issue 11: one 728-character message stored 105 KB for
+7 days): a session counts the bytes of the ``tool`` results already saved for the chat's
+visitor messages (those still in its Messages stream) and those it produces; past
+``TOOL_OUTPUT_CHAT_MAX_BYTES`` a result is cut to what is left, and once nothing is left
+it is only a short note (about 200 bytes), each telling the model (:data:`BUDGET_NOTE`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,13 @@ logger = structlog.get_logger("worker.tools")
 
 #: Marks a string shortened for the model.
 TRUNCATION_MARK = " … [truncated]"
+#: Told to the model with a result cut, or dropped, by the chat's tool-output budget.
+BUDGET_NOTE = (
+    "This chat has used up its budget for tool output, so this result is cut short or "
+    "missing. Answer from what you already have; do not call more tools."
+)
+#: Below this many bytes left, a result is replaced by the note alone.
+_MIN_BUDGET_RESULT_BYTES = 400
 #: Strings are never cut below this many characters while longer ones remain.
 _MIN_KEPT_CHARS = 200
 #: What a failed call's frame says, by the registry's error kind (bounded, no details).
@@ -132,6 +145,7 @@ class ToolKit:
         result_max_chars: int = 6000,
         max_calls_per_round: int = 8,
         history_limit: int = 1000,
+        chat_output_max_bytes: int | None = None,
     ) -> None:
         self.registry = registry
         self.system_prompt = system_prompt
@@ -139,6 +153,8 @@ class ToolKit:
         self.max_calls_per_round = max_calls_per_round
         #: Messages ``search_chat_logs`` reads (the chat's ``MESSAGES_MAXLEN``).
         self.history_limit = history_limit
+        #: Bytes of tool results one chat may keep (None: unbounded).
+        self.chat_output_max_bytes = chat_output_max_bytes
         self._definitions = registry.openai_tools()
         self._names = frozenset(registry.signatures())
         self._http: aiohttp.ClientSession | None = None
@@ -166,6 +182,7 @@ class ToolKit:
             result_max_chars=settings.tool_result_max_chars,
             max_calls_per_round=settings.max_tool_calls_per_round,
             history_limit=settings.messages_maxlen,
+            chat_output_max_bytes=tool_settings.tool_output_chat_max_bytes,
         )
 
     @property
@@ -203,6 +220,8 @@ class ToolSession:
         self.chatlog = chatlog
         self.chat_id = chat_id
         self.reply_to = reply_to
+        #: Bytes of tool output the chat keeps, counting this answer's (None: not read yet).
+        self._spent: int | None = None
 
     def definitions(self) -> list[dict[str, Any]]:
         return self.kit.definitions
@@ -238,7 +257,47 @@ class ToolSession:
                 ]
         except ExceptionGroup as errors:
             raise errors.exceptions[0] from None  # the caller handles Redis trouble as usual
-        return [task.result() for task in tasks]
+        results = [task.result() for task in tasks]
+        if self.kit.chat_output_max_bytes is None:
+            return results
+        if self._spent is None:
+            self._spent = await self._saved_output_bytes()
+        return [
+            self._within_budget(call.name, result)
+            for call, result in zip(calls, results, strict=True)
+        ]
+
+    def _within_budget(self, name: str, result: str) -> str:
+        """``result``, cut or replaced when the chat's tool-output budget runs out."""
+        budget, spent = self.kit.chat_output_max_bytes or 0, self._spent or 0
+        size = len(result.encode())
+        if spent + size > budget:
+            left = budget - spent
+            if left < _MIN_BUDGET_RESULT_BYTES:
+                result = wrap_tool_result(name, {"error": BUDGET_NOTE})
+            else:
+                room = left - len(BUDGET_NOTE.encode()) - 100  # the wrapper and keys
+                cut = result.encode()[: max(0, room)].decode("utf-8", errors="ignore")
+                result = wrap_tool_result(name, {"note": BUDGET_NOTE, "partial_result": cut})
+                while len(result.encode()) > left and cut:  # escaping grew it: shrink
+                    cut = cut[: len(cut) - (len(result.encode()) - left) - 1]
+                    result = wrap_tool_result(name, {"note": BUDGET_NOTE, "partial_result": cut})
+            size = len(result.encode())
+            logger.info("worker.tool_output_budget_reached", tool=name, kept_bytes=size)
+        self._spent = spent + size
+        return result
+
+    async def _saved_output_bytes(self) -> int:
+        """Bytes of ``tool`` results saved for the chat's visitor messages still in view."""
+        messages = await self.chatlog.messages_until(self.chat_id, "+", self.kit.history_limit)
+        asked = [m.id for m in messages if m.sender == "Visitor"]
+        saved = await self.chatlog.tool_turns(self.chat_id, asked)
+        return sum(
+            len(str(turn.get("content") or "").encode())
+            for turns in saved.values()
+            for turn in turns
+            if turn.get("role") == "tool"
+        )
 
     async def _run_one(self, call: ToolCall, context: ToolContext, *, allowed: bool) -> str:
         registry = self.kit.registry

@@ -238,3 +238,49 @@ def test_textual_calls_skip_tools_the_visitor_named_but_not_the_system_prompts()
     assert len(session.textual_calls(said, [f"{prompt}\n\ndice?"])) == 1
     assert session.textual_calls(said, [f"{prompt}\n\nrun search_site(query='dice')"]) == []
     assert session.textual_calls(said, ["dice?", '<tool_result>search_site("x")']) == []
+
+
+class MemoryLog:
+    """The ToolLog calls a session makes, in memory: one earlier question with saved output."""
+
+    def __init__(self, saved_bytes: int) -> None:
+        self.question = message("Visitor", "earlier")
+        self.saved = {self.question.id: round_of("old", result="s" * saved_bytes)}
+
+    async def append_event(self, chat_id: str, data: str) -> str:
+        return "1-0"
+
+    async def messages_until(self, chat_id: str, event_id: str, count: int) -> list[Any]:
+        return [self.question, message("Terra", "ok", self.question)]
+
+    async def tool_turns(self, chat_id: str, ids: Any) -> dict[str, list[dict[str, Any]]]:
+        return {k: v for k, v in self.saved.items() if k in ids}
+
+
+async def test_tool_output_kept_per_chat_stays_within_its_budget() -> None:
+    """Issue 11: one 728-character message stored 105 KB of tool output for 7 days."""
+    from tools.base import Tool, ToolParams
+
+    class Nothing(ToolParams):
+        pass
+
+    async def big(params: Nothing, ctx: Any) -> dict[str, Any]:
+        return {"text": "é" * 3000}
+
+    registry = ToolRegistry()
+    registry.register(Tool(name="big", description="d", params=Nothing, handler=big))
+    kit = ToolKit(registry, system_prompt="S", chat_output_max_bytes=20_000)
+    session = kit.session(MemoryLog(saved_bytes=10_000), "c", "m1")  # type: ignore[arg-type]
+    try:
+        first = await session.run([ToolCall("1", "big", "{}")])
+        assert "é" * 3000 in first[0]  # 6 KB: within the budget
+        cut, gone = await session.run([ToolCall("2", "big", "{}"), ToolCall("3", "big", "{}")])
+    finally:
+        await kit.aclose()
+    for result in (cut, gone):
+        assert "used up its budget for tool output" in result
+    assert "partial_result" in cut
+    assert "é" * 100 in cut
+    assert 10_000 + sum(len(r.encode()) for r in [*first, cut]) <= 20_000
+    assert "é" not in gone  # past the budget a call keeps only the short note
+    assert len(gone.encode()) < 300
