@@ -334,3 +334,67 @@ async def test_resume_mid_answer_and_a_late_v1_client_see_the_whole_answer(
     assert chunks == answer["content"]
     late_chunks = "".join(f["content"] for f in late_frames if f.get("type") == "assistantChunk")
     assert late_chunks == answer["content"]
+
+
+async def test_size_and_idle_limits_end_the_answer(
+    redis_server: RedisServer, fake: FakeProvider
+) -> None:
+    settings = byo_settings(
+        redis_server.url, fake, byo_max_answer_chars=100, byo_idle_timeout_seconds=0.5
+    )
+    srv = TestServer(create_app(settings))
+    await srv.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await send(s, srv, "big-1", "talk", model="long")).status == 200
+            answer = (await answered(s, srv, "big-1"))[-1]
+            assert answer["status"] == "truncated"
+            assert len(answer["content"]) == 100
+            assert (await send(s, srv, "idle-1", "talk", model="stall")).status == 200
+            answer = (await answered(s, srv, "idle-1"))[-1]
+            assert answer["status"] == "error"
+            assert answer["content"].startswith("You said:")
+            assert "Fake AI sent nothing for 0.5 seconds" in answer["content"]
+    finally:
+        await srv.close()
+
+
+async def test_byo_messages_spend_the_same_budgets_as_terra_s(
+    redis_server: RedisServer, fake: FakeProvider
+) -> None:
+    srv = TestServer(create_app(byo_settings(redis_server.url, fake, rate_limit_max_per_ip=2)))
+    await srv.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await send(s, srv, "rl-1", "one")).status == 200
+            await answered(s, srv, "rl-1")
+            terra = {"accessCode": ACCESS_CODE, "content": "hi"}
+            assert (await s.post(url(srv, "/api/chat/rl-2/messages"), json=terra)).status == 200
+            r = await send(s, srv, "rl-1", "three")
+            assert r.status == 429
+            assert "sending messages too quickly" in (await r.json())["error"]
+    finally:
+        await srv.close()
+
+
+async def test_an_answer_its_gateway_never_finished_is_ended_by_the_next_message(
+    server: TestServer, redis_server: RedisServer
+) -> None:
+    """A gateway killed mid-answer (SIGKILL) leaves the chat's lease to lapse; the next
+    message stores the orphan's answer as interrupted, then is answered itself."""
+    from bus import open_gateway_bus
+
+    bus = open_gateway_bus(gateway_settings(redis_server.url))
+    try:
+        orphan = await bus.accept_byo_message(
+            "orphan-1", "lost question", provider="Fake AI", model="echo", lease_ms=1
+        )
+    finally:
+        await bus.aclose()
+    async with aiohttp.ClientSession() as s:
+        assert (await send(s, server, "orphan-1", "new question")).status == 200
+        messages = await answered(s, server, "orphan-1", 2)
+    lost = next(m for m in messages if m.get("replyTo") == orphan.message["id"])
+    assert lost["status"] == "error"
+    assert "interrupted" in lost["content"]
+    assert messages[-1]["content"] == "You said: new question"
