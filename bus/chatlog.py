@@ -29,6 +29,7 @@ from bus import scripts
 from bus.chunk_pipeline import ChunkItem, ChunkResult, write_chunks
 from bus.errors import (
     BacklogFull,
+    QuotaExceeded,
     ResumeGap,
     StorageFull,
     TooManyWaiting,
@@ -132,6 +133,11 @@ class ChatLimits:
     #: (the default here; ``BusSettings`` derives it from ``maxmemory`` by default).
     memory_budget_bytes: int = -1
     memory_budget_fraction: float = 0.8
+    #: Bytes (message, state and job JSON) one client may have stored per window.
+    client_bytes_per_window: int = 2 * 1024 * 1024
+    client_bytes_window_ms: int = 3600 * 1000
+    #: Bytes of visitor messages a chat may hold over its life.
+    chat_max_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +192,8 @@ class ChatLog:
         reaches the workers round robin across clients (see :data:`bus.scripts.ACCEPT`).
         Raises, with nothing stored: :class:`StorageFull` above the memory budget,
         :class:`BacklogFull` when ``jobs_maxlen`` jobs are unfinished,
-        :class:`TooManyWaiting` when ``queued_per_client`` of the client's jobs wait; and
+        :class:`TooManyWaiting` when ``queued_per_client`` of the client's jobs wait,
+        :class:`QuotaExceeded` past the client's bytes per window or the chat's bytes; and
         :class:`BusUnavailable` if Redis cannot be reached.
         """
         lim = self.limits
@@ -236,6 +243,9 @@ class ChatLog:
                     lim.queued_per_client if client else lim.jobs_maxlen,
                     lim.memory_budget_bytes,
                     lim.memory_budget_fraction,
+                    lim.client_bytes_per_window if client else 2**62,
+                    lim.client_bytes_window_ms,
+                    lim.chat_max_bytes,
                 ],
             )
         except OutOfMemoryError as exc:  # at maxmemory (noeviction): Redis refused the write
@@ -248,6 +258,10 @@ class ChatLog:
             raise BacklogFull(f"{lim.jobs_maxlen} unfinished jobs: the backlog is full")
         if result[0] == "busy":
             raise TooManyWaiting(int(result[1]))
+        if result[0] == "client_bytes":
+            raise QuotaExceeded("client", max(0, int(result[1])))
+        if result[0] == "chat_bytes":
+            raise QuotaExceeded("chat")
         if result[0] == "dup":
             event_id, _, data = str(result[1]).partition(" ")
             return AcceptedMessage(message=render_frame(data, event_id), duplicate=True)

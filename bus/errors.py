@@ -9,6 +9,7 @@
     ├── BacklogFull        too many unfinished jobs: nothing was stored, try again later
     │   └── StorageFull    Redis is above its memory budget: nothing was stored
     ├── TooManyWaiting     this client already has its cap of messages waiting
+    ├── QuotaExceeded      this client's (or chat's) stored bytes are at their cap
     └── ResumeGap          a resume point is older than what the chat log retains
 
 Callers outside ``bus`` never see a ``redis`` exception: every public coroutine of the bus's
@@ -33,6 +34,7 @@ __all__ = [
     "BusError",
     "BusRejected",
     "BusUnavailable",
+    "QuotaExceeded",
     "ResumeGap",
     "SchemaError",
     "StorageFull",
@@ -76,6 +78,16 @@ class TooManyWaiting(BusError):
     def __init__(self, waiting: int) -> None:
         super().__init__(f"{waiting} messages of this client are already waiting")
         self.waiting = waiting
+
+
+class QuotaExceeded(BusError):
+    """Nothing was stored: the client's bytes for this window (``scope`` "client", retry
+    after ``retry_after_ms``) or the chat's bytes over its life (``scope`` "chat") are spent."""
+
+    def __init__(self, scope: str, retry_after_ms: int = 0) -> None:
+        super().__init__(f"the {scope}'s storage quota is spent")
+        self.scope = scope
+        self.retry_after_ms = retry_after_ms
 
 
 class ResumeGap(BusError):

@@ -18,6 +18,7 @@ _SENTENCES = {
     "failed-code": "Too many wrong access codes from your network.",
     "sockets": "Too many chat connections are open from your network.",
     "queued": "You already have {count} messages waiting for Terra's answer.",
+    "bytes": "You have sent a lot of text from your network in the last hour.",
 }
 
 
@@ -32,7 +33,9 @@ def too_many(what: str, retry_after_seconds: int, *, count: int = 0) -> web.HTTP
 
 
 def seconds_text(seconds: int) -> str:
-    """``1 second``, ``30 seconds``."""
+    """``1 second``, ``30 seconds``; from two minutes on, ``59 minutes`` (rounded up)."""
+    if seconds >= 120:
+        return f"{-(-seconds // 60)} minutes"
     return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
 
 

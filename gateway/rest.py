@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bus import BacklogFull, StorageFull, TooManyWaiting, is_valid_chat_id
+from bus import BacklogFull, QuotaExceeded, StorageFull, TooManyWaiting, is_valid_chat_id
 from gateway.auth import require_code
 from gateway.errors import json_error
 from gateway.history import dumps, page_headers, read_page
@@ -130,6 +130,13 @@ async def post_message(request: web.Request) -> web.Response:
     except StorageFull:
         log.warning("gateway.storage_full", chat_id=chat_id)
         raise busy(STORAGE_RETRY_AFTER_SECONDS) from None
+    except QuotaExceeded as exc:
+        request.app[AppKeys.metrics].rate_limited.labels(f"{exc.scope}-bytes").inc()
+        if exc.scope == "chat":
+            raise json_error(
+                409, "This conversation is full. Please start a new chat to go on."
+            ) from None
+        raise too_many("bytes", max(1, -(-exc.retry_after_ms // 1000))) from None
     except TooManyWaiting as exc:
         request.app[AppKeys.metrics].rate_limited.labels("queued").inc()
         raise too_many("queued", QUEUED_RETRY_AFTER_SECONDS, count=exc.waiting) from None

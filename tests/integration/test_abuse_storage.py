@@ -130,3 +130,60 @@ async def test_at_redis_maxmemory_a_post_is_refused_as_storage_full_not_a_500(
         await ChatLog(redis_client, KEYS).accept_visitor_message("oom", "no room at all")
     await redis_client.config_set("maxmemory", 0)
     assert await ChatLog(redis_client, KEYS).history("oom", 10) == []
+
+
+async def test_a_client_past_its_bytes_per_hour_gets_429_and_others_do_not(
+    redis_server: RedisServer, redis_client: Redis
+) -> None:
+    server = await serve(
+        redis_server.url,
+        TRUSTED_PROXIES="127.0.0.1",
+        client_bytes_per_hour=64 * 1024,
+        max_queued_per_client=100,
+    )
+    big = "x" * 4000
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def post_as(client: str, chat_id: str) -> aiohttp.ClientResponse:
+                async with http.post(
+                    str(server.make_url(f"/api/chat/{chat_id}/messages")),
+                    json={"content": big, "accessCode": ACCESS_CODE},
+                    headers={"X-Forwarded-For": client},
+                ) as response:
+                    await response.read()
+                    return response
+
+            statuses = [(await post_as("198.51.100.1", f"b{i}")).status for i in range(20)]
+            assert 200 in statuses
+            refused = await post_as("198.51.100.1", "b-late")
+            assert refused.status == 429
+            assert 3000 < int(refused.headers["Retry-After"]) <= 3600
+            body = await refused.json()
+            assert "a lot of text" in body["error"]
+            assert "minutes" in body["error"]
+            assert (await post_as("203.0.113.1", "other")).status == 200
+    finally:
+        await server.close()
+    assert await ChatLog(redis_client, KEYS).history("b-late", 10) == []
+    # What one client made Redis keep is bounded by its quota.
+    log = ChatLog(redis_client, KEYS)
+    kept = [len(await log.history(f"b{i}", 10)) for i in range(20)]
+    assert sum(kept) * 4000 <= 64 * 1024
+
+
+async def test_a_chat_past_its_bytes_gets_409_start_a_new_chat(
+    redis_server: RedisServer, redis_client: Redis
+) -> None:
+    server = await serve(redis_server.url, chat_max_bytes=16 * 1024, max_queued_per_client=100)
+    try:
+        statuses = [(await post(server, "full", content="y" * 4000))[0] for _ in range(5)]
+        assert statuses[:3] == [200, 200, 200]
+        assert statuses[-1] == 409
+        status, body, _ = await post(server, "full", content="z" * 4000)
+        assert status == 409
+        assert "start a new chat" in body["error"]
+        assert (await post(server, "fresh", content="y" * 4000))[0] == 200
+    finally:
+        await server.close()
+    assert len(await ChatLog(redis_client, KEYS).history("full", 100)) == 3
