@@ -34,7 +34,7 @@ from gateway.byo.providers import ByoProvider
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 
-__all__ = ["INTERRUPTED", "AnswerJob", "run_answer"]
+__all__ = ["INTERRUPTED", "AnswerJob", "lease_ms", "run_answer"]
 
 log = structlog.get_logger("gateway.byo")
 
@@ -146,11 +146,16 @@ async def _answer(
 ) -> tuple[str, Literal["responded", "error"], str | None]:
     history = await bus.history(job.chat_id, CONTEXT_MESSAGES)
     pump = asyncio.create_task(_pump(job, bus, session, settings, history, progress))
+    lease = lease_ms(settings)
     try:
         while True:
             done, _ = await asyncio.wait({pump}, timeout=STOP_POLL_SECONDS)
             if done:
                 break
+            now = time.monotonic()
+            if now - progress.last_renew >= lease / 3000:  # the chat's answer is still ours
+                progress.last_renew = now
+                await bus.renew_byo_lease(job.chat_id, job.message_id, lease)
             if await bus.byo_stop_requested(job.chat_id, job.message_id):
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -173,7 +178,6 @@ async def _pump(
     history: list[dict[str, Any]],
     progress: _Progress,
 ) -> tuple[str, Literal["responded", "error"], str | None]:
-    lease_ms = _lease_ms(settings)
     try:
         async with asyncio.timeout(settings.byo_max_answer_seconds):
             deltas = stream_chat(
@@ -203,9 +207,6 @@ async def _pump(
                     if due and await _flush(job, bus, progress):
                         progress.status = "stopped"
                         return ("", "responded", "stopped")
-                    if now - progress.last_renew >= lease_ms / 3000:
-                        progress.last_renew = now
-                        await bus.renew_byo_lease(job.chat_id, job.message_id, lease_ms)
                     if progress.status == "truncated":
                         break
     except TimeoutError:
@@ -274,6 +275,6 @@ async def _finish(
     )
 
 
-def _lease_ms(settings: GatewaySettings) -> int:
+def lease_ms(settings: GatewaySettings) -> int:
     """How long a chat's answer counts as in progress without a renewal."""
     return int(max(settings.byo_idle_timeout_seconds, 10.0) * 2000)

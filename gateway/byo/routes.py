@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bus import ChatModeConflict, ReplyInProgress
 from gateway.auth import require_code
-from gateway.byo.answer import INTERRUPTED, AnswerJob, run_answer
+from gateway.byo.answer import INTERRUPTED, AnswerJob, lease_ms, run_answer
 from gateway.byo.client import ProviderError, list_models
 from gateway.byo.providers import MODEL_NAME, ByoProvider
 from gateway.errors import json_error
@@ -139,10 +139,9 @@ async def post_byo_message(request: web.Request) -> web.Response:
             headers={"Retry-After": str(RETRY_BUSY_SECONDS)},
         )
     await _chat_budget(request, chat_id)
-    lease_ms = int(max(settings.byo_idle_timeout_seconds, 10.0) * 2000)
     try:
         accepted = await bus.accept_byo_message(
-            chat_id, content, provider=provider.name, model=model, lease_ms=lease_ms
+            chat_id, content, provider=provider.name, model=model, lease_ms=lease_ms(settings)
         )
     except ChatModeConflict:
         raise json_error(
