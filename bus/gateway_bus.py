@@ -14,6 +14,7 @@ from typing import Any, Literal, Self
 
 from redis.asyncio import Redis
 
+from bus.access_codes import AccessCode, AccessCodeStore
 from bus.byo import ByoAccepted, ByoLog
 from bus.chatlog import AcceptedMessage, ChatLog, EventRecord
 from bus.client import create_redis
@@ -63,6 +64,12 @@ class GatewayBus(FrontEnd):
         self._presence = Presence(redis, self._keys)
         self._jobs = JobQueue(redis, self._keys, consumer="gateway-stats")
         self._byo = ByoLog(redis, self._log)
+        self._codes = AccessCodeStore(redis, self._keys)
+
+    # --- access codes ----------------------------------------------------------------
+    async def access_codes(self) -> list[AccessCode]:
+        """The stored visitor access codes (digests only; expired ones included)."""
+        return await self._codes.all()
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:

@@ -139,6 +139,12 @@ class BusKeys:
         return f"{self.queue_lane_prefix}{client_tag}"
 
     @property
+    def access_codes(self) -> str:
+        """Hash: stored visitor access code id -> JSON record with the code's digest
+        (:mod:`bus.access_codes`; never the code)."""
+        return f"{self.prefix}:access:codes"
+
+    @property
     def workers(self) -> str:
         """Hash: worker consumer name -> JSON heartbeat."""
         return f"{self.prefix}:workers"
@@ -162,6 +168,7 @@ class BusKeys:
             "jobs": self.jobs,
             "dead_letters": self.dead_letters,
             "queue": f"{p}:queue:*",
+            "access_codes": self.access_codes,
             "workers": self.workers,
             "worker_liveness": f"{self.workers}:alive:*",
             "arq_queue": f"{self.arq_queue}*",
@@ -182,7 +189,7 @@ class BusKeys:
 #: Which key families each Redis ACL user is granted (infra/redis/users.acl is checked
 #: against this by tests/unit/test_acl_layout.py).
 ROLE_FAMILIES: dict[str, tuple[str, ...]] = {
-    "gateway": ("chats", "ip_rates", "jobs", "dead_letters", "queue", "workers"),
+    "gateway": ("chats", "ip_rates", "jobs", "dead_letters", "queue", "access_codes", "workers"),
     "worker": (
         "chats",
         "jobs",

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from bus import GatewayBus, open_gateway_bus
-from gateway import sse, ws
+from gateway import auth, session, sse, ws
 from gateway.byo import routes as byo
 from gateway.byo.streams import ByoStreams
 from gateway.cors import cors_middleware
@@ -21,6 +21,7 @@ from gateway.keys import AppKeys, Connections, RequestKeys
 from gateway.limits import limits_middleware
 from gateway.metrics import GatewayMetrics
 from gateway.routes import ROUTE_FAMILIES, add_routes
+from gateway.session_gate import AccessGate
 from gateway.settings import GatewaySettings
 from gateway.sockets import SocketSlots
 
@@ -113,7 +114,10 @@ def create_app(settings: GatewaySettings, *, bus: GatewayBus | None = None) -> w
     app[AppKeys.sockets] = SocketSlots(settings.sockets_per_client, settings.max_sockets)
     app[AppKeys.reads_in_flight] = Counter()
     app[AppKeys.byo_streams] = ByoStreams(settings.byo_streams_per_client, settings.byo_max_streams)
+    app[AppKeys.gate] = AccessGate.from_settings(settings)
     app.cleanup_ctx.append(_bus_context(settings, bus))
+    app.cleanup_ctx.append(auth.codes_context)
+    app.cleanup_ctx.append(session.captcha_context)
     app.cleanup_ctx.append(byo.http_context)
     app.on_shutdown.append(ws.close_all)
     app.on_shutdown.append(byo.close_streams)

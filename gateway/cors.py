@@ -20,7 +20,7 @@ __all__ = ["cors_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_ALLOW_HEADERS = "Content-Type, Idempotency-Key, Last-Event-ID, X-Request-Id"
+_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Request-Id"
 _STATIC_SUFFIXES = ("/widget.js", "/terra")
 
 

@@ -116,7 +116,7 @@ def build_chain(
 async def get_health(request: web.Request) -> web.Response:
     """``GET /api/health?accessCode=``: the health chain as the original relay served it."""
     settings = request.app[AppKeys.settings]
-    require_code(request.query.get("accessCode"), settings)
+    require_code(request.query.get("accessCode"), request)
     try:
         heartbeat = await request.app[AppKeys.bus].freshest_worker()
         relay_ok = True

@@ -11,7 +11,9 @@ from aiohttp import web
 
 from bus import GatewayBus
 from gateway.byo.streams import ByoStreams
+from gateway.captcha import CaptchaVerifier
 from gateway.metrics import GatewayMetrics
+from gateway.session_gate import AccessGate
 from gateway.settings import GatewaySettings
 from gateway.sockets import SocketSlots
 
@@ -40,6 +42,9 @@ class AppKeys:
     #: Bring your own model: the answers streaming, and the HTTP client to providers.
     byo_streams = web.AppKey("gateway.byo_streams", ByoStreams)
     byo_http = web.AppKey("gateway.byo_http", aiohttp.ClientSession)
+    #: Valid access codes and session tokens (gateway.auth); the CAPTCHA check, when set.
+    gate = web.AppKey("gateway.access_gate", AccessGate)
+    captcha = web.AppKey("gateway.captcha", CaptchaVerifier)
 
 
 class RequestKeys:

@@ -104,7 +104,7 @@ async def post_message(request: web.Request) -> web.Response:
     bus = request.app[AppKeys.bus]
     chat_id = chat_id_of(request)
     body = await read_json_object(request)
-    require_code(body.get("accessCode"), settings)
+    require_code(body.get("accessCode"), request)
     content = body.get("content")
     if not isinstance(content, str) or not content.strip():
         raise json_error(400, "Message content required")
@@ -167,7 +167,7 @@ async def get_messages(request: web.Request) -> web.Response:
     """
     settings = request.app[AppKeys.settings]
     chat_id = chat_id_of(request)
-    require_code(request.query.get("accessCode"), settings)
+    require_code(request.query.get("accessCode"), request)
     limit = settings.history_limit
     raw_limit = request.query.get("limit")
     if raw_limit is not None:
@@ -182,7 +182,7 @@ async def get_messages(request: web.Request) -> web.Response:
 async def get_worker_state(request: web.Request) -> web.Response:
     """``GET /api/chat/{chatId}/worker-state``: ``{state, detail, updatedAt}``."""
     chat_id = chat_id_of(request)
-    require_code(request.query.get("accessCode"), request.app[AppKeys.settings])
+    require_code(request.query.get("accessCode"), request)
     return web.json_response(await request.app[AppKeys.bus].worker_state(chat_id))
 
 
@@ -194,7 +194,7 @@ async def cancel_reply(request: web.Request) -> web.Response:
     """
     chat_id = chat_id_of(request)
     body = await read_json_object(request)
-    require_code(body.get("accessCode"), request.app[AppKeys.settings])
+    require_code(body.get("accessCode"), request)
     message_id = body.get("messageId")
     if message_id is not None and (
         not isinstance(message_id, str) or not _MESSAGE_ID.fullmatch(message_id)
@@ -211,7 +211,7 @@ async def get_transcript(request: web.Request) -> web.Response:
     """``GET /api/chat/{chatId}/transcript?format=md|json``: the conversation as a download."""
     settings = request.app[AppKeys.settings]
     chat_id = chat_id_of(request)
-    require_code(request.query.get("accessCode"), settings)
+    require_code(request.query.get("accessCode"), request)
     fmt = request.query.get("format", "md")
     if fmt not in ("md", "json"):
         raise json_error(400, "format must be md or json")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway import health, openapi, rest, sse, static, ws
+from gateway import health, openapi, rest, session, sse, static, ws
 from gateway.byo import routes as byo
 from gateway.settings import GatewaySettings
 
@@ -19,6 +19,7 @@ STATIC_PATH = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
 
 #: The budget family of each handler that takes an access code (gateway.limits).
 ROUTE_FAMILIES: dict[Callable[..., object], str] = {
+    session.post_session: "post",
     rest.post_message: "post",
     rest.cancel_reply: "post",
     byo.post_byo_message: "post",
@@ -38,6 +39,7 @@ def add_routes(app: web.Application, settings: GatewaySettings) -> None:
     table: list[web.AbstractRouteDef] = []
     for api in settings.mounts:
         table += [
+            web.post(f"{api}/session", session.post_session),
             web.post(f"{api}/chat/{{chat_id}}/messages", rest.post_message),
             web.get(f"{api}/chat/{{chat_id}}/messages", rest.get_messages, allow_head=False),
             web.get(

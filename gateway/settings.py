@@ -13,8 +13,9 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from bus.settings import BusSettings
@@ -79,6 +80,20 @@ class GatewaySettings(BusSettings):
     reads_in_flight_per_client: int | None = Field(default=None, ge=1)
     worker_stale_threshold_ms: int = 60_000
 
+    #: Session tokens (POST /api/session, docs/protocol.md 2): signing secrets,
+    #: comma-separated (the first signs, all verify: rotation); unset, one is derived from
+    #: CHAT_PASSWORD. Tokens last SESSION_TTL_SECONDS.
+    session_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    session_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    #: Stored access codes (terrarium-ops codes) are re-read this often: a revoked code
+    #: stops working within about this long.
+    access_codes_refresh_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: The CAPTCHA hook (off unless both are set): a siteverify endpoint (hCaptcha,
+    #: Turnstile, reCAPTCHA) and its secret; POST /api/session then needs ``captchaToken``.
+    captcha_verify_url: str | None = None
+    captcha_secret: SecretStr | None = None
+    captcha_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     metrics_token: SecretStr | None = None
@@ -128,6 +143,34 @@ class GatewaySettings(BusSettings):
         if not codes:
             raise ValueError("at least one access code is required")
         return codes
+
+    @field_validator("session_secret", mode="before")
+    @classmethod
+    def _session_secrets(cls, value: object) -> object:
+        items = _split(value)
+        if isinstance(items, list) and any(len(str(item)) < 16 for item in items):
+            raise ValueError("each secret needs at least 16 characters")
+        return items
+
+    @field_validator("captcha_verify_url", "captcha_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("captcha_verify_url")
+    @classmethod
+    def _captcha_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http(s) URL of a siteverify endpoint")
+        return value
+
+    @model_validator(mode="after")
+    def _captcha_pair(self) -> GatewaySettings:
+        if (self.captcha_verify_url is None) != (self.captcha_secret is None):
+            raise ValueError("CAPTCHA_VERIFY_URL and CAPTCHA_SECRET go together")
+        return self
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -219,6 +262,16 @@ class GatewaySettings(BusSettings):
         """The providers visitors may pick, by id: enabled presets, then custom ones."""
         enabled = [PRESETS[name] for name in self.byo_providers]
         return {p.id: p for p in [*enabled, *self.byo_custom_providers]}
+
+    @property
+    def captcha_enabled(self) -> bool:
+        """True when session creation needs a CAPTCHA answer."""
+        return self.captcha_verify_url is not None
+
+    @property
+    def session_secrets(self) -> list[bytes]:
+        """SESSION_SECRET's values as bytes (empty: derive one from the codes)."""
+        return [secret.get_secret_value().encode() for secret in self.session_secret]
 
     @property
     def access_codes(self) -> list[bytes]:

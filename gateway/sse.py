@@ -37,7 +37,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
     settings = request.app[AppKeys.settings]
     check_origin(request, settings)
     chat_id = chat_id_of(request)
-    require_code(request.query.get("accessCode"), settings)
+    require_code(request.query.get("accessCode"), request)
     after = parse_resume_point(
         request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     )

@@ -9,7 +9,7 @@ from aiohttp import WSMsgType, web
 from aiohttp_sse import EventSourceResponse
 
 from bus import BusError, SlowConsumer, is_valid_chat_id
-from gateway.auth import check_origin, code_is_valid
+from gateway.auth import access_holds, check_origin
 from gateway.backpressure import SendBudget
 from gateway.errors import CloseCode, json_error
 from gateway.keys import AppKeys
@@ -40,7 +40,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     after = parse_resume_point(request.query.get("lastEventId"))
     v2 = request.query.get("v") == "2"
     # The code is checked before anything is read from Redis: a guess costs no Redis read.
-    code_ok = code_is_valid(request.query.get("accessCode"), settings.access_codes)
+    code_ok = access_holds(request, request.query.get("accessCode"))
     if not code_ok:
         await note_failed_code(request)
     if not chat_id or not code_ok:

@@ -48,6 +48,7 @@ def every_name(keys: BusKeys) -> list[str]:
         keys.queue_clock,
         keys.queue_lane("0123abcd"),
         f"{keys.queue_lane('0123abcd')}:served",
+        keys.access_codes,
         keys.workers,
         keys.worker_alive("host-1"),
         keys.arq_queue,
