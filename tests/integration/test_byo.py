@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bus import open_gateway_bus
 from gateway.app import create_app
 from tests.integration.conftest import gateway_settings
 from tests.support.fake_provider import FakeProvider, run_fake_provider
@@ -382,8 +386,6 @@ async def test_an_answer_its_gateway_never_finished_is_ended_by_the_next_message
 ) -> None:
     """A gateway killed mid-answer (SIGKILL) leaves the chat's lease to lapse; the next
     message stores the orphan's answer as interrupted, then is answered itself."""
-    from bus import open_gateway_bus
-
     bus = open_gateway_bus(gateway_settings(redis_server.url))
     try:
         orphan = await bus.accept_byo_message(
@@ -398,3 +400,38 @@ async def test_an_answer_its_gateway_never_finished_is_ended_by_the_next_message
     assert lost["status"] == "error"
     assert "interrupted" in lost["content"]
     assert messages[-1]["content"] == "You said: new question"
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"BYO_PROVIDERS": "openai,nope"}, "BYO_PROVIDERS (unknown preset nope; known: deepseek"),
+        ({"BYO_CUSTOM_PROVIDERS": "[{"}, "BYO_CUSTOM_PROVIDERS (must be a JSON list of providers)"),
+        (
+            {"BYO_CUSTOM_PROVIDERS": '[{"id": "x", "name": "X", "baseUrl": "file:///etc"}]'},
+            "BYO_CUSTOM_PROVIDERS (baseUrl must be an http(s) URL)",
+        ),
+        (
+            {
+                "BYO_PROVIDERS": "groq",
+                "BYO_CUSTOM_PROVIDERS": '[{"id": "groq", "name": "G", "baseUrl": "http://h"}]',
+            },
+            "BYO_CUSTOM_PROVIDERS (provider ids must be unique (presets included))",
+        ),
+    ],
+)
+def test_a_bad_provider_setting_stops_the_gateway_with_one_line(
+    env: dict[str, str], line: str
+) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("BYO_", "CHAT_", "REDIS_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env={**base, "CHAT_PASSWORD": "x", "REDIS_URL": "redis://127.0.0.1:1/0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert line in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
