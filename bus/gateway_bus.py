@@ -8,7 +8,7 @@ with :func:`open_gateway_bus` and calls its operations. Every operation raises o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -23,7 +23,7 @@ from bus.frontend import FrontEnd
 from bus.jobs import JobQueue
 from bus.keys import BusKeys
 from bus.presence import Presence
-from bus.pubsub import ChatFeed
+from bus.pubsub import ChatFeed, Listener
 from bus.ratelimit import Budget, RateDecision, RateLimiter
 from bus.schemas import WorkerHeartbeat, render_frame
 from bus.settings import BusSettings
@@ -257,6 +257,34 @@ class GatewayBus(FrontEnd):
         async with contextlib.aclosing(records):  # type: ignore[type-var]
             async for record in records:
                 yield record
+
+    async def open_sink(
+        self,
+        chat_id: str,
+        after: str | None,
+        write: Callable[[EventRecord], Awaitable[None]],
+        sink: Callable[[EventRecord], None],
+        on_restart: Callable[[], None],
+        *,
+        on_overflow: Callable[[], None] | None = None,
+        verify: bool = True,
+        on_verified: Callable[[], None] | None = None,
+    ) -> Listener:
+        """Replay through ``write``, then live events straight to ``sink`` (ChatFeed.open_sink)."""
+        return await self._feed.open_sink(
+            chat_id,
+            after,
+            write,
+            sink,
+            on_restart,
+            on_overflow=on_overflow,
+            verify=verify,
+            on_verified=on_verified,
+        )
+
+    def close_listener(self, listener: Listener) -> None:
+        """End a listener :meth:`open_sink` returned (idempotent)."""
+        self._feed.close_listener(listener)
 
     # --- health ----------------------------------------------------------------------------
     async def freshest_worker(self) -> WorkerHeartbeat | None:

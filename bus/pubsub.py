@@ -25,7 +25,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,54 +68,131 @@ class _Restarted:
     """Sentinel queued when the chat's log restarted."""
 
 
-@dataclass(eq=False)
 class Listener:
-    """One local consumer of a chat's live events (typically one socket)."""
+    """One local consumer of a chat's live events (typically one socket).
 
-    chat_id: str
-    queue_size: int
-    on_overflow: Callable[[], None] | None = None
-    #: Bytes of event data queued at most (``None``: frames are the only bound).
-    max_bytes: int | None = None
-    queue: asyncio.Queue[EventRecord | _Overflow | _Restarted] = field(init=False)
-    overflowed: bool = False
-    queued_bytes: int = 0
+    Events wait in a queue (bounded by count and bytes) until :meth:`get` takes them, or,
+    once a ``sink`` is installed (:meth:`ChatFeed.open_sink`), go straight to it inside the
+    feed's dispatch: no task wakes up, the consumer writes or buffers the event itself.
+    The queue is created on first use, so a listener with a sink holds none.
+    """
 
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.queue_size + 1)
+    __slots__ = (
+        "_items",
+        "_last",
+        "_waiter",
+        "chat_id",
+        "max_bytes",
+        "on_overflow",
+        "on_restart",
+        "overflowed",
+        "queue_size",
+        "queued_bytes",
+        "sink",
+    )
+
+    def __init__(
+        self,
+        chat_id: str,
+        queue_size: int,
+        on_overflow: Callable[[], None] | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.chat_id = chat_id
+        self.queue_size = queue_size
+        self.on_overflow = on_overflow
+        #: Bytes of event data queued at most (``None``: frames are the only bound).
+        self.max_bytes = max_bytes
+        self.overflowed = False
+        self.queued_bytes = 0
+        #: Takes each live event at once while nothing is queued (see :meth:`install`).
+        self.sink: Callable[[EventRecord], None] | None = None
+        #: Called when the log restarts under a listener that has a sink.
+        self.on_restart: Callable[[], None] | None = None
+        self._last: str | None = None
+        self._items: deque[EventRecord | _Overflow | _Restarted] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        """Items queued (events and end markers)."""
+        return len(self._items) if self._items else 0
+
+    def install(
+        self, sink: Callable[[EventRecord], None], last: str, on_restart: Callable[[], None]
+    ) -> None:
+        """Hand every later event above ``last`` to ``sink``; call only with nothing queued."""
+        assert not self._items, "drain the queue before installing a sink"
+        self._last = last
+        self.on_restart = on_restart
+        self.sink = sink
 
     def push(self, record: EventRecord) -> None:
-        """Queue ``record`` without waiting; on a full queue mark this listener overflowed."""
+        """Deliver or queue ``record`` without waiting; a full queue marks it overflowed."""
         if self.overflowed:
+            return
+        sink = self.sink
+        if sink is not None:
+            last = self._last
+            if last is not None:
+                # The replay read the log further than the feed had dispatched: skip the overlap.
+                if compare_ids(record.event_id, last) <= 0:
+                    return
+                self._last = None  # ids only grow from here
+            sink(record)
             return
         size = len(record.data)
         too_many_bytes = self.max_bytes is not None and self.queued_bytes + size > self.max_bytes
-        if self.queue.qsize() >= self.queue_size or too_many_bytes:
+        if self.qsize() >= self.queue_size or too_many_bytes:
             self.overflowed = True
-            self.queue.put_nowait(_Overflow())
+            self._put(_Overflow())
             if self.on_overflow is not None:
                 self.on_overflow()
             return
         self.queued_bytes += size
-        self.queue.put_nowait(record)
+        self._put(record)
 
     def restart(self) -> None:
         """The chat's log restarted: end this listener with :class:`LogRestarted`."""
         if self.overflowed:
             return
         self.overflowed = True  # nothing more is queued; there is room for the sentinel
-        self.queue.put_nowait(_Restarted())
+        if self.sink is not None:
+            self.sink = None
+            if self.on_restart is not None:
+                self.on_restart()
+            return
+        self._put(_Restarted())
 
-    async def get(self) -> EventRecord:
-        """Next live record. Raises :class:`SlowConsumer` once overflowed and
-        :class:`LogRestarted` once the chat's log restarted."""
-        item = await self.queue.get()
+    def _put(self, item: EventRecord | _Overflow | _Restarted) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> EventRecord:
+        """The next queued record (``IndexError`` when none); raises like :meth:`get`."""
+        if not self._items:
+            raise IndexError("no queued event")
+        item = self._items.popleft()
         if isinstance(item, _Overflow):
             raise SlowConsumer("listener queue overflowed")
         if isinstance(item, _Restarted):
             raise LogRestarted("the chat log restarted")
         self.queued_bytes -= len(item.data)
         return item
+
+    async def get(self) -> EventRecord:
+        """Next live record. Raises :class:`SlowConsumer` once overflowed and
+        :class:`LogRestarted` once the chat's log restarted."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.get_nowait()
 
 
 @dataclass(eq=False)
@@ -180,18 +258,80 @@ class ChatFeed:
         appended from then on reaches the listener (or marks it overflowed, calling
         ``on_overflow`` once: a writer stuck on a full socket never sees the queue).
         """
-        listener = Listener(chat_id, self.queue_size, on_overflow, self.queue_bytes)
-        chat = await self._attach(chat_id, listener)
+        listener = await self.open_listener(chat_id, on_overflow)
         try:
+            yield listener
+        finally:
+            self.close_listener(listener)
+
+    async def open_listener(
+        self, chat_id: str, on_overflow: Callable[[], None] | None = None
+    ) -> Listener:
+        """A registered, confirmed listener (see :meth:`listen`); end it with close_listener."""
+        listener = Listener(chat_id, self.queue_size, on_overflow, self.queue_bytes)
+        try:
+            chat = await self._attach(chat_id, listener)
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
             # cancellation that races with an already-set event, leaving the caller
             # waiting on its queue forever.
             if not chat.confirmed.is_set():
                 async with asyncio.timeout(self.confirm_timeout):
                     await chat.confirmed.wait()
-            yield listener
-        finally:
-            self._detach(chat_id, listener)
+        except BaseException:
+            self.close_listener(listener)
+            raise
+        return listener
+
+    def close_listener(self, listener: Listener) -> None:
+        """Unregister ``listener`` (idempotent); the chat lingers subscribed a while."""
+        listener.sink = None
+        self._detach(listener.chat_id, listener)
+
+    async def open_sink(
+        self,
+        chat_id: str,
+        after: str | None,
+        write: Callable[[EventRecord], Awaitable[None]],
+        sink: Callable[[EventRecord], None],
+        on_restart: Callable[[], None],
+        *,
+        on_overflow: Callable[[], None] | None = None,
+        verify: bool = True,
+        on_verified: Callable[[], None] | None = None,
+    ) -> Listener:
+        """Like :meth:`follow`, for a consumer that takes live events synchronously.
+
+        Every event after ``after`` (or from now) is awaited through ``write`` (the replay
+        from the log, then what arrived meanwhile); then, with nothing left queued, each
+        later event goes to ``sink`` inside the feed's dispatch, in order, no duplicate.
+        When the log restarts, ``on_restart`` is called and the sink gets nothing more:
+        open a new one from ``0-0``. Raises like :meth:`follow` during the replay. The
+        caller ends the returned listener with :meth:`close_listener`.
+        """
+        listener = await self.open_listener(chat_id, on_overflow)
+        try:
+            if after is None:
+                last = await self.log.last_event_id(chat_id) or "0-0"
+            else:
+                if verify:
+                    await self.log.check_resume(chat_id, after)
+                    if on_verified is not None:
+                        on_verified()
+                last = after
+                for record in await self.log.events_after(chat_id, after):
+                    await write(record)
+                    last = record.event_id
+            while listener.qsize():
+                record = listener.get_nowait()  # SlowConsumer, LogRestarted
+                if compare_ids(record.event_id, last) > 0:
+                    await write(record)
+                    last = record.event_id
+            # Nothing queued and no await since the check: from here the sink takes over.
+            listener.install(sink, last, on_restart)
+        except BaseException:
+            self.close_listener(listener)
+            raise
+        return listener
 
     async def _attach(self, chat_id: str, listener: Listener) -> _Chat:
         chat = self._chats.get(chat_id)
@@ -377,7 +517,7 @@ class ChatFeed:
         self.restarts += 1
         log.warning("bus.feed_log_restarted", extra={"chat_id": chat_id})
         chat.last_id = "0-0"
-        for listener in chat.listeners:
+        for listener in tuple(chat.listeners):  # a sink may close its listener
             listener.restart()
 
     async def _backfill(self, chat_id: str, chat: _Chat, after: str, until: str | None) -> None:
@@ -393,7 +533,7 @@ class ChatFeed:
     def _dispatch(self, chat: _Chat, record: EventRecord) -> None:
         chat.last_id = record.event_id
         self.dispatched += 1
-        for listener in chat.listeners:
+        for listener in tuple(chat.listeners):  # a sink may close its listener
             listener.push(record)
 
     # --- gap-free following for one client ----------------------------------------

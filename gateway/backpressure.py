@@ -13,6 +13,7 @@ import fcntl
 import struct
 import sys
 import termios
+from collections.abc import Callable
 
 __all__ = ["SendBudget", "unsent_kernel_bytes"]
 
@@ -32,18 +33,42 @@ def unsent_kernel_bytes(transport: asyncio.BaseTransport) -> int:
 
 
 class SendBudget:
-    """Flags a connection once more than ``limit`` bytes wait in its send buffers."""
+    """Flags a connection once more than ``limit`` bytes wait in its send buffers.
+
+    :meth:`wrote` is the cheap per-frame check: the transport's buffer every time, the
+    kernel's queue (a system call) only once per ``limit / 8`` bytes written, so a socket is
+    flagged within that many bytes of its limit.
+    """
+
+    __slots__ = ("_buffered", "_check_every", "_since_check", "_transport", "limit")
 
     def __init__(self, transport: asyncio.BaseTransport | None, limit: int) -> None:
+        # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
+        buffered: Callable[[], int] | None = getattr(transport, "get_write_buffer_size", None)
         self._transport = transport
+        self._buffered = buffered
         self.limit = limit
+        self._check_every = max(1, limit // 8)
+        self._since_check = 0
 
     def exceeded(self) -> bool:
         """True when the transport's and the kernel's unsent bytes exceed the limit."""
-        transport = self._transport
-        if transport is None or not isinstance(transport, asyncio.WriteTransport):
+        if self._buffered is None or self._transport is None:
             return False
-        waiting = transport.get_write_buffer_size()
+        waiting = self._buffered()
         if waiting > self.limit:
             return True
-        return waiting + unsent_kernel_bytes(transport) > self.limit
+        return waiting + unsent_kernel_bytes(self._transport) > self.limit
+
+    def wrote(self, size: int) -> bool:
+        """Count ``size`` bytes just written; True when the connection is over its limit."""
+        if self._buffered is None or self._transport is None:
+            return False
+        waiting = self._buffered()
+        if waiting > self.limit:
+            return True
+        self._since_check += size
+        if self._since_check < self._check_every:
+            return False
+        self._since_check = 0
+        return waiting + unsent_kernel_bytes(self._transport) > self.limit

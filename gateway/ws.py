@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
+import orjson
 import structlog
 from aiohttp import WSMsgType, web
 from aiohttp_sse import EventSourceResponse
 
-from bus import BusError, SlowConsumer, is_valid_chat_id
+from bus import BusError, LogRestarted, ResumeGap, SlowConsumer, is_valid_chat_id
+from bus.pubsub import Listener
 from gateway.auth import access_holds, check_origin
 from gateway.backpressure import SendBudget
 from gateway.errors import CloseCode, json_error
 from gateway.keys import AppKeys
 from gateway.limits import client_of, note_failed_code
+from gateway.outbox import SocketOutbox
 from gateway.settings import GatewaySettings
-from gateway.streaming import (
-    follow_frames,
-    handshake_point,
-    parse_resume_point,
-    run_until_stalled,
-)
+from gateway.streaming import handshake_point, parse_resume_point
 
 __all__ = ["chat_socket"]
 
@@ -28,6 +28,8 @@ log = structlog.get_logger("gateway.ws")
 
 #: A stalled socket gets this long to take the close frame before the transport is cut.
 CLOSE_GRACE_SECONDS = 1.0
+#: Closes started by the feed's side (a stalled socket): held until they finish.
+_CLOSING: set[asyncio.Future[None]] = set()
 
 
 async def chat_socket(request: web.Request) -> web.StreamResponse:
@@ -83,53 +85,170 @@ async def _serve(
 
     connections.websockets.add(ws)
     metrics.connections.labels("ws").inc()
-    deliveries = metrics.deliveries("ws", resumed=after is not None)
-    stalled = asyncio.Event()
-
-    budget = SendBudget(request.transport, settings.socket_buffer_bytes)
-
-    async def pump() -> None:
-        async for event_id, frame in follow_frames(
-            request.app, chat_id, after, v2=v2, on_overflow=stalled.set, now=now
-        ):
-            await ws.send_str(frame)
-            if budget.exceeded():
-                stalled.set()
-                return
-            if event_id is not None:
-                deliveries.observe(event_id)
-
-    async def drain_client() -> None:
+    session = _Session(request, ws, chat_id, v2=v2, resumed=after is not None)
+    log.info("gateway.ws_connected", chat_id=chat_id, v2=v2, resume=after is not None)
+    try:
+        session.spawn(session.follow(after or now or "0-0", verify=after is not None))
+        # This task only reads the client's frames (pongs, close); the feed writes the frames.
         async for msg in ws:
             if msg.type == WSMsgType.ERROR:
-                return
-
-    log.info("gateway.ws_connected", chat_id=chat_id, v2=v2, resume=after is not None)
-    code, reason = CloseCode.NORMAL, b""
-    try:
-        outcome = await run_until_stalled(pump(), stalled, drain_client())
-        if outcome == "stalled":
-            metrics.slow_consumers.inc()
-            code, reason = CloseCode.SLOW_CONSUMER, b"Slow consumer; resume"
-    except SlowConsumer:
-        metrics.slow_consumers.inc()
-        code, reason = CloseCode.SLOW_CONSUMER, b"Slow consumer; resume"
-    except (BusError, OSError, TimeoutError):
-        code, reason = CloseCode.TRY_AGAIN_LATER, b"Temporarily unavailable"
+                break
     finally:
+        session.stop()
         metrics.connections.labels("ws").dec()
         connections.websockets.discard(ws)
+    code, reason = session.code or CloseCode.NORMAL, session.reason
+    if code == CloseCode.SLOW_CONSUMER:
+        metrics.slow_consumers.inc()
     if not ws.closed:
         if connections.closing:
             code, reason = CloseCode.SERVICE_RESTART, b"Service restart"
-        try:
-            async with asyncio.timeout(CLOSE_GRACE_SECONDS):
-                await ws.close(code=code, message=reason)
-        except (TimeoutError, ConnectionError):
-            if request.transport is not None:
-                request.transport.abort()
+        await _close(request, ws, code, reason)
     log.info("gateway.ws_closed", chat_id=chat_id, code=int(code))
     return ws
+
+
+async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
+    """Close with ``code``; a socket that does not take the close frame in time is cut."""
+    try:
+        async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+            await ws.close(code=code, message=reason)
+    except (TimeoutError, ConnectionError):
+        if request.transport is not None:
+            request.transport.abort()
+
+
+class _Session:
+    """One socket's subscription: the replay in a task, then live frames from the feed.
+
+    Once the replay is done, no task of its own runs: the feed writes through the
+    :class:`~gateway.outbox.SocketOutbox`. A task exists only while replaying (at the start,
+    or after the chat's log restarted) and while closing a stalled socket.
+    """
+
+    __slots__ = (
+        "_tasks",
+        "app",
+        "chat_id",
+        "code",
+        "listener",
+        "outbox",
+        "reason",
+        "request",
+        "v2",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        chat_id: str,
+        *,
+        v2: bool,
+        resumed: bool,
+    ) -> None:
+        self.request = request
+        self.app = request.app
+        self.ws = ws
+        self.chat_id = chat_id
+        self.v2 = v2
+        self.code: CloseCode | None = None
+        self.reason = b""
+        self.listener: Listener | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        settings = self.app[AppKeys.settings]
+        meter = self.app[AppKeys.metrics].deliveries("ws", resumed=resumed)
+        budget = SendBudget(request.transport, settings.socket_buffer_bytes)
+        self.outbox = SocketOutbox(
+            ws, request.transport, budget, meter, v2=v2, on_stall=self._on_stall
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a replay as a task (cancelled by :meth:`stop`)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def follow(self, start: str, *, verify: bool) -> None:
+        """Replay from ``start`` and hand the socket to the feed; ends the socket on failure."""
+        bus = self.app[AppKeys.bus]
+        metrics = self.app[AppKeys.metrics]
+        outbox = self.outbox
+        try:
+            while True:
+                try:
+                    self.listener = await bus.open_sink(
+                        self.chat_id,
+                        start,
+                        outbox.write,
+                        outbox.deliver,
+                        self._on_restart,
+                        on_overflow=self._on_stall,
+                        verify=verify,
+                        on_verified=metrics.resumes.labels("ok").inc,
+                    )
+                    return
+                except ResumeGap as gap:
+                    restarted = isinstance(gap, LogRestarted)
+                    metrics.resumes.labels("restarted" if restarted else "resync").inc()
+                    await self._resync(str(gap))
+                    # After a restart every event of the new log is still to be sent.
+                    start = "0-0" if restarted else await bus.resume_point(self.chat_id)
+                    verify = False
+        except SlowConsumer:
+            self._end(CloseCode.SLOW_CONSUMER, b"Slow consumer; resume")
+        except (BusError, OSError, TimeoutError):
+            self._end(CloseCode.TRY_AGAIN_LATER, b"Temporarily unavailable")
+
+    async def _resync(self, reason: str) -> None:
+        if self.v2:
+            resync = {"type": "resync", "chatId": self.chat_id, "reason": reason}
+            await self.outbox.write_payload(orjson.dumps(resync))
+
+    def _on_restart(self) -> None:
+        """The feed saw the chat's log restart: start again from the new log's first event."""
+        if self.listener is not None:
+            self.app[AppKeys.bus].close_listener(self.listener)
+            self.listener = None
+        self.app[AppKeys.metrics].resumes.labels("restarted").inc()
+
+        async def again() -> None:
+            try:
+                await self._resync("the chat log restarted")
+            except SlowConsumer:
+                self._end(CloseCode.SLOW_CONSUMER, b"Slow consumer; resume")
+                return
+            except (OSError, RuntimeError):
+                return  # the socket is gone
+            await self.follow("0-0", verify=False)
+
+        self.spawn(again())
+
+    def _on_stall(self) -> None:
+        self._end(CloseCode.SLOW_CONSUMER, b"Slow consumer; resume")
+
+    def _end(self, code: CloseCode, reason: bytes) -> None:
+        """Close the socket with ``code`` (once); its handler then finishes."""
+        if self.code is not None:
+            return
+        self.code, self.reason = code, reason
+        if self.listener is not None:
+            self.app[AppKeys.bus].close_listener(self.listener)
+            self.listener = None
+        if self.app[AppKeys.connections].closing:
+            code, reason = CloseCode.SERVICE_RESTART, b"Service restart"
+        closing = asyncio.ensure_future(_close(self.request, self.ws, code, reason))
+        _CLOSING.add(closing)  # not cancelled by stop(): the close must go out
+        closing.add_done_callback(_CLOSING.discard)
+
+    def stop(self) -> None:
+        """The handler is done: unsubscribe and cancel any replay still running."""
+        if self.listener is not None:
+            self.app[AppKeys.bus].close_listener(self.listener)
+            self.listener = None
+        for task in list(self._tasks):
+            task.cancel()
 
 
 async def close_all(app: web.Application) -> None:

@@ -45,7 +45,7 @@ async def test_first_events_read_back_by_the_confirmation_are_not_a_log_restart(
     await feed._on_message(channel, (await _published(log, "new-chat"))[-1])
 
     assert feed.restarts == 0
-    assert listener.queue.qsize() == 1
+    assert listener.qsize() == 1
     assert (await listener.get()).event_id == live
     await redis.aclose()
 

@@ -1,0 +1,150 @@
+"""Frames on their way to one visitor WebSocket, written straight from the live feed.
+
+The live feed hands each event to :meth:`SocketOutbox.deliver` of every socket of the chat,
+inside its dispatch loop: the frame is encoded once per event (shared by the chat's sockets)
+and written to the socket's transport at once, with no task woken and nothing queued. Under
+backpressure the transport's own buffer holds what the visitor has not taken yet; the
+:class:`~gateway.backpressure.SendBudget` bounds it (with the kernel's send queue) by bytes,
+and a socket past ``SOCKET_BUFFER_BYTES`` is stalled: ``on_stall`` closes it with 4000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from bus import EventRecord, SlowConsumer
+from bus.schemas import EVENT_TYPES_V1
+from gateway.backpressure import SendBudget
+from gateway.metrics import DeliveryMeter
+
+__all__ = ["SocketOutbox", "frame_payload", "text_frame"]
+
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
+_FIN_TEXT = 0x80 | WSMsgType.TEXT
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, uncompressed WebSocket text frame (server to client)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((_FIN_TEXT, n)) + payload
+    if n < 1 << 16:
+        return _LEN16.pack(_FIN_TEXT, 126, n) + payload
+    return _LEN64.pack(_FIN_TEXT, 127, n) + payload
+
+
+def frame_payload(record: EventRecord, v2: bool) -> bytes | None:
+    """The frame a v2 (or v1) client gets for ``record`` as UTF-8 JSON; ``None``: none."""
+    if v2 or record.type in EVENT_TYPES_V1:
+        return orjson.dumps(record.frame())
+    if record.type == "streamReset":  # v1 clients clear their streaming bubble
+        fields = record.fields
+        return orjson.dumps(
+            {
+                "type": "assistantChunk",
+                "chatId": fields.get("chatId"),
+                "content": "",
+                "done": True,
+                "emittedAt": fields.get("emittedAt"),
+                "replyTo": fields.get("replyTo"),
+                "eventId": record.event_id,
+            }
+        )
+    return None
+
+
+class _FrameCache:
+    """The last event's encoded frames: the feed hands one event to all its sockets in a row."""
+
+    __slots__ = ("frames", "record")
+
+    def __init__(self) -> None:
+        self.record: EventRecord | None = None
+        self.frames: dict[bool, bytes | None] = {}
+
+    def get(self, record: EventRecord, v2: bool) -> bytes | None:
+        if record is not self.record:
+            self.record = record
+            self.frames = {}
+        frames = self.frames
+        if v2 in frames:
+            return frames[v2]
+        payload = frame_payload(record, v2)
+        frame = None if payload is None else text_frame(payload)
+        frames[v2] = frame
+        return frame
+
+
+_CACHE = _FrameCache()
+
+
+class SocketOutbox:
+    """Writes one socket's frames: directly while it keeps up, bounded in bytes when not."""
+
+    __slots__ = ("_budget", "_meter", "_on_stall", "_transport", "_v2", "_ws", "stalled")
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        budget: SendBudget,
+        meter: DeliveryMeter,
+        *,
+        v2: bool,
+        on_stall: Callable[[], None],
+    ) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._budget = budget
+        self._meter = meter
+        self._v2 = v2
+        self._on_stall = on_stall
+        #: Set once the socket fell past its byte budget; nothing more is written.
+        self.stalled = False
+
+    def deliver(self, record: EventRecord) -> None:
+        """The feed's sink: write ``record``'s frame now. Never raises, never waits."""
+        if self.stalled or self._ws.closed:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        frame = _CACHE.get(record, self._v2)
+        if frame is None:
+            return
+        transport.write(frame)
+        if self._budget.wrote(len(frame)):
+            self._stall()
+            return
+        self._meter.observe(record.event_id)
+
+    async def write(self, record: EventRecord) -> None:
+        """Replay ``record``'s frame, waiting while the socket's buffers are full.
+
+        Raises :class:`~bus.SlowConsumer` past the byte budget.
+        """
+        payload = frame_payload(record, self._v2)
+        if payload is None:
+            return
+        await self.write_payload(payload)
+        self._meter.observe(record.event_id)
+
+    async def write_payload(self, payload: bytes) -> None:
+        """Send one text frame the way :meth:`write` does (a ``resync``, for one)."""
+        if self.stalled:
+            raise SlowConsumer("socket over its buffer budget")
+        await self._ws.send_frame(payload, WSMsgType.TEXT)
+        if self._budget.wrote(len(payload)):
+            self._stall()
+            raise SlowConsumer("socket over its buffer budget")
+
+    def _stall(self) -> None:
+        if not self.stalled:
+            self.stalled = True
+            self._on_stall()
