@@ -36,7 +36,8 @@ export const BYO_COPY = {
   modelsLoaded: (count) => `${count} models listed.`,
 };
 
-const CSS = `
+/** The panel's rules, adopted with the widget's stylesheet (terra-chat.js): no inline styles. */
+export const BYO_CSS = `
 .byo { display: grid; gap: 6px; padding: 6px 0; font-size: 0.85em; }
 .byo-switch { display: flex; gap: 12px; align-items: center; border: 0; margin: 0; padding: 0; }
 .byo-switch legend { float: left; margin-right: 6px; padding: 0; font-weight: 600; }
@@ -125,7 +126,6 @@ export class ByoPanel {
     return el(
       "section",
       { class: "byo", hidden: true },
-      el("style", { text: CSS }),
       el("fieldset", { class: "byo-switch" }, el("legend", { text: BYO_COPY.switchLabel }), radio("terra", BYO_COPY.terra), radio("byo", BYO_COPY.own)),
       ui.fields,
     );

@@ -8,7 +8,7 @@
 // Events (bubbling, composed): "terra-chat:ready", "terra-chat:message" (detail: message),
 // "terra-chat:unread" (detail: {count}).
 
-import { ByoPanel } from "./byo.js";
+import { BYO_CSS, ByoPanel } from "./byo.js";
 import { loadMarkdown } from "./content.js";
 import { COPY } from "./copy.js";
 import { ICONS } from "./icons.js";
@@ -39,11 +39,11 @@ function adoptStyles(root) {
   if ("adoptedStyleSheets" in root && typeof CSSStyleSheet.prototype.replaceSync === "function") {
     if (!sheet) {
       sheet = new CSSStyleSheet();
-      sheet.replaceSync(CSS);
+      sheet.replaceSync(CSS + BYO_CSS);
     }
     root.adoptedStyleSheets = [sheet];
   } else {
-    root.append(el("style", { text: CSS }));
+    root.append(el("style", { text: CSS + BYO_CSS }));
   }
 }
 
