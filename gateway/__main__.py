@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 
+import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -37,6 +39,18 @@ def load_settings() -> GatewaySettings:
         raise SystemExit(2) from None
 
 
+def event_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
+    """A new uvloop loop when wanted and installed, else the stdlib's."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def main() -> None:
     """Entry point of the ``terrarium-gateway`` console script."""
     settings = load_settings()
@@ -46,8 +60,12 @@ def main() -> None:
     # Long-lived startup objects leave the GC's generations: full collections with
     # thousands of sockets open then stay short (benchmarks/fanout.py saw 26-116 ms).
     gc.freeze()
+    loop = event_loop(settings.uvloop)
+    kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+    structlog.get_logger("gateway.http").info("gateway.event_loop", loop=kind)
     web.run_app(
         app,
+        loop=loop,
         host=settings.host,
         port=settings.port,
         access_log=None,

@@ -118,6 +118,8 @@ class GatewaySettings(BusSettings):
     #: come from its ``_starter-prompts.md`` (gateway.starters).
     content_dir: Path = Path(__file__).resolve().parent.parent / "content"
     log_level: str = "INFO"
+    #: Run on uvloop when it is installed (``UVLOOP=0``: the stdlib asyncio loop).
+    uvloop: bool = True
 
     #: Bring your own model (docs/protocol.md 9.10): presets enabled by id (comma-separated,
     #: e.g. ``openai,groq``; none by default) and operators' own providers (JSON list of
