@@ -71,6 +71,8 @@ def start_system(
         extra_env={
             "RATE_LIMIT_MAX_PER_IP": "10000",
             "RATE_LIMIT_MAX_PER_CHAT": "10000",
+            "MAX_QUEUED_PER_CLIENT": "10000",
+            "CLIENT_BYTES_PER_HOUR": "100000000000",
             **(extra_env or {}),
         },
     )

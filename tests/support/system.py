@@ -62,9 +62,9 @@ class System:
         """A gateway on a free port (``env``: settings that override the defaults).
 
         Every test client comes from 127.0.0.1, one client to the gateway's per-client
-        budgets: reads, stream handshakes, open sockets and waiting messages are raised so
-        hundreds of test readers fit (tests/integration/test_abuse_limits.py and
-        test_fair_scheduling.py test the budgets themselves).
+        budgets: reads, stream handshakes, open sockets, waiting messages and stored bytes are
+        raised so hundreds of test readers fit (test_abuse_limits.py, test_abuse_storage.py
+        and test_fair_scheduling.py in tests/integration test the budgets themselves).
         """
         many = {
             "RATE_LIMIT_READS_PER_IP": "100000",
@@ -72,6 +72,8 @@ class System:
             "MAX_SOCKETS_PER_CLIENT": "100000",
             "READS_IN_FLIGHT_PER_CLIENT": "100000",
             "MAX_QUEUED_PER_CLIENT": "100000",
+            "CLIENT_BYTES_PER_HOUR": "100000000000",
+            "CHAT_MAX_BYTES": "100000000000",
         }
         return self.launcher.add_gateway(name, free_port(), {"LOG_LEVEL": "INFO", **many, **env})
 
