@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bus import scripts
+from bus.access_codes import AccessCode, AccessCodeStore, new_code
 from bus.chatlog import ChatLog, EventRecord, parse_id
 from bus.client import create_redis
 from bus.errors import BusError, translates_redis_errors
@@ -239,6 +240,7 @@ class OpsBus(FrontEnd):
         self._meta = _ChatKeyShape(self._keys.chat_meta)
         self._channels = _ChatKeyShape(self._keys.chat_channel)
         self._requeue = redis.register_script(REQUEUE)
+        self._codes = AccessCodeStore(redis, self._keys)
 
 
     # --- chats ---------------------------------------------------------------------------
@@ -515,6 +517,23 @@ class OpsBus(FrontEnd):
         if result[0] != "ok":
             raise RequeueRefused(f"no dead letter {dead_id} (already requeued?)")
         return Requeued(str(result[1]), str(result[2]), chat_id, message_id)
+
+    # --- visitor access codes (add and revoke write: admin) ------------------------------
+    async def access_codes(self) -> list[AccessCode]:
+        """Stored access codes, oldest first (digests only: a code is never kept)."""
+        return await self._codes.all()
+
+    async def add_access_code(self, label: str, expires_ms: int | None) -> tuple[str, AccessCode]:
+        """A new random code (returned once, never stored) and its stored record."""
+        code = new_code()
+        record = await self._codes.add(
+            code, label=label, created_ms=int(time.time() * 1000), expires_ms=expires_ms
+        )
+        return code, record
+
+    async def revoke_access_code(self, code_id: str) -> bool:
+        """Delete stored code ``code_id``; False when there is none."""
+        return await self._codes.revoke(code_id)
 
 
 def open_ops_bus(settings: BusSettings) -> OpsBus:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bus.access_codes import ACCESS_CODE_ID
 from bus.errors import BusError, BusRejected, BusUnavailable
 from bus.ops import AmbiguousChat, OpsBus, RequeueRefused, UnknownChat, open_ops_bus
 from ops.export import FORMATS, render_transcript
@@ -35,6 +36,10 @@ Verb = Callable[[argparse.Namespace, OpsBus, Output], Awaitable[int]]
 
 class UsageError(Exception):
     """Arguments that make no sense together (exit status 2)."""
+
+
+class UnknownCode(Exception):
+    """``codes revoke`` of an id that is not stored (exit status 1)."""
 
 
 # --- verbs ---------------------------------------------------------------------------------
@@ -249,6 +254,67 @@ async def cmd_requeue(args: argparse.Namespace, bus: OpsBus, out: Output) -> int
     return 0
 
 
+def parse_duration(text: str) -> int:
+    """``--expires``: ``90s``, ``30m``, ``12h``, ``7d`` or ``2w``, as milliseconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise UsageError(f"--expires {text!r}: use 90s, 30m, 12h, 7d or 2w")
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[match.group(2)]
+    return int(float(match.group(1)) * scale * 1000)
+
+
+async def cmd_codes_add(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
+    expires = int(time.time() * 1000) + parse_duration(args.expires) if args.expires else None
+    code, record = await bus.add_access_code(args.label or "", expires)
+    until = f"until {_iso(expires)} UTC" if expires is not None else "until revoked"
+    if args.json:
+        out.json({"id": record.code_id, "code": code, "label": record.label, "expiresAt": expires})
+        return 0
+    out.text(code)
+    out.note(
+        f"access code {record.code_id} added, valid {until}. It is shown only now (Redis "
+        f"keeps a digest): give it to visitors. Revoke: {PROG} codes revoke {record.code_id}"
+    )
+    return 0
+
+
+async def cmd_codes_list(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
+    now = int(time.time() * 1000)
+    codes = await bus.access_codes()
+    if args.json:
+        for code in codes:
+            out.json(
+                {
+                    "id": code.code_id,
+                    "label": code.label,
+                    "createdAt": _iso(code.created_ms),
+                    "expiresAt": None if code.expires_ms is None else _iso(code.expires_ms),
+                    "active": code.active(now),
+                }
+            )
+        return 0
+    if not codes:
+        out.note("no stored access codes (CHAT_PASSWORD's codes are not listed here)")
+        return 0
+    out.text(f"{'ID':<9} {'STATE':<8} {'CREATED (UTC)':<20} {'EXPIRES (UTC)':<20} LABEL")
+    for code in codes:
+        expires = "never" if code.expires_ms is None else _iso(code.expires_ms)
+        state = "active" if code.active(now) else "expired"
+        out.text(
+            f"{code.code_id:<9} {state:<8} {_iso(code.created_ms):<20} {expires:<20} {code.label}"
+        )
+    return 0
+
+
+async def cmd_codes_revoke(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
+    if not ACCESS_CODE_ID.fullmatch(args.id):
+        raise UsageError(f"not an access code id: {args.id!r} (8 hex digits, as 'codes list')")
+    if not await bus.revoke_access_code(args.id):
+        raise UnknownCode(f"no access code {args.id}")
+    out.text(f"revoked access code {args.id}: gateways refuse it (and its sessions) within seconds")
+    return 0
+
+
 async def cmd_replay(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
     # Imported here: the worker's and the tools' modules are only needed by this verb.
     from ops import replay
@@ -368,6 +434,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_requeue)
 
     p = verbs.add_parser(
+        "codes",
+        help="visitor access codes: add, list, revoke (add and revoke need a user that may write)",
+        description="Visitor access codes kept in Redis, valid alongside CHAT_PASSWORD, each "
+        "with an optional expiry. Redis keeps only a digest: 'add' prints the new code once, "
+        "'list' never shows one. Gateways pick up changes within ACCESS_CODES_REFRESH_SECONDS "
+        "(5 s). 'add' and 'revoke' need a Redis user allowed to write (admin), not 'ops'.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("add", parents=[common], help="make a new code and print it once")
+    a.add_argument("--expires", metavar="AFTER", help="valid for 90s, 30m, 12h, 7d, 2w")
+    a.add_argument("--label", metavar="TEXT", help="what the code is for (shown by list)")
+    a.add_argument("--json", action="store_true", help="one JSON object")
+    a.set_defaults(func=cmd_codes_add)
+    a = actions.add_parser("list", parents=[common], help="stored codes (never the codes)")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a.set_defaults(func=cmd_codes_list)
+    a = actions.add_parser("revoke", parents=[common], help="stop accepting a code")
+    a.add_argument("id", metavar="ID", help="the code's id, as 'list' prints it")
+    a.set_defaults(func=cmd_codes_revoke)
+
+    p = verbs.add_parser(
         "replay",
         parents=[common],
         help="send a visitor message's prompt to the agent again, publishing nothing",
@@ -425,12 +512,13 @@ def _main(args: argparse.Namespace, out: Output) -> int:
     except AmbiguousChat as exc:
         shown = ", ".join(exc.candidates[:10]) + (" ..." if len(exc.candidates) > 10 else "")
         return _fail(out, f"{exc}: {shown}; give more of the id", 1)
-    except (UnknownChat, RequeueRefused) as exc:
+    except (UnknownChat, RequeueRefused, UnknownCode) as exc:
         return _fail(out, str(exc), 1)
     except BusUnavailable as exc:
         return _fail(out, f"{exc} at {endpoint}", 1)
     except BusRejected as exc:
-        hint = " (this verb writes: use a Redis user allowed to)" if args.verb == "requeue" else ""
+        writes = args.verb == "requeue" or getattr(args, "action", None) in ("add", "revoke")
+        hint = " (this verb writes: use a Redis user allowed to)" if writes else ""
         return _fail(out, f"{exc} at {endpoint}{hint}", 1)
     except BusError as exc:
         return _fail(out, f"{exc} at {endpoint}", 1)
