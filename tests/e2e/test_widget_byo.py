@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from demo.launcher import LaunchOptions, free_port
+from tests.e2e.axe import summary, violations
 from tests.e2e.conftest import require_tools
 from tests.e2e.widget import Widget
 from tests.support.launcher import TestLauncher
@@ -122,3 +123,23 @@ def test_stop_works_for_your_own_model(page: Page, byo_url: str) -> None:
     reply = widget.wait_reply()
     expect(reply.locator(".tag").first).to_be_visible()
     expect(reply.locator(".tag.provider")).to_have_text(PROVIDER_TAG)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_byo_panel_has_no_axe_violations(browser: Browser, byo_url: str, theme: str) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 820}, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.emulate_media(color_scheme=theme)  # type: ignore[arg-type]
+        page.goto(byo_url + "terra")
+        widget = Widget(page)
+        widget.start_chat(ACCESS_CODE)
+        byo = widget.host.locator("section.byo")
+        byo.get_by_label("Your own model").check()
+        byo.get_by_label("API key").fill(KEY)
+        widget.send("Checked by axe [[demo:echo]]")
+        expect(widget.wait_reply().locator(".tag.provider")).to_have_text(PROVIDER_TAG)
+        found = violations(page)
+        assert not found, f"axe violations ({theme}):\n{summary(found)}"
+    finally:
+        context.close()

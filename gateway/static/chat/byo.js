@@ -50,7 +50,7 @@ export const BYO_CSS = `
   font: inherit; padding: 4px 6px; border: 1px solid currentColor; border-radius: 6px;
   background: transparent; color: inherit; min-width: 0;
 }
-.byo button { font: inherit; justify-self: start; }
+.byo button { justify-self: start; }
 .byo-privacy { margin: 0; opacity: 0.8; }
 .byo-note { margin: 0; min-height: 1em; }
 `;
@@ -109,7 +109,7 @@ export class ByoPanel {
     });
     ui.remember = el("input", { type: "checkbox", onchange: () => this.#onKey() });
     ui.remember.checked = Boolean(this.key);
-    ui.listModels = el("button", { type: "button", text: BYO_COPY.listModels, onclick: () => this.#listModels() });
+    ui.listModels = el("button", { class: "link-button", type: "button", text: BYO_COPY.listModels, onclick: () => this.#listModels() });
     ui.privacy = el("p", { class: "byo-privacy wide" });
     ui.note = el("p", { class: "byo-note wide", role: "status" });
     ui.fields = el(
