@@ -11,12 +11,13 @@ _env_file=None)``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bus import BusSettings
@@ -25,6 +26,15 @@ __all__ = ["WorkerSettings", "default_worker_name"]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 PositiveMs = Annotated[int, Field(ge=1)]
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_worker_name() -> str:
@@ -43,6 +53,9 @@ class WorkerSettings(BusSettings):
     worker_name: str = Field(
         default_factory=default_worker_name, min_length=1, max_length=128, pattern=r"^\S+$"
     )
+    #: The worker crosses hosts to reach Redis: plaintext ``redis://`` to any host but
+    #: loopback is refused at start-up unless this says it is meant (a private network).
+    redis_allow_plaintext: bool = Field(False, validate_default=True)
 
     # --- the agent (terrarium-agent's OpenAI-compatible API) -------------------------
     #: Full URL of ``/v1/chat/completions`` (as in the original); a base URL ending in
@@ -115,6 +128,20 @@ class WorkerSettings(BusSettings):
     #: Prometheus exposition on ``127.0.0.1:<port>``; off when unset.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+
+    @field_validator("redis_allow_plaintext")
+    @classmethod
+    def _no_plaintext_across_hosts(cls, allowed: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url")
+        if url is None or allowed:
+            return allowed
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme == "redis" and not _loopback(parts.hostname):
+            raise ValueError(
+                "REDIS_URL is plaintext redis:// to another host: use rediss:// "
+                "(infra/README.md), or set REDIS_ALLOW_PLAINTEXT=true on a private network"
+            )
+        return allowed
 
     @model_validator(mode="after")
     def _liveness_outlasts_heartbeats(self) -> WorkerSettings:

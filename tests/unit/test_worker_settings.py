@@ -7,6 +7,7 @@ import os
 import pytest
 from pydantic import ValidationError
 
+from bus import describe_settings_error
 from worker.settings import WorkerSettings, derive_health_url
 
 AGENT = "http://127.0.0.1:8080/v1/chat/completions"
@@ -95,7 +96,22 @@ def test_secrets_do_not_leak_in_repr() -> None:
     ],
 )
 def test_plaintext_redis_off_loopback_is_flagged(url: str, insecure: bool) -> None:
-    assert make(redis_url=url, agent_api_url=AGENT).redis_insecure is insecure
+    settings = make(redis_url=url, agent_api_url=AGENT, redis_allow_plaintext=insecure)
+    assert settings.redis_insecure is insecure
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://redis.example:6379", "redis://10.0.0.5:6379/0", "redis://[2001:db8::1]:6379"]
+)
+def test_plaintext_redis_to_another_host_is_refused_unless_allowed(url: str) -> None:
+    """Issue 11: a worker crosses hosts; plaintext there exposes the Redis password."""
+    with pytest.raises(ValidationError) as caught:
+        make(redis_url=url, agent_api_url=AGENT)
+    line = describe_settings_error(caught.value)
+    assert line.startswith("REDIS_ALLOW_PLAINTEXT (REDIS_URL is plaintext redis://")
+    assert "10.0.0.5" not in line
+    assert "redis.example" not in line
+    assert make(redis_url=url, agent_api_url=AGENT, redis_allow_plaintext=True).redis_insecure
 
 
 def test_worker_name_defaults_to_host_and_pid() -> None:
