@@ -16,6 +16,10 @@ Endpoints (bodies are JSON; errors are ``{"error": {"message", "type", "code"}}`
   ``max_model_len`` as vLLM's has (unless the ``hide_context_length`` quirk).
 - ``GET /health``: ``{status, vllm_status, model, queue_length}``; 200 while "healthy" or
   "degraded", 503 when "down" (completions then answer 503 too); 404 with ``no_health``.
+- ``POST /tokenize`` ``{"prompt"}`` (vLLM) or ``{"content"}`` (llama.cpp) answers
+  ``{"count", "tokens"}``, and ``POST /extras/tokenize/count`` ``{"input"}``
+  (llama-cpp-python) answers ``{"count"}``, counting as the context limit does; 404 with
+  ``no_tokenizer``.
 - ``POST /_demo/fail`` ``{"count": n, "mode": "http500" | "httpNNN" | "error" |
   "disconnect" | "stall" | "no_done", "seconds": s}``: the next n valid completion requests fail so,
   overriding their directives ("stall" waits ``seconds``, default 5, then completes).
@@ -41,6 +45,7 @@ Quirks of real servers (issue 16), on for every request by ``DemoAgentConfig.qui
   limit) get 200 with an empty body instead of 400 (llama-cpp-python).
 - ``no_health``: ``GET /health`` is 404 (llama-cpp-python has no such route).
 - ``hide_context_length``: ``/v1/models`` does not say ``max_model_len`` (llama-cpp-python).
+- ``no_tokenizer``: the tokenize routes are 404 (servers with no tokenizer route).
 
 Context limit (``DemoAgentConfig.context_tokens``, ``--context-tokens`` or
 ``[[demo:context=N]]``): prompt tokens (a quarter of each message's characters plus 4 per
@@ -117,6 +122,7 @@ from demo.agent_script import (
     last_user_directives,
     plan_reply,
     request_rejection,
+    text_tokens,
 )
 from logsetup import configure_logging
 
@@ -210,6 +216,8 @@ def create_agent_app(config: DemoAgentConfig | None = None) -> web.Application:
             web.post("/v1/chat/completions", _completions),
             web.get("/v1/models", _models),
             web.get("/health", _health),
+            web.post("/tokenize", _tokenize),
+            web.post("/extras/tokenize/count", _tokenize),
             web.post("/_demo/fail", _demo_fail),
             web.get("/_demo/requests", _demo_requests),
             web.post("/_demo/reset", _demo_reset),
@@ -529,6 +537,23 @@ async def _health(request: web.Request) -> web.Response:
         "queue_length": state.queue_length,
     }
     return web.json_response(body, status=503 if state.health_status == "down" else 200)
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    """vLLM's and llama.cpp's ``/tokenize``, llama-cpp-python's ``/extras/tokenize/count``."""
+    if "no_tokenizer" in request.app[STATE_KEY].quirks:
+        raise web.HTTPNotFound()
+    try:
+        _, body = await _read_json_object(request)
+    except _BadRequest as exc:
+        return _error_response(400, str(exc))
+    text = next((body[k] for k in ("input", "prompt", "content") if k in body), None)
+    if not isinstance(text, str):
+        return _error_response(400, "the text to tokenize must be a string")
+    count = text_tokens(text)
+    if request.path.endswith("/count"):
+        return web.json_response({"count": count})
+    return web.json_response({"count": count, "tokens": list(range(count))})
 
 
 def _parse_failure(body: dict[str, Any]) -> tuple[int, InjectedFailure]:

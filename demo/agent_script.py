@@ -33,6 +33,7 @@ __all__ = [
     "prompt_tokens",
     "request_rejection",
     "split_tokens",
+    "text_tokens",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -46,6 +47,7 @@ Quirk = Literal[
     "empty_errors",
     "no_health",
     "hide_context_length",
+    "no_tokenizer",
 ]
 QUIRKS: tuple[Quirk, ...] = get_args(Quirk)
 
@@ -288,13 +290,18 @@ def _is_result(message: ChatMessage) -> bool:
     return message.role == "tool" or _is_result_text(message)
 
 
+def text_tokens(text: str) -> int:
+    """The demo's token count of a text: a quarter of its characters, rounded up."""
+    return -(-len(text) // 4)
+
+
 def prompt_tokens(request: CompletionRequest) -> int:
-    """The demo's token count of a prompt: a quarter of each message's characters, rounded
-    up, plus 4 per message. Real tokenizers vary; this one only has to be stable."""
+    """The demo's token count of a prompt: `text_tokens` of each message plus 4 per
+    message. Real tokenizers vary; this one only has to be stable."""
     total = 0
     for message in request.messages:
         text = message.content + (json.dumps(message.tool_calls) if message.tool_calls else "")
-        total += -(-len(text) // 4) + _MESSAGE_OVERHEAD_TOKENS
+        total += text_tokens(text) + _MESSAGE_OVERHEAD_TOKENS
     return total
 
 

@@ -37,13 +37,14 @@ from bus import BusError
 from bus.schemas import MessagePosted
 from worker.aio import cancel_and_wait
 from worker.chunks import ChunkWriter
-from worker.conversation import MessageTooLong, PromptRules, build_prompt
+from worker.conversation import MessageTooLong, PromptRules, build_prompt, prompt_texts
 from worker.errors import AgentError
 from worker.metrics import WorkerMetrics
 from worker.patience import ReplyView, StoppedWhileWaiting, ride_out
 from worker.ports import Agent, AgentHealth, AnswerLog, ReasoningSink, ReplyStatus, ToolHost
 from worker.reasoning import ReasoningWriter
 from worker.settings import WorkerSettings
+from worker.tokenizer import ServerTokenizer
 from worker.toolkit import ToolKit
 from worker.toolloop import reply
 from worker.turns import AgentTurn
@@ -96,6 +97,7 @@ class AnswerHandler:
         health: AgentHealth | None = None,
         metrics: WorkerMetrics | None = None,
         server_context: Callable[[], int | None] = lambda: None,
+        tokenizer: ServerTokenizer | None = None,
     ) -> None:
         self.log = log
         self.agent = agent
@@ -107,6 +109,11 @@ class AnswerHandler:
         self.metrics = metrics or WorkerMetrics()
         #: The model's context length as its server states it (``/v1/models``), if it does.
         self.server_context = server_context
+        key = settings.agent_api_key.get_secret_value() if settings.agent_api_key else None
+        #: The server's tokenizer, asked only when the estimate says a prompt must be trimmed.
+        self.tokenizer = tokenizer or ServerTokenizer(
+            settings.agent_base_url, settings.agent_model, api_key=key
+        )
 
     async def already_answered(self, chat_id: str, message_id: str) -> bool:
         """True when ``message_id`` has a stored reply."""
@@ -304,6 +311,7 @@ class AnswerHandler:
             recent = await self.log.messages_until(chat_id, event_id, max_turns)
         asked = [m.id for m in recent if m.sender == "Visitor"]
         settings = self.settings
+        saved = await self.log.tool_turns(chat_id, asked)
         rules = PromptRules.for_server(
             server_context_tokens=self.server_context(),
             setting_context_tokens=settings.agent_context_tokens,
@@ -311,11 +319,16 @@ class AnswerHandler:
             system_role=settings.agent_system_role,
             tool_turns=self.tools is not None and settings.max_tool_rounds > 1,
         )
+        texts = prompt_texts(recent, self.system_prompt, saved)
+        if rules.may_trim(texts) and self.tokenizer.available:
+            counts = await self.tokenizer.counts(texts)
+            if counts:  # the estimate over-counts: the server's own counts keep more history
+                rules = rules.with_counts(counts)
         return build_prompt(
             recent,
             message,
             system_prompt=self.system_prompt,
             max_turns=max_turns,
-            tool_turns=await self.log.tool_turns(chat_id, asked),
+            tool_turns=saved,
             rules=rules,
         )

@@ -21,8 +21,10 @@ restart or another worker sees the same conversation. Rules (each fixes a seed b
   join it there, never between turns.
 - At most ``max_turns`` turns, and with a context budget (:class:`PromptRules`) only as many
   whole exchanges (a question and its reply), newest first, as fit the model's context
-  minus the answer's ``max_tokens``, counted by :func:`estimate_tokens`. When the message
-  being answered does not fit on its own, :class:`MessageTooLong` says so in one sentence.
+  minus the answer's ``max_tokens``, counted by ``PromptRules.count``: the server's own
+  tokenizer when it has one (:mod:`worker.tokenizer`), else :func:`estimate_tokens`. When the
+  message being answered does not fit on its own, :class:`MessageTooLong` says so in one
+  sentence.
 - Tool turns (the chat's memory, ``ChatLog.tool_turns``: assistant ``tool_calls`` messages
   with content ``""`` and ``tool`` messages with their ``tool_call_id``) follow the visitor
   message they belong to, before Terra's reply, and do not count as turns: an exchange is
@@ -34,8 +36,8 @@ restart or another worker sees the same conversation. Rules (each fixes a seed b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from openai.types.chat import ChatCompletionMessageParam
@@ -55,6 +57,7 @@ __all__ = [
     "build_prompt",
     "clean_tool_turns",
     "estimate_tokens",
+    "prompt_texts",
     "prompt_tokens",
 ]
 
@@ -109,12 +112,14 @@ class PromptRules:
 
     ``context_tokens`` is the model's context length (None: no budget); ``answer_tokens``
     is kept free for the answer (the request's ``max_tokens``), at most half the context.
+    ``count`` gives a text's tokens (the server's tokenizer's counts, or the estimate).
     """
 
     system_role: bool = True
     tool_turns: bool = True
     context_tokens: int | None = None
     answer_tokens: int = 0
+    count: Callable[[str], int] = field(default=lambda text: estimate_tokens(text))
 
     def __post_init__(self) -> None:
         if self.context_tokens is not None and self.context_tokens < 1:
@@ -146,6 +151,20 @@ class PromptRules:
             answer_tokens=max_tokens or 0,
         )
 
+    def with_counts(self, counts: Mapping[str, int]) -> PromptRules:
+        """These rules counting with ``counts`` (a tokenizer's; other texts: the estimate)."""
+        known = dict(counts)
+        return replace(self, count=lambda text: known.get(text) or estimate_tokens(text))
+
+    def may_trim(self, texts: Sequence[str]) -> bool:
+        """Whether, by the estimate, a prompt made of ``texts`` may not fit the budget.
+
+        When it may not, counting exactly is worth a request to the server's tokenizer.
+        """
+        budget = self.budget_tokens
+        total = sum(MESSAGE_OVERHEAD_TOKENS + estimate_tokens(text) for text in texts)
+        return budget is not None and total > budget
+
     @property
     def budget_tokens(self) -> int | None:
         """Tokens the prompt may use (None: unlimited)."""
@@ -164,19 +183,33 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text.encode()) // 3)
 
 
-def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """:func:`estimate_tokens` of a request's messages, with a per-message overhead."""
+def prompt_tokens(
+    messages: Sequence[Mapping[str, Any]], count: Callable[[str], int] = estimate_tokens
+) -> int:
+    """Tokens of a request's messages by ``count``, with a per-message overhead."""
     total = 0
     for message in messages:
         content = message.get("content")
-        total += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(
-            content if isinstance(content, str) else ""
-        )
+        total += MESSAGE_OVERHEAD_TOKENS + count(content if isinstance(content, str) else "")
         for call in message.get("tool_calls") or ():
             function = call.get("function", {}) if isinstance(call, Mapping) else {}
-            total += estimate_tokens(str(function.get("name", "")))
-            total += estimate_tokens(str(function.get("arguments", "")))
+            total += count(str(function.get("name", "")))
+            total += count(str(function.get("arguments", "")))
     return total
+
+
+def prompt_texts(
+    messages: Sequence[MessagePosted], system_prompt: str, tool_turns: ToolTurns | None = None
+) -> list[str]:
+    """Every text a prompt built from these may contain, to count with a tokenizer."""
+    texts = [system_prompt, NO_REPLY, *(m.content for m in messages)]
+    for turns in (tool_turns or {}).values():
+        for turn in turns:
+            texts.append(str(turn.get("content") or ""))
+            for call in turn.get("tool_calls") or ():
+                function = call.get("function", {}) if isinstance(call, Mapping) else {}
+                texts += [str(function.get("name", "")), str(function.get("arguments", ""))]
+    return [text for text in dict.fromkeys(texts) if text]
 
 
 @dataclass(slots=True)
@@ -263,20 +296,23 @@ def _fit(
             break
         kept.insert(0, exchange)
     budget = rules.budget_tokens
-    prompt = _render([*kept, current], system_prompt, rules)
     if budget is None:
-        return prompt
-    while prompt_tokens(prompt) > budget and kept:
+        return _render([*kept, current], system_prompt, rules)
+    # Counted by part (the system prompt, each exchange): the same sum as the rendered
+    # prompt's, also when the system prompt is folded into the first user turn.
+    fixed = MESSAGE_OVERHEAD_TOKENS + rules.count(system_prompt)
+    sizes = [prompt_tokens(e.messages(), rules.count) for e in kept]
+    needed = fixed + sum(sizes) + prompt_tokens(current.messages(), rules.count)
+    while needed > budget and kept:
         kept.pop(0)
-        prompt = _render([*kept, current], system_prompt, rules)
-    if prompt_tokens(prompt) > budget and current.tools:
+        needed -= sizes.pop(0)
+    if needed > budget and current.tools:
         # An earlier attempt's tool rounds: the tool loop can do them again.
         current = _Exchange(question=current.question)
-        prompt = _render([current], system_prompt, rules)
-    needed = prompt_tokens(prompt)
+        needed = fixed + prompt_tokens(current.messages(), rules.count)
     if needed > budget:
         raise MessageTooLong(needed, budget)
-    return prompt
+    return _render([*kept, current], system_prompt, rules)
 
 
 def _render(

@@ -129,6 +129,24 @@ async def test_a_long_chat_is_trimmed_to_the_context_and_keeps_working(
                 assert "status" not in reply, (index, reply)
 
 
+@pytest.mark.parametrize("tokenizer", [True, False], ids=["server-tokenizer", "estimate"])
+async def test_the_servers_tokenizer_keeps_more_history_than_the_estimate(
+    redis_server: RedisServer, chatlog: ChatLog, tokenizer: bool
+) -> None:
+    """With a tokenizer route the budget counts exactly (the estimate over-counts these
+    words 1.33 times) and keeps history the estimate trims; without one, the estimate."""
+    quirks: tuple[Quirk, ...] = ("strict_roles",) if tokenizer else ("strict_roles", "no_tokenizer")
+    async with run_demo_agent(agent(*quirks, context_tokens=1500)) as url:
+        settings = fast_settings(redis_server.url, url, agent_max_tokens=200)
+        async with Worker(settings):
+            for index in range(5):
+                reply = await ask(chatlog, "counted", f"q{index} " + "words " * 100)
+                assert "status" not in reply, (index, reply)
+        last = (await agent_requests(url))[-1]
+    questions = [m for m in last["messages"] if m["role"] == "user"]
+    assert len(questions) == (4 if tokenizer else 3)
+
+
 async def test_a_message_too_long_on_its_own_gets_one_clear_sentence(
     redis_server: RedisServer, chatlog: ChatLog
 ) -> None:
