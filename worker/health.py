@@ -240,12 +240,15 @@ class HealthMonitor:
             self._changed()
 
     def record_reply(self, latency_ms: float) -> None:
-        """A reply succeeded: the model is online."""
+        """A reply succeeded: the model is online (a heartbeat goes out at once only if that
+        is news; otherwise the timer's beat carries the latency)."""
+        was_online = self.llm.status == "online"
         self.llm = ComponentStatus(
             status="online", checkedAt=iso_now(), latencyMs=round(latency_ms, 1)
         )
         self._llm_checked = time.monotonic()
-        self._changed()
+        if not was_online:
+            self._changed()
 
     def record_failure(self, error: AgentError) -> None:
         """A reply failed after its retries: the model is offline (as far as we know)."""

@@ -1,8 +1,9 @@
 """The worker's heartbeat: what it is doing and what it knows of the agent, for the gateway.
 
-Published every ``HEARTBEAT_INTERVAL_MS``, and sooner when something changed (a job started
-or ended, the agent's status moved). Now and then the beat also prunes the heartbeats of
-workers gone for a day. A failed beat is logged and tried again at the next one.
+Published every ``HEARTBEAT_INTERVAL_MS``, and sooner when the agent's or the model's
+status changed; jobs starting and ending reach it at the next beat (issue 10: no beat per
+job). Now and then the beat also prunes the heartbeats of workers gone for a day. A failed
+beat is logged and tried again at the next one.
 """
 
 from __future__ import annotations

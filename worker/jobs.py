@@ -118,7 +118,6 @@ class Worker:
             settings.max_concurrent_chats,
             lease_wait_seconds=settings.chat_lease_ms / 1000,
             stopping=self._stopping,
-            on_change=self._beat_soon,
         )
         self._runner = JobRunner(
             self.bus,
@@ -380,8 +379,7 @@ class Worker:
 
     def _job_done(self, job: RunningJob) -> None:
         self._jobs.pop(job.delivery.entry_id, None)
-        self._changed.set()
-        self._beat_soon()
+        self._changed.set()  # the heartbeat's job count goes out on its timer (issue 10)
 
     def _beat_soon(self) -> None:
         self.heartbeat.soon()
