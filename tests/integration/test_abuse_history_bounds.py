@@ -26,7 +26,10 @@ BIG = "🌱" * 3990  # about the longest message: 15,960 bytes of UTF-8
 async def test_history_pages_stay_within_the_byte_budget_and_walk_back(
     redis_server: RedisServer,
 ) -> None:
-    settings = gateway_settings(redis_server.url, history_max_bytes=BUDGET)
+    # 12 messages wait at once (no worker): past MAX_QUEUED_PER_CLIENT's default of 10.
+    settings = gateway_settings(
+        redis_server.url, history_max_bytes=BUDGET, max_queued_per_client=100
+    )
     server = TestServer(create_app(settings))
     await server.start_server()
     try:
