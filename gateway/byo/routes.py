@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bus import ChatModeConflict, ReplyInProgress
+from bus import ByoAccepted, ChatModeConflict, GatewayBus, ReplyInProgress
 from gateway.auth import require_code
 from gateway.byo.answer import INTERRUPTED, AnswerJob, lease_ms, run_answer
 from gateway.byo.client import ProviderError, list_models
@@ -25,6 +25,7 @@ from gateway.errors import json_error
 from gateway.keys import AppKeys
 from gateway.limits import client_of
 from gateway.rest import _chat_budget, chat_id_of, read_json_object
+from gateway.settings import GatewaySettings
 
 __all__ = ["close_streams", "get_providers", "http_context", "post_byo_message", "post_models"]
 
@@ -122,7 +123,7 @@ async def post_byo_message(request: web.Request) -> web.Response:
     key = _api_key(body)
     streams = app[AppKeys.byo_streams]
     client = client_of(request)
-    refusal = streams.refusal(client)
+    refusal = streams.reserve(client)
     if refusal == "client":
         app[AppKeys.metrics].rate_limited.labels("byo").inc()
         raise json_error(
@@ -138,32 +139,12 @@ async def post_byo_message(request: web.Request) -> web.Response:
             "Please try again in a moment.",
             headers={"Retry-After": str(RETRY_BUSY_SECONDS)},
         )
-    await _chat_budget(request, chat_id)
-    try:
-        accepted = await bus.accept_byo_message(
-            chat_id, content, provider=provider.name, model=model, lease_ms=lease_ms(settings)
-        )
-    except ChatModeConflict:
-        raise json_error(
-            409,
-            "This chat is with Terra. Start a new chat to use your own model.",
-        ) from None
-    except ReplyInProgress:
-        raise json_error(
-            409,
-            "An answer is still being written in this chat. Wait for it or stop it first.",
-        ) from None
-    if accepted.orphan is not None:  # its gateway died mid-answer: say so, once
-        await bus.finish_byo_reply(
-            chat_id,
-            accepted.orphan,
-            INTERRUPTED,
-            provider=provider.name,
-            model=model,
-            status="error",
-            state="processing",
-            detail=f"byo: {provider.name}",
-        )
+    try:  # the slot is given back unless an answer starts in it
+        await _chat_budget(request, chat_id)
+        accepted = await _accept(bus, chat_id, content, provider, model, settings)
+    except BaseException:
+        streams.release(client)
+        raise
     message_id = str(accepted.message["id"])
     job = AnswerJob(chat_id, message_id, provider, model, key)
     answer = run_answer(job, bus, app[AppKeys.byo_http], settings, app[AppKeys.metrics])
@@ -177,6 +158,42 @@ async def post_byo_message(request: web.Request) -> web.Response:
         length=len(content),
     )
     return web.json_response(accepted.message)
+
+
+async def _accept(
+    bus: GatewayBus,
+    chat_id: str,
+    content: str,
+    provider: ByoProvider,
+    model: str,
+    settings: GatewaySettings,
+) -> ByoAccepted:
+    """Store the visitor message (409s for a Terra chat or an answer in progress), and end
+    an earlier answer whose gateway died without ending it."""
+    try:
+        accepted = await bus.accept_byo_message(
+            chat_id, content, provider=provider.name, model=model, lease_ms=lease_ms(settings)
+        )
+    except ChatModeConflict:
+        raise json_error(
+            409, "This chat is with Terra. Start a new chat to use your own model."
+        ) from None
+    except ReplyInProgress:
+        raise json_error(
+            409, "An answer is still being written in this chat. Wait for it or stop it first."
+        ) from None
+    if accepted.orphan is not None:
+        await bus.finish_byo_reply(
+            chat_id,
+            accepted.orphan,
+            INTERRUPTED,
+            provider=provider.name,
+            model=model,
+            status="error",
+            state="processing",
+            detail=f"byo: {provider.name}",
+        )
+    return accepted
 
 
 @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ class ByoStreams:
         self.per_client = per_client
         self.total = total
         self._by_client: Counter[str] = Counter()
+        self._reserved = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
 
@@ -26,27 +27,35 @@ class ByoStreams:
         """Answers streaming now."""
         return len(self._tasks)
 
-    def refusal(self, client: str) -> str | None:
-        """Why ``client`` may not start another answer now (``"client"``, ``"total"``), or None."""
-        if self.closing or len(self._tasks) >= self.total:
+    def reserve(self, client: str) -> str | None:
+        """Take a slot of ``client`` before the message is stored; None when taken, else why
+        not (``"client"``: its cap, ``"total"``: the process's, or shutting down). A taken
+        slot is given back by :meth:`release` or, once started, when the answer ends."""
+        if self.closing or self._reserved >= self.total:
             return "total"
         if self._by_client[client] >= self.per_client:
             return "client"
+        self._reserved += 1
+        self._by_client[client] += 1
         return None
 
+    def release(self, client: str) -> None:
+        """Give back a slot :meth:`reserve` took."""
+        self._reserved -= 1
+        self._by_client[client] -= 1
+        if self._by_client[client] <= 0:
+            del self._by_client[client]
+
     def start(self, client: str, answer: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``answer`` in a slot of ``client`` (check :meth:`refusal` first)."""
-        self._by_client[client] += 1
+        """Run ``answer`` in the slot :meth:`reserve` took for ``client``."""
         task = asyncio.create_task(answer)
         self._tasks.add(task)
 
-        def release(done: asyncio.Task[None]) -> None:
+        def ended(done: asyncio.Task[None]) -> None:
             self._tasks.discard(done)
-            self._by_client[client] -= 1
-            if self._by_client[client] <= 0:
-                del self._by_client[client]
+            self.release(client)
 
-        task.add_done_callback(release)
+        task.add_done_callback(ended)
         return task
 
     async def close(self, grace_seconds: float) -> None:

@@ -435,3 +435,20 @@ def test_a_bad_provider_setting_stops_the_gateway_with_one_line(
     assert line in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+async def test_a_refused_message_gives_its_slot_back(
+    redis_server: RedisServer, fake: FakeProvider
+) -> None:
+    srv = TestServer(create_app(byo_settings(redis_server.url, fake, byo_streams_per_client=1)))
+    await srv.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            terra = {"accessCode": ACCESS_CODE, "content": "hi Terra"}
+            assert (await s.post(url(srv, "/api/chat/slot-t/messages"), json=terra)).status == 200
+            for _ in range(3):  # each 409 gives back the one slot it took
+                assert (await send(s, srv, "slot-t", "mine?")).status == 409
+            assert (await send(s, srv, "slot-b", "mine")).status == 200
+            await answered(s, srv, "slot-b")
+    finally:
+        await srv.close()
