@@ -226,7 +226,10 @@ async def get_transcript(request: web.Request) -> web.Response:
         )
     lines = [f"# Conversation with Terra ({chat_id})", ""]
     for message in page.messages:
-        lines += [f"**{message['sender']}** — {message['createdAt']}", "", message["content"], ""]
+        who = message["sender"]
+        if who == "Terra" and message.get("provider"):  # bring your own model (protocol 9.10)
+            who = f"{message['provider']} ({message.get('model', '')})"
+        lines += [f"**{who}** — {message['createdAt']}", "", message["content"], ""]
     return web.Response(text="\n".join(lines), content_type="text/markdown", headers=headers)
 
 

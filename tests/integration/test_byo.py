@@ -174,6 +174,10 @@ async def test_a_conversation_streams_through_the_chat_log(
             params={"accessCode": ACCESS_CODE, "format": "json"},
         )
         assert [m["content"] for m in (await r.json())["messages"]][-1] == "You said: and again"
+        r = await s.get(
+            url(server, "/api/chat/byo-1/transcript"), params={"accessCode": ACCESS_CODE}
+        )
+        assert "**Fake AI (echo)** — " in await r.text()
 
 
 @pytest.mark.parametrize(
