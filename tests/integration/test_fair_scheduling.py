@@ -204,3 +204,15 @@ async def test_the_client_cap_counts_only_that_clients_waiting_jobs(
         await log.accept_visitor_message("a", "refused", client="a")
     assert refused.value.waiting == 2
     await log.accept_visitor_message("b", "fine", client="b")
+
+
+async def test_the_lanes_keep_no_client_address_in_clear(
+    gateway_behind_proxy: TestServer, redis_client: Redis
+) -> None:
+    for i in range(3):
+        assert (await post(gateway_behind_proxy, f"plain{i}", "hi", FLOOD)).status == 200
+    queue_keys = [str(k) async for k in redis_client.scan_iter(match=f"{KEYS.prefix}:queue:*")]
+    assert any(k.startswith(KEYS.queue_lane_prefix) for k in queue_keys)
+    assert not [k for k in queue_keys if FLOOD in k]
+    for chat in ("plain0", "plain1", "plain2"):
+        assert FLOOD not in str(await redis_client.hgetall(KEYS.chat_meta(chat)))
