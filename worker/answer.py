@@ -12,8 +12,8 @@ in-memory fakes of both. Rules:
 - **One visible answer per attempt.** A new attempt at a reply whose earlier attempt
   already streamed chunks first appends a ``streamReset``, so clients drop the partial text.
 - **Stop.** A visitor's stop request is seen at the next chunk write, and by a watcher
-  polling every ``CANCEL_POLL_MS`` while the agent is silent; the agent call is then
-  cancelled and the partial answer stored with ``status: "stopped"``.
+  polling every ``CANCEL_POLL_MS`` while no chunk was written (the agent is silent); the
+  agent call is then cancelled and the partial answer stored with ``status: "stopped"``.
 - **Agent outages.** An agent that cannot be reached, before or after text was shown, is
   waited for up to ``AGENT_PATIENCE_SECONDS``, and an answer it broke off is started again
   once it is back (:mod:`worker.patience`).
@@ -272,16 +272,21 @@ class AnswerHandler:
     ) -> None:
         """Return once the visitor asked to stop (``writer.cancelled`` is then set)."""
         interval = self.settings.cancel_poll_ms / 1000
+        loop = asyncio.get_running_loop()
         while not answer.done():
+            # The request was checked just before the reply started, and every chunk write
+            # returns it: poll only after an interval without a chunk (issue 10).
+            await asyncio.sleep(interval)
             if writer.cancelled:
                 return
+            if answer.done() or loop.time() - writer.last_write_at < interval:
+                continue
             try:
                 if await self.log.cancel_requested(chat_id, message_id):
                     writer.cancelled = True
                     return
             except BusError as exc:  # the chunk writes report Redis trouble
                 logger.debug("worker.cancel_check_failed", error=type(exc).__name__)
-            await asyncio.sleep(interval)
         await asyncio.Event().wait()  # the reply ended first: wait to be cancelled
 
     async def _finish(

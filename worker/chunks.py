@@ -180,6 +180,8 @@ class ChunkWriter:
         self.chunks = 0
         self.deltas = 0
         self.cancelled = False
+        #: When the last chunk was written (loop time): its write reported ``cancelled``.
+        self.last_write_at = float("-inf")
         self._parts: list[str] = []
         self._buffer: list[str] = []
         self._error: BaseException | None = None
@@ -215,6 +217,7 @@ class ChunkWriter:
         return not self.cancelled
 
     def _written(self, cancel: bool) -> None:
+        self.last_write_at = asyncio.get_running_loop().time()
         self.chunks += 1
         if self.metrics is not None:
             self.metrics.chunks.inc()
