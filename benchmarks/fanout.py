@@ -1104,7 +1104,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
         "redis_py": metadata.version("redis"),
         "redis_server": redis_version(redis.args[0]),
         "hiredis": _has("hiredis"),
-        "uvloop_in_gateway": False,
+        # The gateway runs on uvloop when installed unless UVLOOP=0; the baseline never does.
+        "uvloop_in_gateway": _has("uvloop")
+        and os.environ.get("UVLOOP", "1").lower() not in ("0", "false", "no"),
         "pinning": args.pinning,
     }
     rounds: list[Round] = []
@@ -1256,6 +1258,12 @@ ROWS: list[tuple[str, str, Getter, str]] = [
         "lower",
     ),
     (
+        "server_us_per_frame",
+        "  server CPU per delivered frame (us)",
+        lambda r, k: cpu_us_per_frame(r.fanout[k].window),
+        "lower",
+    ),
+    (
         "redis_cpu_pct",
         "redis-server CPU (%)",
         lambda r, k: r.fanout[k].window.cpu_pct["redis"],
@@ -1280,6 +1288,13 @@ ROWS: list[tuple[str, str, Getter, str]] = [
         "-",
     ),
 ]
+
+
+def cpu_us_per_frame(window: Window) -> float:
+    """The server's own CPU time (``/proc/<pid>/stat``) per frame it delivered, in us."""
+    if window.frames_per_s <= 0:
+        return math.nan
+    return window.cpu_pct["server"] / 100 * 1e6 / window.frames_per_s
 
 
 def median(values: list[float]) -> float | None:
@@ -1346,6 +1361,7 @@ def summary(report: Report) -> str:
 
     parts = [
         "frames/s " + pair("frames_per_s", "", 0),
+        "server CPU/frame " + pair("server_us_per_frame", " us", 1),
         "chunk->frame p99 " + pair("frame_p99_ms", " ms"),
         "pickup p99 " + pair("pickup_p99_ms", " ms"),
         "RSS/socket " + pair("rss_per_socket_kib", " KiB", 1),
@@ -1370,7 +1386,8 @@ def table(report: Report) -> str:
         "terrarium-webchat fan-out benchmark",
         f"box: {env['cpus']} CPUs, Python {env['python']}, aiohttp {env['aiohttp']}, "
         f"redis-py {env['redis_py']} (hiredis {'yes' if env['hiredis'] else 'no'}), "
-        f"redis-server {env['redis_server']}; {env['pinning']}",
+        f"redis-server {env['redis_server']}; {env['pinning']}; gateway loop: "
+        f"{'uvloop' if env['uvloop_in_gateway'] else 'asyncio'} (baseline: asyncio)",
         f"load: {cfg['sockets']} sockets over {cfg['chats']} chats ({per_chat:g}/chat), "
         f"{cfg['rate']:g} chunks/s/chat = {cfg['rate'] * cfg['chats']:g} chunks/s, "
         f"{cfg['rate'] * cfg['sockets']:g} frames/s offered; {cfg['duration']:g} s measured "

@@ -198,7 +198,8 @@ class _Session:
                     verify = False
         except SlowConsumer:
             self._end(CloseCode.SLOW_CONSUMER, b"Slow consumer; resume")
-        except (BusError, OSError, TimeoutError):
+        except (BusError, OSError, TimeoutError) as exc:
+            log.info("gateway.ws_follow_failed", chat_id=self.chat_id, error=type(exc).__name__)
             self._end(CloseCode.TRY_AGAIN_LATER, b"Temporarily unavailable")
 
     async def _resync(self, reason: str) -> None:
