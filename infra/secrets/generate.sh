@@ -69,6 +69,8 @@ put redis_exporter_passwords.json \
 if [ -e "$dir/redis-tls/server.crt" ]; then
     echo "generate: keeping redis-tls/ (run infra/redis/gen-certs.sh to re-issue)" >&2
 else
-    sh "$here/../redis/gen-certs.sh" -c worker "$dir/redis-tls" "$@"
-    chmod 0644 "$dir/redis-tls/server.key" "$dir/redis-tls/worker.key"
+    # Redis requires a client certificate (tls-auth-clients yes): one per ACL user.
+    sh "$here/../redis/gen-certs.sh" -c worker -c gateway -c ops "$dir/redis-tls" "$@"
+    chmod 0644 "$dir/redis-tls/server.key" "$dir/redis-tls/worker.key" \
+        "$dir/redis-tls/gateway.key" "$dir/redis-tls/ops.key"
 fi

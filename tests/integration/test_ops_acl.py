@@ -25,15 +25,32 @@ def url(server: RedisTLS, user: str) -> str:
     return f"rediss://{user}:{server.passwords[user][0]}@localhost:{server.port}/0"
 
 
+def tls_env(server: RedisTLS, user: str) -> dict[str, str]:
+    """The console's TLS files: the CA, and the user's client certificate (required)."""
+    cert = server.cert(user)
+    return {
+        "REDIS_CA_CERT": server.ca,
+        "REDIS_CLIENT_CERT": cert["ssl_certfile"],
+        "REDIS_CLIENT_KEY": cert["ssl_keyfile"],
+    }
+
+
 async def ops(server: RedisTLS, user: str, *args: str) -> Ran:
-    return await run_ops(url(server, user), *args, env={"REDIS_CA_CERT": server.ca})
+    return await run_ops(url(server, user), *args, env=tls_env(server, user))
 
 
 async def test_read_verbs_run_as_ops_and_requeue_needs_a_writer(
     redis_tls: RedisTLS,  # noqa: F811
 ) -> None:
+    cert = redis_tls.cert("admin")
     admin = create_redis(
-        url(redis_tls, "admin"), client_name="test", options=RedisOptions(ssl_ca_certs=redis_tls.ca)
+        url(redis_tls, "admin"),
+        client_name="test",
+        options=RedisOptions(
+            ssl_ca_certs=redis_tls.ca,
+            ssl_certfile=cert["ssl_certfile"],
+            ssl_keyfile=cert["ssl_keyfile"],
+        ),
     )
     try:
         log = ChatLog(admin, BusKeys())
@@ -65,7 +82,7 @@ async def test_read_verbs_run_as_ops_and_requeue_needs_a_writer(
         "ops",
         "follow",
         "--all",
-        env={**os.environ, "REDIS_URL": url(redis_tls, "ops"), "REDIS_CA_CERT": redis_tls.ca},
+        env={**os.environ, "REDIS_URL": url(redis_tls, "ops"), **tls_env(redis_tls, "ops")},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -86,3 +103,20 @@ async def test_read_verbs_run_as_ops_and_requeue_needs_a_writer(
     done = await ops(redis_tls, "admin", "requeue", dead["deadLetterId"])
     assert done.status == 0, done.err
     assert done.out.startswith(f"requeued dead letter {dead['deadLetterId']} as job ")
+
+
+async def test_codes_are_listed_as_ops_and_added_or_revoked_only_by_a_writer(
+    redis_tls: RedisTLS,  # noqa: F811
+) -> None:
+    refused = await ops(redis_tls, "ops", "codes", "add", "--label", "nope")
+    assert refused.status == 1
+    assert refused.err.endswith("(this verb writes: use a Redis user allowed to)\n")
+    added = await ops(redis_tls, "admin", "codes", "add", "--label", "tls", "--json")
+    assert added.status == 0, added.err
+    record = json.loads(added.out)
+    listed = await ops(redis_tls, "ops", "codes", "list")
+    assert listed.status == 0, listed.err
+    assert record["id"] in listed.out
+    assert record["code"] not in listed.out
+    assert (await ops(redis_tls, "ops", "codes", "revoke", record["id"])).status == 1
+    assert (await ops(redis_tls, "admin", "codes", "revoke", record["id"])).status == 0

@@ -40,6 +40,8 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 REDIS_DIR = REPO / "infra" / "redis"
 USERS = ("admin", "gateway", "worker", "ops")
+#: A client certificate each (gen-certs.sh -c), as infra/secrets/generate.sh issues them.
+CERT_USERS = USERS
 CHAT = "terra:chat:{abc}"
 JOBS = "terra:jobs"
 GROUP = "workers"
@@ -65,6 +67,14 @@ class RedisTLS:
     def ca(self) -> str:
         return str(self.certs / "ca.crt")
 
+    def cert(self, user: str | None) -> dict[str, str]:
+        """The user's client certificate (Redis requires one: ``tls-auth-clients yes``)."""
+        name = user if user in CERT_USERS else "gateway"
+        return {
+            "ssl_certfile": str(self.certs / f"{name}.crt"),
+            "ssl_keyfile": str(self.certs / f"{name}.key"),
+        }
+
     def client(
         self, user: str | None, password: str | None = None, **kwargs: Any
     ) -> aioredis.Redis:
@@ -77,6 +87,7 @@ class RedisTLS:
             "socket_timeout": 5,
             "socket_connect_timeout": 5,
             "decode_responses": True,
+            **self.cert(user),
         }
         if user is not None:
             options["username"] = user
@@ -96,6 +107,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], server: RedisTLS) -> None:
             ssl_ca_certs=server.ca,
             username="ops",
             password=server.passwords["ops"][0],
+            **server.cert("ops"),
             socket_timeout=1,
             socket_connect_timeout=1,
         )
@@ -119,7 +131,8 @@ def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTLS]:
 
     root = tmp_path_factory.mktemp("redis-acl-tls")
     certs = root / "tls"
-    _run("sh", REDIS_DIR / "gen-certs.sh", "-d", "2", "-c", "worker", certs)
+    clients = [arg for user in CERT_USERS for arg in ("-c", user)]
+    _run("sh", REDIS_DIR / "gen-certs.sh", "-d", "2", *clients, certs)
 
     secrets_dir = root / "secrets"
     secrets_dir.mkdir()
@@ -218,7 +231,7 @@ async def test_server_runs_committed_config(connect: Connect) -> None:
     assert config["maxmemory"] == str(256 * 1024 * 1024)
     assert config["maxmemory-policy"] == "noeviction"
     assert config["protected-mode"] == "yes"
-    assert config["tls-auth-clients"] == "optional"
+    assert config["tls-auth-clients"] == "yes"
     assert set(await admin.acl_users()) == {"default", *USERS}
 
 
@@ -310,6 +323,7 @@ async def test_worker_runs_arq(redis_tls: RedisTLS) -> None:
         ssl=True,
         ssl_ca_certs=redis_tls.ca,
         ssl_check_hostname=True,
+        **redis_tls.cert("worker"),
     )
     pool = await arq_connections.create_pool(settings, default_queue_name="terra:arq")
     try:
@@ -526,6 +540,8 @@ async def test_dsn_from_env_example_works(redis_tls: RedisTLS) -> None:
     url = (
         f"rediss://worker:{password}@localhost:{redis_tls.port}/0"
         f"?ssl_ca_certs={quote(redis_tls.ca)}&ssl_check_hostname=true"
+        f"&ssl_certfile={quote(redis_tls.cert('worker')['ssl_certfile'])}"
+        f"&ssl_keyfile={quote(redis_tls.cert('worker')['ssl_keyfile'])}"
     )
     client = aioredis.Redis.from_url(url)
     try:
@@ -541,6 +557,32 @@ async def test_mutual_tls_client_certificate(connect: Connect, redis_tls: RedisT
         ssl_keyfile=str(redis_tls.certs / "worker.key"),
     )
     assert await client.ping()
+
+
+async def test_a_client_without_a_certificate_is_refused(redis_tls: RedisTLS) -> None:
+    """Issue 11, item 9: the right password over TLS is not enough without a certificate."""
+    client = redis_tls.client("worker", ssl_certfile=None, ssl_keyfile=None)
+    try:
+        with pytest.raises(redis.ConnectionError):
+            await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_a_certificate_from_another_ca_is_refused(
+    redis_tls: RedisTLS, tmp_path: Path
+) -> None:
+    _run("sh", REDIS_DIR / "gen-certs.sh", "-d", "2", "-c", "worker", tmp_path / "other")
+    client = redis_tls.client(
+        "worker",
+        ssl_certfile=str(tmp_path / "other" / "worker.crt"),
+        ssl_keyfile=str(tmp_path / "other" / "worker.key"),
+    )
+    try:
+        with pytest.raises(redis.ConnectionError):
+            await client.ping()
+    finally:
+        await client.aclose()
 
 
 async def test_plaintext_connection_fails(redis_tls: RedisTLS) -> None:
@@ -580,14 +622,26 @@ async def test_gateway_and_worker_code_run_over_tls_with_their_users(redis_tls: 
         password = quote(redis_tls.passwords[user][0], safe="")
         return f"rediss://{user}:{password}@localhost:{redis_tls.port}/0"
 
+    gateway_cert = redis_tls.cert("gateway")
     gateway = create_redis(
-        dsn("gateway"), client_name="test-gateway", options=RedisOptions(ssl_ca_certs=redis_tls.ca)
+        dsn("gateway"),
+        client_name="test-gateway",
+        options=RedisOptions(
+            ssl_ca_certs=redis_tls.ca,
+            ssl_certfile=gateway_cert["ssl_certfile"],
+            ssl_keyfile=gateway_cert["ssl_keyfile"],
+        ),
     )
     log = ChatLog(gateway, BusKeys())
     try:
         async with run_demo_agent(DemoAgentConfig(token_delay_ms=1)) as agent_url:
             settings = fast_settings(
-                dsn("worker"), agent_url, redis_ca_cert=redis_tls.ca, worker_name="tls-worker"
+                dsn("worker"),
+                agent_url,
+                redis_ca_cert=redis_tls.ca,
+                redis_client_cert=redis_tls.cert("worker")["ssl_certfile"],
+                redis_client_key=redis_tls.cert("worker")["ssl_keyfile"],
+                worker_name="tls-worker",
             )
             async with Worker(settings):
                 accepted = await log.accept_visitor_message("tls", "[[demo:echo]] over TLS")
