@@ -18,9 +18,11 @@ The model (the ``llm`` node):
 - Each answer also tells: a successful reply marks the model online (and postpones the
   next inference probe, the model has just proved itself), a failed one offline.
 
-When the model server turns out not to stream tool calls
-(:meth:`HealthMonitor.record_tool_support`), the ``llm`` node's detail says so while the
-worker answers without tools.
+Whether the server takes tools on a stream is probed at start-up and again after each
+outage, once the agent answers (``tool_probe``: :meth:`worker.llm.AgentClient.probe_tools`,
+given only when the worker has tools), and learnt from answers too. When the model server
+turns out not to stream tool calls (:meth:`HealthMonitor.record_tool_support`, logged once),
+the ``llm`` node's detail says so while the worker answers without tools.
 
 ``/v1/models`` is also read once per reachable period for the model's context length
 (vLLM's ``max_model_len``): :attr:`HealthMonitor.context_tokens`, for the prompt budget.
@@ -31,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -106,6 +108,7 @@ class HealthMonitor:
         on_change: Callable[[], None] | None = None,
         models_url: str | None = None,
         model: str | None = None,
+        tool_probe: Callable[[], Awaitable[bool | None]] | None = None,
     ) -> None:
         self.agent_client = agent
         self.health_url = health_url
@@ -124,6 +127,9 @@ class HealthMonitor:
         #: The model's context length from ``/v1/models``, when the server says it.
         self.context_tokens: int | None = None
         self._models_read = False
+        #: Asks the server whether it takes tools on a stream (None: the worker has no tools).
+        self.tool_probe = tool_probe
+        self._tools_probed = False
         self._llm_checked: float | None = None
         self._unreachable = True
 
@@ -142,6 +148,7 @@ class HealthMonitor:
             self._unreachable = True
             self.health_route = None
             self._models_read = False
+            self._tools_probed = False
             if self.llm.status != "offline":
                 self.llm = ComponentStatus(
                     status="offline",
@@ -154,6 +161,9 @@ class HealthMonitor:
             if self._inference_probe_due():
                 self.llm = await self.agent_client.probe(timeout_seconds=max(self.timeout, 30.0))
                 self._llm_checked = time.monotonic()
+            if self.tool_probe is not None and not self._tools_probed:
+                # once per reachable period; what it learns reaches record_tool_support
+                self._tools_probed = await self.tool_probe() is not None
             self._unreachable = False
         self._changed()
 

@@ -29,7 +29,9 @@ no tool call, is how llama.cpp reports a request it refused (template error, con
 overflow, unsupported tool mode): :class:`EmptyReply`, a request error that is not retried
 and does not count against the breaker. With tools offered, an empty reply is first retried
 without them; when that works the server is taken not to stream tool calls, tools are no
-longer offered to it (logged once, and told to ``on_tool_support``). A 400 for a request
+longer offered to it (logged once, and told to ``on_tool_support``);
+:meth:`AgentClient.probe_tools` asks the same before any answer (the health monitor's
+start-up probe). A 400 for a request
 carrying tool turns (assistant ``tool_calls``, ``tool`` results) is retried once with those
 turns written as plain text (:func:`worker.template_shapes.tool_turns_as_text`): chat templates
 such as Gemma 3's refuse tool roles; when that works, tool turns go as text from then on.
@@ -74,6 +76,16 @@ logger = structlog.get_logger("worker.llm")
 MAX_BACKOFF_SECONDS = 8.0
 
 PROBE_SYSTEM_PROMPT = "You are a health check. Reply with the single word: pong."
+
+#: The one tool the start-up capability probe offers (:meth:`AgentClient.probe_tools`).
+PROBE_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "ping",
+        "description": "Answers pong.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 
 
 def _has_tool_turns(messages: Sequence[ChatCompletionMessageParam]) -> bool:
@@ -248,6 +260,42 @@ class AgentClient:
             elif offered and turn.tool_calls and self.tools_streamed is not True:
                 self._learn_tool_support(True)
             return turn
+
+    async def probe_tools(self) -> bool | None:
+        """Whether the server takes a streamed request with tools: one tiny request.
+
+        ``False`` for an empty 200 stream (llama-cpp-python's ``chatml-function-calling``)
+        or a 400 (vLLM without ``--enable-auto-tool-choice``): learnt as after a failed
+        answer, so answers go without tools. ``True`` once an event arrives (tools offered
+        again if they had been dropped). ``None`` when it could not tell (unreachable, 5xx).
+        Bypasses the breaker; never raises.
+        """
+        request = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Ping"}],
+            "tools": [PROBE_TOOL],
+            "tool_choice": "auto",
+            "stream": True,
+            "max_tokens": 4,
+            "temperature": 0,
+        }
+        stream = self._streamer.events(orjson.dumps(request))
+        try:
+            answered = await anext(stream, None) is not None
+        except AgentError as exc:
+            if exc.status != 400:
+                return None
+            answered = False
+        finally:
+            await stream.aclose()
+        if not answered:
+            if self.tools_streamed is not False:
+                self._learn_tool_support(False)
+        elif self.tools_streamed is False:
+            self.tools_streamed = None  # offered again; an answer tells more
+            if self.on_tool_support is not None:
+                self.on_tool_support(True)
+        return answered
 
     def _learn_tool_support(self, streamed: bool) -> None:
         self.tools_streamed = streamed

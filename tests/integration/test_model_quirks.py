@@ -19,7 +19,7 @@ from bus import BusKeys, ChatLog
 from bus.client import create_redis
 from demo.agent import DemoAgentConfig, run_demo_agent
 from demo.agent_script import Quirk
-from tests.support.agent import agent_requests
+from tests.support.agent import agent_requests, all_agent_requests
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 from tests.support.worker_settings import fast_settings
@@ -245,7 +245,9 @@ async def test_a_server_that_cannot_stream_tool_calls_still_gets_answers(
     async with run_demo_agent(agent("empty_tool_stream")) as url:
         settings = fast_settings(redis_server.url, url)
         tools = ToolKit.from_settings(tool_settings, settings)
-        async with Worker(settings, tools=tools) as worker:
+        worker = Worker(settings, tools=tools)
+        worker.health.tool_probe = None  # learnt from the first answer, not at start-up
+        async with worker:
             first = await ask(chatlog, "llamacpp", "what are your projects?")
             second = await ask(chatlog, "llamacpp", "and your site?")
             detail = worker.health.llm.detail
@@ -254,6 +256,44 @@ async def test_a_server_that_cannot_stream_tool_calls_still_gets_answers(
     assert [("tools" in r) for r in asked] == [True, False, False]  # learnt once
     assert "status" not in first, first
     assert "status" not in second, second
+
+
+@pytest.mark.parametrize("quirk", ["empty_tool_stream", None])
+async def test_tool_support_is_probed_at_start_up_and_shown_in_health(
+    redis_server: RedisServer,
+    chatlog: ChatLog,
+    tool_settings: ToolSettings,
+    quirk: Quirk | None,
+) -> None:
+    """Issue 16: nothing detected a server that cannot stream tool calls until an answer
+    failed. Now a start-up probe finds it before any visitor asks, once."""
+    async with run_demo_agent(agent(*([quirk] if quirk else []))) as url:
+        settings = fast_settings(redis_server.url, url)
+        tools = ToolKit.from_settings(tool_settings, settings)
+        async with Worker(settings, tools=tools) as worker:
+            probes = await wait_until(
+                lambda: _tool_probes(url), timeout=10, message="the start-up tool probe"
+            )
+            if quirk:
+                await wait_until(
+                    lambda: NO_TOOLS_NOTE in str(worker.health.llm.detail) or None,
+                    timeout=10,
+                    message="the health detail",
+                )
+            reply = await ask(chatlog, "probed", "what are your projects?")
+        asked = await agent_requests(url)
+    assert len(probes) == 1
+    assert "status" not in reply, reply
+    answers = [r for r in asked if r not in probes]
+    assert [("tools" in r) for r in answers] == ([False] if quirk else [True, True])
+    assert worker.health.tools_supported is (not quirk)  # the answer's tool call told
+
+
+async def _tool_probes(url: str) -> list[dict[str, Any]] | None:
+    found = [
+        r for r in await all_agent_requests(url) if r.get("tools") and r.get("max_tokens") == 4
+    ]
+    return found or None
 
 
 async def test_the_rounds_warning_joins_the_system_prompt_not_the_turns(
