@@ -58,6 +58,10 @@ DEFAULT_WORKER_STATE: dict[str, Any] = {
 }
 
 
+#: Parsed Messages a ChatLog keeps (by entry id and stored JSON), oldest dropped first.
+MESSAGE_CACHE_SIZE = 4096
+
+
 def client_tag(prefix: str, client: str) -> str:
     """A client's lane tag: a short digest, so no address is kept in Redis in clear."""
     return hashlib.sha256(f"{prefix}:{client}".encode()).hexdigest()[:16]
@@ -161,6 +165,20 @@ class ChatLog:
         self._chunk = redis.register_script(scripts.CHUNK)
         self._accept = redis.register_script(scripts.ACCEPT)
         self._finish = redis.register_script(scripts.FINISH)
+        self._messages: dict[tuple[str, str], MessagePosted] = {}
+
+    def _message(self, entry_id: str, data: str) -> MessagePosted:
+        """A stored Message, validated once per process: a log entry never changes, so the
+        worker's repeated history reads (every job) skip pydantic after the first (issue 10).
+        """
+        key = (entry_id, data)
+        message = self._messages.get(key)
+        if message is None:
+            message = MessagePosted.model_validate_json(data)
+            if len(self._messages) >= MESSAGE_CACHE_SIZE:
+                del self._messages[next(iter(self._messages))]  # the oldest entry
+            self._messages[key] = message
+        return message
 
     def _chat_keys(self, chat_id: str) -> list[str]:
         k = self.keys
@@ -474,7 +492,7 @@ class ChatLog:
         entries = await self.redis.xrevrange(
             self.keys.chat_messages(chat_id), max=event_id, count=count
         )
-        return [MessagePosted.model_validate_json(f["d"]) for _, f in reversed(entries)]
+        return [self._message(str(eid), f["d"]) for eid, f in reversed(entries)]
 
     async def message_event_id(self, chat_id: str, message_id: str, scan: int = 1000) -> str | None:
         """Event id of the Message ``message_id`` among the newest ``scan`` Messages."""
@@ -500,7 +518,7 @@ class ChatLog:
         cursor = "+"
         while True:
             entries = await self.redis.xrevrange(key, max=cursor, count=page)
-            messages = [(str(eid), MessagePosted.model_validate_json(f["d"])) for eid, f in entries]
+            messages = [(str(eid), self._message(str(eid), f["d"])) for eid, f in entries]
             asked = [m.id for _, m in messages if m.sender == "Visitor"]
             replied = (
                 await self.redis.hmget(self.keys.chat_replies(chat_id), asked)  # type: ignore[misc]
