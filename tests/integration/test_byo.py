@@ -456,3 +456,23 @@ async def test_a_refused_message_gives_its_slot_back(
             await answered(s, srv, "slot-b")
     finally:
         await srv.close()
+
+
+async def test_sse_carries_a_byo_answer(server: TestServer) -> None:
+    async with aiohttp.ClientSession() as s:
+        sse = await s.get(
+            url(server, "/api/chat/sse-1/events"), params={"accessCode": ACCESS_CODE, "v": "2"}
+        )
+        assert sse.status == 200
+        assert (await send(s, server, "sse-1", "over SSE")).status == 200
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while not frames or frames[-1].get("sender") != "Terra":
+                line = (await sse.content.readline()).decode().strip()
+                if line.startswith("data:"):
+                    frames.append(json.loads(line[5:]))
+        sse.close()
+    assert frames[-1]["content"] == "You said: over SSE"
+    assert frames[-1]["provider"] == "Fake AI"
+    chunks = "".join(f["content"] for f in frames if f.get("type") == "assistantChunk")
+    assert chunks == frames[-1]["content"]
