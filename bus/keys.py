@@ -16,6 +16,10 @@ CHAT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 JOB_GROUP = "workers"
 
+#: The per-chat keys a worker reads and writes (events, meta, messages, replies, tool
+#: memory, cancel requests, the answer lease); see :data:`ROLE_FAMILIES`.
+WORKER_CHAT_PARTS = ("events", "meta", "messages", "replies", "memory", "cancel", "lease")
+
 
 def is_valid_chat_id(chat_id: str) -> bool:
     """True when ``chat_id`` matches ``^[A-Za-z0-9_-]{1,64}$`` (PROTOCOL section 1)."""
@@ -164,6 +168,9 @@ class BusKeys:
         p = self.prefix
         return {
             "chats": f"{p}:chat:*",
+            # One chat's keys by what they hold: the worker gets these, never the chat's
+            # rate-limit counters or idempotency records (``{*}``: ids have no braces).
+            **{f"chat_{part}": f"{p}:chat:{{*}}:{part}" for part in WORKER_CHAT_PARTS},
             "ip_rates": f"{p}:rl:*",
             "jobs": self.jobs,
             "dead_letters": self.dead_letters,
@@ -191,7 +198,7 @@ class BusKeys:
 ROLE_FAMILIES: dict[str, tuple[str, ...]] = {
     "gateway": ("chats", "ip_rates", "jobs", "dead_letters", "queue", "access_codes", "workers"),
     "worker": (
-        "chats",
+        *(f"chat_{part}" for part in WORKER_CHAT_PARTS),
         "jobs",
         "dead_letters",
         "queue",

@@ -289,6 +289,15 @@ async def test_worker_writes_chat_state_caches_and_heartbeats(connect: Connect) 
         ("SCRIPT", "FLUSH"),
         ("XGROUP", "DESTROY", JOBS, GROUP),
         ("MONITOR",),
+        # Issue 11: a chat's rate limits and idempotency records are the gateway's alone.
+        ("GET", f"{CHAT}:idem:m1"),
+        ("SET", f"{CHAT}:idem:m1", "x"),
+        ("GET", f"{CHAT}:idem:m1:events"),
+        ("HGETALL", f"{CHAT}:rl"),
+        ("INCR", f"{CHAT}:rl:1"),
+        ("EVAL", "return redis.call('GET', KEYS[1])", "1", f"{CHAT}:idem:m1"),
+        ("HGETALL", "terra:access:codes"),
+        ("SELECT", "1"),
     ],
     ids=lambda c: "-".join(c).lower(),
 )
@@ -655,3 +664,18 @@ async def test_gateway_and_worker_code_run_over_tls_with_their_users(redis_tls: 
         assert [m["content"] for m in history] == ["[[demo:echo]] over TLS", "over TLS"]
     finally:
         await gateway.aclose()
+
+
+@pytest.mark.parametrize("user", ["gateway", "worker", "ops"])
+async def test_no_user_but_admin_selects_another_database(connect: Connect, user: str) -> None:
+    with pytest.raises(NoPermissionError):
+        await connect(user).execute_command("SELECT", "1")
+
+
+async def test_gateway_reads_the_access_codes_and_cannot_change_them(connect: Connect) -> None:
+    await connect("admin").hset("terra:access:codes", "0123abcd", "{}")
+    assert await connect("gateway").hgetall("terra:access:codes") == {"0123abcd": "{}"}
+    with pytest.raises(NoPermissionError):
+        await connect("gateway").hset("terra:access:codes", "0123abcd", "{}")
+    with pytest.raises(NoPermissionError):
+        await connect("gateway").hdel("terra:access:codes", "0123abcd")
