@@ -29,11 +29,14 @@ to the event loop between full steps, so a backlog of buffered tokens never hold
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from worker.agent_failures import status_error
 from worker.errors import AgentError
@@ -58,13 +61,17 @@ class AgentStreamer:
             total=None, connect=timeout_seconds, sock_read=timeout_seconds
         )
         self._session: aiohttp.ClientSession | None = None
+        # The proxy settings (HTTP(S)_PROXY, NO_PROXY) are read once here: aiohttp's
+        # ``trust_env`` would look them up in a thread on every request.
+        self.proxy: URL | None = None
+        self.proxy_auth: aiohttp.BasicAuth | None = None
+        with contextlib.suppress(LookupError):
+            self.proxy, self.proxy_auth = get_env_proxy_for_url(URL(self.url))
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
-                timeout=self.timeout,
-                trust_env=True,
+                connector=aiohttp.TCPConnector(limit=0), timeout=self.timeout
             )
         return self._session
 
@@ -83,7 +90,13 @@ class AgentStreamer:
         Closing the iterator early drops the connection (the model stops generating).
         """
         try:
-            async with self._http().post(self.url, data=body, headers=self.headers) as resp:
+            async with self._http().post(
+                self.url,
+                data=body,
+                headers=self.headers,
+                proxy=self.proxy,
+                proxy_auth=self.proxy_auth,
+            ) as resp:
                 if resp.status >= 300:
                     raise await _status_failure(resp)
                 pending = b""

@@ -9,6 +9,7 @@ import pytest
 from openai.resources.chat.completions import AsyncCompletions
 
 from tests.support.agent import all_agent_requests
+from worker.agent_stream import AgentStreamer
 from worker.errors import AgentError
 from worker.llm import AgentClient
 from worker.toolloop import reply
@@ -61,3 +62,12 @@ async def test_an_error_body_keeps_its_message(client: AgentClient) -> None:
         await reply(client, user("x [[demo:http=404]]"), ListSink())
     assert caught.value.status == 404
     assert not caught.value.retryable
+
+
+def test_the_proxy_settings_are_read_once_not_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    proxied = AgentStreamer("http://agent.example/v1", None, 5)
+    assert str(proxied.proxy) == "http://proxy.example:3128"
+    direct = AgentStreamer("http://127.0.0.1:8000/v1", None, 5)
+    assert direct.proxy is None
