@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import statistics
@@ -203,7 +204,8 @@ async def bare_worker(redis_url_: str, agent_url: str, concurrency: int) -> None
             await slots.acquire()
             slots.release()
             free = max(1, slots._value)  # a benchmark may peek
-            deliveries = await bus.jobs.take(free) or await bus.jobs.read(free, block_ms=1000)
+            take = getattr(bus.jobs, "take", None)  # a bus without fair lanes reads only
+            deliveries = (take and await take(free)) or await bus.jobs.read(free, block_ms=1000)
             for d in deliveries:
                 if d.job is None:
                     await bus.jobs.ack(d.entry_id)
@@ -287,12 +289,19 @@ async def run_side(
     http = aiohttp.ClientSession()
     out: dict[str, Any] = {}
     counter = 0
+    lanes = "client" in inspect.signature(gw.accept_message).parameters
+
+    async def accept(chat: str, text: str) -> None:
+        if lanes:  # one visitor per chat: each its own lane
+            await gw.accept_message(chat, text, client=chat)
+        else:
+            await gw.accept_message(chat, text)
 
     async def exchange(chat: str, text: str) -> None:
         nonlocal counter
         counter += 1
         event = seen.expect(chat)
-        await gw.accept_message(chat, f"q{tag}{counter} {text}", client=chat)
+        await accept(chat, f"q{tag}{counter} {text}")
         await asyncio.wait_for(event.wait(), 60)
 
     try:
@@ -327,7 +336,7 @@ async def run_side(
             counter += 1
             event = seen.expect(chat)
             sent[f"q{tag}{counter}"] = time.time()
-            await gw.accept_message(chat, f"q{tag}{counter} t2", client=chat)
+            await accept(chat, f"q{tag}{counter} t2")
             await asyncio.wait_for(event.wait(), 60)
         async with http.get(f"{agent_url}/_arrivals") as resp:
             arrived = await resp.json()
