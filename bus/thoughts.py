@@ -29,8 +29,33 @@ MAX_SCANNED = 20_000
 MAX_REASONING_CHARS = 8_000
 MAX_TOOLS = 32
 _BATCH = 1_000
-#: Cheap test on the raw JSON before decoding: chunks, the bulk of a log, are skipped.
-_WANTED = ('"toolActivity"', '"reasoning"', '"streamReset"', '"message"')
+
+#: One batch of the scan, filtered inside Redis so the bulk of a log (chunks) never
+#: crosses the wire. Compact JSON escapes quotes inside strings, so ``"type":"x"`` can only
+#: be an event's own type. Short batches keep each script call to about a millisecond.
+#: KEYS: events. ARGV: start (inclusive, or "(id"), end, count.
+#: -> {entries scanned, last id scanned or "", id1, data1, id2, data2, ...}
+_SCAN = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+local out = {#entries, ''}
+if #entries > 0 then out[2] = entries[#entries][1] end
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then
+      local d = fields[i + 1]
+      if string.find(d, '"type":"toolActivity"', 1, true)
+        or string.find(d, '"type":"reasoning"', 1, true)
+        or string.find(d, '"type":"streamReset"', 1, true)
+        or string.find(d, '"type":"message"', 1, true) then
+        out[#out + 1] = entry[1]
+        out[#out + 1] = d
+      end
+    end
+  end
+end
+return out
+"""
 
 
 @dataclass
@@ -60,22 +85,18 @@ async def read_thoughts(
     cursor = f"({previous[0][0]}" if previous else "-"
     open_replies: dict[str, _Reply] = {}
     found: dict[str, dict[str, Any]] = {}
+    scan = redis.register_script(_SCAN)
     scanned = 0
     while scanned < MAX_SCANNED:
-        entries = await redis.xrange(
-            keys.chat_events(chat_id),
-            min=cursor,
-            max=last,
-            count=min(_BATCH, MAX_SCANNED - scanned),
-        )
-        for entry_id, fields in entries:
-            raw = fields.get("d", "")
-            if any(marker in raw for marker in _WANTED):
-                _apply(raw, open_replies, found, compare_ids(entry_id, first) >= 0)
-        scanned += len(entries)
-        if len(entries) < _BATCH:
+        count = min(_BATCH, MAX_SCANNED - scanned)
+        result = await scan(keys=[keys.chat_events(chat_id)], args=[cursor, last, count])
+        seen, last_seen, kept = int(result[0]), str(result[1]), result[2:]
+        for entry_id, raw in zip(kept[::2], kept[1::2], strict=True):
+            _apply(str(raw), open_replies, found, compare_ids(str(entry_id), first) >= 0)
+        scanned += seen
+        if seen < count:
             break
-        cursor = f"({entries[-1][0]}"
+        cursor = f"({last_seen}"
     return found
 
 
