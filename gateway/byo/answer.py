@@ -115,7 +115,7 @@ async def _run(
     job: AnswerJob, bus: GatewayBus, session: aiohttp.ClientSession, settings: GatewaySettings
 ) -> None:
     started = time.monotonic()
-    progress = _Progress(last_flush=started, last_renew=started)
+    progress = _Progress(last_renew=started)  # the first piece is written at once
     outcome: tuple[str, Literal["responded", "error"], str | None] = ("", "responded", None)
     try:
         outcome = await _answer(job, bus, session, settings, progress)
@@ -227,9 +227,9 @@ async def _pump(
 
 async def _flush(job: AnswerJob, bus: GatewayBus, progress: _Progress) -> bool:
     """Write the pending text as one chunk; True when the visitor asked to stop."""
-    progress.last_flush = time.monotonic()
     if not progress.pending:
         return False
+    progress.last_flush = time.monotonic()
     text = "".join(progress.pending)
     progress.pending.clear()
     progress.text.append(text)
