@@ -28,6 +28,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 
 from bus import BusKeys, ChatLog, Presence
 from bus.client import RedisOptions, create_redis
+from bus.thoughts import read_thoughts
 from demo.agent import DemoAgentConfig, run_demo_agent
 from demo.launcher import redis_major
 from tests.support.redis_server import free_port, redis_server_binary
@@ -662,6 +663,9 @@ async def test_gateway_and_worker_code_run_over_tls_with_their_users(redis_tls: 
                 assert await Presence(gateway, BusKeys()).freshest() is not None
         history = await log.history("tls")
         assert [m["content"] for m in history] == ["[[demo:echo]] over TLS", "over TLS"]
+        # History's thoughts scan (a script over the event log) runs as the gateway user.
+        span = history[0]["eventId"], history[-1]["eventId"]
+        assert await read_thoughts(gateway, BusKeys(), "tls", *span) == {}
     finally:
         await gateway.aclose()
 
