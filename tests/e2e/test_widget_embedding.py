@@ -130,7 +130,7 @@ def test_inline_mode_with_target_title_theme_and_api_base(
     assert box is not None
     assert round(box["width"]) == 520
     assert round(box["height"]) == 640
-    with page.expect_request(re.compile(r".*/api/health\?accessCode=.*")):
+    with page.expect_request(re.compile(r".*/api/session$")):
         widget.enter_code(system.access_code)
     widget.wait_connected()
     widget.send("Inline hello [[demo:echo]]")

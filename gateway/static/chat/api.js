@@ -6,6 +6,8 @@
 import { backoffDelay, sleep } from "./util.js";
 
 const REQUEST_TIMEOUT_MS = 15000;
+/** A session token this close to its expiry is renewed before use. */
+const TOKEN_MARGIN_MS = 60000;
 export const HISTORY_LIMIT = 200;
 
 /** Sending a message: how often and how long to retry before giving up. */
@@ -47,13 +49,25 @@ export function parseRetryAfter(header, now = Date.now()) {
 }
 
 export class ChatApi {
+  /** {code, token, expiresAt} from POST /api/session, or {code, invalid: true}. */
+  #session = null;
+  #exchange = null;
+  /** The gateway predates POST /api/session (404): the code travels as before. */
+  #noSessions = false;
+
   constructor(apiBase) {
     this.base = normalizeApiBase(apiBase);
   }
 
-  /** Absolute URL of an /api route, with query parameters. */
+  /**
+   * Absolute URL of an /api route, with query parameters. An `accessCode` is replaced by
+   * the session token made from it, when one is at hand (docs/protocol.md 3): URLs end up
+   * in logs and histories, so the code stays out of them.
+   */
   url(path, params = {}) {
     const url = new URL(`api/${path}`, this.base);
+    const token = this.#freshToken(params.accessCode);
+    if (token) params = { ...params, accessCode: undefined, token };
     for (const [key, value] of Object.entries(params)) {
       if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
     }
@@ -152,11 +166,91 @@ export class ChatApi {
     }
   }
 
+  /**
+   * A session token for accessCode (POST /api/session, renewed near its expiry), or null:
+   * an old gateway without sessions, a wrong code, or the exchange failed (the code is
+   * then sent as before, and the gateway's answer says what is wrong).
+   */
+  async token(accessCode) {
+    if (!accessCode || this.#noSessions) return null;
+    const fresh = this.#freshToken(accessCode);
+    if (fresh) return fresh;
+    if (this.#refused(accessCode)) return null;
+    if (this.#exchange?.code !== accessCode) {
+      const promise = this.#startSession(accessCode).finally(() => {
+        if (this.#exchange?.promise === promise) this.#exchange = null;
+      });
+      this.#exchange = { code: accessCode, promise };
+    }
+    return this.#exchange.promise;
+  }
+
+  /** The gateway just refused this code (no second attempt for 10 s: guesses are budgeted). */
+  #refused(accessCode) {
+    const session = this.#session;
+    return Boolean(session?.invalid && session.code === accessCode && Date.now() < session.until);
+  }
+
+  #freshToken(accessCode) {
+    const session = this.#session;
+    if (!accessCode || !session?.token || session.code !== accessCode) return null;
+    return session.expiresAt - Date.now() > TOKEN_MARGIN_MS ? session.token : null;
+  }
+
+  async #startSession(code) {
+    let response;
+    try {
+      response = await fetch(this.url("session"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ accessCode: code }),
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch {
+      return null;
+    }
+    if (response.status === 404 || response.status === 405) this.#noSessions = true;
+    if (response.status === 401) this.#session = { code, invalid: true, until: Date.now() + 10000 };
+    if (!response.ok) return null;
+    try {
+      const { token, expiresIn } = await response.json();
+      const session = { code, token, expiresAt: Date.now() + Number(expiresIn) * 1000 };
+      this.#session = session;
+      // Renew ahead of expiry, so a socket reconnecting later still has a token for its URL.
+      setTimeout(() => {
+        if (this.#session === session) this.#startSession(code);
+      }, Math.max(0, session.expiresAt - Date.now() - 2 * TOKEN_MARGIN_MS));
+      return token;
+    } catch {
+      return null;
+    }
+  }
+
   #json(method, path, options) {
     return this.#request(method, path, { ...options, parse: (response) => response.json() });
   }
 
-  async #request(method, path, { query, body, signal, parse }) {
+  async #request(method, path, options) {
+    const code = options.query?.accessCode ?? options.body?.accessCode;
+    const token = await this.token(code);
+    if (!token && this.#refused(code)) throw new HttpError(401, "Invalid access code");
+    if (!token) return this.#send(method, path, options, {});
+    // The token instead of the code: in a header, out of the URL and the body.
+    const query = options.query && { ...options.query, accessCode: undefined };
+    const body = options.body && { ...options.body, accessCode: undefined };
+    try {
+      return await this.#send(method, path, { ...options, query, body }, { Authorization: `Bearer ${token}` });
+    } catch (error) {
+      if (!(error instanceof HttpError && error.status === 401)) throw error;
+      if (this.#session?.token === token) this.#session = null; // expired or revoked: once more
+      const renewed = await this.token(code);
+      if (!renewed) return this.#send(method, path, options, {});
+      return this.#send(method, path, { ...options, query, body }, { Authorization: `Bearer ${renewed}` });
+    }
+  }
+
+  async #send(method, path, { query, body, signal, parse }, auth) {
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(), REQUEST_TIMEOUT_MS);
     const onAbort = () => timeout.abort();
@@ -165,7 +259,7 @@ export class ChatApi {
     try {
       response = await fetch(this.url(path, query), {
         method,
-        headers: body ? { "Content-Type": "application/json" } : {},
+        headers: body ? { "Content-Type": "application/json", ...auth } : auth,
         body: body ? JSON.stringify(body) : undefined,
         cache: "no-store",
         credentials: "omit",
