@@ -165,6 +165,7 @@ class ChatLog:
         self._chunk = redis.register_script(scripts.CHUNK)
         self._accept = redis.register_script(scripts.ACCEPT)
         self._finish = redis.register_script(scripts.FINISH)
+        self._begin = redis.register_script(scripts.BEGIN)
         self._messages: dict[tuple[str, str], MessagePosted] = {}
 
     def _message(self, entry_id: str, data: str) -> MessagePosted:
@@ -295,6 +296,31 @@ class ChatLog:
         """Record and broadcast the chat's worker state. Returns the event id."""
         event = WorkerStateChanged(chatId=chat_id, state=state, detail=detail, updatedAt=iso_now())
         return await self._append_event(chat_id, encode(event), "state")
+
+    async def begin_reply(self, chat_id: str, reply_to: str) -> tuple[bool, bool]:
+        """Set the chat ``processing`` for answering ``reply_to``, in one round trip.
+
+        Returns ``(streaming, cancel_requested)``: whether chunks of an earlier attempt at
+        this reply are in the log without its final Message (see :meth:`streaming_reply`),
+        and whether the visitor asked to stop it (see :meth:`cancel_requested`).
+        """
+        event = WorkerStateChanged(chatId=chat_id, state="processing", updatedAt=iso_now())
+        lim = self.limits
+        try:
+            _, streaming, cancelled = await self._begin(
+                keys=self._chat_keys(chat_id),
+                args=[
+                    self.keys.chat_channel(chat_id),
+                    encode(event),
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                    reply_to,
+                ],
+            )
+        except RedisError as exc:
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
+        return bool(int(streaming)), bool(int(cancelled))
 
     async def append_event(self, chat_id: str, data: str) -> str:
         """Append an already-encoded event of a type with no side table. Returns its id."""

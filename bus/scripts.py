@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = [
     "ACCEPT",
     "APPEND",
+    "BEGIN",
     "CHUNK",
     "FINISH",
     "JOBS_RELEASE",
@@ -71,6 +72,25 @@ refresh(ARGV[5])
 local cancelled = 0
 if redis.call('GET', KEYS[6]) == ARGV[6] then cancelled = 1 end
 return {id, cancelled}
+"""
+)
+
+#: Begin answering a visitor message, in one round trip: the chat's state event (the
+#: worker is ``processing``) and what the answer must know first: whether an earlier
+#: attempt left chunks of this reply (it then starts with a ``streamReset``) and whether the
+#: visitor already asked to stop it. Issue 10: three round trips were one each.
+#: KEYS: the six chat keys. ARGV: channel, state event, maxlen, msg_maxlen, ttl_ms, reply_to
+#: -> {state id, streaming (0/1), cancelled (0/1)}
+BEGIN = (
+    _APPEND_FN
+    + """
+local id = append(ARGV[1], ARGV[2], 'state', ARGV[3], ARGV[4])
+refresh(ARGV[5])
+local streaming = 0
+if redis.call('HGET', KEYS[2], 'streaming') == ARGV[6] then streaming = 1 end
+local cancelled = 0
+if redis.call('GET', KEYS[6]) == ARGV[6] then cancelled = 1 end
+return {id, streaming, cancelled}
 """
 )
 

@@ -153,13 +153,13 @@ class AnswerHandler:
         self, chat_id: str, event_id: str, message: MessagePosted, progress: AnswerProgress
     ) -> AnswerOutcome:
         """Answer one visitor message (at ``event_id``): stream the reply, then store it."""
-        await self.log.set_worker_state(chat_id, "processing")
-        if await self.log.streaming_reply(chat_id) == message.id:
+        streaming, cancel = await self.log.begin_reply(chat_id, message.id)
+        if streaming:
             # An earlier attempt streamed part of this reply and never finished it.
             await self.log.reset_stream(chat_id, message.id, reason="retry")
             self.metrics.stream_resets.inc()
             logger.info("worker.stream_reset", reply_to=message.id)
-        if await self.log.cancel_requested(chat_id, message.id):
+        if cancel:
             await self._finish(chat_id, message.id, "", "stopped", "stopped")
             return "stopped"
         try:

@@ -107,6 +107,10 @@ class AnswerLog(ChunkLog, ToolLog, Protocol):
         """Visitor message id whose reply has chunks but no final Message yet."""
         ...
 
+    async def begin_reply(self, chat_id: str, reply_to: str) -> tuple[bool, bool]:
+        """Set ``processing`` (one round trip); ``(earlier chunks left, stop requested)``."""
+        ...
+
     async def reset_stream(self, chat_id: str, reply_to: str, reason: str) -> str:
         """Append a ``streamReset`` for the reply to ``reply_to``."""
         ...

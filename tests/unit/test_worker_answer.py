@@ -118,6 +118,10 @@ class MemoryLog:
     async def streaming_reply(self, chat_id: str) -> str | None:
         return self.streaming
 
+    async def begin_reply(self, chat_id: str, reply_to: str) -> tuple[bool, bool]:
+        await self.set_worker_state(chat_id, "processing")
+        return self.streaming == reply_to, self.cancel == reply_to
+
     async def reset_stream(self, chat_id: str, reply_to: str, reason: str) -> str:
         self.events.append({"type": "streamReset", "replyTo": reply_to, "reason": reason})
         return self._next_id()
