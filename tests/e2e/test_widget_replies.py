@@ -71,6 +71,7 @@ def test_an_answer_cut_at_the_token_limit_says_so(
     expect(tag).to_have_attribute("title", re.compile("length limit for one answer"))
     expect(reply.locator(".tag.warn")).to_have_count(0)  # not a failure
     expect(widget.banner).to_be_hidden()
+    expect(widget.announcer).to_contain_text("(Answer cut short)")  # screen readers hear it
     reply.scroll_into_view_if_needed()
     widget.shot(shots, "replies-02-truncated")
 

@@ -750,7 +750,8 @@ export class TerraChatElement extends HTMLElement {
   // --- replies, unread, announcements ---------------------------------------------------
 
   #onReply({ text, message }) {
-    this.ui.announcer.textContent = COPY.liveAnnounce(plainSnippet(text));
+    const cut = message?.status === "truncated" ? ` (${COPY.truncatedTag})` : "";
+    this.ui.announcer.textContent = COPY.liveAnnounce(plainSnippet(text)) + cut;
     if (this.mode === "bubble" && !this.isOpen) this.#setUnread(this.unread + 1);
     this.dispatchEvent(new CustomEvent("terra-chat:message", { bubbles: true, composed: true, detail: message }));
   }
