@@ -9,8 +9,10 @@ name picks the behaviour:
 - ``stall``: two words, then silence until :attr:`FakeProvider.release` is set;
 - ``long``: 2,000 words (answer-size cap);
 - ``length``: a few words, then ``finish_reason: "length"``;
-- ``fail-401``, ``fail-429``, ``fail-500``: that status, with a body that echoes the key
-  as some providers do (the gateway must not pass it on); an unknown model is a 404.
+- ``cut``: a few words, then the body ends without a finish reason or ``[DONE]``;
+- ``stream-error``: a few words, then an ``error`` event that echoes the key;
+- ``fail-401``, ``fail-402``, ``fail-429``, ``fail-500``: that status, with a body that echoes
+  the key as some providers do (the gateway must not pass it on); an unknown model is a 404.
 
 Every request is recorded (model, messages, whether the key matched) in ``requests``.
 """
@@ -28,7 +30,10 @@ from aiohttp import web
 
 __all__ = ["MODELS", "FakeProvider", "run_fake_provider"]
 
-MODELS = ["echo", "slow", "stall", "long", "length", "fail-401", "fail-429", "fail-500"]
+MODELS = [
+    *("echo", "slow", "stall", "long", "length", "cut", "stream-error"),
+    *("fail-401", "fail-402", "fail-429", "fail-500"),
+]
 
 
 @dataclass
@@ -90,6 +95,12 @@ class FakeProvider:
                     await self.release.wait()
                 text = word if index == 0 else " " + word
                 await _event(response, {"choices": [{"index": 0, "delta": {"content": text}}]})
+                if model == "cut" and index == 2:
+                    return response
+                if model == "stream-error" and index == 2:
+                    given = request.headers.get("Authorization", "")
+                    await _event(response, {"error": {"message": f"overloaded for {given}"}})
+                    return response
                 if model == "length" and index == 3:
                     await _event(
                         response,
