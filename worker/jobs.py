@@ -94,7 +94,11 @@ class Worker:
             timeout_seconds=min(HEALTH_TIMEOUT_MAX_SECONDS, settings.agent_timeout_seconds),
             on_change=self._beat_soon,
             models_url=f"{settings.agent_base_url}/models",
-            tool_probe=self.agent.probe_tools if tools is not None else None,
+            tool_probe=(
+                self.agent.probe_tools
+                if tools is not None and settings.max_tool_rounds > 1
+                else None
+            ),
         )
         self.agent.on_tool_support = self.health.record_tool_support
         self.tools = tools

@@ -91,8 +91,10 @@ async def test_the_health_chain_shows_the_real_server(deployment: Deployment) ->
 
 
 async def test_a_message_too_long_for_the_context_gets_a_sentence(deployment: Deployment) -> None:
-    """4,000 characters plus Terra's prompt exceed a 2,048-token context: no model call."""
+    """3,990 digits (a token each in Gemma's tokenizer, which splits numbers into digits)
+    exceed a 2,048-token context, counted by the server's tokenizer or by the estimate: no
+    model call. (Words would not: the worker now counts with the server's tokenizer.)"""
     async with ChatClient([deployment.gateway_port], "real-long") as client:
-        reply = await ask(deployment, client, "moss " * 799)
+        reply = await ask(deployment, client, "1234567890" * 399)
     assert reply["status"] == "error"
     assert reply["content"] == TOO_LONG_SENTENCE
