@@ -277,7 +277,7 @@ def start_gateway(launcher: Launcher, args: argparse.Namespace) -> Server:
         "RATE_LIMIT_MAX_PER_IP": "1000000000",
         "RATE_LIMIT_MAX_PER_CHAT": "1000000000",
         "MAX_QUEUED_PER_CLIENT": "100000",
-        "CLIENT_BYTES_PER_HOUR": "100000000000",
+        "CLIENT_BYTES_PER_DAY": "100000000000",
         "DEMO_AGENT": "false",
     }
     if args.queue_size is not None:

@@ -137,9 +137,11 @@ class ChatLimits:
     #: (the default here; ``BusSettings`` derives it from ``maxmemory`` by default).
     memory_budget_bytes: int = -1
     memory_budget_fraction: float = 0.8
-    #: Bytes (message, state and job JSON) one client may have stored per window.
-    client_bytes_per_window: int = 2 * 1024 * 1024
-    client_bytes_window_ms: int = 3600 * 1000
+    #: Bytes one client may have stored per window: each message's JSON (message, state,
+    #: job) plus ``reply_bytes_reserved`` for the reply it will get (its chunks and Message).
+    client_bytes_per_window: int = 4 * 1024 * 1024
+    client_bytes_window_ms: int = 24 * 3600 * 1000
+    reply_bytes_reserved: int = 16 * 1024
     #: Bytes of visitor messages a chat may hold over its life.
     chat_max_bytes: int = 1024 * 1024
 
@@ -265,6 +267,7 @@ class ChatLog:
                     lim.client_bytes_per_window if client else 2**62,
                     lim.client_bytes_window_ms,
                     lim.chat_max_bytes,
+                    lim.reply_bytes_reserved,
                 ],
             )
         except OutOfMemoryError as exc:  # at maxmemory (noeviction): Redis refused the write

@@ -176,12 +176,13 @@ end
 #: ARGV: channel, message, queued state, maxlen, msg_maxlen, ttl_ms, idem_ttl_ms, use_idem,
 #:       job, jobs_maxlen, group, lane prefix, client tag, lane cap, memory budget bytes
 #:       (-1 off, 0 derived), budget fraction of maxmemory, client bytes per window,
-#:       window ms, chat bytes cap
+#:       window ms, chat bytes cap, reply bytes reserved (counted for the client only)
 #: -> {'new', message id, state id} | {'dup', "<id> <message json>"} | {'full'}
 #:    | {'memory'} | {'busy', jobs waiting in the lane} | {'client_bytes', retry ms}
 #:    | {'chat_bytes'}
 #: Stored bytes (message, state and job JSON) are counted per client in a fixed window
-#: (``<lane prefix><client tag>:bytes``) and per chat over its life (meta ``bytes``).
+#: (``<lane prefix><client tag>:bytes``, with the reply's reservation) and per chat over
+#: its life (meta ``bytes``).
 #: Nothing is stored on a refusal. Jobs are never trimmed here: with ``jobs_maxlen``
 #: unfinished jobs (in the stream and the lanes) the caller is told to back off; above the
 #: memory budget likewise (Redis runs ``noeviction``: accepted data is never evicted, and
@@ -212,10 +213,11 @@ if tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0') + size > tonumber(ARGV[
   return {'chat_bytes'}
 end
 local spent = ARGV[12] .. ARGV[13] .. ':bytes'
-if tonumber(redis.call('GET', spent) or '0') + size > tonumber(ARGV[17]) then
+local charge = size + tonumber(ARGV[20])
+if tonumber(redis.call('GET', spent) or '0') + charge > tonumber(ARGV[17]) then
   return {'client_bytes', redis.call('PTTL', spent)}
 end
-if redis.call('INCRBY', spent, size) == size then redis.call('PEXPIRE', spent, ARGV[18]) end
+if redis.call('INCRBY', spent, charge) == charge then redis.call('PEXPIRE', spent, ARGV[18]) end
 redis.call('HINCRBY', KEYS[2], 'bytes', size)
 local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
 local sid = append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])

@@ -69,9 +69,12 @@ class BusSettings(BaseSettings):
     #: accepted; Redis must run ``noeviction``); no budget when Redis has no maxmemory.
     #: -1: no budget.
     redis_memory_budget_mb: float = Field(0, ge=-1)
-    #: Bytes one client may have stored per hour (its messages, their state and job JSON);
-    #: past it, 429 with Retry-After. Bounds what one client can make Redis keep.
-    client_bytes_per_hour: int = Field(2 * 1024 * 1024, ge=1024)
+    #: Bytes one client may have stored per day: each message's JSON (message, state, job)
+    #: plus REPLY_BYTES_RESERVED for its reply; past it, 429 with Retry-After. Over the
+    #: 7-day retention one client keeps at most 7 x 4 MiB, about 14% of the default memory
+    #: budget (80% of 256 MB).
+    client_bytes_per_day: int = Field(4 * 1024 * 1024, ge=1024)
+    reply_bytes_reserved: int = Field(16 * 1024, ge=0)
     #: Bytes of visitor messages one chat may hold over its life; past it, 409 (start a new
     #: chat). With MESSAGES_MAXLEN and EVENTS_MAXLEN, the per-chat caps.
     chat_max_bytes: int = Field(1024 * 1024, ge=1024)
@@ -100,7 +103,8 @@ class BusSettings(BaseSettings):
             memory_budget_bytes=-1
             if self.redis_memory_budget_mb < 0
             else int(self.redis_memory_budget_mb * 1024 * 1024),
-            client_bytes_per_window=self.client_bytes_per_hour,
+            client_bytes_per_window=self.client_bytes_per_day,
+            reply_bytes_reserved=self.reply_bytes_reserved,
             chat_max_bytes=self.chat_max_bytes,
         )
 

@@ -18,7 +18,7 @@ _SENTENCES = {
     "failed-code": "Too many wrong access codes from your network.",
     "sockets": "Too many chat connections are open from your network.",
     "queued": "You already have {count} messages waiting for Terra's answer.",
-    "bytes": "You have sent a lot of text from your network in the last hour.",
+    "bytes": "Your network has sent Terra a lot of messages today.",
 }
 
 
@@ -33,7 +33,10 @@ def too_many(what: str, retry_after_seconds: int, *, count: int = 0) -> web.HTTP
 
 
 def seconds_text(seconds: int) -> str:
-    """``1 second``, ``30 seconds``; from two minutes on, ``59 minutes`` (rounded up)."""
+    """``1 second``, ``30 seconds``; from two minutes on, ``59 minutes``, from two hours on,
+    ``23 hours`` (rounded up)."""
+    if seconds >= 7200:
+        return f"{-(-seconds // 3600)} hours"
     if seconds >= 120:
         return f"{-(-seconds // 60)} minutes"
     return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"

@@ -72,7 +72,7 @@ def start_system(
             "RATE_LIMIT_MAX_PER_IP": "10000",
             "RATE_LIMIT_MAX_PER_CHAT": "10000",
             "MAX_QUEUED_PER_CLIENT": "10000",
-            "CLIENT_BYTES_PER_HOUR": "100000000000",
+            "CLIENT_BYTES_PER_DAY": "100000000000",
             **(extra_env or {}),
         },
     )

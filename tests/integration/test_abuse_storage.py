@@ -132,13 +132,13 @@ async def test_at_redis_maxmemory_a_post_is_refused_as_storage_full_not_a_500(
     assert await ChatLog(redis_client, KEYS).history("oom", 10) == []
 
 
-async def test_a_client_past_its_bytes_per_hour_gets_429_and_others_do_not(
+async def test_a_client_past_its_bytes_per_day_gets_429_and_others_do_not(
     redis_server: RedisServer, redis_client: Redis
 ) -> None:
     server = await serve(
         redis_server.url,
         TRUSTED_PROXIES="127.0.0.1",
-        client_bytes_per_hour=64 * 1024,
+        client_bytes_per_day=64 * 1024,
         max_queued_per_client=100,
     )
     big = "x" * 4000
@@ -158,10 +158,10 @@ async def test_a_client_past_its_bytes_per_hour_gets_429_and_others_do_not(
             assert 200 in statuses
             refused = await post_as("198.51.100.1", "b-late")
             assert refused.status == 429
-            assert 3000 < int(refused.headers["Retry-After"]) <= 3600
+            assert 86000 < int(refused.headers["Retry-After"]) <= 86400
             body = await refused.json()
-            assert "a lot of text" in body["error"]
-            assert "minutes" in body["error"]
+            assert "a lot of messages today" in body["error"]
+            assert "24 hours" in body["error"]
             assert (await post_as("203.0.113.1", "other")).status == 200
     finally:
         await server.close()

@@ -72,7 +72,7 @@ class System:
             "MAX_SOCKETS_PER_CLIENT": "100000",
             "READS_IN_FLIGHT_PER_CLIENT": "100000",
             "MAX_QUEUED_PER_CLIENT": "100000",
-            "CLIENT_BYTES_PER_HOUR": "100000000000",
+            "CLIENT_BYTES_PER_DAY": "100000000000",
             "CHAT_MAX_BYTES": "100000000000",
         }
         return self.launcher.add_gateway(name, free_port(), {"LOG_LEVEL": "INFO", **many, **env})
