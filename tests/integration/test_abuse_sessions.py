@@ -208,3 +208,18 @@ def test_bad_session_settings_are_named(
     line = describe_settings_error(caught.value)
     assert setting in line
     assert "\n" not in line
+
+
+async def test_neither_the_code_nor_the_token_is_logged(
+    gateway: TestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = await token_for(gateway)
+    assert await get_status(gateway, f"/api/chat/s5/events?token={token}") == 200
+    assert await get_status(gateway, f"/api/chat/s5/messages?token={token}") == 200
+    assert await get_status(gateway, f"/api/chat/s5/messages?accessCode={ACCESS_CODE}") == 200
+    logged = capsys.readouterr()
+    assert "gateway.session_started" in logged.out
+    signature = token.rsplit(".", 1)[1]
+    for text in (logged.out, logged.err):
+        assert signature not in text
+        assert ACCESS_CODE not in text

@@ -1,0 +1,141 @@
+"""The CAPTCHA hook (issue 11): off by default; when set, starting a session needs an answer
+the verifier accepts, and a code alone opens nothing else. The verifier here is a real HTTP
+server speaking the siteverify protocol (hCaptcha, Turnstile, reCAPTCHA)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.app import create_app
+from tests.integration.conftest import gateway_settings
+from tests.support.redis_server import RedisServer
+from tests.support.system import ACCESS_CODE
+
+pytestmark = pytest.mark.integration
+
+SECRET = "captcha-secret-value"
+
+
+class FakeSiteVerify:
+    """Accepts the answer ``human``; ``status`` other than 200 plays an outage."""
+
+    def __init__(self) -> None:
+        self.forms: list[dict[str, str]] = []
+        self.status = 200
+
+    async def handle(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        self.forms.append({k: str(v) for k, v in form.items()})
+        if self.status != 200:
+            return web.Response(status=self.status)
+        ok = form.get("secret") == SECRET and form.get("response") == "human"
+        return web.json_response({"success": ok})
+
+
+@pytest.fixture
+async def verifier() -> AsyncIterator[tuple[FakeSiteVerify, str]]:
+    fake = FakeSiteVerify()
+    app = web.Application()
+    app.router.add_post("/siteverify", fake.handle)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield fake, str(server.make_url("/siteverify"))
+    finally:
+        await server.close()
+
+
+async def start(redis_server: RedisServer, **overrides: Any) -> TestServer:
+    server = TestServer(create_app(gateway_settings(redis_server.url, **overrides)))
+    await server.start_server()
+    return server
+
+
+@pytest.fixture
+async def gateway(
+    redis_server: RedisServer, verifier: tuple[FakeSiteVerify, str]
+) -> AsyncIterator[TestServer]:
+    server = await start(redis_server, CAPTCHA_VERIFY_URL=verifier[1], CAPTCHA_SECRET=SECRET)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def post_session(server: TestServer, body: dict[str, Any]) -> tuple[int, Any, str | None]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(server.make_url("/api/session"), json=body) as r,
+    ):
+        return r.status, await r.json(), r.headers.get("Retry-After")
+
+
+async def get_messages(server: TestServer, **kwargs: Any) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(server.make_url("/api/chat/cap/messages"), **kwargs) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_a_session_needs_an_accepted_answer(
+    gateway: TestServer, verifier: tuple[FakeSiteVerify, str]
+) -> None:
+    fake, _ = verifier
+    status, body, _ = await post_session(gateway, {"accessCode": ACCESS_CODE})
+    assert (status, body) == (403, {"error": "Please complete the check that you are a person."})
+    status, body, _ = await post_session(
+        gateway, {"accessCode": ACCESS_CODE, "captchaToken": "robot"}
+    )
+    assert status == 403
+    assert body["error"].startswith("The check that you are a person failed.")
+    status, body, _ = await post_session(
+        gateway, {"accessCode": ACCESS_CODE, "captchaToken": "human"}
+    )
+    assert status == 200
+    assert fake.forms[-1] == {"secret": SECRET, "response": "human", "remoteip": "127.0.0.1"}
+    headers = {"Authorization": f"Bearer {body['token']}"}
+    assert (await get_messages(gateway, headers=headers))[0] == 200
+
+
+async def test_a_wrong_code_never_reaches_the_verifier(
+    gateway: TestServer, verifier: tuple[FakeSiteVerify, str]
+) -> None:
+    fake, _ = verifier
+    status, _, _ = await post_session(gateway, {"accessCode": "wrong", "captchaToken": "human"})
+    assert status == 401
+    assert fake.forms == []
+
+
+async def test_with_a_captcha_the_code_alone_opens_nothing_else(gateway: TestServer) -> None:
+    status, body = await get_messages(gateway, params={"accessCode": ACCESS_CODE})
+    assert status == 401
+    assert body["error"].startswith("Please start a session first")
+
+
+async def test_an_unreachable_verifier_is_a_503_never_a_pass(
+    gateway: TestServer, verifier: tuple[FakeSiteVerify, str]
+) -> None:
+    verifier[0].status = 502
+    status, body, retry_after = await post_session(
+        gateway, {"accessCode": ACCESS_CODE, "captchaToken": "human"}
+    )
+    assert status == 503
+    assert retry_after == "10"
+    assert "unavailable" in body["error"]
+
+
+async def test_off_by_default(redis_server: RedisServer) -> None:
+    server = await start(redis_server)
+    try:
+        status, _, _ = await post_session(server, {"accessCode": ACCESS_CODE})
+        assert status == 200
+        assert (await get_messages(server, params={"accessCode": ACCESS_CODE}))[0] == 200
+    finally:
+        await server.close()
