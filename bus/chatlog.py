@@ -60,6 +60,9 @@ DEFAULT_WORKER_STATE: dict[str, Any] = {
 
 #: Parsed Messages a ChatLog keeps (by entry id and stored JSON), oldest dropped first.
 MESSAGE_CACHE_SIZE = 4096
+#: The first page of :meth:`ChatLog.unanswered_until`: the worker's prompt reads as many
+#: (``MAX_TURNS`` 16 x 4 Messages per turn), so it is served from the same read.
+RECENT_MESSAGES = 64
 
 
 def client_tag(prefix: str, client: str) -> str:
@@ -169,6 +172,8 @@ class ChatLog:
         self._finish = redis.register_script(scripts.FINISH)
         self._begin = redis.register_script(scripts.BEGIN)
         self._messages: dict[tuple[str, str], MessagePosted] = {}
+        #: Per chat: the newest Messages unanswered_until read, and whether that was all.
+        self._recent: dict[str, tuple[list[tuple[str, MessagePosted]], bool]] = {}
 
     def _message(self, entry_id: str, data: str) -> MessagePosted:
         """A stored Message, validated once per process: a log entry never changes, so the
@@ -416,6 +421,7 @@ class ChatLog:
             chatId=chat_id, state=state, detail=detail, updatedAt=iso_now()
         )
         lim = self.limits
+        self._recent.pop(chat_id, None)  # a new Message: the snapshot is stale
         try:
             result = await self._finish(
                 keys=self._chat_keys(chat_id),
@@ -516,8 +522,25 @@ class ChatLog:
         entries = await self.redis.xrevrange(self.keys.chat_messages(chat_id), count=limit)
         return [render_frame(fields["d"], entry_id) for entry_id, fields in reversed(entries)]
 
+    def _keep_recent(
+        self, chat_id: str, newest_first: list[tuple[str, MessagePosted]], *, complete: bool
+    ) -> None:
+        if len(self._recent) >= MESSAGE_CACHE_SIZE // 4:
+            self._recent.clear()  # snapshots nobody used (duplicates): drop them all
+        self._recent[chat_id] = (newest_first, complete)
+
     async def messages_until(self, chat_id: str, event_id: str, count: int) -> list[MessagePosted]:
-        """Up to ``count`` Messages with ids up to and including ``event_id``, oldest first."""
+        """Up to ``count`` Messages with ids up to and including ``event_id``, oldest first.
+
+        ``"+"`` right after :meth:`unanswered_until` of the same chat is served, once, from
+        the newest Messages that call read (issue 10: the worker's prompt needs no second
+        read; a Message this ChatLog stores since then drops the snapshot). Messages posted
+        by others meanwhile are newer than the one being answered and not in its prompt.
+        """
+        if event_id == "+":
+            snapshot = self._recent.pop(chat_id, None)
+            if snapshot is not None and (snapshot[1] or len(snapshot[0]) >= count):
+                return [m for _, m in reversed(snapshot[0][:count])]
         entries = await self.redis.xrevrange(
             self.keys.chat_messages(chat_id), max=event_id, count=count
         )
@@ -546,8 +569,11 @@ class ChatLog:
         found = False
         cursor = "+"
         while True:
-            entries = await self.redis.xrevrange(key, max=cursor, count=page)
+            count = max(page, RECENT_MESSAGES) if cursor == "+" else page
+            entries = await self.redis.xrevrange(key, max=cursor, count=count)
             messages = [(str(eid), self._message(str(eid), f["d"])) for eid, f in entries]
+            if cursor == "+":
+                self._keep_recent(chat_id, messages, complete=len(entries) < count)
             asked = [m.id for _, m in messages if m.sender == "Visitor"]
             replied = (
                 await self.redis.hmget(self.keys.chat_replies(chat_id), asked)  # type: ignore[misc]
@@ -562,7 +588,7 @@ class ChatLog:
                 if msg.id in answered:
                     return newest_first[::-1]
                 newest_first.append((event_id, msg))
-            if len(entries) < page:
+            if len(entries) < count:
                 return newest_first[::-1] if found else []
             cursor = f"({entries[-1][0]}"
 
