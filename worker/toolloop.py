@@ -58,6 +58,9 @@ __all__ = ["ROUNDS_WARNING", "TOOL_ROUNDS_APOLOGY", "reply"]
 
 logger = structlog.get_logger("worker.toolloop")
 
+#: Turns whose text the model was handed by others (visitors, tools): a textual call of a
+#: tool they name may be copied, so it is not run (tools.textual_calls).
+_READ_ROLES = ("user", "tool")
 #: Told to the model (as a system message) before its second-to-last call of a reply.
 ROUNDS_WARNING = (
     "Tool budget warning: you may make at most one more round of tool calls for this reply; "
@@ -140,7 +143,7 @@ async def _tool_loop(
         calls = list(turn.tool_calls)
         said = turn.content
         if turn.held:
-            read = [str(m.get("content") or "") for m in history if m.get("role") != "assistant"]
+            read = [str(m.get("content") or "") for m in history if m.get("role") in _READ_ROLES]
             textual = host.textual_calls(without_think(turn.content), read)
             if textual:
                 said = turn.content[: len(turn.content) - len(turn.held)]

@@ -226,6 +226,18 @@ async def test_calls_echoed_from_the_visitor_are_shown_not_run(client: AgentClie
     assert turn.content == sink.text == text
 
 
+async def test_a_system_prompt_naming_the_tools_does_not_stop_textual_calls(
+    client: AgentClient,
+) -> None:
+    host = FakeHost()
+    prompt = [
+        {"role": "system", "content": "Tools: search_site(query), fetch_site_page(slug)."},
+        {"role": "user", "content": '[[demo:textual_tool=search-site {"query": "dice"}]] hi'},
+    ]
+    await reply(client, prompt, ListSink(), tools=host)
+    assert [call.name for (call,) in host.rounds] == ["search_site"]
+
+
 async def test_text_mentioning_a_tool_is_shown_in_full(client: AgentClient) -> None:
     host, sink = FakeHost(), ListSink()
     text = "You could try search_site (the site search) or search_sites(x) later."
