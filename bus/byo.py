@@ -27,7 +27,13 @@ from redis.exceptions import RedisError
 
 from bus import scripts
 from bus.chatlog import ChatLog
-from bus.errors import BusError, as_bus_error, translates_redis_errors
+from bus.errors import (
+    BusError,
+    QuotaExceeded,
+    StorageFull,
+    as_bus_error,
+    translates_redis_errors,
+)
 from bus.schemas import (
     ChunkProduced,
     MessagePosted,
@@ -53,14 +59,24 @@ class ReplyInProgress(BusError):
     """A BYO answer is still being streamed in this chat."""
 
 
+#: The storage checks of Terra's accept script apply too: Redis's memory budget and the chat's
+#: byte cap (the message, its state and ``reply bytes`` reserved for the answer).
 #: KEYS: events, meta, messages, replies, memory.
-#: ARGV: channel, message, state, maxlen, msg_maxlen, ttl_ms, message id, now_ms, lease_ms
+#: ARGV: channel, message, state, maxlen, msg_maxlen, ttl_ms, message id, now_ms, lease_ms,
+#:       memory budget bytes (-1 off, 0 derived), budget fraction, chat bytes cap, reply bytes
 #: -> {'new', message event id, orphan message id or ''} | {'terra'} | {'busy', message id}
+#:    | {'memory'} | {'chat_bytes'}
 BYO_ACCEPT = (
     scripts._APPEND_FN
+    + scripts._MEMORY_FN
     + """
 local mode = redis.call('HGET', KEYS[2], 'mode')
 if mode ~= 'byo' and redis.call('XLEN', KEYS[3]) > 0 then return {'terra'} end
+if over_budget(ARGV[10], ARGV[11]) then return {'memory'} end
+local size = #ARGV[2] + #ARGV[3] + tonumber(ARGV[13])
+if tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0') + size > tonumber(ARGV[12]) then
+  return {'chat_bytes'}
+end
 local orphan = ''
 local active = redis.call('HGET', KEYS[2], 'byo_active')
 if active and not redis.call('HGET', KEYS[4], active) then
@@ -70,6 +86,7 @@ if active and not redis.call('HGET', KEYS[4], active) then
 end
 redis.call('HSET', KEYS[2], 'mode', 'byo', 'byo_active', ARGV[7],
   'byo_until', tonumber(ARGV[8]) + tonumber(ARGV[9]))
+redis.call('HINCRBY', KEYS[2], 'bytes', size)
 local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
 append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
 refresh(ARGV[6])
@@ -121,8 +138,9 @@ class ByoLog:
     ) -> ByoAccepted:
         """Store a BYO visitor message and set the chat ``processing``, in one script.
 
-        Raises :class:`ChatModeConflict` when the chat already holds Terra's messages and
-        :class:`ReplyInProgress` while another answer of this chat streams.
+        Raises :class:`ChatModeConflict` when the chat already holds Terra's messages,
+        :class:`ReplyInProgress` while another answer of this chat streams, and, as Terra's
+        accept does, :class:`StorageFull` and :class:`QuotaExceeded` ("chat").
         """
         lim = self._log.limits
         message = MessagePosted(
@@ -150,6 +168,10 @@ class ByoLog:
                     message.id,
                     int(time.time() * 1000),
                     lease_ms,
+                    lim.memory_budget_bytes,
+                    lim.memory_budget_fraction,
+                    lim.chat_max_bytes,
+                    lim.reply_bytes_reserved,
                 ],
             )
         except RedisError as exc:
@@ -158,6 +180,10 @@ class ByoLog:
             raise ChatModeConflict("terra")
         if result[0] == "busy":
             raise ReplyInProgress("an answer is still being written in this chat")
+        if result[0] == "memory":
+            raise StorageFull("Redis is above its memory budget for new messages")
+        if result[0] == "chat_bytes":
+            raise QuotaExceeded("chat")
         return ByoAccepted(
             message=render_frame(encode(message), str(result[1])),
             orphan=str(result[2]) or None,

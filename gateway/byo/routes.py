@@ -16,7 +16,14 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bus import ByoAccepted, ChatModeConflict, GatewayBus, ReplyInProgress
+from bus import (
+    ByoAccepted,
+    ChatModeConflict,
+    GatewayBus,
+    QuotaExceeded,
+    ReplyInProgress,
+    StorageFull,
+)
 from gateway.auth import require_code
 from gateway.byo.answer import INTERRUPTED, AnswerJob, lease_ms, run_answer
 from gateway.byo.client import ProviderError, list_models
@@ -24,7 +31,8 @@ from gateway.byo.providers import MODEL_NAME, ByoProvider
 from gateway.errors import json_error
 from gateway.keys import AppKeys
 from gateway.limits import client_of
-from gateway.rest import _chat_budget, chat_id_of, read_json_object
+from gateway.refusals import busy
+from gateway.rest import STORAGE_RETRY_AFTER_SECONDS, _chat_budget, chat_id_of, read_json_object
 from gateway.settings import GatewaySettings
 
 __all__ = ["close_streams", "get_providers", "http_context", "post_byo_message", "post_models"]
@@ -181,6 +189,13 @@ async def _accept(
     except ReplyInProgress:
         raise json_error(
             409, "An answer is still being written in this chat. Wait for it or stop it first."
+        ) from None
+    except StorageFull:  # the same refusals as Terra's messages (gateway.rest)
+        log.warning("gateway.storage_full", chat_id=chat_id)
+        raise busy(STORAGE_RETRY_AFTER_SECONDS) from None
+    except QuotaExceeded:
+        raise json_error(
+            409, "This conversation is full. Please start a new chat to go on."
         ) from None
     if accepted.orphan is not None:
         await bus.finish_byo_reply(

@@ -479,3 +479,23 @@ async def test_sse_carries_a_byo_answer(server: TestServer) -> None:
     assert frames[-1]["provider"] == "Fake AI"
     chunks = "".join(f["content"] for f in frames if f.get("type") == "assistantChunk")
     assert chunks == frames[-1]["content"]
+
+
+async def test_a_byo_chat_has_the_same_byte_cap_as_terra_s(
+    redis_server: RedisServer, fake: FakeProvider
+) -> None:
+    """Each message counts itself and the bytes reserved for its answer, as Terra's do."""
+    settings = byo_settings(redis_server.url, fake, chat_max_bytes=40_000)
+    srv = TestServer(create_app(settings))
+    await srv.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await send(s, srv, "full-1", "one")).status == 200
+            await answered(s, srv, "full-1")
+            assert (await send(s, srv, "full-1", "two")).status == 200
+            await answered(s, srv, "full-1", 2)
+            r = await send(s, srv, "full-1", "three")
+            assert r.status == 409
+            assert "This conversation is full" in (await r.json())["error"]
+    finally:
+        await srv.close()
