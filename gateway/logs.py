@@ -95,6 +95,9 @@ def _configured_secrets(settings: GatewaySettings) -> list[str]:
     secrets = [code.get_secret_value() for code in settings.chat_password]
     if settings.metrics_token is not None:
         secrets.append(settings.metrics_token.get_secret_value())
+    secrets += [secret.get_secret_value() for secret in settings.session_secret]
+    if settings.captcha_secret is not None:
+        secrets.append(settings.captcha_secret.get_secret_value())
     password = urlsplit(settings.redis_url.get_secret_value()).password
     if password:
         secrets.append(password)

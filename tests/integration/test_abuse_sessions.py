@@ -223,3 +223,28 @@ async def test_neither_the_code_nor_the_token_is_logged(
     for text in (logged.out, logged.err):
         assert signature not in text
         assert ACCESS_CODE not in text
+
+
+def test_session_and_captcha_secrets_are_masked_in_logs(redis_server: RedisServer) -> None:
+    import io
+    import logging
+
+    from gateway.logs import protect_logs
+
+    session_secret, captcha_secret = "s" * 20 + "-session", "c" * 20 + "-captcha"
+    settings = gateway_settings(
+        redis_server.url,
+        SESSION_SECRET=session_secret,
+        CAPTCHA_VERIFY_URL="https://captcha.example/siteverify",
+        CAPTCHA_SECRET=captcha_secret,
+    )
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        protect_logs(settings)
+        logging.getLogger("test").warning("leak %s and %s", session_secret, captcha_secret)
+    finally:
+        root.removeHandler(handler)
+    assert stream.getvalue() == "leak [redacted] and [redacted]\n"
