@@ -14,6 +14,7 @@ but it is still kept out of logs (``token=`` is redacted like ``accessCode=``).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -27,8 +28,13 @@ _TOKEN = re.compile(r"s1\.([A-Za-z0-9_-]{1,32})\.([0-9]{1,12})\.([A-Za-z0-9_-]{4
 def derive_secret(codes: list[bytes]) -> bytes:
     """A signing secret derived from the configured access codes (when SESSION_SECRET is
     unset): every gateway with the same CHAT_PASSWORD derives the same one. scrypt makes
-    guessing a weak code from a token slow."""
-    material = b"\n".join(sorted(codes))
+    guessing a weak code from a token slow (about 0.1 s, once per process and code set)."""
+    return _derive(tuple(sorted(codes)))
+
+
+@functools.lru_cache(maxsize=8)
+def _derive(codes: tuple[bytes, ...]) -> bytes:
+    material = b"\n".join(codes)
     return hashlib.scrypt(material, salt=b"terrarium-session-v1", n=2**14, r=8, p=1, dklen=32)
 
 
