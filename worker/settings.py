@@ -98,6 +98,8 @@ class WorkerSettings(BusSettings):
     # --- jobs ----------------------------------------------------------------------------
     max_concurrent_chats: int = Field(2, ge=1, le=256)
     job_block_ms: PositiveMs = 2000
+    #: Chunk coalescing window: a reply's first piece goes at once, then one write per
+    #: window for every streaming chat; under load it grows up to 4x (worker/chunks.py).
     chunk_interval_ms: int = Field(35, ge=1, le=1000)
     max_turns: int = Field(16, ge=1, le=200)
     reclaim_min_idle_ms: int = Field(30_000, ge=100)
