@@ -78,6 +78,10 @@ def test_switch_to_your_own_model_and_chat(page: Page, byo_url: str) -> None:
     widget.send("Without a key [[demo:echo]]")
     expect(byo.locator(".byo-note")).to_have_text("Paste your provider's API key first.")
 
+    expect(widget.textarea).to_have_attribute(
+        "placeholder", "Ask your model at Demo provider (offline)…"
+    )
+    expect(widget.typing.locator("span").last).to_have_text("Demo provider (offline) is typing…")
     byo.get_by_label("API key").fill(KEY)
     widget.send("Hello own model [[demo:echo]]")
     reply = widget.wait_reply()
@@ -117,6 +121,7 @@ def test_stop_works_for_your_own_model(page: Page, byo_url: str) -> None:
     byo.get_by_label("Your own model").check()
     byo.get_by_label("API key").fill(KEY)
     widget.send("Go slowly [[demo:tokens=400]] [[demo:delay=30]]")
+    expect(widget.typing.or_(widget.stream).first).to_be_visible(timeout=15_000)
     expect(widget.stop_button).to_be_visible(timeout=15_000)
     expect(widget.stream).to_be_visible()
     widget.stop_button.click()

@@ -34,6 +34,9 @@ export const BYO_COPY = {
   modelMissing: "Pick or type a model first.",
   newChat: "A new chat started: a chat is either with Terra or with your own model.",
   modelsLoaded: (count) => `${count} models listed.`,
+  placeholder: (name) => `Ask your model at ${name}…`,
+  composerLabel: (name) => `Message to your model at ${name}`,
+  typing: (name) => `${name} is typing…`,
 };
 
 /** The panel's rules, adopted with the widget's stylesheet (terra-chat.js): no inline styles. */
@@ -64,6 +67,7 @@ export class ByoPanel {
     this.loading = false;
     this.switching = false;
     this.syncedChat = null; // the chat whose mode was taken from its messages
+    this.shownName = null; // the assistant name the view last rendered
     this.mode = readStorage(sessionStorage, STORE.mode) === "byo" ? "byo" : "terra";
     this.key = readStorage(sessionStorage, STORE.key) ?? "";
     this.element = this.#build();
@@ -75,6 +79,11 @@ export class ByoPanel {
   /** True when messages go to the visitor's own provider. */
   get active() {
     return this.mode === "byo" && this.providers.length > 0;
+  }
+
+  /** Who answers in this chat: the provider's name in BYO mode, null for Terra. */
+  get assistantName() {
+    return this.active ? (this.#provider?.name ?? null) : null;
   }
 
   get #provider() {
@@ -226,6 +235,7 @@ export class ByoPanel {
     if (!this.ui.model.value && provider?.models?.length) this.ui.model.value = provider.models[0];
     this.ui.listModels.hidden = !provider?.modelsEndpoint;
     this.ui.privacy.textContent = BYO_COPY.privacy(provider?.name ?? "the provider");
+    this.#show();
   }
 
   #onKey() {
@@ -280,6 +290,12 @@ export class ByoPanel {
   }
 
   #show() {
+    const name = this.assistantName;
+    if (name !== this.shownName) {
+      // The view names who answers (composer, typing line): let it render again.
+      this.shownName = name;
+      this.session.dispatchEvent(new CustomEvent("change", { detail: { parts: new Set(["status"]) } }));
+    }
     this.element.hidden = this.providers.length === 0;
     this.ui.terra.checked = this.mode !== "byo";
     this.ui.byo.checked = this.mode === "byo";

@@ -8,7 +8,7 @@
 // Events (bubbling, composed): "terra-chat:ready", "terra-chat:message" (detail: message),
 // "terra-chat:unread" (detail: {count}).
 
-import { BYO_CSS, ByoPanel } from "./byo.js";
+import { BYO_COPY, BYO_CSS, ByoPanel } from "./byo.js";
 import { loadMarkdown } from "./content.js";
 import { COPY } from "./copy.js";
 import { ICONS } from "./icons.js";
@@ -278,7 +278,7 @@ export class TerraChatElement extends HTMLElement {
       "div",
       { class: "typing", hidden: true },
       el("span", { class: "typing-dots", "aria-hidden": "true" }, el("span"), el("span"), el("span")),
-      el("span", { text: COPY.thinking }),
+      (ui.typingText = el("span", { text: COPY.thinking })),
     );
     ui.log = el(
       "div",
@@ -514,7 +514,11 @@ export class TerraChatElement extends HTMLElement {
     });
     setIfChanged(this.ui.statusDot, "className", `dot ${tone}`);
     setIfChanged(this.ui.statusText, "textContent", text);
-    setIfChanged(this.ui.textarea, "placeholder", tone === "online" ? COPY.placeholderReady : COPY.placeholderChecking);
+    const own = this.byo.assistantName; // the visitor's own model answers (byo.js)
+    const placeholder = tone === "online" ? COPY.placeholderReady : COPY.placeholderChecking;
+    setIfChanged(this.ui.textarea, "placeholder", own ? BYO_COPY.placeholder(own) : placeholder);
+    setIfChanged(this.ui.textarea, "ariaLabel", own ? BYO_COPY.composerLabel(own) : COPY.composerLabel);
+    setIfChanged(this.ui.typingText, "textContent", own ? BYO_COPY.typing(own) : COPY.thinking);
   }
 
   /** The one notice line (reconnecting, queued, couldn't answer...), rebuilt only when it changes. */
