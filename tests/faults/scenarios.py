@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from tests.faults.harness import KEYS, elapsed, fault_system
+from tests.faults.harness import KEYS, Harness, elapsed, fault_system
 from tests.support.clients import (
     ChatClient,
     Posted,
@@ -71,6 +71,18 @@ def percentile(values: list[float], pct: float) -> float:
         return float("nan")
     rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+async def _pending_once_settled(h: Harness, within: float = 10.0) -> int:
+    """Jobs still pending once the last reply's ack had time to land (a worker stores the
+    reply, then acks its job: read at once, the count races with that ack)."""
+
+    async def settled() -> bool:
+        return not await h.pending()
+
+    with contextlib.suppress(TimeoutError):
+        await h.until(settled, within=within, what="every job acked")
+    return len(await h.pending())
 
 
 def _text_after_reset(client: ChatClient, reply_to: str) -> str:
@@ -170,7 +182,7 @@ async def dead_worker(workdir: Path, *, default_timings: bool = False) -> DeadWo
             v2=check_stream(v2, events),
             v1=check_stream(v1, events),
             sse=check_stream(sse, events),
-            pending_after=len(await h.pending()),
+            pending_after=await _pending_once_settled(h),
         )
 
 
@@ -258,7 +270,7 @@ async def agent_lost(workdir: Path, *, down_seconds: float = 3.0) -> AgentLost:
             v2=check_stream(v2, events),
             v1=check_stream(v1, events),
             sse=check_stream(sse, events),
-            pending_after=len(await h.pending()),
+            pending_after=await _pending_once_settled(h),
         )
 
 
@@ -375,7 +387,7 @@ async def poison_job(workdir: Path) -> Poison:
             replies=len(await h.terra_replies(chat, message_id)),
             agent_requests=requests,
             agent_requests_later=later,
-            pending_after=len(await h.pending()),
+            pending_after=await _pending_once_settled(h),
             next_message_answered=answered.data.get("content") == "still there?",
             seconds=elapsed(started),
         )
@@ -858,7 +870,8 @@ async def worker_sigterm(workdir: Path) -> WorkerSigterm:
         slow_reclaim = {"RECLAIM_MIN_IDLE_MS": "60000", "RECLAIM_INTERVAL_MS": "300"}
         leaving = await h.worker("leaving", SHUTDOWN_GRACE_SECONDS="0.5", **slow_reclaim)
         second = (
-            await post_message(gw.port, chat, "Long [[demo:tokens=200]] [[demo:delay=20]]")
+            # long enough (12 s) to be still streaming once the heir below has started
+            await post_message(gw.port, chat, "Long [[demo:tokens=600]] [[demo:delay=20]]")
         ).message_id
         await client.wait_for(lambda: len(client.chunks(second)) >= 2, what="chunks")
         await h.worker("heir", **slow_reclaim)
