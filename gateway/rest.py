@@ -234,12 +234,21 @@ async def get_transcript(request: web.Request) -> web.Response:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    """``GET /api/config``: public facts the page needs (demo mode, base path, starter prompts)."""
+    """``GET /api/config``: public facts the page needs (demo mode, base path, starter
+    prompts, the CAPTCHA's site key and script when the hook is on)."""
     settings = request.app[AppKeys.settings]
     return web.json_response(
         {
             "demoAgent": settings.demo_agent,
             "basePath": settings.base_path,
             "starterPrompts": starter_prompts(settings.content_dir),
+            # The CAPTCHA hook's public half: what the widget needs to show the challenge.
+            "captcha": {
+                "siteKey": settings.captcha_site_key,
+                "scriptUrl": settings.captcha_script_url,
+                "global": settings.captcha_script_global,
+            }
+            if settings.captcha_enabled
+            else None,
         }
     )

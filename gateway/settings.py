@@ -93,6 +93,14 @@ class GatewaySettings(BusSettings):
     captcha_verify_url: str | None = None
     captcha_secret: SecretStr | None = None
     captcha_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    #: What the widget needs to show the challenge (public; sent in GET /api/config when
+    #: the hook is on): the provider's site key, its script, and the global that script
+    #: defines with ``render(element, {sitekey, callback})`` (hcaptcha, turnstile, grecaptcha).
+    captcha_site_key: str | None = None
+    captcha_script_url: str | None = None
+    captcha_script_global: str = Field(
+        default="hcaptcha", pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$"
+    )
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -154,18 +162,24 @@ class GatewaySettings(BusSettings):
             raise ValueError("each secret needs at least 16 characters")
         return items
 
-    @field_validator("captcha_verify_url", "captcha_secret", mode="before")
+    @field_validator(
+        "captcha_verify_url",
+        "captcha_secret",
+        "captcha_site_key",
+        "captcha_script_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("captcha_verify_url")
+    @field_validator("captcha_verify_url", "captcha_script_url")
     @classmethod
     def _captcha_url(cls, value: str | None) -> str | None:
         if value is not None:
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("must be an http(s) URL of a siteverify endpoint")
+                raise ValueError("must be an http(s) URL")
         return value
 
     @model_validator(mode="after")
@@ -269,6 +283,14 @@ class GatewaySettings(BusSettings):
     def captcha_enabled(self) -> bool:
         """True when session creation needs a CAPTCHA answer."""
         return self.captcha_verify_url is not None
+
+    @property
+    def captcha_script_origin(self) -> str | None:
+        """The CAPTCHA script's origin (for the pages' CSP), when the hook is on."""
+        if not self.captcha_enabled or self.captcha_script_url is None:
+            return None
+        parts = urlsplit(self.captcha_script_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def session_secrets(self) -> list[bytes]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.errors import json_error
+from gateway.keys import AppKeys
 
 __all__ = ["STATIC_DIR", "content_security_policy", "serve_file", "static_asset"]
 
@@ -75,6 +76,19 @@ def content_security_policy(html: str) -> str:
     )
 
 
+def with_captcha(csp: str, origin: str | None) -> str:
+    """``csp`` that also lets the CAPTCHA provider's ``origin`` run its script and frames."""
+    if origin is None:
+        return csp
+    directives = []
+    for directive in csp.split("; "):
+        name = directive.split(" ", 1)[0]
+        if name in ("script-src", "style-src", "connect-src"):
+            directive = f"{directive} {origin}"
+        directives.append(directive)
+    return "; ".join([*directives, f"frame-src 'self' {origin}"])
+
+
 def _prepare(path: Path) -> _Prepared:
     stat = path.stat()
     version = (stat.st_mtime_ns, stat.st_size)
@@ -121,7 +135,9 @@ def _file_response(request: web.Request, path: Path, cache: str) -> web.Response
     if prepared.gzipped is not None:
         headers["Vary"] = "Accept-Encoding"
     if prepared.csp is not None:
-        headers["Content-Security-Policy"] = prepared.csp
+        settings = request.app.get(AppKeys.settings)
+        origin = settings.captcha_script_origin if settings is not None else None
+        headers["Content-Security-Policy"] = with_captcha(prepared.csp, origin)
         headers["Referrer-Policy"] = "no-referrer"
     matches = {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}
     if etag in matches or "*" in matches:

@@ -61,7 +61,14 @@ async def start(redis_server: RedisServer, **overrides: Any) -> TestServer:
 async def gateway(
     redis_server: RedisServer, verifier: tuple[FakeSiteVerify, str]
 ) -> AsyncIterator[TestServer]:
-    server = await start(redis_server, CAPTCHA_VERIFY_URL=verifier[1], CAPTCHA_SECRET=SECRET)
+    server = await start(
+        redis_server,
+        CAPTCHA_VERIFY_URL=verifier[1],
+        CAPTCHA_SECRET=SECRET,
+        CAPTCHA_SITE_KEY="public-site-key",
+        CAPTCHA_SCRIPT_URL="https://js.captcha.example/1/api.js?render=explicit",
+        CAPTCHA_SCRIPT_GLOBAL="turnstile",
+    )
     try:
         yield server
     finally:
@@ -137,5 +144,45 @@ async def test_off_by_default(redis_server: RedisServer) -> None:
         status, _, _ = await post_session(server, {"accessCode": ACCESS_CODE})
         assert status == 200
         assert (await get_messages(server, params={"accessCode": ACCESS_CODE}))[0] == 200
+    finally:
+        await server.close()
+
+
+async def get(server: TestServer, path: str) -> aiohttp.ClientResponse:
+    async with aiohttp.ClientSession() as s, s.get(server.make_url(path)) as r:
+        await r.read()
+        return r
+
+
+async def test_the_config_names_what_the_widget_needs_to_show_the_challenge(
+    gateway: TestServer,
+) -> None:
+    async with aiohttp.ClientSession() as s, s.get(gateway.make_url("/api/config")) as r:
+        config = await r.json()
+    assert config["captcha"] == {
+        "siteKey": "public-site-key",
+        "scriptUrl": "https://js.captcha.example/1/api.js?render=explicit",
+        "global": "turnstile",
+    }
+    assert SECRET not in str(config)
+
+
+async def test_the_pages_let_the_provider_script_and_frames_in(gateway: TestServer) -> None:
+    for path in ("/", "/terra"):
+        csp = (await get(gateway, path)).headers["Content-Security-Policy"]
+        directives = {d.split(" ", 1)[0]: d for d in csp.split("; ")}
+        assert "https://js.captcha.example" in directives["script-src"], csp
+        assert "https://js.captcha.example" in directives["frame-src"], csp
+        assert "https://js.captcha.example" in directives["connect-src"], csp
+
+
+async def test_without_the_hook_no_captcha_in_config_or_csp(redis_server: RedisServer) -> None:
+    server = await start(redis_server, CAPTCHA_SCRIPT_URL="https://js.captcha.example/api.js")
+    try:
+        async with aiohttp.ClientSession() as s, s.get(server.make_url("/api/config")) as r:
+            assert (await r.json())["captcha"] is None
+        csp = (await get(server, "/terra")).headers["Content-Security-Policy"]
+        assert "captcha.example" not in csp
+        assert "frame-src" not in csp
     finally:
         await server.close()

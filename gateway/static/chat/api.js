@@ -54,6 +54,10 @@ export class ChatApi {
   #exchange = null;
   /** The gateway predates POST /api/session (404): the code travels as before. */
   #noSessions = false;
+  /** With the CAPTCHA hook on: () => the visitor's one-time answer, or null (captcha.js). */
+  captchaAnswer = null;
+  /** Why the last POST /api/session failed (an HttpError), or null. */
+  sessionError = null;
 
   constructor(apiBase) {
     this.base = normalizeApiBase(apiBase);
@@ -203,16 +207,21 @@ export class ChatApi {
       response = await fetch(this.url("session"), {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ accessCode: code }),
+        body: JSON.stringify({ accessCode: code, captchaToken: this.captchaAnswer?.() ?? undefined }),
         cache: "no-store",
         credentials: "omit",
       });
     } catch {
+      this.sessionError = new HttpError(null, "Network error");
       return null;
     }
     if (response.status === 404 || response.status === 405) this.#noSessions = true;
     if (response.status === 401) this.#session = { code, invalid: true, until: Date.now() + 10000 };
-    if (!response.ok) return null;
+    if (!response.ok) {
+      this.sessionError = await errorFrom(response);
+      return null;
+    }
+    this.sessionError = null;
     try {
       const { token, expiresIn } = await response.json();
       const session = { code, token, expiresAt: Date.now() + Number(expiresIn) * 1000 };

@@ -8,6 +8,9 @@ export const COPY = {
   gateStartNew: "Start a new chat",
   gateChecking: "Checking the code…",
   codeRejected: "That access code was rejected. Double-check it and try again.",
+  captchaNeeded: "Please complete the check that you are a person.",
+  captchaUnavailable: "The check that you are a person can’t be shown right now. Please reload the page in a minute.",
+  gatewayUnreachable: "The chat can’t be reached right now. Please try again in a minute.",
   originRefused: "The chat isn’t set up for this website yet, so it can’t connect. Please let the site’s owner know.",
   lockedChain: "Enter the access code to reveal Terra’s internal status.",
 

@@ -83,6 +83,10 @@ export class ChatSession extends EventTarget {
   async start(accessCode) {
     const code = accessCode.trim();
     if (!code) return COPY.codeRejected;
+    if (this.api.captchaAnswer) {
+      // The CAPTCHA hook is on: the code alone opens nothing, so start the session now.
+      if (!(await this.api.token(code))) return describeSessionFailure(this.api.sessionError);
+    }
     try {
       await this.api.health(code);
     } catch (error) {
@@ -676,6 +680,14 @@ function normalizeToolStatus(status) {
   if (["done", "finished", "completed", "complete", "ok", "success", "succeeded", "result"].includes(status)) return "done";
   if (["error", "failed", "failure"].includes(status)) return "failed";
   return "running";
+}
+
+/** Why POST /api/session refused, as a sentence (the gateway's own for 403 and 503). */
+function describeSessionFailure(error) {
+  if (!error || error.status === 401) return COPY.codeRejected;
+  if (error.status === null) return COPY.gatewayUnreachable;
+  if (error.status === 403 || error.status === 503 || error.status === 429) return error.message || COPY.captchaNeeded;
+  return COPY.gatewayUnreachable;
 }
 
 /** Sort by creation time, then by event id (ties within one millisecond). */

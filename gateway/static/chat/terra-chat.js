@@ -9,6 +9,7 @@
 // "terra-chat:unread" (detail: {count}).
 
 import { BYO_COPY, BYO_CSS, ByoPanel } from "./byo.js";
+import { CaptchaStep, captchaUsable } from "./captcha.js";
 import { loadMarkdown } from "./content.js";
 import { COPY } from "./copy.js";
 import { ICONS } from "./icons.js";
@@ -84,7 +85,7 @@ export class TerraChatElement extends HTMLElement {
     this.session.addEventListener("change", (event) => this.#render(event.detail.parts));
     this.session.addEventListener("announce", (event) => this.#onReply(event.detail));
     loadMarkdown(this.assetBase).then(() => this.#rerenderAll());
-    this.#loadConfig();
+    this.configReady = this.#loadConfig();
     this.session.resume();
     this.#render(new Set(["all"]));
     const wasOpen = readStorage(sessionStorage, OPEN_KEY) === "1";
@@ -260,6 +261,7 @@ export class TerraChatElement extends HTMLElement {
         { onsubmit: (event) => this.#onGateSubmit(event), novalidate: true },
         el("label", { for: "terra-code", text: COPY.gateLabel }),
         ui.codeInput,
+        (ui.captchaSlot = el("slot", { name: "captcha", hidden: true })),
         ui.gateButton,
         ui.gateError,
       ),
@@ -688,7 +690,9 @@ export class TerraChatElement extends HTMLElement {
     this.ui.gateButton.disabled = true;
     this.ui.gateButton.textContent = COPY.gateChecking;
     this.ui.gateError.textContent = "";
+    await this.configReady; // knows whether a CAPTCHA answer must go with the code
     const error = await this.session.start(code);
+    this.captcha?.reset(); // an answer is good once; a new chat needs a new one
     this.ui.gateButton.textContent = COPY.gateStart;
     this.#syncGateButton();
     if (error) {
@@ -699,7 +703,33 @@ export class TerraChatElement extends HTMLElement {
   }
 
   #syncGateButton() {
-    this.ui.gateButton.disabled = !this.ui.codeInput.value.trim();
+    const unanswered = this.captcha ? !this.captcha.token : false;
+    this.ui.gateButton.disabled = !this.ui.codeInput.value.trim() || unanswered;
+  }
+
+  /**
+   * The gateway's CAPTCHA hook is on: show the provider's challenge in the gate (in a
+   * light-DOM child slotted into the form) and send its answer with the access code.
+   */
+  async #mountCaptcha(config) {
+    if (this.captcha) return;
+    if (!captchaUsable(config)) {
+      console.error("[terra-chat] the gateway asks for a CAPTCHA but names no site key or script (CAPTCHA_SITE_KEY, CAPTCHA_SCRIPT_URL)");
+      this.ui.gateError.textContent = COPY.captchaUnavailable;
+      return;
+    }
+    const holder = el("div", { slot: "captcha", class: "terra-chat-captcha" });
+    this.append(holder);
+    this.ui.captchaSlot.hidden = false;
+    this.captcha = new CaptchaStep(holder, config, () => this.#syncGateButton());
+    this.session.api.captchaAnswer = () => this.captcha?.take() ?? null;
+    this.#syncGateButton();
+    try {
+      await this.captcha.mount();
+    } catch (error) {
+      console.error("[terra-chat] could not show the CAPTCHA", error);
+      this.ui.gateError.textContent = COPY.captchaUnavailable;
+    }
   }
 
   /** Grow the composer with its text, up to COMPOSER_MAX_PX (then it scrolls). */
@@ -831,6 +861,7 @@ export class TerraChatElement extends HTMLElement {
       const config = await this.session.api.config();
       this.ui.demoNote.hidden = !config?.demoAgent;
       this.#renderStarters(config?.starterPrompts);
+      if (config?.captcha) this.#mountCaptcha(config.captcha);
     } catch {
       // No config route or gateway down: no note, no starters.
     }
