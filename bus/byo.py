@@ -5,8 +5,9 @@ transcript, stop and v1 frames work unchanged); what differs:
 
 - no job is enqueued: the gateway that accepted the message streams the answer from the
   visitor's provider and writes it with the usual chunk and finish scripts;
-- the chat's meta hash records ``mode = byo`` at the first message, and a chat that already
-  holds Terra's messages refuses BYO ones (:class:`ChatModeConflict`), and vice versa;
+- the chat's meta hash records ``mode`` (``byo``, or ``terra`` from Terra's accept script) in
+  the script that stores the first message, so a chat is one or the other even when two
+  first messages race; the other kind is refused (:class:`ChatModeConflict`);
 - one answer at a time per chat: ``byo_active`` (the visitor message being answered) and
   ``byo_until`` (a lease in Unix ms, renewed while the answer streams). A gateway that dies
   without finishing leaves the lease to lapse; the next message then ends that answer as
@@ -26,9 +27,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bus import scripts
-from bus.chatlog import ChatLog
+from bus.chatlog import ChatLog, client_tag
 from bus.errors import (
     BusError,
+    ChatModeConflict,
     QuotaExceeded,
     StorageFull,
     as_bus_error,
@@ -47,35 +49,36 @@ from bus.schemas import (
 __all__ = ["ByoAccepted", "ByoLog", "ChatModeConflict", "ReplyInProgress"]
 
 
-class ChatModeConflict(BusError):
-    """The chat is Terra's and the message is BYO, or the other way round."""
-
-    def __init__(self, mode: Literal["terra", "byo"]) -> None:
-        super().__init__(f"the chat is in {mode} mode")
-        self.mode = mode
-
-
 class ReplyInProgress(BusError):
     """A BYO answer is still being streamed in this chat."""
 
 
-#: The storage checks of Terra's accept script apply too: Redis's memory budget and the chat's
-#: byte cap (the message, its state and ``reply bytes`` reserved for the answer).
-#: KEYS: events, meta, messages, replies, memory.
+#: The storage checks of Terra's accept script apply too: Redis's memory budget, the chat's
+#: byte cap (the message, its state and ``reply bytes`` reserved for the answer) and the
+#: client's bytes per day, charged to the same counter as Terra's messages.
+#: The chat's mode is checked and set in this script, as Terra's accept script does
+#: (meta ``mode``; a chat with messages and no mode is Terra's, from before the field).
+#: KEYS: events, meta, messages, replies, memory, the client's bytes counter.
 #: ARGV: channel, message, state, maxlen, msg_maxlen, ttl_ms, message id, now_ms, lease_ms,
-#:       memory budget bytes (-1 off, 0 derived), budget fraction, chat bytes cap, reply bytes
+#:       memory budget bytes (-1 off, 0 derived), budget fraction, chat bytes cap, reply bytes,
+#:       client bytes per window, window ms
 #: -> {'new', message event id, orphan message id or ''} | {'terra'} | {'busy', message id}
-#:    | {'memory'} | {'chat_bytes'}
+#:    | {'memory'} | {'chat_bytes'} | {'client_bytes', retry ms}
 BYO_ACCEPT = (
     scripts._APPEND_FN
     + scripts._MEMORY_FN
     + """
 local mode = redis.call('HGET', KEYS[2], 'mode')
-if mode ~= 'byo' and redis.call('XLEN', KEYS[3]) > 0 then return {'terra'} end
+if mode == 'terra' or (mode ~= 'byo' and redis.call('XLEN', KEYS[3]) > 0) then
+  return {'terra'}
+end
 if over_budget(ARGV[10], ARGV[11]) then return {'memory'} end
 local size = #ARGV[2] + #ARGV[3] + tonumber(ARGV[13])
 if tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0') + size > tonumber(ARGV[12]) then
   return {'chat_bytes'}
+end
+if tonumber(redis.call('GET', KEYS[6]) or '0') + size > tonumber(ARGV[14]) then
+  return {'client_bytes', redis.call('PTTL', KEYS[6])}
 end
 local orphan = ''
 local active = redis.call('HGET', KEYS[2], 'byo_active')
@@ -87,6 +90,7 @@ end
 redis.call('HSET', KEYS[2], 'mode', 'byo', 'byo_active', ARGV[7],
   'byo_until', tonumber(ARGV[8]) + tonumber(ARGV[9]))
 redis.call('HINCRBY', KEYS[2], 'bytes', size)
+if redis.call('INCRBY', KEYS[6], size) == size then redis.call('PEXPIRE', KEYS[6], ARGV[15]) end
 local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
 append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
 refresh(ARGV[6])
@@ -134,15 +138,24 @@ class ByoLog:
         ]
 
     async def accept(
-        self, chat_id: str, content: str, *, provider: str, model: str, lease_ms: int
+        self,
+        chat_id: str,
+        content: str,
+        *,
+        provider: str,
+        model: str,
+        lease_ms: int,
+        client: str | None = None,
     ) -> ByoAccepted:
         """Store a BYO visitor message and set the chat ``processing``, in one script.
 
-        Raises :class:`ChatModeConflict` when the chat already holds Terra's messages,
-        :class:`ReplyInProgress` while another answer of this chat streams, and, as Terra's
-        accept does, :class:`StorageFull` and :class:`QuotaExceeded` ("chat").
+        Raises :class:`ChatModeConflict` when the chat is Terra's, :class:`ReplyInProgress`
+        while another answer of this chat streams, and, as Terra's accept does,
+        :class:`StorageFull` and :class:`QuotaExceeded` ("chat", or "client" past
+        ``client``'s bytes per day, counted with its Terra messages).
         """
         lim = self._log.limits
+        tag = client_tag(self._keys.prefix, client) if client else f"chat-{chat_id}"
         message = MessagePosted(
             id=str(uuid.uuid4()),
             chatId=chat_id,
@@ -157,7 +170,7 @@ class ByoLog:
         )
         try:
             result = await self._accept(
-                keys=self._chat_keys(chat_id)[:5],
+                keys=[*self._chat_keys(chat_id)[:5], f"{self._keys.queue_lane_prefix}{tag}:bytes"],
                 args=[
                     self._keys.chat_channel(chat_id),
                     encode(message),
@@ -172,6 +185,8 @@ class ByoLog:
                     lim.memory_budget_fraction,
                     lim.chat_max_bytes,
                     lim.reply_bytes_reserved,
+                    lim.client_bytes_per_window if client else 2**62,
+                    lim.client_bytes_window_ms,
                 ],
             )
         except RedisError as exc:
@@ -184,6 +199,8 @@ class ByoLog:
             raise StorageFull("Redis is above its memory budget for new messages")
         if result[0] == "chat_bytes":
             raise QuotaExceeded("chat")
+        if result[0] == "client_bytes":
+            raise QuotaExceeded("client", max(0, int(result[1])))
         return ByoAccepted(
             message=render_frame(encode(message), str(result[1])),
             orphan=str(result[2]) or None,
@@ -206,7 +223,7 @@ class ByoLog:
             mode, has_messages = await pipe.execute()
         if mode == "byo":
             return "byo"
-        return "terra" if has_messages else None
+        return "terra" if mode == "terra" or has_messages else None
 
     async def finish(
         self,

@@ -29,6 +29,7 @@ from bus import scripts
 from bus.chunk_pipeline import ChunkItem, ChunkResult, write_chunks
 from bus.errors import (
     BacklogFull,
+    ChatModeConflict,
     QuotaExceeded,
     ResumeGap,
     StorageFull,
@@ -219,8 +220,9 @@ class ChatLog:
         Raises, with nothing stored: :class:`StorageFull` above the memory budget,
         :class:`BacklogFull` when ``jobs_maxlen`` jobs are unfinished,
         :class:`TooManyWaiting` when ``queued_per_client`` of the client's jobs wait,
-        :class:`QuotaExceeded` past the client's bytes per window or the chat's bytes; and
-        :class:`BusUnavailable` if Redis cannot be reached.
+        :class:`QuotaExceeded` past the client's bytes per window or the chat's bytes,
+        :class:`ChatModeConflict` on a BYO chat; and :class:`BusUnavailable` if Redis cannot
+        be reached.
         """
         lim = self.limits
         message = MessagePosted(
@@ -279,6 +281,8 @@ class ChatLog:
             raise StorageFull("Redis is at its maxmemory") from exc
         except RedisError as exc:
             raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
+        if result[0] == "byo":
+            raise ChatModeConflict("byo")
         if result[0] == "memory":
             raise StorageFull("Redis is above its memory budget for new messages")
         if result[0] == "full":

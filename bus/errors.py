@@ -10,6 +10,7 @@
     │   └── StorageFull    Redis is above its memory budget: nothing was stored
     ├── TooManyWaiting     this client already has its cap of messages waiting
     ├── QuotaExceeded      this client's (or chat's) stored bytes are at their cap
+    ├── ChatModeConflict   the chat is Terra's and the message is BYO, or the other way round
     └── ResumeGap          a resume point is older than what the chat log retains
 
 Callers outside ``bus`` never see a ``redis`` exception: every public coroutine of the bus's
@@ -34,6 +35,7 @@ __all__ = [
     "BusError",
     "BusRejected",
     "BusUnavailable",
+    "ChatModeConflict",
     "QuotaExceeded",
     "ResumeGap",
     "SchemaError",
@@ -88,6 +90,14 @@ class QuotaExceeded(BusError):
         super().__init__(f"the {scope}'s storage quota is spent")
         self.scope = scope
         self.retry_after_ms = retry_after_ms
+
+
+class ChatModeConflict(BusError):
+    """Nothing was stored: the chat is ``mode`` ("terra" or "byo") and the message is not."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(f"the chat is in {mode} mode")
+        self.mode = mode
 
 
 class ResumeGap(BusError):

@@ -158,11 +158,21 @@ class GatewayBus(FrontEnd):
         return await self._byo.mode(chat_id)
 
     async def accept_byo_message(
-        self, chat_id: str, content: str, *, provider: str, model: str, lease_ms: int
+        self,
+        chat_id: str,
+        content: str,
+        *,
+        provider: str,
+        model: str,
+        lease_ms: int,
+        client: str | None = None,
     ) -> ByoAccepted:
-        """Store a BYO visitor message (no job); raises ChatModeConflict, ReplyInProgress."""
+        """Store a BYO visitor message (no job); raises ChatModeConflict, ReplyInProgress.
+
+        ``client`` is charged the message's bytes, as for Terra's (CLIENT_BYTES_PER_DAY).
+        """
         return await self._byo.accept(
-            chat_id, content, provider=provider, model=model, lease_ms=lease_ms
+            chat_id, content, provider=provider, model=model, lease_ms=lease_ms, client=client
         )
 
     async def renew_byo_lease(self, chat_id: str, message_id: str, lease_ms: int) -> bool:

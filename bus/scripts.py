@@ -179,7 +179,10 @@ end
 #:       window ms, chat bytes cap, reply bytes reserved (counted for the client only)
 #: -> {'new', message id, state id} | {'dup', "<id> <message json>"} | {'full'}
 #:    | {'memory'} | {'busy', jobs waiting in the lane} | {'client_bytes', retry ms}
-#:    | {'chat_bytes'}
+#:    | {'chat_bytes'} | {'byo'}
+#: A chat is Terra's or BYO from its first message (docs/protocol.md 9.10): the meta's
+#: ``mode`` is checked and set here, in the same script as the message (BYO_ACCEPT in
+#: bus.byo does the same), so two first messages racing on an empty chat never both land.
 #: Stored bytes (message, state and job JSON) are counted per client in a fixed window
 #: (``<lane prefix><client tag>:bytes``, with the reply's reservation) and per chat over
 #: its life (meta ``bytes``).
@@ -199,6 +202,7 @@ if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[6])
   if existing then return {'dup', existing} end
 end
+if redis.call('HGET', KEYS[2], 'mode') == 'byo' then return {'byo'} end
 if over_budget(ARGV[15], ARGV[16]) then return {'memory'} end
 local waiting = tonumber(redis.call('GET', KEYS[9]) or '0')
 if redis.call('XLEN', KEYS[7]) + waiting >= tonumber(ARGV[10]) then return {'full'} end
@@ -221,7 +225,7 @@ if redis.call('INCRBY', spent, charge) == charge then redis.call('PEXPIRE', spen
 redis.call('HINCRBY', KEYS[2], 'bytes', size)
 local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
 local sid = append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
-redis.call('HSET', KEYS[2], 'lane', tag)
+redis.call('HSET', KEYS[2], 'lane', tag, 'mode', 'terra')
 if redis.call('RPUSH', lane, ARGV[9]) == 1 then join(KEYS[8], KEYS[10], ARGV[12], tag) end
 redis.call('INCR', KEYS[9])
 if undelivered(KEYS[7], ARGV[11]) < 1 then

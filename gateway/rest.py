@@ -9,7 +9,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bus import BacklogFull, QuotaExceeded, StorageFull, TooManyWaiting, is_valid_chat_id
+from bus import (
+    BacklogFull,
+    ChatModeConflict,
+    QuotaExceeded,
+    StorageFull,
+    TooManyWaiting,
+    is_valid_chat_id,
+)
 from gateway.auth import require_code
 from gateway.errors import json_error
 from gateway.history import dumps, page_headers, read_page
@@ -117,8 +124,6 @@ async def post_message(request: web.Request) -> web.Response:
     ):
         raise json_error(400, "Invalid clientMessageId")
     await _chat_budget(request, chat_id)
-    if await bus.chat_mode(chat_id) == "byo":  # a chat is Terra's or BYO, never both
-        raise json_error(409, "This chat uses your own model. Start a new chat to talk to Terra.")
     try:
         accepted = await bus.accept_message(
             chat_id,
@@ -127,6 +132,10 @@ async def post_message(request: web.Request) -> web.Response:
             request_id=structlog.contextvars.get_contextvars().get("request_id"),
             client=client_of(request),
         )
+    except ChatModeConflict:  # checked in the accept script: a chat is Terra's or BYO
+        raise json_error(
+            409, "This chat uses your own model. Start a new chat to talk to Terra."
+        ) from None
     except StorageFull:
         log.warning("gateway.storage_full", chat_id=chat_id)
         raise busy(STORAGE_RETRY_AFTER_SECONDS) from None

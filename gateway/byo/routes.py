@@ -31,7 +31,8 @@ from gateway.byo.providers import MODEL_NAME, ByoProvider
 from gateway.errors import json_error
 from gateway.keys import AppKeys
 from gateway.limits import client_of
-from gateway.refusals import busy
+from gateway.metrics import GatewayMetrics
+from gateway.refusals import busy, too_many
 from gateway.rest import STORAGE_RETRY_AFTER_SECONDS, _chat_budget, chat_id_of, read_json_object
 from gateway.settings import GatewaySettings
 
@@ -149,7 +150,9 @@ async def post_byo_message(request: web.Request) -> web.Response:
         )
     try:  # the slot is given back unless an answer starts in it
         await _chat_budget(request, chat_id)
-        accepted = await _accept(bus, chat_id, content, provider, model, settings)
+        accepted = await _accept(
+            bus, chat_id, content, provider, model, settings, client, app[AppKeys.metrics]
+        )
     except BaseException:
         streams.release(client)
         raise
@@ -175,12 +178,20 @@ async def _accept(
     provider: ByoProvider,
     model: str,
     settings: GatewaySettings,
+    client: str,
+    metrics: GatewayMetrics,
 ) -> ByoAccepted:
-    """Store the visitor message (409s for a Terra chat or an answer in progress), and end
-    an earlier answer whose gateway died without ending it."""
+    """Store the visitor message (409s for a Terra chat or an answer in progress; the
+    client's daily bytes as for Terra's), and end an earlier answer whose gateway died
+    without ending it."""
     try:
         accepted = await bus.accept_byo_message(
-            chat_id, content, provider=provider.name, model=model, lease_ms=lease_ms(settings)
+            chat_id,
+            content,
+            provider=provider.name,
+            model=model,
+            lease_ms=lease_ms(settings),
+            client=client,
         )
     except ChatModeConflict:
         raise json_error(
@@ -193,10 +204,13 @@ async def _accept(
     except StorageFull:  # the same refusals as Terra's messages (gateway.rest)
         log.warning("gateway.storage_full", chat_id=chat_id)
         raise busy(STORAGE_RETRY_AFTER_SECONDS) from None
-    except QuotaExceeded:
-        raise json_error(
-            409, "This conversation is full. Please start a new chat to go on."
-        ) from None
+    except QuotaExceeded as exc:
+        metrics.rate_limited.labels(f"{exc.scope}-bytes").inc()
+        if exc.scope == "chat":
+            raise json_error(
+                409, "This conversation is full. Please start a new chat to go on."
+            ) from None
+        raise too_many("bytes", max(1, -(-exc.retry_after_ms // 1000))) from None
     if accepted.orphan is not None:
         await bus.finish_byo_reply(
             chat_id,

@@ -499,3 +499,84 @@ async def test_a_byo_chat_has_the_same_byte_cap_as_terra_s(
             assert "This conversation is full" in (await r.json())["error"]
     finally:
         await srv.close()
+
+
+async def test_racing_first_messages_never_store_both_modes(
+    redis_server: RedisServer, fake: FakeProvider
+) -> None:
+    """A Terra message and a BYO one posted together on an empty chat: the first stored fixes
+    the chat's mode in the same script, the other gets 409 (the mode check is no longer a
+    separate read before Terra's accept)."""
+    settings = byo_settings(
+        redis_server.url,
+        fake,
+        byo_streams_per_client=200,
+        rate_limit_max_per_ip=1000,
+        max_queued_per_client=200,  # no worker answers the Terra messages
+    )
+    srv = TestServer(create_app(settings))
+    await srv.start_server()
+    terra = {"accessCode": ACCESS_CODE, "content": "hi Terra"}
+    try:
+        async with aiohttp.ClientSession() as s:
+            for n in range(40):
+                chat = f"race-{n}"
+                t, b = await asyncio.gather(
+                    s.post(url(srv, f"/api/chat/{chat}/messages"), json=terra),
+                    send(s, srv, chat, "hi model"),
+                )
+                statuses = sorted([t.status, b.status])
+                assert statuses == [200, 409], (n, await t.text(), await b.text())
+                visitors = [m for m in await history(s, srv, chat) if m["sender"] == "Visitor"]
+                assert len(visitors) == 1, (n, visitors)
+                refused = t if t.status == 409 else b
+                assert "Start a new chat" in (await refused.json())["error"]
+    finally:
+        await srv.close()
+
+
+async def test_a_terra_message_on_a_byo_chat_is_refused_by_the_bus(
+    redis_server: RedisServer,
+) -> None:
+    """The Terra side of the mode check is inside its accept script: nothing is stored."""
+    from bus import ChatModeConflict
+
+    bus = open_gateway_bus(gateway_settings(redis_server.url))
+    try:
+        await bus.accept_byo_message("bus-b", "hi", provider="Fake AI", model="m", lease_ms=5000)
+        with pytest.raises(ChatModeConflict):
+            await bus.accept_message("bus-b", "hi Terra", client="203.0.113.9")
+        assert len(await bus.history("bus-b", 10)) == 1
+        assert await bus.chat_mode("bus-b") == "byo"
+        await bus.accept_message("bus-t", "hi Terra", client="203.0.113.9")
+        assert await bus.chat_mode("bus-t") == "terra"
+    finally:
+        await bus.aclose()
+
+
+async def test_byo_messages_spend_the_client_s_daily_bytes(
+    redis_server: RedisServer, fake: FakeProvider
+) -> None:
+    """CLIENT_BYTES_PER_DAY counts BYO messages (with their answer's reservation) like
+    Terra's, in the same counter: BYO is no way round the quota."""
+    settings = byo_settings(
+        redis_server.url, fake, client_bytes_per_day=40_000, reply_bytes_reserved=16_384
+    )
+    srv = TestServer(create_app(settings))
+    await srv.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await send(s, srv, "quota-1", "one")).status == 200
+            await answered(s, srv, "quota-1")
+            assert (await send(s, srv, "quota-2", "two")).status == 200
+            await answered(s, srv, "quota-2")
+            r = await send(s, srv, "quota-3", "three")
+            assert r.status == 429
+            assert "a lot of messages today" in (await r.json())["error"]
+            assert int(r.headers["Retry-After"]) > 3600
+            assert await history(s, srv, "quota-3") == []
+            terra = {"accessCode": ACCESS_CODE, "content": "hi Terra"}
+            r = await s.post(url(srv, "/api/chat/quota-4/messages"), json=terra)
+            assert r.status == 429
+    finally:
+        await srv.close()
