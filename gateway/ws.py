@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -53,23 +54,56 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     slots = request.app[AppKeys.sockets]
     client = client_of(request)
     slots.take(client)  # 429 (this client's share) or 503 (the process's), before upgrading
+    release = functools.partial(slots.give_back, client)
     try:
-        return await _serve(request, chat_id, after, v2=v2)
-    finally:
-        slots.give_back(client)
+        ws = await _serve(request, chat_id, after, v2=v2, release=release)
+    except BaseException:
+        release()
+        raise
+    if ws.life is None:  # closed at once; otherwise its life gives the slot back
+        release()
+    return ws
 
 
-def _socket(settings: GatewaySettings) -> web.WebSocketResponse:
+class _LiveSocket(web.WebSocketResponse):
+    """A WebSocket whose handler returns once the handshake is done.
+
+    aiohttp calls :meth:`write_eof` after the handler (and every middleware around it)
+    returned; the socket's life runs there. So no middleware's coroutine frame stays alive
+    for the hours a socket may stay open (about 2.4 KiB per socket).
+    """
+
+    # A slot, not an instance attribute: one more key in the response's __dict__ made
+    # aiohttp's next attribute write resize it (+1.5 KiB per socket).
+    __slots__ = ("life",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: The socket's life, run by :meth:`write_eof`; ``None`` once run (or when closed).
+        self.life: Callable[[], Awaitable[None]] | None = None
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        life, self.life = self.life, None
+        if life is not None:
+            await life()
+        await super().write_eof()
+
+
+def _socket(settings: GatewaySettings) -> _LiveSocket:
     # No permessage-deflate: frames are ~200 bytes, and a compressor per socket costs
     # ~120 KiB of memory (measured by benchmarks/fanout.py --ws-compress).
-    return web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat_seconds, max_msg_size=4096, compress=False
-    )
+    return _LiveSocket(heartbeat=settings.ws_heartbeat_seconds, max_msg_size=4096, compress=False)
 
 
 async def _serve(
-    request: web.Request, chat_id: str, after: str | None, *, v2: bool
-) -> web.WebSocketResponse:
+    request: web.Request,
+    chat_id: str,
+    after: str | None,
+    *,
+    v2: bool,
+    release: Callable[[], None],
+) -> _LiveSocket:
+    """Upgrade and start following the chat; the socket's life is left in ``ws.life``."""
     settings = request.app[AppKeys.settings]
     metrics = request.app[AppKeys.metrics]
     connections = request.app[AppKeys.connections]
@@ -89,23 +123,51 @@ async def _serve(
     log.info("gateway.ws_connected", chat_id=chat_id, v2=v2, resume=after is not None)
     try:
         session.spawn(session.follow(after or now or "0-0", verify=after is not None))
-        # This task only reads the client's frames (pongs, close); the feed writes the frames.
-        async for msg in ws:
-            if msg.type == WSMsgType.ERROR:
-                break
-    finally:
-        session.stop()
-        metrics.connections.labels("ws").dec()
-        connections.websockets.discard(ws)
-    code, reason = session.code or CloseCode.NORMAL, session.reason
-    if code == CloseCode.SLOW_CONSUMER:
-        metrics.slow_consumers.inc()
-    if not ws.closed:
-        if connections.closing:
-            code, reason = CloseCode.SERVICE_RESTART, b"Service restart"
-        await _close(request, ws, code, reason)
-    log.info("gateway.ws_closed", chat_id=chat_id, code=int(code))
+    except BaseException:
+        _ended(request, ws, session)
+        raise
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    ws.life = functools.partial(_live, request, ws, session, request_id, release)
     return ws
+
+
+async def _live(
+    request: web.Request,
+    ws: _LiveSocket,
+    session: _Session,
+    request_id: str | None,
+    release: Callable[[], None],
+) -> None:
+    """The socket's life: read the client's frames (pongs, close) until it ends.
+
+    The feed writes the frames; this task only reads. Runs after the middlewares returned.
+    """
+    if request_id is not None:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            _ended(request, ws, session)
+            release()
+        code, reason = session.code or CloseCode.NORMAL, session.reason
+        if code == CloseCode.SLOW_CONSUMER:
+            request.app[AppKeys.metrics].slow_consumers.inc()
+        if not ws.closed:
+            if request.app[AppKeys.connections].closing:
+                code, reason = CloseCode.SERVICE_RESTART, b"Service restart"
+            await _close(request, ws, code, reason)
+        log.info("gateway.ws_closed", chat_id=session.chat_id, code=int(code))
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _ended(request: web.Request, ws: web.WebSocketResponse, session: _Session) -> None:
+    session.stop()
+    request.app[AppKeys.metrics].connections.labels("ws").dec()
+    request.app[AppKeys.connections].websockets.discard(ws)
 
 
 async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
@@ -156,7 +218,7 @@ class _Session:
         self.code: CloseCode | None = None
         self.reason = b""
         self.listener: Listener | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None  # only while replaying
         settings = self.app[AppKeys.settings]
         meter = self.app[AppKeys.metrics].deliveries("ws", resumed=resumed)
         budget = SendBudget(request.transport, settings.socket_buffer_bytes)
@@ -167,8 +229,16 @@ class _Session:
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a replay as a task (cancelled by :meth:`stop`)."""
         task = asyncio.ensure_future(coro)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None
 
     async def follow(self, start: str, *, verify: bool) -> None:
         """Replay from ``start`` and hand the socket to the feed; ends the socket on failure."""
@@ -248,7 +318,7 @@ class _Session:
         if self.listener is not None:
             self.app[AppKeys.bus].close_listener(self.listener)
             self.listener = None
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
 
 

@@ -66,6 +66,9 @@ async def test_an_open_socket_holds_one_task_and_gets_live_frames_in_order(
         # does for the bare forwarder; the gateway adds none once a socket is live.
         ours = [t for t in asyncio.all_tasks() if not _aiohttp_task(t)]
         assert len(ours) - before <= 2, sorted(map(_name, ours))
+        # And no middleware's coroutine stays suspended for the socket's lifetime.
+        waiting = {name for t in asyncio.all_tasks() for name in _awaiting(t)}
+        assert not {n for n in waiting if "middleware" in n}, sorted(waiting)
 
         for chat in chats:
             for state in ("processing", "responded"):
@@ -79,6 +82,15 @@ async def test_an_open_socket_holds_one_task_and_gets_live_frames_in_order(
 
 def _name(task: asyncio.Task[object]) -> str:
     return getattr(task.get_coro(), "__qualname__", "?")
+
+
+def _awaiting(task: asyncio.Task[object]) -> list[str]:
+    """The qualified names of the coroutines suspended in ``task``, outermost first."""
+    names, coro = [], task.get_coro()
+    while coro is not None and hasattr(coro, "cr_await"):
+        names.append(getattr(coro, "__qualname__", "?"))
+        coro = coro.cr_await
+    return names
 
 
 def _aiohttp_task(task: asyncio.Task[object]) -> bool:
