@@ -71,6 +71,10 @@ def test_switch_to_your_own_model_and_chat(page: Page, byo_url: str) -> None:
     expect(fields).to_be_visible()
     expect(byo.locator(".byo-note")).to_contain_text("A new chat started")
     expect(widget.messages).to_have_count(0)
+    # The empty chat names who will answer: the visitor's provider, not Terra.
+    expect(widget.host.locator(".empty p")).to_have_text(
+        "Say hello: your model at Demo provider (offline) will answer here."
+    )
     expect(byo.locator(".byo-privacy")).to_contain_text("never stores or logs it")
     expect(byo.get_by_label("Model", exact=True)).to_have_value("terra-demo-offline")
 
@@ -87,6 +91,11 @@ def test_switch_to_your_own_model_and_chat(page: Page, byo_url: str) -> None:
     reply = widget.wait_reply()
     expect(reply.locator(".bubble")).to_have_text("Hello own model")
     expect(reply.locator(".tag.provider")).to_have_text(PROVIDER_TAG)
+    # Screen readers hear who answered, in the live region and on the stored answer.
+    expect(widget.announcer).to_have_text(
+        "Demo provider (offline) replied: Hello own model"
+    )
+    expect(reply.locator(".sr-only").first).to_have_text("Demo provider (offline) said:")
     saved = storage(page)
     assert KEY not in saved["local"]
     assert KEY not in saved["session"]  # memory only, until the visitor asks
@@ -124,6 +133,9 @@ def test_stop_works_for_your_own_model(page: Page, byo_url: str) -> None:
     expect(widget.typing.or_(widget.stream).first).to_be_visible(timeout=15_000)
     expect(widget.stop_button).to_be_visible(timeout=15_000)
     expect(widget.stream).to_be_visible()
+    expect(widget.stream.locator(".sr-only").first).to_have_text(
+        "Demo provider (offline) (streaming)"
+    )
     widget.stop_button.click()
     reply = widget.wait_reply()
     expect(reply.locator(".tag").first).to_be_visible()

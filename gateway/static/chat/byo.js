@@ -37,6 +37,9 @@ export const BYO_COPY = {
   placeholder: (name) => `Ask your model at ${name}…`,
   composerLabel: (name) => `Message to your model at ${name}`,
   typing: (name) => `${name} is typing…`,
+  emptyChat: (name) => `Say hello: your model at ${name} will answer here.`,
+  streamingLabel: (name) => `${name} (streaming)`,
+  liveAnnounce: (name, text) => `${name} replied: ${text}`,
 };
 
 /** The panel's rules, adopted with the widget's stylesheet (terra-chat.js): no inline styles. */

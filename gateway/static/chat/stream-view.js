@@ -29,8 +29,10 @@ export function settledLength(text) {
 }
 
 export class StreamView {
-  constructor({ onToggleThoughts }) {
+  /** `label()`: the screen-reader name of the bubble (who is answering); default Terra's. */
+  constructor({ onToggleThoughts, label = () => COPY.streamingLabel }) {
     this.onToggleThoughts = onToggleThoughts;
+    this.label = label;
     this.node = null;
   }
 
@@ -78,7 +80,7 @@ export class StreamView {
     this.node = el(
       "div",
       { class: "msg terra streaming" },
-      el("span", { class: "sr-only", text: COPY.streamingLabel }),
+      el("span", { class: "sr-only", text: this.label() }),
       this.body,
       this.drawerSlot,
     );

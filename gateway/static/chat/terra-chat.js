@@ -63,7 +63,11 @@ export class TerraChatElement extends HTMLElement {
     this.pinned = true;
     this.unread = 0;
     this.streamFrame = 0;
-    this.streamView = new StreamView({ onToggleThoughts: (id) => this.#toggleThoughts(id) });
+    this.streamView = new StreamView({
+      onToggleThoughts: (id) => this.#toggleThoughts(id),
+      // Who is answering, for screen readers: the visitor's provider in BYO mode (byo.js).
+      label: () => (this.byo?.assistantName ? BYO_COPY.streamingLabel(this.byo.assistantName) : COPY.streamingLabel),
+    });
     this.windowStart = null; // index in the timeline of the first item in the DOM
     this.bannerTimer = null;
     this.queuedTimer = null;
@@ -273,7 +277,8 @@ export class TerraChatElement extends HTMLElement {
     const ui = this.ui;
     ui.messages = el("ol", { class: "messages", "aria-label": "Conversation" });
     ui.starters = el("ul", { class: "starters", "aria-label": COPY.startersLabel, hidden: true });
-    ui.empty = el("div", { class: "empty" }, el("p", { text: COPY.emptyChat }), ui.starters);
+    ui.emptyText = el("p", { text: COPY.emptyChat });
+    ui.empty = el("div", { class: "empty" }, ui.emptyText, ui.starters);
     ui.earlier = el("button", { class: "load-earlier", type: "button", hidden: true, text: COPY.earlier, onclick: () => this.#showEarlier() });
     ui.streamSlot = el("div", {});
     ui.typing = el(
@@ -521,6 +526,7 @@ export class TerraChatElement extends HTMLElement {
     setIfChanged(this.ui.textarea, "placeholder", own ? BYO_COPY.placeholder(own) : placeholder);
     setIfChanged(this.ui.textarea, "ariaLabel", own ? BYO_COPY.composerLabel(own) : COPY.composerLabel);
     setIfChanged(this.ui.typingText, "textContent", own ? BYO_COPY.typing(own) : COPY.thinking);
+    setIfChanged(this.ui.emptyText, "textContent", own ? BYO_COPY.emptyChat(own) : COPY.emptyChat);
   }
 
   /** The one notice line (reconnecting, queued, couldn't answer...), rebuilt only when it changes. */
@@ -785,7 +791,10 @@ export class TerraChatElement extends HTMLElement {
 
   #onReply({ text, message }) {
     const cut = message?.status === "truncated" ? ` (${COPY.truncatedTag})` : "";
-    this.ui.announcer.textContent = COPY.liveAnnounce(plainSnippet(text)) + cut;
+    const snippet = plainSnippet(text);
+    // A BYO answer names the provider that wrote it (the Message's `provider`, 9.10).
+    const said = message?.provider ? BYO_COPY.liveAnnounce(message.provider, snippet) : COPY.liveAnnounce(snippet);
+    this.ui.announcer.textContent = said + cut;
     if (this.mode === "bubble" && !this.isOpen) this.#setUnread(this.unread + 1);
     this.dispatchEvent(new CustomEvent("terra-chat:message", { bubbles: true, composed: true, detail: message }));
   }

@@ -85,7 +85,7 @@ function renderTerra(item, { expanded, extras, onToggleThoughts, failure, onRetr
   return el(
     "li",
     { class: "msg terra" },
-    el("span", { class: "sr-only", text: "Terra said:" }),
+    el("span", { class: "sr-only", text: item.provider ? `${item.provider} said:` : "Terra said:" }),
     body,
     thoughtsDrawer({
       id: item.id,
