@@ -18,8 +18,8 @@ async def test_byo_writes_run_as_the_gateway_user(connect: Connect) -> None:  # 
     bus = GatewayBus(redis, BusSettings.model_validate({"redis_url": "rediss://unused"}))
     chat = f"acl-byo-{uuid.uuid4().hex[:8]}"
     accepted = await bus.accept_byo_message(
-        chat, "hello", provider="Fake AI", model="echo", lease_ms=10_000
-    )
+        chat, "hello", provider="Fake AI", model="echo", lease_ms=10_000, client="203.0.113.7"
+    )  # with a client, as the gateway calls it: its daily bytes counter is written too
     message_id = str(accepted.message["id"])
     assert await bus.chat_mode(chat) == "byo"
     assert await bus.renew_byo_lease(chat, message_id, 10_000)
