@@ -31,6 +31,7 @@
   var MODULES = [
     "terra-chat.js", "session.js", "api.js", "socket.js", "health.js", "status.js",
     "timeline.js", "stream-view.js", "content.js", "copy.js", "icons.js", "styles.js", "util.js", "byo.js",
+    "captcha.js",
   ];
   var LAUNCHER_CSS =
     ":host{all:initial!important;display:block!important;visibility:visible!important;opacity:1!important;" +
