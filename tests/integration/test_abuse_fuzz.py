@@ -6,7 +6,10 @@ Two generators against one real gateway process (with a real redis-server):
   valid and invalid data for every operation; about half the cases carry the real access
   code so the checks behind it are reached too;
 - a raw-socket generator of malformed request lines and headers (what no HTTP client
-  sends), seeded so a failure replays.
+  sends), seeded so a failure replays;
+- a raw-socket generator of malformed WebSocket frames after a real handshake (reserved
+  bits, unknown opcodes, unmasked or oversized frames, bad UTF-8, stray continuations,
+  bad close codes), also seeded.
 
 ``FUZZ_EXAMPLES`` (examples per operation, default 500) and ``FUZZ_RAW_REQUESTS`` (default
 5000) scale the run; the defaults send more than 10,000 requests in all. At the end the
@@ -15,12 +18,15 @@ gateway's log must hold no spelling of a secret and no traceback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import hypothesis
 import pytest
@@ -41,11 +47,12 @@ SECRET = "fuzz-secret-code-ä-0042"
 METRICS_SECRET = "fuzz-metrics-token-77"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
 RAW_REQUESTS = int(os.environ.get("FUZZ_RAW_REQUESTS", "5000"))
+WS_CONNECTIONS = int(os.environ.get("FUZZ_WS_CONNECTIONS", "300"))
 
 #: docs/openapi.yaml is a link to the document the gateway serves.
 DOCS_COPY_TARGET = (Path(__file__).parents[2] / "docs" / "openapi.yaml").resolve()
 #: Requests sent per generator, for the summary (and the figure in the report).
-SENT: dict[str, int] = {"schemathesis": 0, "raw": 0}
+SENT: dict[str, int] = {"schemathesis": 0, "raw": 0, "ws_frames": 0}
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +213,108 @@ async def test_malformed_request_lines_get_a_status(fuzz_gateway: Process) -> No
         assert response.status < 500, f"case {i}: {response.status} for {data!r}"
         assert b"\r\nHTTP/1." not in response.raw, f"case {i}: two status lines for {data!r}"
     print(f"\nraw fuzz statuses: {sorted(statuses.items())}")
+
+
+def _ws_frame(
+    payload: bytes, *, opcode: int, fin: bool = True, rsv: int = 0, mask: bool = True
+) -> bytes:
+    """One WebSocket frame exactly as given (a client must mask; this one may not)."""
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    size = len(payload)
+    bit = 0x80 if mask else 0
+    if size < 126:
+        head += bytes([bit | size])
+    elif size < 1 << 16:
+        head += bytes([bit | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + size.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _ws_junk(rng: random.Random) -> bytes:
+    """One frame a broken or hostile client might send."""
+    text = rng.choice(
+        [b'{"type":"ping"}', b"{", b"[" * 300, "² \\ud800".encode(), b"\xed\xa0\x80", b"x" * 5000]
+    )
+    kind = rng.randrange(10)
+    if kind == 0:
+        return _ws_frame(text, opcode=1)  # well formed text
+    if kind == 1:
+        return _ws_frame(text, opcode=rng.choice([3, 4, 5, 6, 7, 11, 12, 15]))  # unknown opcode
+    if kind == 2:
+        return _ws_frame(text, opcode=1, mask=False)  # a client frame must be masked
+    if kind == 3:
+        return _ws_frame(b"x" * rng.choice([126, 200]), opcode=9)  # control frame > 125 bytes
+    if kind == 4:
+        return _ws_frame(b"", opcode=rng.choice([8, 9, 10]), fin=False)  # fragmented control
+    if kind == 5:
+        return _ws_frame(text, opcode=0)  # a continuation with nothing to continue
+    if kind == 6:
+        code = rng.choice([0, 999, 1004, 1005, 1006, 2999, 5000, 65535])
+        return _ws_frame(code.to_bytes(2, "big") + rng.choice([b"", b"\xff"]), opcode=8)
+    if kind == 7:
+        return bytes([0x81, 0xFF]) + (1 << 62).to_bytes(8, "big") + os.urandom(4)  # 4 EiB
+    if kind == 8:
+        return _ws_frame(b"\xff\xfe" + text, opcode=1)  # invalid UTF-8 text
+    return _ws_frame(text[:20], opcode=1, fin=False)  # a fragment left open
+
+
+async def _ws_session(port: int, rng: random.Random) -> bytes:
+    """Handshake for real, send junk frames ending in one with reserved bits; all bytes back."""
+    chat = f"fuzz-ws-{rng.randrange(10**9)}"
+    code = quote(SECRET) if rng.random() < 0.8 else "wrong"
+    handshake = request_bytes(
+        "GET",
+        f"/api/chat?chatId={chat}&accessCode={code}&v=2",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
+    ).replace(b"Connection: close\r\n", b"")
+    frames = [_ws_junk(rng) for _ in range(rng.randrange(1, 6))]
+    frames.append(_ws_frame(b"{}", opcode=1, rsv=rng.choice([1, 2, 4])))  # always a protocol error
+    SENT["ws_frames"] += len(frames)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = b""
+    try:
+        writer.write(handshake)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            while b"\r\n\r\n" not in received:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return received
+                received += chunk
+            for frame in frames:
+                writer.write(frame)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            while chunk := await reader.read(65536):  # the server must close
+                received += chunk
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+    return received
+
+
+async def test_malformed_websocket_frames_end_in_a_close_not_a_500(fuzz_gateway: Process) -> None:
+    assert fuzz_gateway.port is not None
+    rng = random.Random(13)
+    upgraded = 0
+    for i in range(WS_CONNECTIONS):
+        received = await _ws_session(fuzz_gateway.port, rng)
+        status_line = received.split(b"\r\n", 1)[0]
+        assert status_line.startswith(b"HTTP/1.1 101"), f"connection {i}: {status_line!r}"
+        upgraded += 1
+        assert b"HTTP/1.1 5" not in received, f"connection {i}: a 5xx inside the socket"
+        health = await raw_request(fuzz_gateway.port, request_bytes("GET", "/healthz"))
+        assert health.status == 200, f"connection {i}: the gateway is unwell afterwards"
+    print(f"\nws fuzz: {upgraded} sockets, {SENT['ws_frames']} frames")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from gateway.app import create_app
 from gateway.openapi import OPENAPI_PATH
