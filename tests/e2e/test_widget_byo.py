@@ -92,9 +92,7 @@ def test_switch_to_your_own_model_and_chat(page: Page, byo_url: str) -> None:
     expect(reply.locator(".bubble")).to_have_text("Hello own model")
     expect(reply.locator(".tag.provider")).to_have_text(PROVIDER_TAG)
     # Screen readers hear who answered, in the live region and on the stored answer.
-    expect(widget.announcer).to_have_text(
-        "Demo provider (offline) replied: Hello own model"
-    )
+    expect(widget.announcer).to_have_text("Demo provider (offline) replied: Hello own model")
     expect(reply.locator(".sr-only").first).to_have_text("Demo provider (offline) said:")
     saved = storage(page)
     assert KEY not in saved["local"]
@@ -160,3 +158,20 @@ def test_the_byo_panel_has_no_axe_violations(browser: Browser, byo_url: str, the
         assert not found, f"axe violations ({theme}):\n{summary(found)}"
     finally:
         context.close()
+
+
+def test_a_failed_answer_from_your_own_model_names_the_provider(page: Page, byo_url: str) -> None:
+    """The notice line of a failed BYO answer blames the provider, not Terra's model."""
+    page.goto(byo_url + "terra")
+    widget = Widget(page)
+    widget.start_chat(ACCESS_CODE)
+    byo = widget.host.locator("section.byo")
+    byo.get_by_label("Your own model").check()
+    byo.get_by_label("API key").fill(KEY)
+    widget.send("Refuse me [[demo:http=401]]")
+    reply = widget.wait_reply()
+    expect(reply.locator(".bubble")).to_contain_text("did not accept your API key")
+    expect(widget.banner).to_contain_text(
+        "Demo provider (offline) could not answer; the reply says why."
+    )
+    expect(widget.banner).not_to_contain_text("Terra")

@@ -61,15 +61,19 @@ export function currentNotice({ connection, retrying, justReconnected, resyncing
     return null;
   }
   if (failedReply) {
-    const text = `Couldn’t answer. ${plainFailure(failedReply.detail)}`;
+    const text = `Couldn’t answer. ${plainFailure(failedReply.detail, failedReply.message?.provider)}`;
     return { kind: "error", text, action: "retryReply", details: failedReply.detail ?? null };
   }
   if (problem) return { kind: "warn", text: problem.text, details: problem.details ?? null, action: problem.action };
   return null;
 }
 
-/** A technical failure detail ("circuit_open: …", "server_error: HTTP 500") in plain words. */
-export function plainFailure(detail) {
+/**
+ * A technical failure detail ("circuit_open: …", "server_error: HTTP 500") in plain words.
+ * `provider`: the visitor's own model answered (docs/protocol.md 9.10); its reply says why.
+ */
+export function plainFailure(detail, provider = null) {
+  if (provider) return `${provider} could not answer; the reply says why.`;
   const text = String(detail ?? "");
   if (/circuit_open|unavailable|connect|timeout|timed out/i.test(text)) return "Her language model is unavailable for a moment.";
   if (/rate|429/i.test(text)) return "Terra is getting too many questions right now.";
