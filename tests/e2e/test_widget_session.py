@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 def test_no_url_carries_the_access_code(page: Page, system: RunningSystem) -> None:
     requests: list[Request] = []
     sockets: list[str] = []
+
     def on_request(request: Request) -> None:
         requests.append(request)
 
