@@ -226,7 +226,17 @@ class GatewayMetrics:
             self.frames_sent.labels(kind)
             self.frames_replayed.labels(kind)
             self.connections.labels(kind)
-        for scope in ("ip", "chat", "read", "stream", "failed-code"):
+        for scope in (
+            "ip",
+            "chat",
+            "read",
+            "stream",
+            "failed-code",
+            "queued",
+            "client-bytes",
+            "chat-bytes",
+            "byo",
+        ):
             self.rate_limited.labels(scope)
         for duplicate in ("false", "true"):
             self.messages_accepted.labels(duplicate)
