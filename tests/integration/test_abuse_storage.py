@@ -187,3 +187,27 @@ async def test_a_chat_past_its_bytes_gets_409_start_a_new_chat(
     finally:
         await server.close()
     assert len(await ChatLog(redis_client, KEYS).history("full", 100)) == 3
+
+
+async def test_a_chat_keeps_about_messages_maxlen_messages(
+    redis_server: RedisServer, redis_client: Redis
+) -> None:
+    """The per-chat cap in messages: past MESSAGES_MAXLEN the oldest go, the newest stay.
+    The trim is Redis's approximate one (``MAXLEN ~``): whole stream nodes go, so a chat
+    keeps at most MESSAGES_MAXLEN + stream-node-max-entries (100) messages."""
+    server = await serve(
+        redis_server.url,
+        messages_maxlen=10,
+        max_queued_per_client=1000,
+        client_bytes_per_day=10**9,
+        rate_limit_max_per_ip=10_000,
+        rate_limit_max_per_chat=10_000,
+    )
+    try:
+        statuses = {(await post(server, "long", content=f"m{i}"))[0] for i in range(250)}
+        assert statuses == {200}
+    finally:
+        await server.close()
+    kept = [m["content"] for m in await ChatLog(redis_client, KEYS).history("long", 1000)]
+    assert len(kept) <= 10 + 100
+    assert kept[-10:] == [f"m{i}" for i in range(240, 250)]
