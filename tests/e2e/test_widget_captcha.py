@@ -176,3 +176,27 @@ def test_without_the_hook_there_is_no_challenge(page: Page, system: RunningSyste
     widget = Widget(page)
     widget.start_chat(system.access_code)
     assert page.locator("terra-chat [slot='captcha']").count() == 0
+
+
+def test_a_page_refresh_resumes_without_a_new_answer(
+    page: Page, captcha_system: RunningSystem, provider: FakeProvider
+) -> None:
+    widget = open_gate(page, captcha_system)
+    widget.code_input.fill(captcha_system.access_code)
+    page.locator("terra-chat .fake-captcha-human").click()
+    widget.gate_button.click()
+    widget.wait_connected()
+    widget.send("Before the refresh [[demo:echo]]")
+    widget.wait_reply()
+    before = len(provider.forms)
+    page.reload()
+    widget = Widget(page)
+    expect(widget.launcher.or_(widget.root).first).to_be_attached()
+    if not widget.panel.is_visible():
+        widget.open()
+    widget.wait_connected()
+    expect(widget.terra).to_have_count(1)
+    expect(widget.textarea).to_be_visible()
+    widget.send("After the refresh [[demo:echo]]")
+    widget.wait_reply(2)
+    assert len(provider.forms) == before  # the session carried over: no second check

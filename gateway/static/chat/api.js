@@ -3,11 +3,16 @@
 // Every method throws HttpError: `status` is the HTTP status, or null when the gateway
 // could not be reached at all (network error, timeout). Callers turn that into copy.
 
-import { backoffDelay, sleep } from "./util.js";
+import { backoffDelay, readStorage, sleep, writeStorage } from "./util.js";
 
 const REQUEST_TIMEOUT_MS = 15000;
 /** A session token this close to its expiry is renewed before use. */
 const TOKEN_MARGIN_MS = 60000;
+/**
+ * The session token is kept for this tab like the access code (sessionStorage), so a page
+ * refresh needs no new exchange, which with the CAPTCHA hook on would need a new answer.
+ */
+const SESSION_STORAGE_KEY = "terrarium-session";
 export const HISTORY_LIMIT = 200;
 
 /** Sending a message: how often and how long to retry before giving up. */
@@ -61,6 +66,18 @@ export class ChatApi {
 
   constructor(apiBase) {
     this.base = normalizeApiBase(apiBase);
+    try {
+      const saved = JSON.parse(readStorage(sessionStorage, SESSION_STORAGE_KEY) ?? "null");
+      if (saved?.token && saved.expiresAt - Date.now() > TOKEN_MARGIN_MS) this.#session = saved;
+    } catch {
+      // Unreadable: start a new session when one is needed.
+    }
+  }
+
+  /** Remember (or, with null, forget) the session for this tab. */
+  #keep(session) {
+    this.#session = session;
+    writeStorage(sessionStorage, SESSION_STORAGE_KEY, session?.token ? JSON.stringify(session) : null);
   }
 
   /**
@@ -225,7 +242,7 @@ export class ChatApi {
     try {
       const { token, expiresIn } = await response.json();
       const session = { code, token, expiresAt: Date.now() + Number(expiresIn) * 1000 };
-      this.#session = session;
+      this.#keep(session);
       // Renew ahead of expiry, so a socket reconnecting later still has a token for its URL.
       setTimeout(() => {
         if (this.#session === session) this.#startSession(code);
@@ -252,7 +269,7 @@ export class ChatApi {
       return await this.#send(method, path, { ...options, query, body }, { Authorization: `Bearer ${token}` });
     } catch (error) {
       if (!(error instanceof HttpError && error.status === 401)) throw error;
-      if (this.#session?.token === token) this.#session = null; // expired or revoked: once more
+      if (this.#session?.token === token) this.#keep(null); // expired or revoked: once more
       const renewed = await this.token(code);
       if (!renewed) return this.#send(method, path, options, {});
       return this.#send(method, path, { ...options, query, body }, { Authorization: `Bearer ${renewed}` });
