@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bus import BusError
 from gateway.errors import json_error
-from gateway.keys import AppKeys
+from gateway.keys import AppKeys, RequestKeys
 from gateway.net import from_trusted_proxy
 from gateway.session_gate import AccessGate, code_is_valid, secret_bytes
 from gateway.settings import GatewaySettings
@@ -72,7 +72,11 @@ def _verdict(request: web.Request, candidate: object) -> str | None:
         if gate.codes_open_routes:
             return None
         return "Please start a session first (POST /api/session)"
-    return "Session expired" if expired else "Invalid access code"
+    if not expired:
+        return "Invalid access code"
+    if candidate in (None, ""):  # a stale tab, not a guess (gateway.limits)
+        request[RequestKeys.session_expired] = True
+    return "Session expired"
 
 
 def access_holds(request: web.Request, candidate: object) -> bool:

@@ -54,3 +54,6 @@ class RequestKeys:
     client = web.RequestKey("gateway.client", str)
     #: Set while the handler waits for the request body (a deadline then means a slow client).
     reading_body = web.RequestKey("gateway.reading_body", bool)
+    #: Set when the request was refused only for a genuine but expired session token
+    #: (no access code beside it): not a guess, so no failed-code attempt is spent.
+    session_expired = web.RequestKey("gateway.session_expired", bool)

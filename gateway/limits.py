@@ -107,7 +107,10 @@ def limits_middleware(families: Mapping[Callable[..., object], str]) -> Middlewa
 
 
 async def note_failed_code(request: web.Request) -> None:
-    """Spend one of the client's failed access-code attempts (WebSocket: before 1008)."""
+    """Spend one of the client's failed access-code attempts (WebSocket: before 1008);
+    none for a genuine but expired session token presented alone."""
+    if request.get(RequestKeys.session_expired):
+        return
     settings = request.app[AppKeys.settings]
     async with asyncio.timeout(settings.request_timeout_seconds):
         await request.app[AppKeys.bus].charge_failed_code(

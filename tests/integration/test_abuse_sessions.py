@@ -118,6 +118,30 @@ async def test_forged_and_expired_tokens_are_refused(gateway: TestServer) -> Non
         assert (r.status, await r.json()) == (401, {"error": "Session expired"})
 
 
+async def test_an_expired_token_spends_no_failed_code_attempt(redis_server: RedisServer) -> None:
+    """A tab left open past SESSION_TTL_SECONDS is not a guess: its genuine but expired
+    token gets 401 "Session expired" without using up the client's failed-code budget, while
+    a wrong code sent beside that token still counts (a stale token is no free pass)."""
+    server = await start(redis_server, rate_limit_failed_codes_per_ip=2)
+    try:
+        gate = server.app[AppKeys.gate]
+        code_id = gate.check_token(await token_for(server), time.time()).code_id
+        old, _ = gate.tokens.issue(code_id, time.time() - 2 * gate.tokens.ttl_seconds)
+        for _ in range(4):
+            assert await get_status(server, "/api/chat/s5/messages", bearer(old)) == 401
+        async with aiohttp.ClientSession() as s:
+            url = server.make_url(f"/api/chat?chatId=s5&token={old}")
+            async with s.ws_connect(url) as ws:
+                assert (await ws.receive(timeout=10)).data == 1008
+        assert await get_status(server, f"/api/health?accessCode={ACCESS_CODE}") == 200
+        wrong = "/api/chat/s5/messages?accessCode=wrong"
+        assert await get_status(server, wrong, bearer(old)) == 401
+        assert await get_status(server, wrong, bearer(old)) == 401
+        assert await get_status(server, wrong, bearer(old)) == 429
+    finally:
+        await server.close()
+
+
 async def test_a_token_signed_by_another_deployment_is_refused(
     gateway: TestServer, redis_server: RedisServer
 ) -> None:
