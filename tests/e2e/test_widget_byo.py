@@ -175,3 +175,31 @@ def test_a_failed_answer_from_your_own_model_names_the_provider(page: Page, byo_
         "Demo provider (offline) could not answer; the reply says why."
     )
     expect(widget.banner).not_to_contain_text("Terra")
+
+
+def test_byo_requests_carry_the_session_token_never_the_code(page: Page, byo_url: str) -> None:
+    """Like Terra's routes, the BYO ones (providers, models, messages) take the session
+    token in a header: the access code is in no URL and no body but POST /api/session's."""
+    requests: list[Any] = []
+    page.on("request", lambda r: requests.append(r) if "/api/" in r.url else None)
+    page.goto(byo_url + "terra")
+    widget = Widget(page)
+    widget.start_chat(ACCESS_CODE)
+    byo = widget.host.locator("section.byo")
+    byo.get_by_label("Your own model").check()
+    byo.get_by_label("API key").fill(KEY)
+    byo.get_by_role("button", name="List models").click()
+    expect(byo.locator(".byo-note")).to_contain_text("models listed")
+    widget.send("Hello own model [[demo:echo]]")
+    expect(widget.wait_reply().locator(".bubble")).to_have_text("Hello own model")
+    byo_requests = [r for r in requests if "/byo" in r.url]
+    paths = {r.url.split("?")[0].rsplit("/api/", 1)[1] for r in byo_requests}
+    assert {"byo/providers", "byo/models"} <= paths
+    assert any(p.endswith("/byo") for p in paths), paths
+    for request in requests:
+        if request.url.split("?")[0].endswith("/api/session"):
+            continue
+        assert ACCESS_CODE not in request.url, request.url
+        assert ACCESS_CODE not in (request.post_data or ""), request.url
+    for request in byo_requests:
+        assert request.headers.get("authorization", "").startswith("Bearer "), request.url

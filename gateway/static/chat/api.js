@@ -253,6 +253,19 @@ export class ChatApi {
     }
   }
 
+  /**
+   * GET an /api route's JSON through the session logic: the token in a header instead of
+   * `query.accessCode`, renewed once on 401 (for modules such as byo.js).
+   */
+  getJson(path, query = {}, { signal } = {}) {
+    return this.#json("GET", path, { query, signal });
+  }
+
+  /** POST JSON to an /api route and read its JSON; `body.accessCode` as in getJson. */
+  postJson(path, body, { signal } = {}) {
+    return this.#json("POST", path, { body, signal });
+  }
+
   #json(method, path, options) {
     return this.#request(method, path, { ...options, parse: (response) => response.json() });
   }

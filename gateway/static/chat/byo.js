@@ -157,35 +157,20 @@ export class ByoPanel {
     if (!apiKey) throw this.#fail(400, BYO_COPY.keyMissing);
     if (!model) throw this.#fail(400, BYO_COPY.modelMissing);
     const body = { accessCode, content, provider: this.#provider?.id, model, apiKey };
-    const response = await this.#post(`chat/${encodeURIComponent(chatId)}/byo`, body);
+    const answer = await this.#post(`chat/${encodeURIComponent(chatId)}/byo`, body);
     this.#note("");
-    return response.json();
+    return answer;
   }
 
+  /** POST through the Api's session logic (token, not code); failures noted in the panel. */
   async #post(path, body) {
-    let response;
     try {
-      response = await fetch(this.session.api.url(path), {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch {
-      throw this.#fail(null, "The chat server could not be reached. Please try again.");
+      return await this.session.api.postJson(path, body);
+    } catch (error) {
+      if (!(error instanceof HttpError)) throw error;
+      if (error.status === null) throw this.#fail(null, "The chat server could not be reached. Please try again.");
+      throw this.#fail(error.status, error.message);
     }
-    if (!response.ok) {
-      let message = `HTTP ${response.status}`;
-      try {
-        const payload = await response.json();
-        if (typeof payload?.error === "string") message = payload.error;
-      } catch {
-        // not JSON: keep the status
-      }
-      throw this.#fail(response.status, message);
-    }
-    return response;
   }
 
   #fail(status, message) {
@@ -203,11 +188,12 @@ export class ByoPanel {
       // Asked again at a later change while the gateway cannot answer (restarting, 5xx, 429).
       this.loading = true;
       try {
-        const response = await fetch(this.session.api.url("byo/providers", { accessCode }), { cache: "no-store", credentials: "omit" });
-        if (response.ok) this.providers = (await response.json()).providers ?? [];
-        if (response.ok || (response.status < 500 && response.status !== 429)) this.loadedFor = accessCode;
-      } catch {
-        // unreachable for now
+        this.providers = (await this.session.api.getJson("byo/providers", { accessCode })).providers ?? [];
+        this.loadedFor = accessCode;
+      } catch (error) {
+        // Unreachable, or a refusal that asking again would not change (a 4xx but 429).
+        const status = error instanceof HttpError ? error.status : null;
+        if (status !== null && status < 500 && status !== 429) this.loadedFor = accessCode;
       } finally {
         this.loading = false;
       }
@@ -251,12 +237,11 @@ export class ByoPanel {
     const apiKey = this.ui.key.value.trim();
     if (!apiKey) return this.#note(BYO_COPY.keyMissing);
     try {
-      const response = await this.#post("byo/models", {
+      const { models = [] } = await this.#post("byo/models", {
         accessCode: this.session.accessCode,
         provider: this.#provider?.id,
         apiKey,
       });
-      const { models = [] } = await response.json();
       this.ui.models.replaceChildren(...models.map((m) => el("option", { value: m })));
       this.#note(BYO_COPY.modelsLoaded(models.length));
     } catch {
