@@ -18,9 +18,9 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from bus import EventRecord, SlowConsumer
-from bus.schemas import EVENT_TYPES_V1
 from gateway.backpressure import SendBudget
 from gateway.metrics import DeliveryMeter
+from gateway.streaming import v1_frame
 
 __all__ = ["SocketOutbox", "frame_payload", "text_frame"]
 
@@ -41,22 +41,8 @@ def text_frame(payload: bytes) -> bytes:
 
 def frame_payload(record: EventRecord, v2: bool) -> bytes | None:
     """The frame a v2 (or v1) client gets for ``record`` as UTF-8 JSON; ``None``: none."""
-    if v2 or record.type in EVENT_TYPES_V1:
-        return orjson.dumps(record.frame())
-    if record.type == "streamReset":  # v1 clients clear their streaming bubble
-        fields = record.fields
-        return orjson.dumps(
-            {
-                "type": "assistantChunk",
-                "chatId": fields.get("chatId"),
-                "content": "",
-                "done": True,
-                "emittedAt": fields.get("emittedAt"),
-                "replyTo": fields.get("replyTo"),
-                "eventId": record.event_id,
-            }
-        )
-    return None
+    frame = record.frame() if v2 else v1_frame(record)
+    return None if frame is None else orjson.dumps(frame)
 
 
 class _FrameCache:

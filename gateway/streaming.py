@@ -20,6 +20,7 @@ __all__ = [
     "handshake_point",
     "parse_resume_point",
     "run_until_stalled",
+    "v1_frame",
     "v1_frame_json",
 ]
 
@@ -88,26 +89,33 @@ async def follow_frames(
             verify = False
 
 
-def v1_frame_json(record: EventRecord) -> str | None:
-    """The frame a v1 client gets for ``record``, or ``None`` when it gets none."""
+def v1_frame(record: EventRecord) -> dict[str, Any] | None:
+    """The frame a v1 client gets for ``record``, or ``None`` when it gets none (protocol
+    9.7): its own frame for the original types; a ``streamReset`` becomes an empty
+    ``assistantChunk`` with ``done: true``, which clears the streaming bubble. The one v1
+    translation, shared by the WebSocket (:mod:`gateway.outbox`) and SSE encoders."""
     if record.type in EVENT_TYPES_V1:
-        return record.frame_json()
+        return record.frame()
     if record.type == "streamReset":
         fields = record.fields
-        return json.dumps(
-            {
-                "type": "assistantChunk",
-                "chatId": fields.get("chatId"),
-                "content": "",
-                "done": True,
-                "emittedAt": fields.get("emittedAt"),
-                "replyTo": fields.get("replyTo"),
-                "eventId": record.event_id,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        return {
+            "type": "assistantChunk",
+            "chatId": fields.get("chatId"),
+            "content": "",
+            "done": True,
+            "emittedAt": fields.get("emittedAt"),
+            "replyTo": fields.get("replyTo"),
+            "eventId": record.event_id,
+        }
     return None
+
+
+def v1_frame_json(record: EventRecord) -> str | None:
+    """:func:`v1_frame` as JSON text (the original types' frames encoded once)."""
+    if record.type in EVENT_TYPES_V1:
+        return record.frame_json()
+    frame = v1_frame(record)
+    return None if frame is None else json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
 async def handshake_point(app: web.Application, chat_id: str, *, v2: bool = True) -> str:
