@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
+from bus import QuotaExceeded, StorageFull
 from gateway.errors import json_error
+from gateway.metrics import GatewayMetrics
 
-__all__ = ["RETRY_SOCKET_SECONDS", "busy", "seconds_text", "too_many"]
+__all__ = [
+    "RETRY_SOCKET_SECONDS",
+    "STORAGE_RETRY_AFTER_SECONDS",
+    "busy",
+    "seconds_text",
+    "storage_refusal",
+    "too_many",
+]
+
+log = structlog.get_logger("gateway.refusals")
 
 #: A client at its socket cap (or a full process) is asked to come back after this long.
 RETRY_SOCKET_SECONDS = 10
+#: Redis above its memory budget for new messages: the visitor tries again after this long.
+STORAGE_RETRY_AFTER_SECONDS = 60
 
 _SENTENCES = {
     "post": "You are sending messages too quickly.",
@@ -50,3 +64,18 @@ def busy(retry_after_seconds: int) -> web.HTTPException:
         f"Please try again in {seconds_text(retry_after_seconds)}.",
         headers={"Retry-After": str(retry_after_seconds)},
     )
+
+
+def storage_refusal(
+    exc: StorageFull | QuotaExceeded, metrics: GatewayMetrics, chat_id: str
+) -> web.HTTPException:
+    """The answer to a message the bus would not store, for Terra's and BYO routes alike:
+    503 busy (Redis full), 409 (the chat's bytes are spent) or 429 (the client's bytes for
+    the day), each quota refusal counted in ``terrarium_rate_limited_total``."""
+    if isinstance(exc, QuotaExceeded):
+        metrics.rate_limited.labels(f"{exc.scope}-bytes").inc()
+        if exc.scope == "chat":
+            return json_error(409, "This conversation is full. Please start a new chat to go on.")
+        return too_many("bytes", max(1, -(-exc.retry_after_ms // 1000)))
+    log.warning("gateway.storage_full", chat_id=chat_id)
+    return busy(STORAGE_RETRY_AFTER_SECONDS)

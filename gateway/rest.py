@@ -22,7 +22,7 @@ from gateway.errors import json_error
 from gateway.history import dumps, page_headers, read_page
 from gateway.keys import AppKeys, RequestKeys
 from gateway.limits import client_of
-from gateway.refusals import busy, seconds_text, too_many
+from gateway.refusals import seconds_text, storage_refusal, too_many
 from gateway.starters import starter_prompts
 
 __all__ = [
@@ -42,8 +42,6 @@ _MESSAGE_ID = _CLIENT_MESSAGE_ID
 _LIMIT = re.compile(r"[0-9]{1,6}", re.ASCII)
 #: When the jobs backlog is full, visitors are asked to come back after this long.
 BACKLOG_RETRY_AFTER_SECONDS = 30
-#: Above Redis's memory budget, visitors are asked to come back after this long.
-STORAGE_RETRY_AFTER_SECONDS = 60
 #: A client with its cap of messages waiting is asked to come back after this long.
 QUEUED_RETRY_AFTER_SECONDS = 10
 
@@ -136,16 +134,8 @@ async def post_message(request: web.Request) -> web.Response:
         raise json_error(
             409, "This chat uses your own model. Start a new chat to talk to Terra."
         ) from None
-    except StorageFull:
-        log.warning("gateway.storage_full", chat_id=chat_id)
-        raise busy(STORAGE_RETRY_AFTER_SECONDS) from None
-    except QuotaExceeded as exc:
-        request.app[AppKeys.metrics].rate_limited.labels(f"{exc.scope}-bytes").inc()
-        if exc.scope == "chat":
-            raise json_error(
-                409, "This conversation is full. Please start a new chat to go on."
-            ) from None
-        raise too_many("bytes", max(1, -(-exc.retry_after_ms // 1000))) from None
+    except (StorageFull, QuotaExceeded) as exc:
+        raise storage_refusal(exc, request.app[AppKeys.metrics], chat_id) from None
     except TooManyWaiting as exc:
         request.app[AppKeys.metrics].rate_limited.labels("queued").inc()
         raise too_many("queued", QUEUED_RETRY_AFTER_SECONDS, count=exc.waiting) from None

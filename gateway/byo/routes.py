@@ -32,8 +32,8 @@ from gateway.errors import json_error
 from gateway.keys import AppKeys
 from gateway.limits import client_of
 from gateway.metrics import GatewayMetrics
-from gateway.refusals import busy, too_many
-from gateway.rest import STORAGE_RETRY_AFTER_SECONDS, _chat_budget, chat_id_of, read_json_object
+from gateway.refusals import storage_refusal
+from gateway.rest import _chat_budget, chat_id_of, read_json_object
 from gateway.settings import GatewaySettings
 
 __all__ = ["close_streams", "get_providers", "http_context", "post_byo_message", "post_models"]
@@ -201,16 +201,8 @@ async def _accept(
         raise json_error(
             409, "An answer is still being written in this chat. Wait for it or stop it first."
         ) from None
-    except StorageFull:  # the same refusals as Terra's messages (gateway.rest)
-        log.warning("gateway.storage_full", chat_id=chat_id)
-        raise busy(STORAGE_RETRY_AFTER_SECONDS) from None
-    except QuotaExceeded as exc:
-        metrics.rate_limited.labels(f"{exc.scope}-bytes").inc()
-        if exc.scope == "chat":
-            raise json_error(
-                409, "This conversation is full. Please start a new chat to go on."
-            ) from None
-        raise too_many("bytes", max(1, -(-exc.retry_after_ms // 1000))) from None
+    except (StorageFull, QuotaExceeded) as exc:  # the same answers as Terra's messages
+        raise storage_refusal(exc, metrics, chat_id) from None
     if accepted.orphan is not None:
         await bus.finish_byo_reply(
             chat_id,
