@@ -46,6 +46,9 @@ Quirks of real servers (issue 16), on for every request by ``DemoAgentConfig.qui
 - ``no_health``: ``GET /health`` is 404 (llama-cpp-python has no such route).
 - ``hide_context_length``: ``/v1/models`` does not say ``max_model_len`` (llama-cpp-python).
 - ``no_tokenizer``: the tokenize routes are 404 (servers with no tokenizer route).
+- ``interrupt_requests``: any request that touches the model (a completion, ``/v1/models``,
+  a tokenize route) while a stream is open ends that stream with ``data: [DONE]`` and no
+  finish reason (llama-cpp-python's default ``interrupt_requests``).
 
 Context limit (``DemoAgentConfig.context_tokens``, ``--context-tokens`` or
 ``[[demo:context=N]]``): prompt tokens (a quarter of each message's characters plus 4 per
@@ -193,6 +196,8 @@ class DemoAgentState:
     failures: deque[InjectedFailure] = field(default_factory=deque)
     queue_length: int = 0
     streams: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
+    #: Requests that touched the model (the ``interrupt_requests`` quirk watches it).
+    model_requests: int = 0
     started: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -297,6 +302,7 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     except _BadRequest as exc:
         return _error_response(400, str(exc))
     state.requests.append(body)
+    state.model_requests += 1
     if state.health_status == "down":
         return _error_response(503, "demo agent is down (set by POST /_demo/health)")
     try:
@@ -438,6 +444,7 @@ async def _stream(
     else:
         stop_at = len(deltas)
     stall_at = min(len(deltas), max(1, len(deltas) // 2))
+    seen = state.model_requests
     try:
         await response.prepare(request)
         await response.write(frame({"role": "assistant", "content": ""}))
@@ -446,6 +453,10 @@ async def _stream(
                 await asyncio.sleep(plan.stall_seconds)
             if delay:
                 await asyncio.sleep(delay)
+            if "interrupt_requests" in state.quirks and state.model_requests != seen:
+                await response.write(b"data: [DONE]\n\n")  # llama-cpp-python's interruption
+                await response.write_eof()
+                return response
             await response.write(frame(delta))
         if plan.failure == "error":
             message = "demo: injected failure in the middle of the stream"
@@ -520,6 +531,7 @@ async def _models(request: web.Request) -> web.Response:
     model = request.app[CONFIG_KEY].model
     started = request.app[STATE_KEY].started
     state = request.app[STATE_KEY]
+    state.model_requests += 1
     entry: dict[str, Any] = {"id": model, "object": "model", "created": started, "owned_by": "vllm"}
     if state.context_tokens is not None and "hide_context_length" not in state.quirks:
         entry["max_model_len"] = state.context_tokens
@@ -543,6 +555,7 @@ async def _tokenize(request: web.Request) -> web.Response:
     """vLLM's and llama.cpp's ``/tokenize``, llama-cpp-python's ``/extras/tokenize/count``."""
     if "no_tokenizer" in request.app[STATE_KEY].quirks:
         raise web.HTTPNotFound()
+    request.app[STATE_KEY].model_requests += 1
     try:
         _, body = await _read_json_object(request)
     except _BadRequest as exc:

@@ -48,6 +48,7 @@ Quirk = Literal[
     "no_health",
     "hide_context_length",
     "no_tokenizer",
+    "interrupt_requests",
 ]
 QUIRKS: tuple[Quirk, ...] = get_args(Quirk)
 

@@ -26,6 +26,10 @@ the ``llm`` node's detail says so while the worker answers without tools.
 
 ``/v1/models`` is also read once per reachable period for the model's context length
 (vLLM's ``max_model_len``): :attr:`HealthMonitor.context_tokens`, for the prompt budget.
+
+While an answer streams (``busy``), a round sends nothing: a streaming answer proves the
+server is up, and llama-cpp-python (its default ``interrupt_requests``) ends the stream in
+flight when any request that touches the model arrives, ``/v1/models`` included.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class HealthMonitor:
         models_url: str | None = None,
         model: str | None = None,
         tool_probe: Callable[[], Awaitable[bool | None]] | None = None,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.agent_client = agent
         self.health_url = health_url
@@ -130,6 +135,8 @@ class HealthMonitor:
         #: Asks the server whether it takes tools on a stream (None: the worker has no tools).
         self.tool_probe = tool_probe
         self._tools_probed = False
+        #: True while an answer streams from the server: the round is skipped.
+        self.busy = busy
         self._llm_checked: float | None = None
         self._unreachable = True
 
@@ -143,6 +150,8 @@ class HealthMonitor:
 
     async def check(self, session: aiohttp.ClientSession) -> None:
         """One round: the cheap probe, then the inference probe when due (module doc)."""
+        if self.busy():
+            return  # an answer is streaming: it speaks for the server (module doc)
         self.agent = await self.probe_agent(session)
         if self.agent.status == "offline":
             self._unreachable = True
@@ -155,7 +164,7 @@ class HealthMonitor:
                     detail=f"network: agent unreachable ({self.agent.detail})",
                     checkedAt=iso_now(),
                 )
-        else:
+        elif not self.busy():  # (an answer may have started meanwhile)
             if not self._models_read:
                 await self._read_models(session)
             if self._inference_probe_due():

@@ -99,6 +99,7 @@ class Worker:
                 if tools is not None and settings.max_tool_rounds > 1
                 else None
             ),
+            busy=lambda: self.agent.streams_open > 0,
         )
         self.agent.on_tool_support = self.health.record_tool_support
         self.tools = tools

@@ -135,6 +135,8 @@ class AgentClient:
         self.tools_streamed: bool | None = None
         #: True once the server refused tool turns and took them as text.
         self.tool_turns_as_text = False
+        #: Answer streams open now (the health monitor holds its probes meanwhile).
+        self.streams_open = 0
         #: Told what was learnt about tool support (the health monitor's detail).
         self.on_tool_support: Callable[[bool], None] | None = None
         self.max_attempts = max_attempts
@@ -352,6 +354,7 @@ class AgentClient:
         calls: dict[int, dict[str, Any]] = {}
         events = 0
         stream = self._streamer.events(orjson.dumps(request))
+        self.streams_open += 1
         try:
             async for chunk in stream:
                 events += 1
@@ -390,6 +393,7 @@ class AgentClient:
                         turn.stopped = True
                         break
         finally:
+            self.streams_open -= 1
             await stream.aclose()
         if not turn.stopped and turn.finish_reason is None:
             if events == 0:

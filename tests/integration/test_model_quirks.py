@@ -332,3 +332,21 @@ async def test_a_tool_round_on_a_strict_template_still_gets_an_answer(
     assert learnt
     # refused once with tool roles, then always sent as text
     assert sum(1 for r in asked if "tool" in roles(r)) == 1
+
+
+async def test_health_probes_do_not_interrupt_an_answer_on_a_single_slot_server(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    """Found by the real-model tier: llama-cpp-python ends the stream in flight with
+    ``[DONE]`` when any request touching the model arrives (its default
+    ``interrupt_requests``), ``GET /v1/models`` included, so the health probe every few
+    seconds cut every longer answer, and each retry again."""
+    config = DemoAgentConfig(
+        token_delay_ms=20, quirks=frozenset({"no_health", "interrupt_requests"})
+    )
+    async with run_demo_agent(config) as url:
+        settings = fast_settings(redis_server.url, url, status_poll_interval_seconds=0.1)
+        async with Worker(settings):
+            reply = await ask(chatlog, "slot", "tell me a story [[demo:tokens=60]]")
+    assert "status" not in reply, reply
+    assert reply["content"].strip()
