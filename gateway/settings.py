@@ -101,6 +101,10 @@ class GatewaySettings(BusSettings):
     captcha_script_global: str = Field(
         default="hcaptcha", pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$"
     )
+    #: Sources the gateway's own pages allow for the provider (script, frame, style and
+    #: connect), comma-separated; unset: the script's origin. hCaptcha needs
+    #: ``https://hcaptcha.com,https://*.hcaptcha.com``; reCAPTCHA also ``https://www.gstatic.com``.
+    captcha_csp_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -187,6 +191,15 @@ class GatewaySettings(BusSettings):
         if (self.captcha_verify_url is None) != (self.captcha_secret is None):
             raise ValueError("CAPTCHA_VERIFY_URL and CAPTCHA_SECRET go together")
         return self
+
+    @field_validator("captcha_csp_sources", mode="before")
+    @classmethod
+    def _csp_sources(cls, value: object) -> object:
+        items = _split(value)
+        source = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+        if isinstance(items, list) and not all(source.match(str(item)) for item in items):
+            raise ValueError("each source must look like https://host or https://*.host")
+        return items
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -285,12 +298,16 @@ class GatewaySettings(BusSettings):
         return self.captcha_verify_url is not None
 
     @property
-    def captcha_script_origin(self) -> str | None:
-        """The CAPTCHA script's origin (for the pages' CSP), when the hook is on."""
-        if not self.captcha_enabled or self.captcha_script_url is None:
-            return None
+    def captcha_csp(self) -> list[str]:
+        """Sources the pages' CSP allows for the CAPTCHA provider (none when the hook is off)."""
+        if not self.captcha_enabled:
+            return []
+        if self.captcha_csp_sources:
+            return self.captcha_csp_sources
+        if self.captcha_script_url is None:
+            return []
         parts = urlsplit(self.captcha_script_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return [f"{parts.scheme}://{parts.netloc}"]
 
     @property
     def session_secrets(self) -> list[bytes]:

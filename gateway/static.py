@@ -76,10 +76,11 @@ def content_security_policy(html: str) -> str:
     )
 
 
-def with_captcha(csp: str, origin: str | None) -> str:
-    """``csp`` that also lets the CAPTCHA provider's ``origin`` run its script and frames."""
-    if origin is None:
+def with_captcha(csp: str, sources: list[str]) -> str:
+    """``csp`` that also lets the CAPTCHA provider's ``sources`` run its script and frames."""
+    if not sources:
         return csp
+    origin = " ".join(sources)
     directives = []
     for directive in csp.split("; "):
         name = directive.split(" ", 1)[0]
@@ -136,8 +137,8 @@ def _file_response(request: web.Request, path: Path, cache: str) -> web.Response
         headers["Vary"] = "Accept-Encoding"
     if prepared.csp is not None:
         settings = request.app.get(AppKeys.settings)
-        origin = settings.captcha_script_origin if settings is not None else None
-        headers["Content-Security-Policy"] = with_captcha(prepared.csp, origin)
+        sources = settings.captcha_csp if settings is not None else []
+        headers["Content-Security-Policy"] = with_captcha(prepared.csp, sources)
         headers["Referrer-Policy"] = "no-referrer"
     matches = {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}
     if etag in matches or "*" in matches:

@@ -186,3 +186,30 @@ async def test_without_the_hook_no_captcha_in_config_or_csp(redis_server: RedisS
         assert "frame-src" not in csp
     finally:
         await server.close()
+
+
+async def test_the_csp_sources_can_be_named(
+    redis_server: RedisServer, verifier: tuple[FakeSiteVerify, str]
+) -> None:
+    server = await start(
+        redis_server,
+        CAPTCHA_VERIFY_URL=verifier[1],
+        CAPTCHA_SECRET=SECRET,
+        CAPTCHA_SCRIPT_URL="https://js.hcaptcha.com/1/api.js",
+        CAPTCHA_CSP_SOURCES="https://hcaptcha.com, https://*.hcaptcha.com",
+    )
+    try:
+        csp = (await get(server, "/terra")).headers["Content-Security-Policy"]
+        directives = {d.split(" ", 1)[0]: d for d in csp.split("; ")}
+        for name in ("script-src", "frame-src", "style-src", "connect-src"):
+            assert "https://hcaptcha.com https://*.hcaptcha.com" in directives[name], csp
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    "value", ["https://a.example; script-src *", "'unsafe-inline'", "*", "javascript:x"]
+)
+def test_a_csp_source_that_could_widen_the_policy_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="captcha_csp_sources"):
+        gateway_settings("rediss://127.0.0.1:1", CAPTCHA_CSP_SOURCES=value)
