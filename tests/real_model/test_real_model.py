@@ -52,12 +52,13 @@ async def test_answers_stream_and_follow_ups_keep_working(deployment: Deployment
             assert reply.get("status") in (None, "truncated"), reply
             assert reply["content"].strip(), reply
             assert streamed(client, reply["_asked"]) == reply["content"]
-            done = [
-                f
-                for f in client.chunks(reply["_asked"], with_text=False)
-                if f.data.get("done") is True
-            ]
-            assert len(done) == 1
+
+            def done(asked: str = reply["_asked"]) -> list[Any]:
+                chunks = client.chunks(asked, with_text=False)
+                return [f for f in chunks if f.data.get("done") is True]
+
+            # the done chunk is written right after the Message, so it may arrive just after
+            assert len(await client.wait_for(done, within=10, what="the done chunk")) == 1
 
 
 async def test_stop_keeps_exactly_what_was_streamed(deployment: Deployment) -> None:
