@@ -33,7 +33,7 @@ from gateway.keys import AppKeys
 from gateway.limits import client_of
 from gateway.metrics import GatewayMetrics
 from gateway.refusals import storage_refusal
-from gateway.rest import _chat_budget, chat_id_of, read_json_object
+from gateway.rest import _chat_budget, chat_id_of, message_content, read_json_object
 from gateway.settings import GatewaySettings
 
 __all__ = ["close_streams", "get_providers", "http_context", "post_byo_message", "post_models"]
@@ -120,11 +120,7 @@ async def post_byo_message(request: web.Request) -> web.Response:
     chat_id = chat_id_of(request)
     body = await read_json_object(request)
     require_code(body.get("accessCode"), request)
-    content = body.get("content")
-    if not isinstance(content, str) or not content.strip():
-        raise json_error(400, "Message content required")
-    if len(content) > settings.max_message_length:
-        raise json_error(413, "Message too long")
+    content = message_content(body, max_length=settings.max_message_length)
     provider = _provider(body, request)
     model = body.get("model")
     if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
