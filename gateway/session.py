@@ -4,7 +4,8 @@ The widget sends its access code once, here, in a JSON body, and from then on on
 token (``Authorization: Bearer`` on REST; ``token=`` on the WebSocket and EventSource
 URLs, where a header is impossible). With the CAPTCHA hook on, this is also where the
 visitor's ``captchaToken`` is checked, after the code (a wrong code never reaches the
-verifier).
+verifier). A live session token of the same code (``Authorization: Bearer``) stands in for
+a new answer: the widget renews its session before expiry without a second check.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from gateway.auth import presented_token
 from gateway.captcha import CaptchaUnavailable, SiteVerify
 from gateway.errors import json_error
 from gateway.keys import AppKeys
@@ -42,7 +44,7 @@ async def post_session(request: web.Request) -> web.Response:
     if code_id is None:
         raise json_error(401, "Invalid access code")
     verifier = request.app.get(AppKeys.captcha)
-    if verifier is not None:
+    if verifier is not None and not _renewal(request, code_id, now):
         answer = body.get("captchaToken")
         if not isinstance(answer, str) or not answer or len(answer) > _CAPTCHA_TOKEN_MAX:
             raise json_error(403, "Please complete the check that you are a person.")
@@ -67,6 +69,15 @@ async def post_session(request: web.Request) -> web.Response:
         },
         headers={"Cache-Control": "no-store"},
     )
+
+
+def _renewal(request: web.Request, code_id: str, now: float) -> bool:
+    """True when the request carries a live session token of the same code."""
+    token = presented_token(request)
+    if token is None:
+        return False
+    checked = request.app[AppKeys.gate].check_token(token, now)
+    return checked.code_id == code_id and not checked.expired
 
 
 @contextlib.asynccontextmanager

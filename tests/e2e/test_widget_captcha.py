@@ -100,20 +100,22 @@ def provider() -> Iterator[FakeProvider]:
         fake.close()
 
 
+def captcha_env(provider: FakeProvider) -> dict[str, str]:
+    return {
+        "CAPTCHA_VERIFY_URL": f"{provider.url}/siteverify",
+        "CAPTCHA_SECRET": SECRET,
+        "CAPTCHA_SITE_KEY": SITE_KEY,
+        "CAPTCHA_SCRIPT_URL": f"{provider.url}/api.js",
+        "CAPTCHA_SCRIPT_GLOBAL": "fakecaptcha",
+    }
+
+
 @pytest.fixture(scope="module")
 def captcha_system(provider: FakeProvider) -> Iterator[RunningSystem]:
     require_tools()
     from tests.e2e.system import start_system
 
-    yield from start_system(
-        {
-            "CAPTCHA_VERIFY_URL": f"{provider.url}/siteverify",
-            "CAPTCHA_SECRET": SECRET,
-            "CAPTCHA_SITE_KEY": SITE_KEY,
-            "CAPTCHA_SCRIPT_URL": f"{provider.url}/api.js",
-            "CAPTCHA_SCRIPT_GLOBAL": "fakecaptcha",
-        }
-    )
+    yield from start_system(captcha_env(provider))
 
 
 def open_gate(page: Page, system: RunningSystem) -> Widget:
@@ -200,3 +202,22 @@ def test_a_page_refresh_resumes_without_a_new_answer(
     widget.send("After the refresh [[demo:echo]]")
     widget.wait_reply(2)
     assert len(provider.forms) == before  # the session carried over: no second check
+
+
+def test_the_session_is_renewed_without_a_second_answer(page: Page, provider: FakeProvider) -> None:
+    """With the shortest SESSION_TTL_SECONDS (60 s, inside the widget's 60 s renewal margin)
+    every request renews the session: each renewal rides on the live token, not a new check."""
+    require_tools()
+    from tests.e2e.system import start_system
+
+    for short in start_system({**captcha_env(provider), "SESSION_TTL_SECONDS": "60"}):
+        widget = open_gate(page, short)
+        widget.code_input.fill(short.access_code)
+        page.locator("terra-chat .fake-captcha-human").click()
+        before = len(provider.forms)
+        widget.gate_button.click()
+        widget.wait_connected()
+        widget.send("Renewed twice over [[demo:echo]]")
+        widget.wait_reply()
+        expect(widget.gate_error).to_be_hidden()
+        assert [form["response"] for form in provider.forms[before:]] == ["human"]

@@ -213,3 +213,42 @@ async def test_the_csp_sources_can_be_named(
 def test_a_csp_source_that_could_widen_the_policy_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="captcha_csp_sources"):
         gateway_settings("rediss://127.0.0.1:1", CAPTCHA_CSP_SOURCES=value)
+
+
+async def test_a_live_session_renews_without_a_second_answer(
+    gateway: TestServer, verifier: tuple[FakeSiteVerify, str]
+) -> None:
+    fake, _ = verifier
+    _, first, _ = await post_session(gateway, {"accessCode": ACCESS_CODE, "captchaToken": "human"})
+    asked = len(fake.forms)
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gateway.make_url("/api/session"),
+            json={"accessCode": ACCESS_CODE},
+            headers={"Authorization": f"Bearer {first['token']}"},
+        ) as r,
+    ):
+        assert r.status == 200
+        assert (await r.json())["token"]
+    assert len(fake.forms) == asked
+    for bad in (first["token"] + "x", "not-a-token"):
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                gateway.make_url("/api/session"),
+                json={"accessCode": ACCESS_CODE},
+                headers={"Authorization": f"Bearer {bad}"},
+            ) as r,
+        ):
+            assert r.status == 403
+    # A token stands in for the answer only with its own code: the code is still checked.
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gateway.make_url("/api/session"),
+            json={"accessCode": "wrong"},
+            headers={"Authorization": f"Bearer {first['token']}"},
+        ) as r,
+    ):
+        assert r.status == 401

@@ -87,7 +87,9 @@ export class ChatApi {
    */
   url(path, params = {}) {
     const url = new URL(`api/${path}`, this.base);
-    const token = this.#freshToken(params.accessCode);
+    // Any unexpired token beats the code here (the URL is built synchronously, so a token
+    // near its expiry cannot be renewed first; with the CAPTCHA hook on, the code alone is refused).
+    const token = this.#freshToken(params.accessCode, 0);
     if (token) params = { ...params, accessCode: undefined, token };
     for (const [key, value] of Object.entries(params)) {
       if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
@@ -212,18 +214,20 @@ export class ChatApi {
     return Boolean(session?.invalid && session.code === accessCode && Date.now() < session.until);
   }
 
-  #freshToken(accessCode) {
+  #freshToken(accessCode, margin = TOKEN_MARGIN_MS) {
     const session = this.#session;
     if (!accessCode || !session?.token || session.code !== accessCode) return null;
-    return session.expiresAt - Date.now() > TOKEN_MARGIN_MS ? session.token : null;
+    return session.expiresAt - Date.now() > margin ? session.token : null;
   }
 
   async #startSession(code) {
     let response;
     try {
+      // A live token of this code renews the session without a new CAPTCHA answer.
+      const live = this.#session?.token && this.#session.code === code && this.#session.expiresAt > Date.now();
       response = await fetch(this.url("session"), {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", ...(live ? { Authorization: `Bearer ${this.#session.token}` } : {}) },
         body: JSON.stringify({ accessCode: code, captchaToken: this.captchaAnswer?.() ?? undefined }),
         cache: "no-store",
         credentials: "omit",
