@@ -47,6 +47,10 @@ log = logging.getLogger("bus.pubsub")
 
 #: Reconnect backoff cap (seconds).
 MAX_BACKOFF = 5.0
+#: An idle feed connection is pinged this often (seconds) ...
+PING_INTERVAL = 1.0
+#: ... and dropped (then reconnected, and every chat backfilled) after this long in silence.
+DEAD_AFTER = 10.0
 #: The feed's connection never reconnects by itself: a drop must reach :meth:`ChatFeed.run`,
 #: which backfills every chat from its log (a silent reconnect would lose the gap).
 _NO_RETRY = Retry(NoBackoff(), 0)
@@ -235,6 +239,8 @@ class ChatFeed:
         self.restarts = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        #: Loop time of the connection's last answer (the watchdog's clock).
+        self._last_read = 0.0
 
     @property
     def chat_count(self) -> int:
@@ -413,12 +419,16 @@ class ChatFeed:
             pubsub = self.redis.pubsub()
             self._pubsub = pubsub
             pool_retry: Retry | None = None
+            pool_timeout: float | None = None
             try:
                 await pubsub.connect()  # type: ignore[no-untyped-call]
                 connection = pubsub.connection
                 if connection is None:
                     raise RedisConnectionError("no pub/sub connection")
                 pool_retry, connection.retry = connection.retry, _NO_RETRY
+                # Reads block without a timeout (an asyncio timeout per message cost ~9 % of
+                # the gateway's CPU); the watchdog in _read pings and notices a dead peer.
+                pool_timeout, connection.socket_timeout = connection.socket_timeout, None
                 chats = list(self._chats)
                 for chat in self._chats.values():
                     chat.confirmed.clear()
@@ -449,24 +459,34 @@ class ChatFeed:
                 self._pubsub = None
                 if pool_retry is not None and pubsub.connection is not None:
                     pubsub.connection.retry = pool_retry  # it goes back to the pool
+                    pubsub.connection.socket_timeout = pool_timeout
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self, pubsub: PubSub) -> None:
-        while not self._stopping:
-            connection = pubsub.connection
-            if connection is None or not connection.is_connected:
-                # A socket's failed write dropped it; redis-py would reconnect silently.
-                raise RedisConnectionError("the feed's connection dropped")
-            message = await pubsub.get_message(timeout=1.0)
-            if message is None:
-                await _send(pubsub, "PING")  # an idle connection still proves it is alive
-                continue
-            kind = message["type"]
-            if kind == "message":
-                await self._on_message(message["channel"], message["data"])
-            elif kind == "subscribe":
-                await self._on_confirmed(message["channel"])
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        watchdog = _Watchdog(self, pubsub)
+        try:
+            while not self._stopping:
+                connection = pubsub.connection
+                if connection is None or not connection.is_connected:
+                    # A failed write (or the watchdog) dropped it; redis-py would reconnect
+                    # silently, and the gap would go unnoticed.
+                    raise RedisConnectionError("the feed's connection dropped")
+                message = await pubsub.get_message(timeout=None)
+                self._last_read = loop.time()
+                if message is not None:
+                    await self._on_pubsub(message)
+        finally:
+            watchdog.stop()
+
+    async def _on_pubsub(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "message":
+            await self._on_message(message["channel"], message["data"])
+        elif kind == "subscribe":
+            await self._on_confirmed(message["channel"])
 
     async def _on_confirmed(self, channel: str) -> None:
         chat_id = self.keys.chat_id_from_channel(channel)
@@ -573,6 +593,39 @@ class ChatFeed:
                 if compare_ids(record.event_id, last) > 0:
                     last = record.event_id
                     yield record
+
+
+class _Watchdog:
+    """Pings the feed's connection after a second without traffic, and drops it when nothing
+    came back for :data:`DEAD_AFTER` seconds (the reader then fails and reconnects)."""
+
+    __slots__ = ("_feed", "_handle", "_pubsub", "_sending")
+
+    def __init__(self, feed: ChatFeed, pubsub: PubSub) -> None:
+        self._feed = feed
+        self._pubsub = pubsub
+        self._sending: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(PING_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._feed._last_read
+        connection = self._pubsub.connection
+        if connection is not None and idle >= DEAD_AFTER:
+            log.warning("bus.feed_silent", extra={"seconds": round(idle, 1)})
+            self._sending = loop.create_task(connection.disconnect(nowait=True))
+        elif idle >= PING_INTERVAL and (self._sending is None or self._sending.done()):
+            self._sending = loop.create_task(self._ping())
+        self._handle = loop.call_later(PING_INTERVAL, self._tick)
+
+    async def _ping(self) -> None:
+        with contextlib.suppress(RedisError, OSError):  # the reader sees a broken connection
+            await _send(self._pubsub, "PING")
+
+    def stop(self) -> None:
+        self._handle.cancel()
+        if self._sending is not None:
+            self._sending.cancel()
 
 
 async def _send(pubsub: PubSub, *args: str) -> None:

@@ -11,10 +11,12 @@ task was blocked reading the same stream: two readers on one connection.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
 
+from bus import pubsub
 from bus.chatlog import ChatLog
 from bus.client import RedisOptions, create_redis
 from bus.keys import BusKeys
@@ -88,3 +90,24 @@ async def test_sockets_churning_while_the_connection_drops_all_get_their_events(
 
     assert failures == []
     await _delivers(feed, "after")
+
+
+async def test_a_silent_feed_connection_is_dropped_and_followed_again(
+    feed: ChatFeed, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed reads without a timeout: its watchdog pings, and drops a connection that
+    stays silent, so a dead peer is noticed and every chat is backfilled after it."""
+    monkeypatch.setattr(pubsub, "PING_INTERVAL", 0.1)
+    monkeypatch.setattr(pubsub, "DEAD_AFTER", 0.5)
+    async with feed.listen("quiet") as listener:
+        assert redis_server.proc is not None
+        redis_server.proc.send_signal(signal.SIGSTOP)  # alive, but answers nothing
+        try:
+            await wait_until(lambda: not feed.connected, timeout=10, message="the feed to drop")
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        await wait_until(lambda: feed.connected, timeout=15, message="the feed to reconnect")
+        event_id = await feed.log.append_event("quiet", QUEUED)
+        record = await asyncio.wait_for(listener.get(), 10)
+    assert record.event_id == event_id
+    assert feed.reconnects >= 1
