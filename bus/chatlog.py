@@ -131,7 +131,7 @@ class ChatLimits:
 
     events_maxlen: int = 5000
     messages_maxlen: int = 1000
-    retention_ms: int = 7 * 24 * 3600 * 1000
+    retention_ms: int = 3 * 24 * 3600 * 1000
     idempotency_ttl_ms: int = 24 * 3600 * 1000
     jobs_maxlen: int = 10_000
     #: Messages one client may have waiting for Terra (in its lane) before a 429.

@@ -50,8 +50,10 @@ class BusSettings(BaseSettings):
     redis_key_prefix: str = Field("terra", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
     # --- storage policy (written by every process the same way) --------------------------
-    #: A chat's keys expire this long after its last event.
-    chat_retention_hours: float = Field(24 * 7, gt=0, le=24 * 366)
+    #: A chat's keys expire this long after its last event. Three days: a visitor who comes
+    #: back to the site within days finds the chat, and an anonymous visitor's words are not
+    #: kept a week for nothing (every event refreshes the TTL, so a live chat never expires).
+    chat_retention_hours: float = Field(24 * 3, gt=0, le=24 * 366)
     #: A chat's event log keeps about this many newest events.
     events_maxlen: int = Field(5000, ge=10, le=1_000_000)
     #: A chat's message stream keeps about this many newest messages.
@@ -71,7 +73,7 @@ class BusSettings(BaseSettings):
     redis_memory_budget_mb: float = Field(0, ge=-1)
     #: Bytes one client may have stored per day: each message's JSON (message, state, job)
     #: plus REPLY_BYTES_RESERVED for its reply; past it, 429 with Retry-After. Over the
-    #: 7-day retention one client keeps at most 7 x 4 MiB, about 14% of the default memory
+    #: 3-day retention one client keeps at most 3 x 4 MiB, about 6% of the default memory
     #: budget (80% of 256 MB).
     client_bytes_per_day: int = Field(4 * 1024 * 1024, ge=1024)
     reply_bytes_reserved: int = Field(16 * 1024, ge=0)
