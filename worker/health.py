@@ -19,7 +19,7 @@ The model (the ``llm`` node):
   next inference probe, the model has just proved itself), a failed one offline.
 
 Whether the server takes tools on a stream is probed at start-up and again after each
-outage, once the agent answers (``tool_probe``: :meth:`worker.llm.AgentClient.probe_tools`,
+outage, once the agent answers (``tool_probe``: :meth:`worker.agent_probes.AgentProbes.probe_tools`,
 given only when the worker has tools), and learnt from answers too. When the model server
 turns out not to stream tool calls (:meth:`HealthMonitor.record_tool_support`, logged once),
 the ``llm`` node's detail says so while the worker answers without tools.

@@ -30,10 +30,10 @@ overflow, unsupported tool mode): :class:`EmptyReply`, a request error that is n
 and does not count against the breaker. With tools offered, an empty reply is first retried
 without them; when that works the server is taken not to stream tool calls, tools are no
 longer offered to it (logged once, and told to ``on_tool_support``);
-:meth:`AgentClient.probe_tools` asks the same before any answer (the health monitor's
-start-up probe). A 400 for a request
-carrying tool turns (assistant ``tool_calls``, ``tool`` results) is retried once with those
-turns written as plain text (:func:`worker.template_shapes.tool_turns_as_text`): chat templates
+:meth:`AgentClient.probe_tools` (:mod:`worker.agent_probes`) asks the same before any
+answer (the health monitor's start-up probe). A 400 for a request carrying tool turns
+(assistant ``tool_calls``, ``tool`` results) is retried once with those turns written as
+plain text (:func:`worker.template_shapes.tool_turns_as_text`): chat templates
 such as Gemma 3's refuse tool roles; when that works, tool turns go as text from then on.
 
 Circuit breaker: ``threshold`` consecutive failures that say the agent is unwell
@@ -57,8 +57,8 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from bus import BusError
-from bus.schemas import ComponentStatus, iso_now
 from worker.agent_failures import CircuitBreaker, classify_error, counts_against_agent
+from worker.agent_probes import AgentProbes
 from worker.agent_stream import AgentStreamer
 from worker.errors import AgentError
 from worker.holdback import AttemptSink, HoldBack
@@ -74,18 +74,6 @@ logger = structlog.get_logger("worker.llm")
 
 #: Backoff never waits longer than this between attempts (seconds).
 MAX_BACKOFF_SECONDS = 8.0
-
-PROBE_SYSTEM_PROMPT = "You are a health check. Reply with the single word: pong."
-
-#: The one tool the start-up capability probe offers (:meth:`AgentClient.probe_tools`).
-PROBE_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "ping",
-        "description": "Answers pong.",
-        "parameters": {"type": "object", "properties": {}},
-    },
-}
 
 
 def _has_tool_turns(messages: Sequence[ChatCompletionMessageParam]) -> bool:
@@ -111,7 +99,7 @@ class _CutStream(AgentError):
         )
 
 
-class AgentClient:
+class AgentClient(AgentProbes):
     """Calls the agent's ``/v1/chat/completions`` with ``stream=True``; see the module doc."""
 
     def __init__(
@@ -263,52 +251,6 @@ class AgentClient:
                 self._learn_tool_support(True)
             return turn
 
-    async def probe_tools(self) -> bool | None:
-        """Whether the server takes a streamed request with tools: one tiny request.
-
-        ``False`` for an empty 200 stream (llama-cpp-python's ``chatml-function-calling``)
-        or a 400 (vLLM without ``--enable-auto-tool-choice``): learnt as after a failed
-        answer, so answers go without tools. ``True`` once an event arrives (tools offered
-        again if they had been dropped). ``None`` when it could not tell (unreachable, 5xx).
-        Bypasses the breaker; never raises.
-        """
-        request = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": "Ping"}],
-            "tools": [PROBE_TOOL],
-            "tool_choice": "auto",
-            "stream": True,
-            "max_tokens": 4,
-            "temperature": 0,
-        }
-        stream = self._streamer.events(orjson.dumps(request))
-        try:
-            answered = await anext(stream, None) is not None
-        except AgentError as exc:
-            if exc.status != 400:
-                return None
-            answered = False
-        finally:
-            await stream.aclose()
-        if not answered:
-            if self.tools_streamed is not False:
-                self._learn_tool_support(False)
-        elif self.tools_streamed is False:
-            self.tools_streamed = None  # offered again; an answer tells more
-            if self.on_tool_support is not None:
-                self.on_tool_support(True)
-        return answered
-
-    def _learn_tool_support(self, streamed: bool) -> None:
-        self.tools_streamed = streamed
-        if not streamed:
-            logger.warning(
-                "worker.agent_tools_unsupported",
-                hint="the server gives empty streams for requests with tools; answering without",
-            )
-        if self.on_tool_support is not None:
-            self.on_tool_support(streamed)
-
     def _backoff(self, attempt: int, err: AgentError) -> float:
         """Equal-jitter exponential backoff; a 429's Retry-After is a floor."""
         ceiling = min(MAX_BACKOFF_SECONDS, self.retry_base_seconds * 2 ** (attempt - 1))
@@ -413,32 +355,3 @@ class AgentClient:
         ]
         turn.latency_ms = (time.monotonic() - started) * 1000
         return turn
-
-    # --- health ----------------------------------------------------------------------
-
-    async def probe(self, timeout_seconds: float = 30.0) -> ComponentStatus:
-        """Inference probe: a tiny non-streaming completion (max_tokens 4, temperature 0).
-
-        Bypasses the circuit breaker and never raises: the result is the LLM's status.
-        """
-        started = time.monotonic()
-        try:
-            await self._client.with_options(timeout=timeout_seconds).chat.completions.create(
-                model=self.model,
-                messages=(
-                    [
-                        {"role": "system", "content": PROBE_SYSTEM_PROMPT},
-                        {"role": "user", "content": "Ping"},
-                    ]
-                    if self.system_role
-                    else [{"role": "user", "content": f"{PROBE_SYSTEM_PROMPT}\n\nPing"}]
-                ),
-                temperature=0,
-                max_tokens=4,
-                stream=False,
-            )
-        except Exception as exc:
-            err = classify_error(exc)
-            return ComponentStatus(status="offline", detail=err.detail, checkedAt=iso_now())
-        latency = round((time.monotonic() - started) * 1000, 1)
-        return ComponentStatus(status="online", checkedAt=iso_now(), latencyMs=latency)
