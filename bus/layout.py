@@ -12,9 +12,7 @@ def describe_layout(keys: BusKeys) -> str:
     lines = [f"key families (prefix {keys.prefix!r}):"]
     lines += [f"  {name:<13} {glob}" for name, glob in keys.families().items()]
     lines.append("redis users (infra/redis/users.acl):")
-    lines += [
-        f"  {user:<8} {' '.join(sorted(keys.acl_key_globs(user)))}" for user in ROLE_FAMILIES
-    ]
+    lines += [f"  {user:<8} {' '.join(sorted(keys.acl_key_globs(user)))}" for user in ROLE_FAMILIES]
     lines.append(f"channels: {' '.join(sorted(keys.channel_globs()))}")
     return "\n".join(lines)
 

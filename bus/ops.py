@@ -242,7 +242,6 @@ class OpsBus(FrontEnd):
         self._requeue = redis.register_script(REQUEUE)
         self._codes = AccessCodeStore(redis, self._keys)
 
-
     # --- chats ---------------------------------------------------------------------------
     async def _chat_ids(self, id_prefix: str = "") -> list[str]:
         found: set[str] = set()
