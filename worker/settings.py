@@ -148,9 +148,7 @@ class WorkerSettings(BusSettings):
     @model_validator(mode="after")
     def _liveness_outlasts_heartbeats(self) -> WorkerSettings:
         if self.worker_dead_after_ms < 2 * self.heartbeat_interval_ms:
-            raise ValueError(
-                "WORKER_DEAD_AFTER_MS must be at least twice HEARTBEAT_INTERVAL_MS"
-            )
+            raise ValueError("WORKER_DEAD_AFTER_MS must be at least twice HEARTBEAT_INTERVAL_MS")
         return self
 
     @model_validator(mode="after")

@@ -31,9 +31,7 @@ async def test_a_worker_that_stops_beating_is_departed_by_redis_clock(redis_clie
     await presence.beat(beat("dies"), alive_ms=200)
     await presence.beat(beat("lives"), alive_ms=60_000)
     assert await presence.departed() == []
-    departed = await wait_until(
-        lambda: _departed(presence), timeout=5, message="liveness to lapse"
-    )
+    departed = await wait_until(lambda: _departed(presence), timeout=5, message="liveness to lapse")
     assert departed == ["dies"]
     await presence.forget("dies")
     assert await presence.departed() == []

@@ -44,6 +44,17 @@ def test_ruff_is_clean_including_the_redis_ban() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+def test_ruff_format_is_clean() -> None:
+    """Every file is as ``ruff format`` writes it, so a diff shows only what changed."""
+    result = subprocess.run(
+        [_tool("ruff"), "format", "--check", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
 def test_mypy_is_clean() -> None:
     """mypy --strict over the packages configured in pyproject.toml."""
     result = subprocess.run(

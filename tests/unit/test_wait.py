@@ -65,9 +65,7 @@ async def test_wake_event_rechecks_before_the_interval() -> None:
 
     task = asyncio.create_task(produce())
     # An interval longer than the timeout: only the wake event can make this succeed.
-    assert await wait_until(lambda: list(box), 5, "a frame", interval=60, wake=changed) == [
-        "frame"
-    ]
+    assert await wait_until(lambda: list(box), 5, "a frame", interval=60, wake=changed) == ["frame"]
     await task
 
 
