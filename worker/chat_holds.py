@@ -5,6 +5,11 @@ A job for a chat this worker already answers waits on the chat's local lock and 
 slot. Then it takes a slot and the chat's lease, waiting with capped backoff while another
 worker holds it (up to :data:`LEASE_WAIT_LEASES` lease lifetimes). :meth:`ChatHolds.renew`
 keeps held leases alive; a lease found taken by another worker cancels the job holding it.
+
+A reply taken over from a departed worker (``heir=True``) takes a heir slot instead: the
+dead worker's capacity left the fleet with it, so the heir runs those replies beside its own
+(up to as many again) rather than leaving their visitors watching a frozen answer until one
+of its own long replies ends.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class ChatHolds:
         #: Called when a chat is taken (the heartbeat reports active jobs).
         self.on_change = on_change
         self._slots = asyncio.Semaphore(slots)
+        #: Slots for replies taken over from departed workers (see the module doc).
+        self._heir_slots = asyncio.Semaphore(slots)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._held: dict[str, asyncio.Task[Any]] = {}
         #: Tasks cancelled because another worker took their chat.
@@ -84,8 +91,10 @@ class ChatHolds:
         return task is not None and task in self._lost
 
     @contextlib.asynccontextmanager
-    async def hold(self, chat_id: str) -> AsyncIterator[None]:
+    async def hold(self, chat_id: str, *, heir: bool = False) -> AsyncIterator[None]:
         """Hold ``chat_id`` for the current task: its local lock, a slot, then its lease.
+
+        ``heir``: the job was taken from a departed worker; it takes a heir slot.
 
         Raises :class:`LeaseUnavailable` when the lease stays busy or a stop is requested,
         and bus errors untouched.
@@ -96,8 +105,9 @@ class ChatHolds:
         lock, users = self._locks.get(chat_id, (asyncio.Lock(), 0))
         self._locks[chat_id] = (lock, users + 1)
         try:
+            slots = self._heir_slots if heir else self._slots
             async with lock:
-                await self._acquire(chat_id)  # holds a slot once it returns
+                await self._acquire(chat_id, slots)  # holds a slot once it returns
                 self._held[chat_id] = task
                 if self.on_change is not None:
                     self.on_change()
@@ -105,7 +115,7 @@ class ChatHolds:
                     yield
                 finally:
                     del self._held[chat_id]
-                    self._slots.release()
+                    slots.release()
                     with contextlib.suppress(BusError):
                         await asyncio.shield(self.leases.release(chat_id))
         finally:
@@ -123,22 +133,22 @@ class ChatHolds:
                 self._lost.add(task)
                 task.cancel()
 
-    async def _acquire(self, chat_id: str) -> None:
+    async def _acquire(self, chat_id: str, slots: asyncio.Semaphore) -> None:
         """Take a slot and the chat's lease. A slot is never held while the lease is busy:
         between tries the job waits without one, so other chats keep the worker's slots."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lease_wait_seconds
         delay = LEASE_RETRY_FIRST_SECONDS
         while True:
-            await self._slots.acquire()
+            await slots.acquire()
             try:
                 got = await self.leases.acquire(chat_id, departed=self._departed_now())
             except BaseException:
-                self._slots.release()
+                slots.release()
                 raise
             if got and not self._stopping.is_set():
                 return
-            self._slots.release()
+            slots.release()
             if got:
                 await self.leases.release(chat_id)
                 raise LeaseUnavailable("stopping")

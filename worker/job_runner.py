@@ -60,6 +60,8 @@ class RunningJob:
     delivery: Delivery
     chat_id: str | None
     task: asyncio.Task[None] | None = None
+    #: Taken over from a departed worker: runs in a heir slot (see worker.chat_holds).
+    heir: bool = False
     progress: AnswerProgress = field(default_factory=AnswerProgress)
     started: float = field(default_factory=time.monotonic)
 
@@ -158,7 +160,7 @@ class JobRunner:
         if await self.handler.already_answered(chat_id, message_id):
             await self.bus.jobs.ack(d.entry_id)
             return "duplicate"
-        async with self.holds.hold(chat_id):
+        async with self.holds.hold(chat_id, heir=job.heir):
             self.metrics.active_jobs.inc()
             try:
                 if d.deliveries > self.settings.max_deliveries:

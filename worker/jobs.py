@@ -350,7 +350,7 @@ class Worker:
                     departed=name,
                     deliveries=delivery.deliveries,
                 )
-                self._spawn(delivery)
+                self._spawn(delivery, heir=True)
             if len(deliveries) < count:  # all of its jobs are ours: forget it
                 await self.bus.presence.forget(name)
             logger.warning("worker.departed_worker_taken_over", departed=name, jobs=len(deliveries))
@@ -374,11 +374,11 @@ class Worker:
         """Sleep, waking early when a stop is requested."""
         await wait_event(self._stopping, seconds)
 
-    def _spawn(self, delivery: Delivery) -> None:
+    def _spawn(self, delivery: Delivery, *, heir: bool = False) -> None:
         if delivery.entry_id in self._jobs:
             return
         chat_id = delivery.job.chat_id if delivery.job is not None else None
-        job = RunningJob(delivery, chat_id)
+        job = RunningJob(delivery, chat_id, heir=heir)
         self._jobs[delivery.entry_id] = job
         job.task = asyncio.create_task(self._runner.run(job), name=f"job:{delivery.entry_id}")
         job.task.add_done_callback(lambda _task: self._job_done(job))

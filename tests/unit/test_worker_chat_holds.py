@@ -57,3 +57,28 @@ async def test_a_departed_workers_lease_is_taken_on_first_try() -> None:
     holds.mark_departed("dead-worker", 30)
     async with holds.hold("c"):
         assert leases.held["c"] == "me"
+
+
+async def test_a_reply_taken_from_a_departed_worker_does_not_wait_for_a_busy_slot() -> None:
+    """The guarantee soak: a worker SIGKILLed mid-answer while every slot of the heir was busy
+    with long replies; the taken-over reply waited ~23 s for a slot, its visitor watching a
+    frozen answer (takeover 29.8 s against 10 s). The dead worker's slots are gone from the
+    fleet, so the heir runs its replies beside its own, up to as many again."""
+    leases = FakeLeases({"c": "dead-worker"})
+    holds = ChatHolds(leases, 1, lease_wait_seconds=60, stopping=asyncio.Event())  # type: ignore[arg-type]
+    holds.mark_departed("dead-worker", 30)
+    busy = asyncio.Event()
+    release = asyncio.Event()
+
+    async def long_reply() -> None:
+        async with holds.hold("own"):
+            busy.set()
+            await release.wait()
+
+    own = asyncio.create_task(long_reply())
+    await asyncio.wait_for(busy.wait(), 10)
+    async with asyncio.timeout(10):
+        async with holds.hold("c", heir=True):
+            assert leases.held["c"] == "me"
+    release.set()
+    await asyncio.wait_for(own, 10)
