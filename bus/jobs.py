@@ -163,9 +163,9 @@ class JobQueue:
         """Hand jobs this consumer still owns back to the group, for a graceful stop.
 
         Their idle time is set to ``idle_ms`` (a day by default), so the next reclaim sweep
-        of any consumer takes them at once instead of after ``min_idle_ms``. The delivery
-        count is unchanged by the release (the reclaim counts one). Returns how many were
-        released.
+        of any consumer takes them at once instead of after ``min_idle_ms``. The reclaim
+        that follows costs no delivery (the release takes one back): a job handed back did not
+        fail, so it does not move towards the dead letters. Returns how many were released.
         """
         if not entry_ids:
             return 0

@@ -335,21 +335,23 @@ return lost
 )
 
 #: Hand back pending jobs owned by ARGV[2]: their idle time becomes ARGV[3] ms, so the next
-#: reclaim sweep (of any consumer) takes them. JUSTID: the delivery count is unchanged.
+#: reclaim sweep (of any consumer) takes them. Their delivery count goes down by one, so that
+#: reclaim costs none: a job handed back (graceful stop, Redis outage) did not fail, and only
+#: deliveries that ended with the worker dead count towards dead-lettering.
 #: KEYS: jobs. ARGV: group, consumer, idle_ms, ids... -> number released
-JOBS_RELEASE = (
-    _JOBS_OWNED_FN
-    + """
+JOBS_RELEASE = """
 local n = 0
 for i = 4, #ARGV do
-  if owned(ARGV[i]) then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if row and row[2] == ARGV[2] then
+    local count = math.max(tonumber(row[4]) - 1, 0)
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3],
+      'RETRYCOUNT', count, 'JUSTID')
     n = n + 1
   end
 end
 return n
 """
-)
 
 #: Drop the group's finished jobs from the front of the stream: everything before the oldest
 #: pending job, or before the last delivered one when none is pending. Jobs never delivered
