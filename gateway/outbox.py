@@ -122,10 +122,18 @@ class SocketOutbox:
         self._meter.observe(record.event_id)
 
     async def write_payload(self, payload: bytes) -> None:
-        """Send one text frame the way :meth:`write` does (a ``resync``, for one)."""
+        """Send one text frame the way :meth:`write` does (a ``resync``, for one).
+
+        Raises ``ConnectionResetError`` when the socket is gone (uvloop says so with a
+        ``RuntimeError`` once the transport is closed), :class:`~bus.SlowConsumer` past the
+        byte budget.
+        """
         if self.stalled:
             raise SlowConsumer("socket over its buffer budget")
-        await self._ws.send_frame(payload, WSMsgType.TEXT)
+        try:
+            await self._ws.send_frame(payload, WSMsgType.TEXT)
+        except RuntimeError as exc:  # uvloop: "unable to perform operation on <...closed=True>"
+            raise ConnectionResetError("the socket is gone") from exc
         if self._budget.wrote(len(payload)):
             self._stall()
             raise SlowConsumer("socket over its buffer budget")

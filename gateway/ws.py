@@ -175,7 +175,7 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, rea
     try:
         async with asyncio.timeout(CLOSE_GRACE_SECONDS):
             await ws.close(code=code, message=reason)
-    except (TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError, RuntimeError):  # RuntimeError: uvloop, transport closed
         if request.transport is not None:
             request.transport.abort()
 
@@ -290,7 +290,7 @@ class _Session:
             except SlowConsumer:
                 self._end(CloseCode.SLOW_CONSUMER, b"Slow consumer; resume")
                 return
-            except (OSError, RuntimeError):
+            except OSError:
                 return  # the socket is gone
             await self.follow("0-0", verify=False)
 
