@@ -124,6 +124,12 @@ def as_bus_error(exc: BaseException) -> BusError:
 _TRANSLATED = (RedisError, OSError, TimeoutError)
 
 
+def _closed_under_us(exc: RuntimeError) -> bool:
+    """uvloop's error for a write on a transport already closed (Redis went away): where
+    asyncio's own loop drops the write and the next read sees the end, uvloop raises this."""
+    return str(exc).startswith("unable to perform operation on <")
+
+
 def _wrap_coroutine(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -133,6 +139,10 @@ def _wrap_coroutine(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]
             raise
         except _TRANSLATED as exc:
             raise as_bus_error(exc) from exc
+        except RuntimeError as exc:
+            if _closed_under_us(exc):
+                raise BusUnavailable("Redis unreachable (connection closed)") from exc
+            raise
 
     return wrapper
 
@@ -150,6 +160,10 @@ def _wrap_async_generator(
             raise
         except _TRANSLATED as exc:
             raise as_bus_error(exc) from exc
+        except RuntimeError as exc:
+            if _closed_under_us(exc):
+                raise BusUnavailable("Redis unreachable (connection closed)") from exc
+            raise
 
     return wrapper
 
@@ -157,9 +171,10 @@ def _wrap_async_generator(
 def translates_redis_errors(cls: C) -> C:
     """Class decorator: public coroutines and async generators of ``cls`` raise bus errors only.
 
-    Redis's ``ConnectionError``/``TimeoutError`` (and socket errors) become
-    :class:`BusUnavailable`; refusals (ACL, auth, wrong type, cluster redirects) become
-    :class:`BusRejected`; anything else from redis becomes :class:`BusError`.
+    Redis's ``ConnectionError``/``TimeoutError`` (and socket errors, and uvloop's
+    ``RuntimeError`` for a write on a closed connection) become :class:`BusUnavailable`;
+    refusals (ACL, auth, wrong type, cluster redirects) become :class:`BusRejected`;
+    anything else from redis becomes :class:`BusError`.
     """
     for name, member in list(vars(cls).items()):
         if name.startswith("_"):
