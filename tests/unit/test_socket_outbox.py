@@ -1,9 +1,10 @@
 """A WebSocket whose transport uvloop closed under us ends as "socket gone", not a task error.
 
-The guarantee checker's long mode (seed 7) logged "Task exception was never retrieved" from
-``_Session.follow``: uvloop raises ``RuntimeError('unable to perform operation on
-<TCPTransport closed=True ...>; the handler is closed')`` when a replayed frame is written
-to a socket the visitor just dropped, and only OSError meant "the socket is gone".
+A sibling of what the guarantee checker's long mode (seed 7) logged from
+``_Session.follow``: on uvloop, a write on a closed transport raises ``RuntimeError('unable
+to perform operation on <TCPTransport closed=True ...>; the handler is closed')``. There it
+was the Redis connection (``tests/unit/test_bus_errors.py``); the visitor's own socket meets
+the same error when it drops during a replay or a close, where only OSError meant "gone".
 """
 
 from __future__ import annotations
