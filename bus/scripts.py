@@ -336,7 +336,7 @@ return lost
 
 #: Hand back pending jobs owned by ARGV[2]: their idle time becomes ARGV[3] ms, so the next
 #: reclaim sweep (of any consumer) takes them. Their delivery count goes down by one, so that
-#: reclaim costs none: a job handed back (graceful stop, Redis outage) did not fail, and only
+#: reclaim costs none: a job handed back at a graceful stop did not fail, and only
 #: deliveries that ended with the worker dead count towards dead-lettering.
 #: KEYS: jobs. ARGV: group, consumer, idle_ms, ids... -> number released
 JOBS_RELEASE = """
