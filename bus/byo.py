@@ -126,6 +126,10 @@ class ByoLog:
         self._renew = redis.register_script(BYO_RENEW)
         self._finish = redis.register_script(scripts.FINISH)
 
+    def _lane(self, chat_id: str, tag: str) -> str:
+        """The client's lane in the chat's partition (its bytes counter sits beside it)."""
+        return self._keys.queue_lane(self._keys.partition_of(chat_id), tag)
+
     def _chat_keys(self, chat_id: str) -> list[str]:
         k = self._keys
         return [
@@ -170,7 +174,7 @@ class ByoLog:
         )
         try:
             result = await self._accept(
-                keys=[*self._chat_keys(chat_id)[:5], f"{self._keys.queue_lane_prefix}{tag}:bytes"],
+                keys=[*self._chat_keys(chat_id)[:5], f"{self._lane(chat_id, tag)}:bytes"],
                 args=[
                     self._keys.chat_channel(chat_id),
                     encode(message),

@@ -244,15 +244,16 @@ class ChatLog:
         idem = (
             self.keys.chat_idempotency(chat_id, client_message_id) if client_message_id else keys[0]
         )
+        part = self.keys.partition_of(chat_id)  # the chat's partition: one slot for it all
         try:
             result = await self._accept(
                 keys=[
                     *keys,
                     idem,
-                    self.keys.jobs,
-                    self.keys.queue_ring,
-                    self.keys.queue_waiting,
-                    self.keys.queue_clock,
+                    self.keys.jobs_stream(part),
+                    self.keys.queue_ring(part),
+                    self.keys.queue_waiting(part),
+                    self.keys.queue_clock(part),
                 ],
                 args=[
                     self.keys.chat_channel(chat_id),
@@ -266,7 +267,7 @@ class ChatLog:
                     encode(job),
                     lim.jobs_maxlen,
                     self.keys.jobs_group,
-                    self.keys.queue_lane_prefix,
+                    self.keys.queue_lane_prefix(part),
                     client_tag(self.keys.prefix, client) if client else f"chat-{chat_id}",
                     lim.queued_per_client if client else lim.jobs_maxlen,
                     lim.memory_budget_bytes,

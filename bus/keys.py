@@ -1,20 +1,45 @@
 """Every Redis name the project uses: keys, streams, groups and channels.
 
-All names live under one configurable prefix. Per-chat names carry the chat id as a
-Redis Cluster hash tag (``{chatId}``) so one chat's keys share a slot and a Lua script
-may touch them together.
+All names live under one configurable prefix. Two layouts (docs/protocol.md):
+
+- **legacy** (one partition, no cluster; today's names): a chat's keys carry the chat id as
+  a hash tag (``terra:chat:{<chatId>}:<part>``), the jobs, the queue and the dead letters
+  are one set of global keys (``terra:jobs``, ``terra:queue:ring``, ...).
+- **partitioned** (``REDIS_PARTITIONS`` > 1 or ``REDIS_CLUSTER``): a chat belongs to one of
+  N partitions (:meth:`BusKeys.partition_of`, a stable hash) and every key a chat's accept
+  touches carries its partition's tag: the chat's keys
+  (``terra:chat:{<tag>}:<part>:<chatId>``), its channel, and its partition's jobs stream,
+  ring, clock and lanes (``terra:jobs:{<tag>}``, ``terra:queue:{<tag>}:ring``, ...). On
+  Redis Cluster all of them share one slot, so accepting a message and enqueueing its job
+  stays one atomic script, and the N partitions spread evenly over the slot space.
+
+The part comes before the chat id so the worker's ACL globs (``terra:chat:{*}:events:*``)
+can never match an idempotency key whose client message id ends in ``events``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+import zlib
 
-__all__ = ["CHAT_ID_PATTERN", "ROLE_FAMILIES", "BusKeys", "is_valid_chat_id"]
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+__all__ = [
+    "CHAT_ID_PATTERN",
+    "MAX_PARTITIONS",
+    "ROLE_FAMILIES",
+    "BusKeys",
+    "is_valid_chat_id",
+    "partition_tag",
+]
 
 CHAT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 JOB_GROUP = "workers"
+
+#: ``REDIS_PARTITIONS`` at most (16 hash slots per partition on a cluster).
+MAX_PARTITIONS = 1024
 
 #: The per-chat keys a worker reads and writes (events, meta, messages, replies, tool
 #: memory, cancel requests, the answer lease); see :data:`ROLE_FAMILIES`.
@@ -26,18 +51,102 @@ def is_valid_chat_id(chat_id: str) -> bool:
     return bool(CHAT_ID_PATTERN.fullmatch(chat_id))
 
 
-@dataclass(frozen=True, slots=True)
+@functools.lru_cache(maxsize=4 * MAX_PARTITIONS)
+def partition_tag(partition: int, partitions: int) -> str:
+    """The hash tag of ``partition`` of ``partitions``: the first ``"<p>.<n>"`` (n = 0, 1, ...)
+    whose cluster key slot lies in the partition's equal share of the slot space,
+    ``[p * 16384 // N, (p + 1) * 16384 // N)``.
+
+    So N partitions spread evenly over masters holding contiguous equal slot ranges (bare
+    ``{0}``, ``{1}``, ... hash unevenly). Computed once per process (cached).
+    """
+    if not 0 <= partition < partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partition {partition} is not in 0..{partitions - 1}")
+    low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
+    high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+    n = 0
+    while True:
+        tag = f"{partition}.{n}"
+        if low <= key_slot(tag.encode()) < high:
+            return tag
+        n += 1
+
+
 class BusKeys:
-    """Name factory for one deployment (one prefix)."""
+    """Name factory for one deployment: a prefix, a number of partitions, cluster or not.
 
-    prefix: str = "terra"
+    ``BusKeys(prefix)`` is the legacy layout (today's names, one partition). With
+    ``partitions`` > 1 or ``cluster`` the layout is partitioned (see the module's text).
+    Immutable and cheap; compare and hash by value.
+    """
 
-    def _chat(self, chat_id: str, suffix: str) -> str:
-        if not is_valid_chat_id(chat_id):
-            raise ValueError("invalid chat id")
-        return f"{self.prefix}:chat:{{{chat_id}}}:{suffix}"
+    __slots__ = ("_count", "_tags", "cluster", "partitioned", "prefix")
+
+    def __init__(self, prefix: str = "terra", partitions: int = 1, cluster: bool = False) -> None:
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be 1..{MAX_PARTITIONS}")
+        self.prefix = prefix
+        #: Whether Redis is a cluster (scripts then use SPUBLISH, the feed SSUBSCRIBE).
+        self.cluster = cluster
+        #: Whether names carry partition tags (partitions > 1, or a cluster).
+        self.partitioned = cluster or partitions > 1
+        self._count = partitions
+        self._tags = (
+            tuple(partition_tag(p, partitions) for p in range(partitions))
+            if self.partitioned
+            else ()
+        )
+
+    def __repr__(self) -> str:
+        return f"BusKeys({self.prefix!r}, partitions={self._count}, cluster={self.cluster})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BusKeys):
+            return NotImplemented
+        mine = (self.prefix, self._count, self.cluster)
+        return mine == (other.prefix, other._count, other.cluster)
+
+    def __hash__(self) -> int:
+        return hash((self.prefix, self._count, self.cluster))
+
+    # --- partitions --------------------------------------------------------------------
+    @property
+    def partition_count(self) -> int:
+        """Number of partitions (1 in the legacy layout)."""
+        return self._count
+
+    @property
+    def partitions(self) -> range:
+        """Every partition number: ``range(partition_count)``."""
+        return range(self._count)
+
+    def partition_of(self, chat_id: str) -> int:
+        """The partition of a chat: ``crc32(chat_id) % partitions`` (stable across processes)."""
+        if self._count == 1:
+            return 0
+        return zlib.crc32(chat_id.encode()) % self._count
+
+    def tag(self, partition: int) -> str:
+        """The hash tag of ``partition`` (partitioned layout only)."""
+        if not self.partitioned:
+            raise ValueError("the legacy layout has no partition tags")
+        if not 0 <= partition < self._count:
+            raise ValueError(f"partition {partition} is not in 0..{self._count - 1}")
+        return self._tags[partition]
+
+    def _check(self, partition: int) -> None:
+        if not 0 <= partition < self._count:
+            raise ValueError(f"partition {partition} is not in 0..{self._count - 1}")
 
     # --- per chat ---------------------------------------------------------------
+    def _chat(self, chat_id: str, part: str) -> str:
+        if not is_valid_chat_id(chat_id):
+            raise ValueError("invalid chat id")
+        if self.partitioned:
+            tag = self._tags[self.partition_of(chat_id)]
+            return f"{self.prefix}:chat:{{{tag}}}:{part}:{chat_id}"
+        return f"{self.prefix}:chat:{{{chat_id}}}:{part}"
+
     def chat_events(self, chat_id: str) -> str:
         """Stream: the chat's event log (messages, worker states, chunks, ...)."""
         return self._chat(chat_id, "events")
@@ -52,6 +161,8 @@ class BusKeys:
 
     def chat_idempotency(self, chat_id: str, client_message_id: str) -> str:
         """String: the Message stored for a client message id (retry dedupe)."""
+        if self.partitioned:
+            return f"{self._chat(chat_id, 'idem')}:{client_message_id}"
         return self._chat(chat_id, f"idem:{client_message_id}")
 
     def chat_replies(self, chat_id: str) -> str:
@@ -75,20 +186,83 @@ class BusKeys:
         return self._chat(chat_id, f"rl:{window}")
 
     def chat_channel(self, chat_id: str) -> str:
-        """Pub/sub channel carrying the chat's events live."""
+        """Pub/sub channel carrying the chat's events live (same slot as the chat's keys)."""
         return self._chat(chat_id, "live")
 
     def chat_id_from_channel(self, channel: str) -> str | None:
         """Inverse of :meth:`chat_channel`; ``None`` for a foreign channel."""
         head = f"{self.prefix}:chat:{{"
-        tail = "}:live"
-        if channel.startswith(head) and channel.endswith(tail):
-            return channel[len(head) : -len(tail)]
-        return None
+        if not channel.startswith(head):
+            return None
+        if self.partitioned:
+            _tag, sep, chat_id = channel[len(head) :].partition("}:live:")
+        else:
+            chat_id, sep, rest = channel[len(head) :].partition("}:live")
+            sep = sep if not rest else ""
+        if not sep or not is_valid_chat_id(chat_id) or self.chat_channel(chat_id) != channel:
+            return None
+        return chat_id
 
     def chat_budget(self, chat_id: str) -> str:
         """Token bucket: visitor messages to this chat."""
         return self._chat(chat_id, "rl")
+
+    # --- per partition (the legacy layout has one: 0) ------------------------------------
+    def _partition(self, partition: int, name: str) -> str:
+        self._check(partition)
+        if self.partitioned:
+            return f"{self.prefix}:{name}:{{{self._tags[partition]}}}"
+        return f"{self.prefix}:{name}"
+
+    def jobs_stream(self, partition: int) -> str:
+        """Stream of jobs of ``partition`` for the worker consumer group."""
+        return self._partition(partition, "jobs")
+
+    @property
+    def jobs(self) -> str:
+        """Partition 0's jobs stream (temporary alias while bus.jobs and bus.ops move to
+        :meth:`jobs_stream`; the legacy layout's only one)."""
+        return self.jobs_stream(0)
+
+    @property
+    def dead_letters(self) -> str:
+        """Partition 0's dead letters (temporary alias, see :attr:`jobs`)."""
+        return self.dead_letters_stream(0)
+
+    @property
+    def jobs_group(self) -> str:
+        """Consumer group name on every jobs stream."""
+        return JOB_GROUP
+
+    def dead_letters_stream(self, partition: int) -> str:
+        """Stream of ``partition``'s jobs that could not be processed, with the reason."""
+        return f"{self._partition(partition, 'jobs')}:dead"
+
+    def queue_ring(self, partition: int) -> str:
+        """Sorted set: clients with jobs in their lanes, least recently served first."""
+        return f"{self._partition(partition, 'queue')}:ring"
+
+    def queue_waiting(self, partition: int) -> str:
+        """Counter: jobs waiting in the partition's lanes (not yet in its jobs stream)."""
+        return f"{self._partition(partition, 'queue')}:waiting"
+
+    def queue_clock(self, partition: int) -> str:
+        """Hash: ``seq`` (jobs moved from the lanes to the jobs stream, the ring's clock) and
+        ``joins`` (clients that joined the ring since)."""
+        return f"{self._partition(partition, 'queue')}:clock"
+
+    def queue_lane_prefix(self, partition: int) -> str:
+        """Prefix of a client's lane; a script appends the client's tag."""
+        return f"{self._partition(partition, 'queue')}:lane:"
+
+    def queue_lane(self, partition: int, client_tag: str) -> str:
+        """List: one client's jobs waiting in ``partition``, oldest first, before they enter
+        the partition's jobs stream.
+
+        ``<lane>:served`` (a string with a TTL) remembers when the client was last served;
+        ``<lane>:bytes`` counts the bytes it stored in the window.
+        """
+        return f"{self.queue_lane_prefix(partition)}{client_tag}"
 
     # --- global -----------------------------------------------------------------
     def client_budget(self, family: str, client: str) -> str:
@@ -98,49 +272,6 @@ class BusKeys:
     def ip_rate(self, ip: str, window: int) -> str:
         """Counter: visitor messages from one client address in one fixed window."""
         return f"{self.prefix}:rl:ip:{ip}:{window}"
-
-    @property
-    def jobs(self) -> str:
-        """Stream of jobs for the worker consumer group."""
-        return f"{self.prefix}:jobs"
-
-    @property
-    def jobs_group(self) -> str:
-        """Consumer group name on :attr:`jobs`."""
-        return JOB_GROUP
-
-    @property
-    def dead_letters(self) -> str:
-        """Stream of jobs that could not be processed, with the reason."""
-        return f"{self.prefix}:jobs:dead"
-
-    @property
-    def queue_ring(self) -> str:
-        """Sorted set: clients with jobs in their lanes, least recently served first."""
-        return f"{self.prefix}:queue:ring"
-
-    @property
-    def queue_waiting(self) -> str:
-        """Counter: jobs waiting in every client's lane (not yet in :attr:`jobs`)."""
-        return f"{self.prefix}:queue:waiting"
-
-    @property
-    def queue_clock(self) -> str:
-        """Hash: ``seq`` (jobs moved from the lanes to :attr:`jobs`, the ring's clock) and
-        ``joins`` (clients that joined the ring since)."""
-        return f"{self.prefix}:queue:clock"
-
-    @property
-    def queue_lane_prefix(self) -> str:
-        """Prefix of a client's lane; a script appends the client's tag."""
-        return f"{self.prefix}:queue:lane:"
-
-    def queue_lane(self, client_tag: str) -> str:
-        """List: one client's jobs waiting, oldest first, before they enter :attr:`jobs`.
-
-        ``<lane>:served`` (a string with a TTL) remembers when the client was last served.
-        """
-        return f"{self.queue_lane_prefix}{client_tag}"
 
     @property
     def access_codes(self) -> str:
@@ -164,16 +295,19 @@ class BusKeys:
 
     # --- the layout, for access control and operators ------------------------------
     def families(self) -> dict[str, str]:
-        """Every key family as a glob, by name (what infra/redis/users.acl grants)."""
+        """Every key family of the active layout as a glob, by name (what
+        infra/redis/users.acl grants; it grants both layouts)."""
         p = self.prefix
+        # One chat's keys by what they hold: the worker gets these, never the chat's
+        # rate-limit counters or idempotency records (``{*}``: ids and tags have no braces).
+        tail = ":*" if self.partitioned else ""
+        jobs = f"{p}:jobs:{{*}}" if self.partitioned else f"{p}:jobs"
         return {
             "chats": f"{p}:chat:*",
-            # One chat's keys by what they hold: the worker gets these, never the chat's
-            # rate-limit counters or idempotency records (``{*}``: ids have no braces).
-            **{f"chat_{part}": f"{p}:chat:{{*}}:{part}" for part in WORKER_CHAT_PARTS},
+            **{f"chat_{part}": f"{p}:chat:{{*}}:{part}{tail}" for part in WORKER_CHAT_PARTS},
             "ip_rates": f"{p}:rl:*",
-            "jobs": self.jobs,
-            "dead_letters": self.dead_letters,
+            "jobs": jobs,
+            "dead_letters": f"{jobs}:dead",
             "queue": f"{p}:queue:*",
             "access_codes": self.access_codes,
             "workers": self.workers,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.chatlog import ChatLimits
 from bus.client import RedisOptions
+from bus.keys import MAX_PARTITIONS, BusKeys
 
 __all__ = ["BusSettings", "describe_settings_error"]
 
@@ -48,6 +49,14 @@ class BusSettings(BaseSettings):
     redis_client_key: str | None = None
     #: Every key, stream and channel lives under ``<prefix>:``.
     redis_key_prefix: str = Field("terra", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    #: Redis Cluster: ``REDIS_URL`` names any one node (database 0); the client finds the
+    #: rest. Implies the partitioned key layout (bus/keys.py).
+    redis_cluster: bool = False
+    #: Key partitions (1..1024): a chat's keys, its jobs and its queue live in one of them.
+    #: 1 without a cluster is the legacy layout (the key names of every release so far);
+    #: unset with REDIS_CLUSTER means 16. A single Redis moves between layouts with
+    #: ``terrarium-ops layout migrate``.
+    redis_partitions: int | None = Field(None, ge=1, le=MAX_PARTITIONS)
 
     # --- storage policy (written by every process the same way) --------------------------
     #: A chat's keys expire this long after its last event. Three days: a visitor who comes
@@ -89,7 +98,29 @@ class BusSettings(BaseSettings):
             raise ValueError("must be rediss://[user:password@]host[:port][/db] (or redis://)")
         return value
 
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_db(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url")
+        if value and isinstance(url, SecretStr):
+            db = urlsplit(url.get_secret_value()).path.strip("/")
+            if db not in ("", "0"):
+                raise ValueError("a cluster has only database 0: REDIS_URL must not name another")
+        return value
+
     # --- derived ----------------------------------------------------------------------------
+    @property
+    def partitions(self) -> int:
+        """Key partitions in use: REDIS_PARTITIONS, else 16 on a cluster, else 1."""
+        if self.redis_partitions is not None:
+            return self.redis_partitions
+        return 16 if self.redis_cluster else 1
+
+    @property
+    def bus_keys(self) -> BusKeys:
+        """The key layout of this deployment (prefix, partitions, cluster)."""
+        return BusKeys(self.redis_key_prefix, self.partitions, self.redis_cluster)
+
     @property
     def limits(self) -> ChatLimits:
         """The storage policy as the chat log applies it."""

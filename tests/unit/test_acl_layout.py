@@ -1,4 +1,5 @@
-"""infra/redis/users.acl grants exactly the key families the code uses (BusKeys is the source)."""
+"""infra/redis/users.acl grants exactly the key families the code uses (BusKeys is the source),
+for both key layouts (legacy, and partitioned: REDIS_PARTITIONS > 1 or REDIS_CLUSTER)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from bus.keys import ROLE_FAMILIES, BusKeys
 
 ACL = Path(__file__).resolve().parents[2] / "infra" / "redis" / "users.acl"
 KEY_RULE = re.compile(r"^%(?:R|W|RW)?~|^~")
+LAYOUTS = [BusKeys("terra"), BusKeys("terra", 4), BusKeys("terra", 16, cluster=True)]
 
 
 def acl_rules() -> dict[str, list[str]]:
@@ -30,6 +32,7 @@ def granted_keys(tokens: list[str]) -> set[str]:
 def every_name(keys: BusKeys) -> list[str]:
     """One instance of every key and channel name the bus can produce."""
     chat = "c1"
+    p = keys.partition_of(chat)
     return [
         keys.chat_events(chat),
         keys.chat_messages(chat),
@@ -40,14 +43,16 @@ def every_name(keys: BusKeys) -> list[str]:
         keys.chat_cancel(chat),
         keys.chat_memory(chat),
         keys.chat_rate(chat, 1),
+        keys.chat_budget(chat),
         keys.ip_rate("192.0.2.1", 1),
-        keys.jobs,
-        keys.dead_letters,
-        keys.queue_ring,
-        keys.queue_waiting,
-        keys.queue_clock,
-        keys.queue_lane("0123abcd"),
-        f"{keys.queue_lane('0123abcd')}:served",
+        keys.jobs_stream(p),
+        keys.dead_letters_stream(p),
+        keys.queue_ring(p),
+        keys.queue_waiting(p),
+        keys.queue_clock(p),
+        keys.queue_lane(p, "0123abcd"),
+        f"{keys.queue_lane(p, '0123abcd')}:served",
+        f"{keys.queue_lane(p, '0123abcd')}:bytes",
         keys.access_codes,
         keys.workers,
         keys.worker_alive("host-1"),
@@ -59,26 +64,52 @@ def every_name(keys: BusKeys) -> list[str]:
 
 @pytest.mark.parametrize("user", sorted(ROLE_FAMILIES))
 def test_each_users_key_patterns_are_generated_from_bus_keys(user: str) -> None:
+    """users.acl grants the union of both layouts' globs: one file serves every deployment."""
     rules = acl_rules()
-    assert granted_keys(rules[user]) == set(BusKeys("terra").acl_key_globs(user))
+    assert granted_keys(rules[user]) == set().union(*(k.acl_key_globs(user) for k in LAYOUTS))
 
 
-def test_every_granted_family_matches_a_name_the_code_produces() -> None:
-    keys = BusKeys("terra")
+@pytest.mark.parametrize("keys", LAYOUTS, ids=repr)
+def test_every_granted_family_matches_a_name_the_code_produces(keys: BusKeys) -> None:
     names = every_name(keys)
     for family, glob in keys.families().items():
         assert any(fnmatch.fnmatchcase(name, glob) for name in names), family
 
 
-def test_every_name_the_code_produces_is_granted_to_some_user() -> None:
-    keys = BusKeys("terra")
+@pytest.mark.parametrize("keys", LAYOUTS, ids=repr)
+def test_every_name_the_code_produces_is_granted_to_some_user(keys: BusKeys) -> None:
     granted = set().union(*(keys.acl_key_globs(user) for user in ROLE_FAMILIES))
     for name in every_name(keys):
         assert any(fnmatch.fnmatchcase(name, glob) for glob in granted), name
 
 
-def test_channel_patterns_match_bus_keys() -> None:
-    keys = BusKeys("terra")
+@pytest.mark.parametrize("keys", LAYOUTS, ids=repr)
+def test_the_workers_grants_never_reach_a_visitors_idempotency_record(keys: BusKeys) -> None:
+    """Whatever the layout, whatever the client message id ends in."""
+    worker = granted_keys(acl_rules()["worker"])
+    for part in ("events", "meta", "messages", "replies", "memory", "cancel", "lease"):
+        for cmid in (part, f"x_{part}", f"x:{part}", f"{part}:x"):
+            for chat in ("c1", part):
+                idem = keys.chat_idempotency(chat, cmid)
+                assert not any(fnmatch.fnmatchcase(idem, glob) for glob in worker), idem
+    assert not any(fnmatch.fnmatchcase(keys.chat_budget("c1"), glob) for glob in worker)
+
+
+@pytest.mark.parametrize("user", ["gateway", "worker", "ops"])
+def test_sharded_pubsub_is_granted_beside_classic_pubsub(user: str) -> None:
+    """A cluster deployment SPUBLISHes and SSUBSCRIBEs where a single Redis PUBLISHes and
+    SUBSCRIBEs, with the same users file."""
+    tokens = set(acl_rules()[user])
+    for classic, sharded in (
+        ("+publish", "+spublish"),
+        ("+subscribe", "+ssubscribe"),
+        ("+unsubscribe", "+sunsubscribe"),
+    ):
+        assert (classic in tokens) == (sharded in tokens), (user, sharded)
+
+
+@pytest.mark.parametrize("keys", LAYOUTS, ids=repr)
+def test_channel_patterns_match_bus_keys(keys: BusKeys) -> None:
     for user, tokens in acl_rules().items():
         channels = {t[1:] for t in tokens if t.startswith("&")}
         if user in ("gateway", "worker", "ops"):

@@ -109,7 +109,7 @@ async def test_accept_is_idempotent_and_enqueues_once(log: ChatLog) -> None:
     assert again.duplicate
     assert again.message == first.message
     assert other.message["id"] != first.message["id"]
-    waiting = int(await log.redis.get(log.keys.queue_waiting) or 0)  # in the chat's lane
+    waiting = int(await log.redis.get(log.keys.queue_waiting(0)) or 0)  # in the chat's lane
     assert await log.redis.xlen(log.keys.jobs) + waiting == 2
     assert (await log.worker_state("c"))["state"] == "queued"
     assert [m["id"] for m in await log.history("c")] == [first.message["id"], other.message["id"]]
