@@ -22,7 +22,7 @@ from bus.errors import (
     TooManyWaiting,
 )
 from bus.gateway_bus import FeedStatus, GatewayBus, open_gateway_bus
-from bus.jobs import Delivery, JobQueue
+from bus.jobs import Delivery, JobQueue, JobRef
 from bus.keys import BusKeys, is_valid_chat_id
 from bus.lease import ChatLease
 from bus.presence import Presence
@@ -50,6 +50,7 @@ __all__ = [
     "FeedStatus",
     "GatewayBus",
     "JobQueue",
+    "JobRef",
     "LogRestarted",
     "Presence",
     "QuotaExceeded",

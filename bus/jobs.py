@@ -1,4 +1,4 @@
-"""The jobs stream and its consumer group, fed round robin from the clients' lanes.
+"""The jobs streams and their consumer group, fed round robin from the clients' lanes.
 
 Guarantees: a job is delivered at least once. It stays in the group's pending list until
 acked; a job whose consumer stops renewing it (died) can be reclaimed by another consumer
@@ -10,27 +10,45 @@ of being retried forever. Jobs are enqueued by
 into the client's lane; :meth:`JobQueue.take` moves them into the stream one client at a
 time (see :data:`bus.scripts.ACCEPT`), so one client's backlog delays another visitor by
 about one job. Lane to stream is one atomic step: a job is always in exactly one of them.
+
+Partitioned layout (``REDIS_PARTITIONS`` > 1 or a cluster): each partition has its own
+lanes, ring, jobs stream, group and dead letters (one hash tag, one slot). A job lives and
+dies in its chat's partition: a :class:`Delivery` knows it, and every verb on a job runs
+there. :meth:`JobQueue.take` walks the partitions round robin from a rotating start, so a
+flood in one partition delays another's jobs by at most one take per partition. Blocking
+reads: :mod:`bus.job_reads`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from bus import scripts
 from bus.chatlog import parse_id
-from bus.errors import SchemaError, as_bus_error, translates_redis_errors
+from bus.errors import SchemaError, translates_redis_errors
+from bus.job_reads import BlockingReads
 from bus.keys import BusKeys
 from bus.schemas import AnswerMessage, decode_job, iso_now
 
-__all__ = ["RELEASE_IDLE_MS", "Delivery", "JobQueue"]
+__all__ = ["RELEASE_IDLE_MS", "Delivery", "JobQueue", "JobRef"]
 
 #: Idle time given to released jobs: far beyond any ``min_idle_ms``, well below "now"
 #: (XCLAIM treats an IDLE that reaches before the epoch as zero).
 RELEASE_IDLE_MS = 24 * 3600 * 1000
+
+
+class JobRef(NamedTuple):
+    """Where one delivered job is pending: its partition and its entry id there."""
+
+    partition: int
+    entry_id: str
 
 
 def _fields(flat: list[Any]) -> dict[str, str]:
@@ -47,36 +65,86 @@ class Delivery:
     job: AnswerMessage | None
     deliveries: int = 1
     error: str | None = None
+    #: The partition whose stream holds the job (0 in the legacy layout).
+    partition: int = 0
+
+    @property
+    def ref(self) -> JobRef:
+        """The job's :class:`JobRef` (unique across partitions, unlike ``entry_id``)."""
+        return JobRef(self.partition, self.entry_id)
 
 
-def _to_delivery(entry_id: str, fields: dict[str, str] | None, deliveries: int = 1) -> Delivery:
+def _to_delivery(
+    entry_id: str, fields: dict[str, str] | None, deliveries: int = 1, partition: int = 0
+) -> Delivery:
     raw = (fields or {}).get("d", "")
     try:
-        return Delivery(entry_id, raw, decode_job(raw), deliveries)
+        return Delivery(entry_id, raw, decode_job(raw), deliveries, partition=partition)
     except SchemaError as exc:
-        return Delivery(entry_id, raw, None, deliveries, str(exc))
+        return Delivery(entry_id, raw, None, deliveries, str(exc), partition)
+
+
+def _by_partition(refs: Iterable[JobRef]) -> dict[int, list[str]]:
+    groups: dict[int, list[str]] = {}
+    for partition, entry_id in refs:
+        groups.setdefault(partition, []).append(entry_id)
+    return groups
 
 
 @translates_redis_errors
 class JobQueue:
-    """Consumer-side verbs on the jobs stream, for one named consumer."""
+    """Consumer-side verbs on the jobs streams, for one named consumer.
 
-    def __init__(self, redis: Redis, keys: BusKeys, consumer: str) -> None:
+    The per-job verbs take the job's ``partition`` (a :class:`Delivery`'s); the ``*_refs``
+    verbs work on :class:`JobRef` lists spanning partitions. ``per_partition_reads``
+    forces (or forbids) one blocking read per partition (default: on a cluster only).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: BusKeys,
+        consumer: str,
+        *,
+        per_partition_reads: bool | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
+        self.partitions = list(keys.partitions)
+        self._start = random.randrange(len(self.partitions))
         self._touch = redis.register_script(scripts.JOBS_TOUCH)
         self._release = redis.register_script(scripts.JOBS_RELEASE)
         self._ack = redis.register_script(scripts.JOBS_ACK)
         self._dead_letter = redis.register_script(scripts.JOBS_DEAD_LETTER)
         self._take_over = redis.register_script(scripts.JOBS_TAKE_OVER)
         self._take = redis.register_script(scripts.JOBS_TAKE)
+        #: Jobs handed to the caller and not yet acked, dead-lettered, released or lost:
+        #: a pending job of this consumer that is not here was delivered to no one.
+        self._handed: set[JobRef] = set()
+        per_partition = keys.cluster if per_partition_reads is None else per_partition_reads
+        self._reads = BlockingReads(
+            redis, keys, consumer, per_partition=per_partition, orphans=self._release_orphans
+        )
+
+    def _rotation(self) -> list[int]:
+        """The partitions from a start that moves by one at every call."""
+        n = len(self.partitions)
+        start, self._start = self._start, (self._start + 1) % n
+        return [self.partitions[(start + i) % n] for i in range(n)]
+
+    def _hand(self, deliveries: list[Delivery]) -> list[Delivery]:
+        self._handed.update(d.ref for d in deliveries)
+        return deliveries
 
     async def ensure_group(self) -> None:
-        """Create the consumer group (and the stream) if missing; idempotent."""
+        """Create the consumer group (and the stream) of every partition if missing."""
+        await asyncio.gather(*(self._ensure_group(p) for p in self.partitions))
+
+    async def _ensure_group(self, partition: int) -> None:
         try:
             await self.redis.xgroup_create(
-                self.keys.jobs, self.keys.jobs_group, id="0", mkstream=True
+                self.keys.jobs_stream(partition), self.keys.jobs_group, id="0", mkstream=True
             )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -87,63 +155,93 @@ class JobQueue:
 
         Moves jobs from the lanes into the stream, one client at a time, until ``count``
         + ``keep`` are ready, then reads up to ``count`` for this consumer without
-        blocking. ``take(0, keep=1)`` only refills, so that another idle worker's blocking
-        read wakes. An empty result means nothing waits: block in :meth:`read` (the next
-        accept wakes it).
+        blocking; partitions are walked from a rotating start until ``count`` are taken.
+        ``take(0, keep=1)`` only refills (every partition), so that another idle worker's
+        blocking read wakes. An empty result means nothing waits: block in :meth:`read`
+        (the next accept wakes it).
         """
+        out: list[Delivery] = []
+        for partition in self._rotation():
+            if count > 0 and len(out) >= count:
+                break
+            out += await self._take_in(partition, count - len(out), keep)
+        return self._hand(out)
+
+    async def refill(self, deliveries: Iterable[Delivery]) -> None:
+        """Make one job ready in each partition ``deliveries`` came from (``take(0, keep=1)``
+        there), so the next idle worker's blocking read wakes."""
+        for partition in sorted({d.partition for d in deliveries}):
+            await self._take_in(partition, 0, 1)
+
+    async def _take_in(self, partition: int, count: int, keep: int) -> list[Delivery]:
         k = self.keys
         try:
             reply = await self._take(
-                keys=[k.jobs, k.queue_ring, k.queue_waiting, k.queue_clock],
-                args=[k.jobs_group, self.consumer, count, keep, k.queue_lane_prefix],
+                keys=[
+                    k.jobs_stream(partition),
+                    k.queue_ring(partition),
+                    k.queue_waiting(partition),
+                    k.queue_clock(partition),
+                ],
+                args=[k.jobs_group, self.consumer, count, keep, k.queue_lane_prefix(partition)],
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
-                await self.ensure_group()
+                await self._ensure_group(partition)
                 return []
             raise
-        out: list[Delivery] = []
-        for _stream, entries in reply or []:
-            for entry_id, flat in entries:
-                out.append(_to_delivery(str(entry_id), _fields(flat)))
-        return out
+        return [
+            _to_delivery(str(entry_id), _fields(flat), partition=partition)
+            for _stream, entries in reply or []
+            for entry_id, flat in entries
+        ]
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
-        """Wait up to ``block_ms`` for new jobs (XREADGROUP BLOCK, no polling).
+        """Wait up to ``block_ms`` for new jobs in any partition (XREADGROUP BLOCK).
 
-        Recreates the group if it vanished (for example after a Redis restart without
-        persistence). Raises :class:`BusUnavailable` when Redis is unreachable.
+        Returns at most ``count``; jobs read beyond that are handed back at once
+        (:meth:`release`, no delivery spent). Recreates a group that vanished (for
+        example after a Redis restart without persistence). Raises
+        :class:`BusUnavailable` when Redis is unreachable.
         """
-        try:
-            reply = await self.redis.xreadgroup(
-                self.keys.jobs_group,
-                self.consumer,
-                {self.keys.jobs: ">"},
-                count=count,
-                block=block_ms,
-            )
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                await self.ensure_group()
-                return []
-            raise
-        except RedisError as exc:
-            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
-        out: list[Delivery] = []
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                out.append(_to_delivery(str(entry_id), fields))
-        return out
+        replies = await self._reads.read(self._rotation(), count, block_ms)
+        if replies is None:
+            await self.ensure_group()
+            return []
+        out = [
+            _to_delivery(str(entry_id), fields, partition=partition)
+            for partition, entry_id, fields in replies
+        ]
+        extra = [d.ref for d in out[count:]]
+        if extra:
+            await self.release_refs(extra)
+        return self._hand(out[:count])
 
-    async def ack(self, entry_id: str) -> None:
+    async def _release_orphans(self, partitions: Collection[int]) -> None:
+        """Hand back jobs pending under this consumer in ``partitions`` that were never
+        handed to the caller (a blocking read cancelled as Redis answered it)."""
+        owned = await asyncio.gather(*(self.owned(partition=p) for p in partitions))
+        orphans = [
+            JobRef(p, entry_id)
+            for p, ids in zip(partitions, owned, strict=True)
+            for entry_id in ids
+            if JobRef(p, entry_id) not in self._handed
+        ]
+        if orphans:
+            await self.release_refs(orphans)
+
+    async def ack(self, entry_id: str, partition: int = 0) -> None:
         """Acknowledge a job: it leaves the pending list and is never redelivered.
 
         Finished jobs at the front of the stream are trimmed in the same round trip; jobs
         not yet delivered or still pending never are.
         """
-        await self._ack(keys=[self.keys.jobs], args=[self.keys.jobs_group, entry_id])
+        await self._ack(
+            keys=[self.keys.jobs_stream(partition)], args=[self.keys.jobs_group, entry_id]
+        )
+        self._handed.discard(JobRef(partition, entry_id))
 
-    async def touch(self, entry_ids: list[str]) -> list[str]:
+    async def touch(self, entry_ids: list[str], partition: int = 0) -> list[str]:
         """Renew the lease on jobs still being worked on (resets their idle time).
 
         A consumer calls this at least every ``min_idle_ms / 3`` for each running job, so
@@ -155,11 +253,22 @@ class JobQueue:
         if not entry_ids:
             return []
         lost = await self._touch(
-            keys=[self.keys.jobs], args=[self.keys.jobs_group, self.consumer, *entry_ids]
+            keys=[self.keys.jobs_stream(partition)],
+            args=[self.keys.jobs_group, self.consumer, *entry_ids],
         )
-        return [str(entry_id) for entry_id in lost or []]
+        lost_ids = [str(entry_id) for entry_id in lost or []]
+        self._handed.difference_update(JobRef(partition, e) for e in lost_ids)
+        return lost_ids
 
-    async def release(self, entry_ids: list[str], idle_ms: int = RELEASE_IDLE_MS) -> int:
+    async def touch_refs(self, refs: Iterable[JobRef]) -> list[JobRef]:
+        """:meth:`touch` across partitions; returns the jobs now pending elsewhere."""
+        groups = _by_partition(refs)
+        lost = await asyncio.gather(*(self.touch(ids, p) for p, ids in groups.items()))
+        return [JobRef(p, e) for p, ids in zip(groups, lost, strict=True) for e in ids]
+
+    async def release(
+        self, entry_ids: list[str], idle_ms: int = RELEASE_IDLE_MS, partition: int = 0
+    ) -> int:
         """Hand jobs this consumer still owns back to the group, for a graceful stop.
 
         Their idle time is set to ``idle_ms`` (a day by default), so the next reclaim sweep
@@ -170,15 +279,24 @@ class JobQueue:
         if not entry_ids:
             return 0
         released = await self._release(
-            keys=[self.keys.jobs],
+            keys=[self.keys.jobs_stream(partition)],
             args=[self.keys.jobs_group, self.consumer, idle_ms, *entry_ids],
         )
+        self._handed.difference_update(JobRef(partition, e) for e in entry_ids)
         return int(released)
 
-    async def owned(self, count: int = 1000) -> list[str]:
+    async def release_refs(self, refs: Iterable[JobRef]) -> int:
+        """:meth:`release` across partitions; returns how many were released."""
+        groups = _by_partition(refs)
+        counts = await asyncio.gather(
+            *(self.release(ids, partition=p) for p, ids in groups.items())
+        )
+        return sum(counts)
+
+    async def owned(self, count: int = 1000, partition: int = 0) -> list[str]:
         """Ids of the pending jobs this consumer owns (oldest first, at most ``count``)."""
         rows = await self.redis.xpending_range(
-            self.keys.jobs,
+            self.keys.jobs_stream(partition),
             self.keys.jobs_group,
             min="-",
             max="+",
@@ -187,10 +305,24 @@ class JobQueue:
         )
         return [str(row["message_id"]) for row in rows]
 
+    async def owned_refs(self, count: int = 1000) -> list[JobRef]:
+        """:meth:`owned` in every partition (at most ``count`` in each)."""
+        owned = await asyncio.gather(*(self.owned(count, p) for p in self.partitions))
+        return [JobRef(p, e) for p, ids in zip(self.partitions, owned, strict=True) for e in ids]
+
     async def reclaim(self, min_idle_ms: int, count: int = 10) -> list[Delivery]:
-        """Take over jobs idle for ``min_idle_ms`` (their consumer died), with delivery counts."""
+        """Take over jobs idle for ``min_idle_ms`` (their consumer died), with delivery
+        counts; partitions are swept from a rotating start until ``count`` are taken."""
+        out: list[Delivery] = []
+        for partition in self._rotation():
+            if len(out) >= count:
+                break
+            out += await self._reclaim_in(partition, min_idle_ms, count - len(out))
+        return self._hand(out)
+
+    async def _reclaim_in(self, partition: int, min_idle_ms: int, count: int) -> list[Delivery]:
         _next, claimed, *_ = await self.redis.xautoclaim(
-            self.keys.jobs,
+            self.keys.jobs_stream(partition),
             self.keys.jobs_group,
             self.consumer,
             min_idle_time=min_idle_ms,
@@ -200,35 +332,51 @@ class JobQueue:
         if not claimed:
             return []
         ids = [str(entry_id) for entry_id, _ in claimed]
-        counts = await self._delivery_counts(ids)
+        counts = await self._delivery_counts(partition, ids)
         return [
-            _to_delivery(str(entry_id), fields, counts.get(str(entry_id), 1))
+            _to_delivery(str(entry_id), fields, counts.get(str(entry_id), 1), partition)
             for entry_id, fields in claimed
             if fields is not None
         ]
 
     async def take_over(self, departed: str, count: int = 100) -> list[Delivery]:
         """Claim every job pending under ``departed`` (a worker whose liveness lapsed) now,
-        without waiting for the jobs' idle time; each counts one more delivery."""
+        without waiting for the jobs' idle time; each counts one more delivery. Fewer than
+        ``count`` returned means none is left in any partition."""
+        out: list[Delivery] = []
+        for partition in self._rotation():
+            if len(out) >= count:
+                break
+            out += await self._take_over_in(partition, departed, count - len(out))
+        return self._hand(out)
+
+    async def _take_over_in(self, partition: int, departed: str, count: int) -> list[Delivery]:
         claimed = await self._take_over(
-            keys=[self.keys.jobs],
+            keys=[self.keys.jobs_stream(partition)],
             args=[self.keys.jobs_group, departed, self.consumer, count],
         )
         if not claimed:
             return []
         pairs = [(str(entry[0]), _fields(entry[1])) for entry in claimed if entry[1]]
-        counts = await self._delivery_counts([entry_id for entry_id, _ in pairs])
-        return [_to_delivery(eid, fields, counts.get(eid, 1)) for eid, fields in pairs]
+        counts = await self._delivery_counts(partition, [entry_id for entry_id, _ in pairs])
+        return [_to_delivery(eid, fields, counts.get(eid, 1), partition) for eid, fields in pairs]
 
-    async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
+    async def _delivery_counts(self, partition: int, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
         lo, hi = min(ids, key=parse_id), max(ids, key=parse_id)
         rows = await self.redis.xpending_range(
-            self.keys.jobs, self.keys.jobs_group, min=lo, max=hi, count=len(ids) + 100
+            self.keys.jobs_stream(partition),
+            self.keys.jobs_group,
+            min=lo,
+            max=hi,
+            count=len(ids) + 100,
         )
         return {str(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     async def dead_letter(self, delivery: Delivery, reason: str, maxlen: int = 10_000) -> None:
-        """Copy the job to the dead-letter stream with ``reason`` and ack it, atomically."""
+        """Copy the job to its partition's dead-letter stream with ``reason`` and ack it,
+        atomically."""
         fields = {
             "d": delivery.raw,
             "entry_id": delivery.entry_id,
@@ -237,8 +385,9 @@ class JobQueue:
             "consumer": self.consumer,
             "at": iso_now(),
         }
+        p = delivery.partition
         await self._dead_letter(
-            keys=[self.keys.jobs, self.keys.dead_letters],
+            keys=[self.keys.jobs_stream(p), self.keys.dead_letters_stream(p)],
             args=[
                 self.keys.jobs_group,
                 delivery.entry_id,
@@ -246,14 +395,22 @@ class JobQueue:
                 *(item for pair in fields.items() for item in pair),
             ],
         )
+        self._handed.discard(delivery.ref)
 
     async def stats(self) -> dict[str, Any]:
-        """Queue depth (the stream and the clients' lanes), pending count and dead letters."""
+        """Queue depth (the streams and the clients' lanes), pending count and dead
+        letters, summed over the partitions."""
+        parts = await asyncio.gather(*(self._stats_in(p) for p in self.partitions))
+        return {name: sum(part[name] for part in parts) for name in ("length", "pending", "dead")}
+
+    async def _stats_in(self, partition: int) -> dict[str, int]:
+        k = self.keys
+        stream = k.jobs_stream(partition)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xlen(self.keys.jobs)
-        pipe.xpending(self.keys.jobs, self.keys.jobs_group)
-        pipe.xlen(self.keys.dead_letters)
-        pipe.get(self.keys.queue_waiting)
+        pipe.xlen(stream)
+        pipe.xpending(stream, k.jobs_group)
+        pipe.xlen(k.dead_letters_stream(partition))
+        pipe.get(k.queue_waiting(partition))
         length, pending, dead, waiting = await pipe.execute(raise_on_error=False)
         in_lanes = int(waiting) if isinstance(waiting, str | bytes) and waiting.isdigit() else 0
         return {

@@ -158,7 +158,7 @@ class JobRunner:
             return "dead_letter"
         chat_id, message_id = d.job.chat_id, d.job.message_id
         if await self.handler.already_answered(chat_id, message_id):
-            await self.bus.jobs.ack(d.entry_id)
+            await self.bus.jobs.ack(d.entry_id, d.partition)
             return "duplicate"
         async with self.holds.hold(chat_id, heir=job.heir):
             self.metrics.active_jobs.inc()
@@ -172,7 +172,7 @@ class JobRunner:
                 outcome = await self.handler.answer_job(
                     chat_id, message_id, progress=job.progress, stopping=self._stopping.is_set
                 )
-                await self.bus.jobs.ack(d.entry_id)
+                await self.bus.jobs.ack(d.entry_id, d.partition)
                 return outcome
             finally:
                 self.metrics.active_jobs.dec()

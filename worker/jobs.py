@@ -31,7 +31,7 @@ from typing import Self
 
 import structlog
 
-from bus import BusError, Delivery, WorkerBus, open_worker_bus
+from bus import BusError, Delivery, JobRef, WorkerBus, open_worker_bus
 from worker.aio import cancel_and_wait, wait_event
 from worker.answer import AnswerHandler
 from worker.chat_holds import ChatHolds
@@ -114,7 +114,7 @@ class Worker:
             metrics=self.metrics,
             server_context=lambda: self.health.context_tokens,
         )
-        self._jobs: dict[str, RunningJob] = {}
+        self._jobs: dict[JobRef, RunningJob] = {}
         self._stopping = asyncio.Event()
         #: Set once jobs are done during a stop: the background loops end.
         self._closing = asyncio.Event()
@@ -246,8 +246,8 @@ class Worker:
     async def _release_jobs(self) -> None:
         """Hand every job this worker still holds back to the group (best effort)."""
         try:
-            held = await self.bus.jobs.owned()
-            released = await self.bus.jobs.release(held)
+            held = await self.bus.jobs.owned_refs()
+            released = await self.bus.jobs.release_refs(held)
         except BusError as exc:
             logger.warning("worker.release_failed", error=type(exc).__name__)
             return
@@ -294,8 +294,8 @@ class Worker:
                     deliveries = await self.bus.jobs.read(
                         count=room, block_ms=self.settings.job_block_ms
                     )
-                    if deliveries:  # one job ready again wakes another idle worker
-                        await self.bus.jobs.take(0, keep=1)
+                    # One job ready again (in each partition read) wakes another idle worker.
+                    await self.bus.jobs.refill(deliveries)
             except BusError as exc:
                 logger.warning("worker.read_failed", error=type(exc).__name__)
                 await self._pause(REDIS_RETRY_SECONDS)
@@ -361,11 +361,13 @@ class Worker:
         interval = min(s.reclaim_min_idle_ms, s.chat_lease_ms) / 3000
         while not await wait_event(self._closing, interval):
             try:
-                for entry_id in await self.bus.jobs.touch(list(self._jobs)):
+                for ref in await self.bus.jobs.touch_refs(list(self._jobs)):
                     # Reclaimed by another worker (this one stalled past the idle time).
                     # Whoever holds the chat lease answers; the other acks a duplicate.
                     self.metrics.handovers.labels("taken_over").inc()
-                    logger.warning("worker.job_taken_over", entry_id=entry_id)
+                    logger.warning(
+                        "worker.job_taken_over", entry_id=ref.entry_id, partition=ref.partition
+                    )
                 await self._holds.renew()
             except BusError as exc:
                 logger.warning("worker.keepalive_failed", error=type(exc).__name__)
@@ -375,16 +377,16 @@ class Worker:
         await wait_event(self._stopping, seconds)
 
     def _spawn(self, delivery: Delivery, *, heir: bool = False) -> None:
-        if delivery.entry_id in self._jobs:
+        if delivery.ref in self._jobs:
             return
         chat_id = delivery.job.chat_id if delivery.job is not None else None
         job = RunningJob(delivery, chat_id, heir=heir)
-        self._jobs[delivery.entry_id] = job
+        self._jobs[delivery.ref] = job
         job.task = asyncio.create_task(self._runner.run(job), name=f"job:{delivery.entry_id}")
         job.task.add_done_callback(lambda _task: self._job_done(job))
 
     def _job_done(self, job: RunningJob) -> None:
-        self._jobs.pop(job.delivery.entry_id, None)
+        self._jobs.pop(job.delivery.ref, None)
         self._changed.set()  # the heartbeat's job count goes out on its timer (issue 10)
 
     def _beat_soon(self) -> None:

@@ -110,14 +110,14 @@ async def _one_delivered_job(direct: Redis, consumer: str) -> tuple[JobQueue, st
     queue = JobQueue(direct, KEYS, consumer)
     await queue.ensure_group()
     job = {"v": 1, "type": "AnswerMessage", "chat_id": "c", "message_id": "m1"}
-    await direct.xadd(KEYS.jobs, {"d": json.dumps(job)})
+    await direct.xadd(KEYS.jobs_stream(0), {"d": json.dumps(job)})
     return queue, consumer
 
 
 async def _state(direct: Redis) -> tuple[int, int]:
     """``(dead letters, jobs pending)``."""
-    pending = await direct.xpending(KEYS.jobs, KEYS.jobs_group)
-    return await direct.xlen(KEYS.dead_letters), int(pending["pending"])
+    pending = await direct.xpending(KEYS.jobs_stream(0), KEYS.jobs_group)
+    return await direct.xlen(KEYS.dead_letters_stream(0)), int(pending["pending"])
 
 
 @pytest.mark.timeout(60)
@@ -151,5 +151,5 @@ async def test_a_job_dead_lettered_by_two_workers_is_stored_once(tmp_path: Path)
         await second.dead_letter(taken, "delivered 4 times")
         await first.dead_letter(delivery, "delivered 4 times")
         assert await _state(direct) == (1, 0)
-        (entry,) = await direct.xrange(KEYS.dead_letters)
+        (entry,) = await direct.xrange(KEYS.dead_letters_stream(0))
         assert entry[1]["consumer"] == "w2"

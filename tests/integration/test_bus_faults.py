@@ -55,7 +55,7 @@ async def test_touch_never_takes_back_a_job_another_consumer_reclaimed(redis: Re
     assert taken.deliveries == 2
 
     assert await slow.touch([entry_id]) == [entry_id]  # reported, not re-claimed
-    (row,) = await redis.xpending_range(KEYS.jobs, KEYS.jobs_group, "-", "+", 10)
+    (row,) = await redis.xpending_range(KEYS.jobs_stream(0), KEYS.jobs_group, "-", "+", 10)
     assert row["consumer"] == "heir"
     await slow.ack(entry_id)
     assert await slow.touch([entry_id]) == []  # acked: nothing to renew, nothing lost

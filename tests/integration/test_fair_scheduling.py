@@ -188,8 +188,8 @@ async def test_no_job_is_lost_between_lanes_and_stream_under_concurrent_takes(
         assert delivery.job is not None
         seen.append(delivery.job.job_id)
     assert sorted(seen) == sorted(job for ids in accepted for job in ids)
-    assert int(await redis_client.get(KEYS.queue_waiting) or 0) == 0
-    assert await redis_client.zcard(KEYS.queue_ring) == 0
+    assert int(await redis_client.get(KEYS.queue_waiting(0)) or 0) == 0
+    assert await redis_client.zcard(KEYS.queue_ring(0)) == 0
 
 
 async def test_the_client_cap_counts_only_that_clients_waiting_jobs(
@@ -212,7 +212,7 @@ async def test_the_lanes_keep_no_client_address_in_clear(
     for i in range(3):
         assert (await post(gateway_behind_proxy, f"plain{i}", "hi", FLOOD)).status == 200
     queue_keys = [str(k) async for k in redis_client.scan_iter(match=f"{KEYS.prefix}:queue:*")]
-    assert any(k.startswith(KEYS.queue_lane_prefix) for k in queue_keys)
+    assert any(k.startswith(KEYS.queue_lane_prefix(0)) for k in queue_keys)
     assert not [k for k in queue_keys if FLOOD in k]
     for chat in ("plain0", "plain1", "plain2"):
         assert FLOOD not in str(await redis_client.hgetall(KEYS.chat_meta(chat)))

@@ -43,8 +43,8 @@ async def test_a_full_backlog_refuses_new_messages_and_drops_no_accepted_job(
     # Finished jobs are trimmed when acked; pending ones stay; room comes back.
     for delivery in deliveries[:5]:
         await queue.ack(delivery.entry_id)
-    assert await redis_client.xlen(KEYS.jobs) == CAP - 5
-    assert (await redis_client.xpending(KEYS.jobs, KEYS.jobs_group))["pending"] == CAP - 5
+    assert await redis_client.xlen(KEYS.jobs_stream(0)) == CAP - 5
+    assert (await redis_client.xpending(KEYS.jobs_stream(0), KEYS.jobs_group))["pending"] == CAP - 5
     await log.accept_visitor_message("late", "now there is room")
 
 
@@ -71,11 +71,11 @@ async def test_dead_letter_is_copied_and_acked_in_one_step(redis_client: Redis) 
     await log.accept_visitor_message("c", "doomed")
     (delivery,) = await queue.take(1)
     await queue.dead_letter(delivery, "delivered too often")
-    (entry,) = await redis_client.xrange(KEYS.dead_letters)
+    (entry,) = await redis_client.xrange(KEYS.dead_letters_stream(0))
     assert entry[1]["reason"] == "delivered too often"
     assert entry[1]["entry_id"] == delivery.entry_id
-    assert (await redis_client.xpending(KEYS.jobs, KEYS.jobs_group))["pending"] == 0
-    assert await redis_client.xlen(KEYS.jobs) == 0
+    assert (await redis_client.xpending(KEYS.jobs_stream(0), KEYS.jobs_group))["pending"] == 0
+    assert await redis_client.xlen(KEYS.jobs_stream(0)) == 0
 
 
 async def test_the_gateway_answers_503_with_retry_after_when_the_backlog_is_full(
@@ -97,5 +97,5 @@ async def test_the_gateway_answers_503_with_retry_after_when_the_backlog_is_full
                 assert "try again" in (await response.json())["error"]
     finally:
         await server.close()
-    waiting = int(await redis_client.get(KEYS.queue_waiting) or 0)  # in the client's lane
-    assert await redis_client.xlen(KEYS.jobs) + waiting == 2
+    waiting = int(await redis_client.get(KEYS.queue_waiting(0)) or 0)  # in the client's lane
+    assert await redis_client.xlen(KEYS.jobs_stream(0)) + waiting == 2

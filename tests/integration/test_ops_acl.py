@@ -55,15 +55,15 @@ async def test_read_verbs_run_as_ops_and_requeue_needs_a_writer(
     try:
         log = ChatLog(admin, BusKeys())
         accepted = await log.accept_visitor_message(CHAT, "Hello over TLS")
-        await admin.xgroup_create(BusKeys().jobs, "workers", id="0", mkstream=True)
+        await admin.xgroup_create(BusKeys().jobs_stream(0), "workers", id="0", mkstream=True)
         (_, [(entry_id, fields)]), *_ = await admin.xreadgroup(
-            "workers", "w1", {BusKeys().jobs: ">"}, count=1
+            "workers", "w1", {BusKeys().jobs_stream(0): ">"}, count=1
         )
         await admin.xadd(
-            BusKeys().dead_letters,
+            BusKeys().dead_letters_stream(0),
             {"d": fields["d"], "entry_id": entry_id, "reason": "delivered 4 times"},
         )
-        await admin.xack(BusKeys().jobs, "workers", entry_id)
+        await admin.xack(BusKeys().jobs_stream(0), "workers", entry_id)
     finally:
         await admin.aclose()
 

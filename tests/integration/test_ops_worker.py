@@ -131,10 +131,10 @@ async def test_requeue_refuses_a_malformed_or_answered_job(
 ) -> None:
     keys = BusKeys()
     await chatlog.redis.xadd(
-        keys.dead_letters,
+        keys.dead_letters_stream(0),
         {"d": '{"type": "answerMessage", "chat_id": 7}', "entry_id": "1-0", "reason": "malformed"},
     )
-    (dead_id, _), *_ = await chatlog.redis.xrange(keys.dead_letters)
+    (dead_id, _), *_ = await chatlog.redis.xrange(keys.dead_letters_stream(0))
     ran = await run_ops(redis_server.url, "requeue", dead_id)
     assert ran.status == 1
     assert ran.err == (
@@ -155,7 +155,8 @@ async def test_requeue_refuses_a_malformed_or_answered_job(
         enqueued_at=1.0,
     )
     answered_id = await chatlog.redis.xadd(
-        keys.dead_letters, {"d": encode(job), "entry_id": "2-0", "reason": "delivered 4 times"}
+        keys.dead_letters_stream(0),
+        {"d": encode(job), "entry_id": "2-0", "reason": "delivered 4 times"},
     )
     ran = await run_ops(redis_server.url, "requeue", str(answered_id))
     assert ran.status == 1
@@ -181,7 +182,7 @@ async def test_replay_dry_run_reaches_the_agent_and_publishes_nothing(
     assert any(m["role"] == "tool" for m in worker_asked[0]["messages"])
 
     events_before = len(await ops_bus.events(CHAT))
-    jobs_before = await chatlog.redis.xlen(BusKeys().jobs)
+    jobs_before = await chatlog.redis.xlen(BusKeys().jobs_stream(0))
     agent_url = f"{system.agent_base}/v1/chat/completions"
     shown = await run_ops(
         redis_server.url,
@@ -211,7 +212,7 @@ async def test_replay_dry_run_reaches_the_agent_and_publishes_nothing(
     assert again[1]["messages"] == worker_asked[0]["messages"]
     assert replayed.out.strip()  # the streamed answer
     assert len(await ops_bus.events(CHAT)) == events_before
-    assert await chatlog.redis.xlen(BusKeys().jobs) == jobs_before
+    assert await chatlog.redis.xlen(BusKeys().jobs_stream(0)) == jobs_before
 
     no_flag = await run_ops(redis_server.url, "replay", CHAT)
     assert no_flag.status == 2

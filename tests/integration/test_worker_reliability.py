@@ -97,12 +97,12 @@ def agent_errors(worker: Worker, category: str) -> float:
 
 
 async def pending_count(redis: Redis) -> int:
-    info = await redis.xpending(KEYS.jobs, KEYS.jobs_group)
+    info = await redis.xpending(KEYS.jobs_stream(0), KEYS.jobs_group)
     return int(info["pending"])
 
 
 async def dead_letters(redis: Redis) -> list[dict[str, str]]:
-    return [fields for _, fields in await redis.xrange(KEYS.dead_letters)]
+    return [fields for _, fields in await redis.xrange(KEYS.dead_letters_stream(0))]
 
 
 # --- several workers, restarts, dead workers -----------------------------------------------
@@ -153,8 +153,8 @@ async def test_restarted_worker_does_not_reanswer(
     settings = fast_settings(redis_server.url, agent_url, worker_name="restart")
     ids = [await post(chatlog, "again", f"[[demo:echo]] q{i}") for i in range(3)]
     # An ack trims finished jobs: copy them now (one is in the stream, two wait in the lane).
-    lane = await redis.lrange(KEYS.queue_lane("chat-again"), 0, -1)
-    queued = [*await redis.xrange(KEYS.jobs), *(("", {"d": raw}) for raw in lane)]
+    lane = await redis.lrange(KEYS.queue_lane(0, "chat-again"), 0, -1)
+    queued = [*await redis.xrange(KEYS.jobs_stream(0)), *(("", {"d": raw}) for raw in lane)]
     assert len(queued) == 3
     async with Worker(settings):
         for message_id in ids:
@@ -163,7 +163,7 @@ async def test_restarted_worker_does_not_reanswer(
 
     # Every job is delivered again (as after a crash between reply and ack).
     for _, fields in queued:
-        await redis.xadd(KEYS.jobs, fields)
+        await redis.xadd(KEYS.jobs_stream(0), fields)
 
     async with Worker(settings) as fresh:
 
@@ -415,7 +415,7 @@ async def test_malformed_job_is_dead_lettered(
 ) -> None:
     async with Worker(fast_settings(redis_server.url, agent_url)) as worker:
         await JobQueue(redis, KEYS, "producer").ensure_group()
-        await redis.xadd(KEYS.jobs, {"d": '{"type": "answerMessage", "nonsense": true}'})
+        await redis.xadd(KEYS.jobs_stream(0), {"d": '{"type": "answerMessage", "nonsense": true}'})
         letters = await wait_until(lambda: dead_letters(redis), message="a dead letter")
         await wait_until(lambda: _zero_pending(redis), message="the bad job acked")
         # the worker carries on
@@ -438,7 +438,9 @@ async def test_job_delivered_too_often_is_dead_lettered_with_a_polite_reply(
     message_id = await post(chatlog, "poison", "[[demo:echo]] this one kills workers")
     (delivery,) = await crashing.read(count=1, block_ms=100)
     for _ in range(3):  # three more deliveries to workers that died
-        await redis.xclaim(KEYS.jobs, KEYS.jobs_group, "crashing-worker", 0, [delivery.entry_id])
+        await redis.xclaim(
+            KEYS.jobs_stream(0), KEYS.jobs_group, "crashing-worker", 0, [delivery.entry_id]
+        )
 
     async with Worker(fast_settings(redis_server.url, agent_url)):
         reply = await wait_reply(chatlog, "poison", message_id, within=10)

@@ -26,7 +26,7 @@ class Jobs:
     def __init__(self) -> None:
         self.acked: list[str] = []
 
-    async def ack(self, entry_id: str) -> None:
+    async def ack(self, entry_id: str, partition: int = 0) -> None:
         self.acked.append(entry_id)
 
 
