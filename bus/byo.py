@@ -122,9 +122,10 @@ class ByoLog:
         self._redis = redis
         self._log = log
         self._keys = log.keys
-        self._accept = redis.register_script(BYO_ACCEPT)
+        cluster = self._keys.cluster
+        self._accept = redis.register_script(scripts.for_layout(BYO_ACCEPT, cluster))
         self._renew = redis.register_script(BYO_RENEW)
-        self._finish = redis.register_script(scripts.FINISH)
+        self._finish = redis.register_script(scripts.for_layout(scripts.FINISH, cluster))
 
     def _lane(self, chat_id: str, tag: str) -> str:
         """The client's lane in the chat's partition (its bytes counter sits beside it)."""

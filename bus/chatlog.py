@@ -167,11 +167,13 @@ class ChatLog:
         self.redis = redis
         self.keys = keys
         self.limits = limits or ChatLimits()
-        self._append = redis.register_script(scripts.APPEND)
-        self._chunk = redis.register_script(scripts.CHUNK)
-        self._accept = redis.register_script(scripts.ACCEPT)
-        self._finish = redis.register_script(scripts.FINISH)
-        self._begin = redis.register_script(scripts.BEGIN)
+        cluster = keys.cluster
+        self._append = redis.register_script(scripts.for_layout(scripts.APPEND, cluster))
+        self._chunk = redis.register_script(scripts.for_layout(scripts.CHUNK, cluster))
+        self._accept = redis.register_script(scripts.for_layout(scripts.ACCEPT, cluster))
+        self._finish = redis.register_script(scripts.for_layout(scripts.FINISH, cluster))
+        self._begin = redis.register_script(scripts.for_layout(scripts.BEGIN, cluster))
+        self._save_turns = redis.register_script(scripts.SAVE_TOOL_TURNS)
         self._messages: dict[tuple[str, str], MessagePosted] = {}
         #: Per chat: the newest Messages unanswered_until read, and whether that was all.
         self._recent: dict[str, tuple[list[tuple[str, MessagePosted]], bool]] = {}
@@ -487,12 +489,11 @@ class ChatLog:
         They expire with the chat's other keys. Raises :class:`BusUnavailable`.
         """
         data = json.dumps(list(turns), ensure_ascii=False, separators=(",", ":"))
-        key = self.keys.chat_memory(chat_id)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, message_id, data)
-                pipe.pexpire(key, self.limits.retention_ms)
-                await pipe.execute()
+            await self._save_turns(
+                keys=[self.keys.chat_memory(chat_id)],
+                args=[message_id, data, self.limits.retention_ms],
+            )
         except RedisError as exc:
             raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
 
@@ -682,7 +683,9 @@ class ChatLog:
         events_key = self.keys.chat_events(chat_id)
         try:
             info = await self.redis.xinfo_stream(events_key)
-        except ResponseError as exc:  # no such key
+        except ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise  # a refusal (MOVED, NOPERM, WRONGTYPE): misconfigured, not a gap
             raise ResumeGap("the chat log is gone") from exc
         epoch = await self.redis.hget(self.keys.chat_meta(chat_id), "epoch")  # type: ignore[misc]
         trimmed = str(info.get("max-deleted-entry-id", "0-0"))  # Redis >= 7

@@ -5,7 +5,8 @@ A worker streaming to many chats writes every chat's pending text once per coale
 guarantee of :meth:`bus.chatlog.ChatLog.append_chunk` holds per chat (log, publish with the
 previous id, ``streaming`` marker, cancel flag); only the round trips are shared.
 
-The calls go as ``EVALSHA`` in a non-transactional pipeline: redis-py's registered-script
+The calls go as ``EVALSHA`` in a non-transactional pipeline (on a cluster, one per node
+holding some of the chats, sent concurrently): redis-py's registered-script
 objects in a pipeline send a ``SCRIPT EXISTS`` before every execute, and a fresh Redis (a
 restart, a failover) would answer every call ``NOSCRIPT``. Here the script is loaded once
 when Redis says it lacks it, and the calls that failed so are sent again, once.
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING
 import orjson
 from redis.exceptions import NoScriptError, RedisError
 
-from bus import scripts
 from bus.errors import BusError, as_bus_error
 from bus.schemas import iso_now
 
@@ -80,7 +80,7 @@ async def write_chunks(log: ChatLog, items: Sequence[ChunkItem]) -> list[ChunkRe
         replies = await _run(log, sha, calls)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
-            await log.redis.script_load(scripts.CHUNK)
+            await log.redis.script_load(log._chunk.script)
             again = await _run(log, sha, [calls[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
@@ -100,5 +100,7 @@ async def write_chunks(log: ChatLog, items: Sequence[ChunkItem]) -> list[ChunkRe
 async def _run(log: ChatLog, sha: str, calls: list[tuple[list[str], list[str]]]) -> list[object]:
     pipe = log.redis.pipeline(transaction=False)
     for keys, args in calls:
-        pipe.evalsha(sha, len(keys), *keys, *args)
+        # execute_command, not evalsha(): a cluster pipeline refuses the method (it cannot
+        # tell a script's node), yet routes the command by its keys, one batch per node.
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
     return list(await pipe.execute(raise_on_error=False))

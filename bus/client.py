@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["RedisOptions", "create_redis"]
+__all__ = ["RedisOptions", "create_redis", "is_cluster_client"]
 
 #: Reconnect backoff never waits longer than this between attempts (seconds).
 MAX_BACKOFF_SECONDS = 5.0
@@ -35,7 +36,9 @@ class RedisOptions:
     ssl_keyfile: str | None = None
 
 
-def create_redis(url: str, *, client_name: str, options: RedisOptions | None = None) -> Redis:
+def create_redis(
+    url: str, *, client_name: str, options: RedisOptions | None = None, cluster: bool = False
+) -> Redis:
     """Build an asyncio Redis client for ``url`` (``redis://`` or ``rediss://``).
 
     The client decodes responses to ``str``, retries a failed command on connection errors
@@ -44,6 +47,14 @@ def create_redis(url: str, *, client_name: str, options: RedisOptions | None = N
     ``client_name`` (visible in ``CLIENT LIST``). With ``rediss://`` the server certificate
     is verified against ``ssl_ca_certs`` (or the system store). No I/O happens here: the
     first command connects.
+
+    With ``cluster`` (``REDIS_CLUSTER``), ``url`` names any one node and the client is a
+    :class:`redis.asyncio.cluster.RedisCluster` with the same options on every node
+    connection (``max_connections`` per node): it finds the other nodes, routes each
+    command by its keys' slot and follows MOVED/ASK. It serves the command API the bus's
+    parts use (typed as :class:`Redis`, so they take either); the two things it lacks,
+    pub/sub and MULTI, the bus never asks of it (the live feed opens its own shard
+    connections; no MULTI anywhere: see :func:`is_cluster_client`).
     """
     opts = options or RedisOptions()
     retry = Retry(
@@ -60,17 +71,30 @@ def create_redis(url: str, *, client_name: str, options: RedisOptions | None = N
             "ssl_keyfile": opts.ssl_keyfile,
             "ssl_check_hostname": True,
         }
-    client: Redis = Redis.from_url(
-        url,
-        decode_responses=True,
-        client_name=client_name,
-        socket_timeout=opts.socket_timeout,
-        socket_connect_timeout=opts.connect_timeout,
-        socket_keepalive=True,
-        health_check_interval=opts.health_check_interval,
-        retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        max_connections=opts.max_connections,
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "client_name": client_name,
+        "socket_timeout": opts.socket_timeout,
+        "socket_connect_timeout": opts.connect_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": opts.health_check_interval,
+        "retry": retry,
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "max_connections": opts.max_connections,
         **extra,
-    )
+    }
+    if cluster:
+        nodes = RedisCluster.from_url(
+            url,
+            connection_error_retry_attempts=opts.retries,
+            require_full_coverage=True,
+            **common,
+        )
+        return cast("Redis", nodes)  # the same command API; see the docstring
+    client: Redis = Redis.from_url(url, **common)
     return client
+
+
+def is_cluster_client(redis: object) -> bool:
+    """True for a client :func:`create_redis` built for a cluster."""
+    return isinstance(redis, RedisCluster)

@@ -5,7 +5,8 @@
     BusError
     ├── SchemaError        a stored or received entry does not match its schema
     ├── BusUnavailable     Redis cannot be reached or timed out (after the client's retries)
-    ├── BusRejected        Redis answered but refused (ACL, auth, wrong type, cluster redirect)
+    ├── BusRejected        Redis answered but refused (ACL, auth, wrong type, cluster redirect):
+    │                      Terra is misconfigured; counted by kind (:func:`misconfigurations`)
     ├── BacklogFull        too many unfinished jobs: nothing was stored, try again later
     │   └── StorageFull    Redis is above its memory budget: nothing was stored
     ├── TooManyWaiting     this client already has its cap of messages waiting
@@ -23,14 +24,31 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
+import re
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    AuthorizationError,
+    ClusterCrossSlotError,
+    ClusterDownError,
+    MovedError,
+    NoPermissionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
+    "MISCONFIG_KINDS",
     "BacklogFull",
     "BusError",
     "BusRejected",
@@ -42,8 +60,30 @@ __all__ = [
     "StorageFull",
     "TooManyWaiting",
     "as_bus_error",
+    "misconfigurations",
     "translates_redis_errors",
 ]
+
+log = logging.getLogger("bus")
+
+#: The kinds of refusal counted as misconfiguration (``terrarium_redis_misconfig_total``):
+#: a cluster redirect a client did not follow (MOVED, ASK: a plain client at a cluster
+#: node), keys of several slots in one command (CROSSSLOT, also redis-py's own refusal of
+#: one), the ACL (NOPERM), a key of another type (WRONGTYPE), a script Redis lost again
+#: after a reload (NOSCRIPT), credentials (AUTH), a cluster client at a server without
+#: cluster mode (CLUSTER), and any other refusal (OTHER).
+MISCONFIG_KINDS = (
+    "MOVED",
+    "ASK",
+    "CROSSSLOT",
+    "NOPERM",
+    "WRONGTYPE",
+    "NOSCRIPT",
+    "AUTH",
+    "CLUSTER",
+    "OTHER",
+)
+_misconfig: Counter[str] = Counter()
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -63,7 +103,15 @@ class BusUnavailable(BusError):
 
 
 class BusRejected(BusError):
-    """Redis answered and refused the command: a configuration problem, not an outage."""
+    """Redis answered and refused the command: a configuration problem, not an outage.
+
+    ``kind`` is one of :data:`MISCONFIG_KINDS`; the message carries Redis's own words
+    (never a secret: Redis does not echo credentials or values in its errors).
+    """
+
+    def __init__(self, message: str, kind: str = "OTHER") -> None:
+        super().__init__(message)
+        self.kind = kind if kind in MISCONFIG_KINDS else "OTHER"
 
 
 class BacklogFull(BusError):
@@ -104,24 +152,75 @@ class ResumeGap(BusError):
     """The requested resume point is no longer in the chat log; refetch history."""
 
 
+def misconfigurations() -> dict[str, int]:
+    """Refusals translated by this process since it started, by kind (every kind listed)."""
+    return {kind: _misconfig[kind] for kind in MISCONFIG_KINDS}
+
+
+_CLUSTER_OUTAGE = ("cannot be connected", "not covered", "clusterdown", "node is down")
+_SECRETISH = re.compile(r"\w+://\S*@\S*")  # a URL with credentials, should one ever appear
+
+
+def _rejected(kind: str, text: str) -> BusRejected:
+    """A :class:`BusRejected` of ``kind``, counted and logged (``bus.misconfigured``)."""
+    text = _SECRETISH.sub("<url>", " ".join(text.split()))[:300]
+    error = BusRejected(f"Redis refused the command: {text}", kind)
+    _misconfig[error.kind] += 1
+    log.error("bus.misconfigured kind=%s error=%s", error.kind, text)
+    return error
+
+
+_PARSED: tuple[tuple[type[Exception], str], ...] = (
+    (MovedError, "MOVED"),  # before AskError: MovedError is one
+    (AskError, "ASK"),
+    (ClusterCrossSlotError, "CROSSSLOT"),
+    (NoScriptError, "NOSCRIPT"),
+)
+
+
+def _refusal_kind(first_word: str, text: str) -> str:
+    if first_word in MISCONFIG_KINDS:
+        return first_word
+    if "same slot" in text or "same key slot" in text or "transaction is deprecated" in text:
+        return "CROSSSLOT"
+    if "cluster" in text.lower():
+        return "CLUSTER"
+    return "OTHER"
+
+
 def as_bus_error(exc: BaseException) -> BusError:
-    """The bus error for a Redis (or socket) failure; the message never holds a secret."""
+    """The bus error for a Redis (or socket) failure; the message never holds a secret.
+
+    Outages (unreachable, timed out, a cluster without a master for a slot) become
+    :class:`BusUnavailable`; refusals become :class:`BusRejected`, counted by kind and
+    logged once here with Redis's words as ``bus.misconfigured``.
+    """
     if isinstance(exc, BusError):
         return exc
     kind = type(exc).__name__
-    if isinstance(exc, AuthenticationError):
-        return BusRejected(f"Redis refused the credentials ({kind})")
+    text = str(exc)
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return _rejected("AUTH", f"{kind}: {text}")
     if isinstance(exc, NoPermissionError):  # the ACL: its message has no leading NOPERM
-        return BusRejected("Redis refused the command (NOPERM)")
+        return _rejected("NOPERM", f"NOPERM {text}")
+    for cls, word in _PARSED:  # redis-py strips the error code of these: put it back
+        if isinstance(exc, cls):
+            return _rejected(word, f"{word} {text}")
+    if isinstance(exc, ClusterDownError | TryAgainError | SlotNotCoveredError):
+        return BusUnavailable(f"Redis Cluster unavailable ({kind})")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError):
         return BusUnavailable(f"Redis unreachable ({kind})")
-    first_word = str(exc).split(" ", 1)[0] if str(exc) else kind
+    if isinstance(exc, RedisClusterException):  # redis-py's cluster client, not the server
+        if any(word in text.lower() for word in _CLUSTER_OUTAGE):
+            return BusUnavailable(f"Redis Cluster unreachable ({kind})")
+        return _rejected(_refusal_kind("", text), text)
+    first_word = text.split(" ", 1)[0] if text else kind
     if first_word.isupper():  # NOPERM, WRONGTYPE, MOVED, CROSSSLOT, NOSCRIPT, ...
-        return BusRejected(f"Redis refused the command ({first_word})")
+        return _rejected(_refusal_kind(first_word, text), text)
     return BusError(f"Redis error ({kind})")
 
 
-_TRANSLATED = (RedisError, OSError, TimeoutError)
+_TRANSLATED = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def _closed_under_us(exc: RuntimeError) -> bool:

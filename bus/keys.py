@@ -266,7 +266,13 @@ class BusKeys:
 
     # --- global -----------------------------------------------------------------
     def client_budget(self, family: str, client: str) -> str:
-        """Token bucket: one client's (address or IPv6 prefix) requests of a route family."""
+        """Token bucket: one client's (address or IPv6 prefix) requests of a route family.
+
+        Partitioned, the client is a hash tag: its families' buckets share a slot, so one
+        script may spend from several (a route's budget and the failed-code one).
+        """
+        if self.partitioned:
+            return f"{self.prefix}:rl:{family}:{{{client}}}"
         return f"{self.prefix}:rl:{family}:{client}"
 
     def ip_rate(self, ip: str, window: int) -> str:

@@ -8,6 +8,11 @@ channel. Carrying the previous id lets a subscriber notice a lost pub/sub messag
 fill the gap from the log.
 
 Key order shared by the chat scripts: events, meta, messages, replies, memory, cancel.
+
+On Redis Cluster the scripts publish with SPUBLISH (sharded pub/sub: the chat's channel
+has its keys' slot, and the cluster bus relays nothing) instead of PUBLISH (relayed to
+every node): :func:`for_layout` gives each script's text for the deployment. Every script
+touches one slot: a chat's keys, or one partition's queue keys, or both (ACCEPT).
 """
 
 from __future__ import annotations
@@ -24,7 +29,18 @@ __all__ = [
     "LEASE_ACQUIRE",
     "LEASE_RELEASE",
     "RATE_HIT",
+    "SAVE_TOOL_TURNS",
+    "for_layout",
 ]
+
+_PUBLISH = "redis.call('PUBLISH', "
+
+
+def for_layout(script: str, cluster: bool) -> str:
+    """``script`` as the deployment runs it: chat events SPUBLISHed on a cluster (sharded
+    pub/sub), PUBLISHed on a single Redis (the feed subscribes accordingly)."""
+    return script.replace(_PUBLISH, "redis.call('SPUBLISH', ") if cluster else script
+
 
 _APPEND_FN = """
 local function refresh(ttl)
@@ -278,6 +294,15 @@ refresh(ARGV[8])
 return {'new', mid}
 """
 )
+
+#: Keep the tool turns answering a visitor message took (replacing earlier ones), with the
+#: chat's retention. One script (a MULTI would not run on a cluster client).
+#: KEYS: memory. ARGV: visitor message id, turns JSON, ttl_ms
+SAVE_TOOL_TURNS = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 
 #: Fixed-window counter. KEYS: counter. ARGV: window_ms -> {count, pttl_ms}
 RATE_HIT = """

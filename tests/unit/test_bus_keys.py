@@ -204,3 +204,12 @@ def test_bad_layout_settings_are_named_in_one_line(env: dict[str, object], named
     assert line.startswith(f"{named} (")
     assert "s3cret" not in line
     assert "\n" not in line
+
+
+def test_a_clients_budgets_share_a_slot_in_the_partitioned_layout() -> None:
+    """One script spends a route's budget and looks at the failed-code one."""
+    assert BusKeys("terra").client_budget("post", "192.0.2.1") == "terra:rl:post:192.0.2.1"
+    keys = BusKeys("terra", 4)
+    for client in ("192.0.2.1", "2001:db8:1:2::/64"):
+        names = [keys.client_budget(family, client) for family in ("post", "failed-code", "read")]
+        assert len({slot(name) for name in names}) == 1
