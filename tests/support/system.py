@@ -3,7 +3,9 @@
 Built on the demo's launcher (``tests.support.launcher.TestLauncher``): the same commands
 ``python -m demo`` runs, each a subprocess with its own log file, so a test can kill
 (SIGKILL), stop (SIGTERM) or restart any of them while the others keep running. Redis is a
-``tests.support.redis_server.RedisServer`` the test owns (it restarts and kills it too).
+``tests.support.redis_server.RedisServer`` the test owns (it restarts and kills it too), or a
+``tests.support.redis_cluster.RedisCluster``: then every gateway and worker runs with
+``REDIS_CLUSTER=true`` (and ``REDIS_PARTITIONS`` when given), ``REDIS_URL`` naming a seed node.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from demo.launcher import LaunchOptions, free_port
 from tests.support.launcher import Process, TestLauncher
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
 __all__ = ["ACCESS_CODE", "Process", "System", "running_system", "sse_frames"]
@@ -26,9 +29,21 @@ ACCESS_CODE = "test-access-code"
 class System:
     """Redis + demo agent + any number of gateways and workers, all real processes."""
 
-    def __init__(self, workdir: Path, redis: RedisServer) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        redis: RedisServer | RedisCluster,
+        *,
+        partitions: int | None = None,
+    ) -> None:
         self.workdir = workdir
         self.redis = redis
+        #: Settings every gateway and worker gets (a test's ``env`` still wins).
+        self.bus_env: dict[str, str] = {}
+        if isinstance(redis, RedisCluster):
+            self.bus_env["REDIS_CLUSTER"] = "true"
+        if partitions is not None:
+            self.bus_env["REDIS_PARTITIONS"] = str(partitions)
         self.agent_port = free_port()
         self.agent: Process | None = None
         self.launcher = TestLauncher(
@@ -75,12 +90,13 @@ class System:
             "CLIENT_BYTES_PER_DAY": "100000000000",
             "CHAT_MAX_BYTES": "100000000000",
         }
-        return self.launcher.add_gateway(name, free_port(), {"LOG_LEVEL": "INFO", **many, **env})
+        settings = {"LOG_LEVEL": "INFO", **many, **self.bus_env, **env}
+        return self.launcher.add_gateway(name, free_port(), settings)
 
     def worker(self, name: str = "worker", **env: str) -> Process:
         """A worker named ``name`` with a 500 ms heartbeat (``env`` overrides)."""
         defaults = {"WORKER_NAME": name, "HEARTBEAT_INTERVAL_MS": "500", "LOG_LEVEL": "INFO"}
-        return self.launcher.add_worker(name, {**defaults, **env})
+        return self.launcher.add_worker(name, {**defaults, **self.bus_env, **env})
 
     def close(self) -> None:
         """SIGKILL every process, newest first."""
@@ -93,9 +109,11 @@ class System:
 
 
 @contextmanager
-def running_system(workdir: Path, redis: RedisServer) -> Iterator[System]:
+def running_system(
+    workdir: Path, redis: RedisServer | RedisCluster, *, partitions: int | None = None
+) -> Iterator[System]:
     """A :class:`System`; its logs are printed when the body fails, its processes killed."""
-    system = System(workdir, redis)
+    system = System(workdir, redis, partitions=partitions)
     try:
         yield system
     except BaseException:
