@@ -31,7 +31,14 @@ from demo.launcher import free_port, redis_server_args
 from tests.support.redis_server import redis_server_binary
 from tests.support.wait import wait_until_sync
 
-__all__ = ["SLOTS", "ClusterNode", "ClusterTLS", "RedisCluster"]
+__all__ = [
+    "SLOTS",
+    "ClusterNode",
+    "ClusterTLS",
+    "NodeLine",
+    "RedisCluster",
+    "parse_cluster_nodes",
+]
 
 #: Hash slots of a Redis Cluster.
 SLOTS = 16384
@@ -86,6 +93,45 @@ class ClusterNode:
     def log(self) -> Path:
         """The node's log file."""
         return self.workdir / "redis.log"
+
+
+@dataclass(frozen=True)
+class NodeLine:
+    """One line of ``CLUSTER NODES``: a node as another node sees it."""
+
+    node_id: str
+    flags: frozenset[str]
+    #: The master it replicates ("" for a master).
+    master_id: str
+    #: Slot ranges it serves, inclusive (slots being imported or migrated left out).
+    slots: tuple[tuple[int, int], ...]
+
+    @property
+    def master(self) -> bool:
+        """Whether it is a master (failed or not)."""
+        return "master" in self.flags
+
+
+def parse_cluster_nodes(text: str) -> list[NodeLine]:
+    """The lines of a ``CLUSTER NODES`` reply.
+
+    A line is ``<id> <ip:port@cport> <flags> <master|-> <ping> <pong> <epoch> <link>
+    <slot|first-last|[slot->-id]|[slot-<-id]>...``.
+    """
+    nodes = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        slots = []
+        for part in fields[8:]:
+            if part.startswith("["):  # a slot being migrated or imported
+                continue
+            first, _, last = part.partition("-")
+            slots.append((int(first), int(last or first)))
+        master_id = "" if fields[3] == "-" else fields[3]
+        nodes.append(NodeLine(fields[0], frozenset(fields[2].split(",")), master_id, tuple(slots)))
+    return nodes
 
 
 class RedisCluster:
@@ -314,21 +360,20 @@ class RedisCluster:
                 return node
         raise KeyError(node_id)
 
-    def _cluster_nodes(self, via: ClusterNode | None = None) -> list[list[str]]:
-        """``CLUSTER NODES`` of ``via`` (default: the first live node), split into fields."""
+    def _cluster_nodes(self, via: ClusterNode | None = None) -> list[NodeLine]:
+        """``CLUSTER NODES`` of ``via`` (default: the first live node)."""
         source = via or self.live_nodes()[0]
         text = self.command(source, "CLUSTER", "NODES")
-        if isinstance(text, dict):  # some redis-py versions parse the reply
+        if not isinstance(text, str):  # some redis-py versions parse the reply
             raise TypeError("CLUSTER NODES came back parsed; expected its text")
-        return [line.split() for line in str(text).splitlines() if line.strip()]
+        return parse_cluster_nodes(text)
 
     def masters(self) -> list[ClusterNode]:
         """The live masters that own slots, as the first live node sees them."""
         found = []
-        for fields in self._cluster_nodes():
-            flags = fields[2].split(",")
-            if "master" in flags and "fail" not in flags and len(fields) > 8:
-                node = self.by_id(fields[0])
+        for line in self._cluster_nodes():
+            if line.master and "fail" not in line.flags and line.slots:
+                node = self.by_id(line.node_id)
                 if node.alive:
                     found.append(node)
         return sorted(found, key=lambda n: n.index)
@@ -336,24 +381,19 @@ class RedisCluster:
     def replicas_of(self, master: ClusterNode) -> list[ClusterNode]:
         """The live replicas of ``master``."""
         return [
-            self.by_id(fields[0])
-            for fields in self._cluster_nodes()
-            if fields[3] == master.node_id and self.by_id(fields[0]).alive
+            self.by_id(line.node_id)
+            for line in self._cluster_nodes()
+            if line.master_id == master.node_id and self.by_id(line.node_id).alive
         ]
 
     def slot_owners(self, via: ClusterNode | None = None) -> dict[int, ClusterNode]:
         """Every covered slot and the master that serves it (``CLUSTER NODES`` of ``via``)."""
         owners: dict[int, ClusterNode] = {}
-        for fields in self._cluster_nodes(via):
-            if "master" not in fields[2].split(","):
-                continue
-            node = self.by_id(fields[0])
-            for part in fields[8:]:
-                if part.startswith("["):  # a slot being migrated or imported
-                    continue
-                first, _, last = part.partition("-")
-                for slot in range(int(first), int(last or first) + 1):
-                    owners[slot] = node
+        for line in self._cluster_nodes(via):
+            if line.master:
+                node = self.by_id(line.node_id)
+                for first, last in line.slots:
+                    owners.update(dict.fromkeys(range(first, last + 1), node))
         return owners
 
     def node_for_slot(self, slot: int) -> ClusterNode:
