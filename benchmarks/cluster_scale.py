@@ -90,6 +90,14 @@ class Services:
     def ports(self) -> list[int]:
         return [g.port for g in self.gateways if g.port is not None]
 
+    def check(self) -> None:
+        """Raise when a service exited: the figures of a run without it would mislead."""
+        for child in (self.agent, *self.gateways, *self.workers):
+            if not child.running:
+                raise RuntimeError(
+                    f"{child.name} exited with {child.returncode}:\n{child.output()[-3000:]}"
+                )
+
 
 def bus_env(setup: RedisSetup, args: argparse.Namespace) -> dict[str, str]:
     """What gateways and workers share: where Redis is and the key layout."""
@@ -235,17 +243,22 @@ class Visitors:
         self.tally = Exchanges()
         self.used: set[str] = set()
 
-    async def run(self) -> None:
-        """Start the visitors and the answer poller; return when every visitor stopped."""
-        poller = asyncio.create_task(self._poll())
-        try:
-            await asyncio.gather(*(self._visitor(k) for k in range(self.args.streams)))
-        finally:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
+    async def run(self, check: Callable[[], None]) -> None:
+        """Run the visitors and the answer poller until every visitor stopped.
 
-    async def _poll(self) -> None:
+        ``check`` raises when a service died: the run stops at once with that error.
+        """
+        try:
+            async with asyncio.TaskGroup() as group:
+                poller = group.create_task(self._poll(check))
+                await asyncio.gather(*(self._visitor(k) for k in range(self.args.streams)))
+                poller.cancel()
+        except ExceptionGroup as errors:
+            raise errors.exceptions[0] from None
+
+    async def _poll(self, check: Callable[[], None]) -> None:
         while True:
+            check()
             for part in await self.clients.call("answers"):
                 for _chat, message_id, status in part["answers"]:
                     if message_id in self.seen:
@@ -439,11 +452,11 @@ async def measure_setup(
                 "driver": [os.getpid()],
             }
             cpu = Cpu(pids)
-            running = asyncio.create_task(visitors.run())
-            await asyncio.sleep(args.warmup)
+            running = asyncio.create_task(visitors.run(services.check))
+            await _unless_failed(running, args.warmup)
             cpu.begin()
             t0 = time.time()
-            await asyncio.sleep(args.duration)
+            await _unless_failed(running, args.duration)
             t1 = time.time()
             groups, per_client = cpu.end()
             visitors.stop.set()
@@ -470,6 +483,14 @@ async def measure_setup(
         per_client,
         jobs,
     )
+
+
+async def _unless_failed(task: asyncio.Task[None], seconds: float) -> None:
+    """Sleep ``seconds``, or raise at once what ``task`` raised if it ends before."""
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        task.result()
+        raise RuntimeError("the visitors stopped before the end of the window")
 
 
 def _bus_kwargs(setup: RedisSetup, args: argparse.Namespace) -> dict[str, Any]:
