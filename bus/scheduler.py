@@ -2,6 +2,14 @@
 
 arq stores its own keys under :attr:`bus.keys.BusKeys.arq_queue`; its jobs are JSON, never
 pickle.
+
+arq never runs on a Redis Cluster: its client is a plain ``redis.asyncio.Redis``
+(python-arq/arq#358), it enqueues with WATCH/MULTI over keys in different slots
+(``arq:job:<id>`` and the queue), and its per-job keys (``arq:in-progress:*``,
+``arq:retry:*``, ``arq:result:*``) hash anywhere: on a cluster that is CROSSSLOT or MOVED.
+So :func:`open_arq_redis` always builds a single-Redis client, for the URL it is given:
+``ARQ_REDIS_URL`` (a small standalone Redis) when the bus is on a cluster, else the bus's
+own ``REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import json
 from typing import Any
 
 from arq.connections import ArqRedis
+from pydantic import SecretStr
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
@@ -45,13 +54,18 @@ def arq_queue_name(settings: BusSettings) -> str:
     return BusKeys(settings.redis_key_prefix).arq_queue
 
 
-def open_arq_redis(settings: BusSettings, *, client_name: str) -> ArqRedis:
-    """arq's connection: :func:`bus.client.create_redis`'s options, reading bytes."""
+def open_arq_redis(
+    settings: BusSettings, *, client_name: str, url: SecretStr | None = None
+) -> ArqRedis:
+    """arq's connection to ``url`` (default ``REDIS_URL``): a single Redis, never a cluster.
+
+    :func:`bus.client.create_redis`'s options (TLS files, timeouts, retries), reading bytes.
+    """
     client = create_redis(
-        settings.redis_url.get_secret_value(),
+        (url or settings.redis_url).get_secret_value(),
         client_name=client_name,
         options=settings.redis_options(max_connections=8),
-    )
+    )  # never cluster=True: see the module's text
     template = client.connection_pool
     pool = ConnectionPool(
         connection_class=template.connection_class,

@@ -20,7 +20,7 @@ from bus import describe_settings_error
 from logsetup import configure_logging
 from tools.settings import ToolSettings
 from worker.jobs import Worker
-from worker.scheduled import ScheduledJobs
+from worker.scheduled import ArqRedisMissing, ScheduledJobs
 from worker.settings import WorkerSettings
 from worker.toolkit import ToolKit
 
@@ -61,6 +61,8 @@ async def run(settings: WorkerSettings, tool_settings: ToolSettings | None = Non
     tools = ToolKit.from_settings(tool_settings, settings) if tool_settings else None
     try:
         scheduled = ScheduledJobs(settings, tool_settings) if tool_settings else None
+    except ArqRedisMissing as exc:
+        _refuse(f"{exc.setting} ({exc})")
     except ValueError as exc:
         _refuse(f"CONTENT_REFRESH_CRON ({exc})")
     worker = Worker(settings, tools=tools)

@@ -12,6 +12,15 @@ consumer's). Its connection comes from the bus (:func:`bus.open_arq_redis`: TLS,
 timeouts, retries, client name, bytes as arq reads them), like every other Redis client.
 Jobs and results are stored as JSON, not pickle. arq's own keys (``arq:job:*``,
 ``arq:result:*``...) have fixed names; the worker's Redis ACL allows them.
+
+arq's Redis is ``ARQ_REDIS_URL`` when set, else ``REDIS_URL``, but never a Redis Cluster:
+arq's client is a plain single-node client (python-arq/arq#358), its enqueue is a
+WATCH/MULTI over ``arq:job:<id>`` and the queue, which hash to different slots
+(CROSSSLOT), and its poll touches per-job keys spread over every node (MOVED). Nothing
+of arq is on the live path, so rather than re-implement a cron on the bus, arq keeps a
+small standalone Redis of its own. With ``REDIS_CLUSTER`` and ``CONTENT_REFRESH_ENABLED``
+but no ``ARQ_REDIS_URL`` the worker refuses to start (:class:`ArqRedisMissing`), naming
+the setting, instead of failing at the first refresh.
 """
 
 from __future__ import annotations
@@ -32,15 +41,29 @@ from tools.settings import ToolSettings
 from worker.aio import cancel_and_wait
 from worker.settings import WorkerSettings
 
-__all__ = ["ScheduledJobs"]
+__all__ = ["ArqRedisMissing", "ScheduledJobs"]
 
 logger = structlog.get_logger("worker.scheduled")
+
+
+class ArqRedisMissing(ValueError):
+    """The refresh is on, the bus is on a cluster, and arq has no Redis of its own."""
+
+    setting = "ARQ_REDIS_URL"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "required with REDIS_CLUSTER and CONTENT_REFRESH_ENABLED: arq's scheduled jobs "
+            "cannot run on a Redis Cluster; name a small standalone Redis"
+        )
 
 
 class ScheduledJobs:
     """arq worker settings for Terra's scheduled jobs, built from the process's settings.
 
-    ``cron_jobs`` is empty unless ``CONTENT_REFRESH_ENABLED`` (see :attr:`enabled`).
+    ``cron_jobs`` is empty unless ``CONTENT_REFRESH_ENABLED`` (see :attr:`enabled`); when
+    enabled without a Redis arq may use (a cluster, no ``ARQ_REDIS_URL``) the constructor
+    raises :class:`ArqRedisMissing`.
     :meth:`start` runs an arq worker in the current event loop (arq's signal handling off:
     ``python -m worker`` owns SIGTERM); :meth:`stop` cancels a running refresh (the
     bundle is swapped in atomically, so the old one stays) and closes the connection.
@@ -58,6 +81,8 @@ class ScheduledJobs:
         self.tool_settings = tool_settings
         self.queue_name = arq_queue_name(settings)
         self.cron_jobs: list[CronJob] = refresh_cron_jobs(tool_settings)
+        if self.cron_jobs and settings.arq_url is None:
+            raise ArqRedisMissing()
         self._arq: ArqWorker | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -71,9 +96,11 @@ class ScheduledJobs:
         ctx["tool_settings"] = self.tool_settings
 
     def create_redis(self) -> ArqRedis:
-        """arq's connection, from the bus (:func:`bus.open_arq_redis`)."""
+        """arq's connection to its own Redis, from the bus (:func:`bus.open_arq_redis`)."""
         return open_arq_redis(
-            self.settings, client_name=f"terrarium-worker:{self.settings.worker_name}:arq"
+            self.settings,
+            client_name=f"terrarium-worker:{self.settings.worker_name}:arq",
+            url=self.settings.arq_url,
         )
 
     def create_worker(self, redis: ArqRedis) -> ArqWorker:
@@ -106,6 +133,7 @@ class ScheduledJobs:
             "worker.scheduled_jobs_started",
             queue=self.queue_name,
             jobs=[job.name for job in self.cron_jobs],
+            own_redis=self.settings.arq_redis_url is not None,
         )
 
     async def stop(self) -> None:

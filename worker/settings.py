@@ -56,6 +56,11 @@ class WorkerSettings(BusSettings):
     #: The worker crosses hosts to reach Redis: plaintext ``redis://`` to any host but
     #: loopback is refused at start-up unless this says it is meant (a private network).
     redis_allow_plaintext: bool = Field(False, validate_default=True)
+    #: arq's Redis, for the scheduled content refresh (``worker/scheduled.py``): a small
+    #: standalone Redis (same TLS files and plaintext rule as ``REDIS_URL``). Unset: arq
+    #: shares ``REDIS_URL``, except with ``REDIS_CLUSTER``, where arq cannot run; there a
+    #: worker with ``CONTENT_REFRESH_ENABLED`` refuses to start until this is set.
+    arq_redis_url: SecretStr | None = None
 
     # --- the agent (terrarium-agent's OpenAI-compatible API) -------------------------
     #: Full URL of ``/v1/chat/completions`` (as in the original); a base URL ending in
@@ -145,6 +150,22 @@ class WorkerSettings(BusSettings):
             )
         return allowed
 
+    @field_validator("arq_redis_url")
+    @classmethod
+    def _arq_redis_url(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if url is None:
+            return None
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("must be rediss://[user:password@]host[:port][/db] (or redis://)")
+        allowed = info.data.get("redis_allow_plaintext", False)
+        if parts.scheme == "redis" and not _loopback(parts.hostname) and not allowed:
+            raise ValueError(
+                "plaintext redis:// to another host: use rediss://, or set "
+                "REDIS_ALLOW_PLAINTEXT=true on a private network"
+            )
+        return url
+
     @model_validator(mode="after")
     def _liveness_outlasts_heartbeats(self) -> WorkerSettings:
         if self.worker_dead_after_ms < 2 * self.heartbeat_interval_ms:
@@ -175,6 +196,13 @@ class WorkerSettings(BusSettings):
         return value.rstrip("/")
 
     # --- derived values -------------------------------------------------------------
+    @property
+    def arq_url(self) -> SecretStr | None:
+        """arq's Redis: ``ARQ_REDIS_URL``, else ``REDIS_URL`` unless that is a cluster."""
+        if self.arq_redis_url is not None:
+            return self.arq_redis_url
+        return None if self.redis_cluster else self.redis_url
+
     @property
     def agent_base_url(self) -> str:
         """The openai ``base_url``: ``AGENT_API_URL`` without ``/chat/completions``."""
