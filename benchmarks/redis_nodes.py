@@ -90,6 +90,8 @@ def start_cluster(launcher: Launcher, masters: int = 3, within: float = 30.0) ->
             str(launcher.tmpdir / f"nodes-{port}.conf"),
             "--cluster-node-timeout",
             "5000",
+            "--cluster-port",  # not port + 10000, which may be taken or above 65535
+            str(free_port()),
         ]
         args = redis_server_args(binary, port, launcher.tmpdir, appendonly=False, extra=extra)
         nodes.append(launcher.spawn(f"redis-{port}", args, {}, port=port, ready_within=10))
