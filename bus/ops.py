@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,7 @@ from bus.chatlog import ChatLog, EventRecord, parse_id
 from bus.client import create_redis
 from bus.errors import BusError, translates_redis_errors
 from bus.frontend import FrontEnd
-from bus.keys import CHAT_ID_PATTERN, BusKeys, is_valid_chat_id
+from bus.keys import CHAT_ID_PATTERN, is_valid_chat_id
 from bus.schemas import (
     AnswerMessage,
     MessagePosted,
@@ -117,6 +118,11 @@ class JobEntry:
     consumer: str | None = None
     idle_ms: int | None = None
     deliveries: int = 0
+    #: The partition whose jobs stream holds it (0 in the legacy layout).
+    partition: int = 0
+    #: Still in its client's lane (fair queueing), not yet in the stream: ``entry_id`` is
+    #: then the time it was enqueued.
+    in_lane: bool = False
 
     @property
     def enqueued_ms(self) -> int:
@@ -140,6 +146,15 @@ class DeadLetter:
     #: The chat and message the job names, read from it even when it is malformed.
     chat_id: str | None = None
     message_id: str | None = None
+    #: The partition whose dead-letter stream holds it (0 in the legacy layout).
+    partition: int = 0
+    #: Whether the layout is partitioned: the letter's id then names its partition.
+    partitioned: bool = False
+
+    @property
+    def ref(self) -> str:
+        """How operators name it: the stream id, ``<partition>/<id>`` when partitioned."""
+        return f"{self.partition}/{self.dead_id}" if self.partitioned else self.dead_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +217,27 @@ def _decode(raw: str) -> AnswerMessage | None:
 
 
 class _ChatKeyShape:
-    """Globs over one per-chat key name, derived from :class:`BusKeys` (no name spelled here)."""
+    """Globs over one per-chat key name, derived from :class:`BusKeys` (no name spelled here).
+
+    Legacy names carry the chat id as the hash tag (``<head>{<chatId>}<tail>``); partitioned
+    names end with it after the partition's tag (``<head>{<tag>}<middle><chatId>``).
+    """
 
     def __init__(self, factory: Callable[[str], str]) -> None:
-        head, sep, tail = factory("x").partition("{x}")
-        if not sep:
-            raise ValueError("per-chat key names must carry the chat id as {chatId}")
-        self._head, self._tail = head + "{", "}" + tail
+        name = factory("x")
+        head, sep, tail = name.partition("{x}")
+        if sep:
+            self._head, self._tail = head + "{", "}" + tail
+            self._pattern = re.compile(re.escape(self._head) + "(.+)" + re.escape(self._tail))
+        elif name.endswith("x") and re.search(r"\{[^}]*\}", name):
+            before = name[:-1]
+            self._head, self._tail = re.sub(r"\{[^}]*\}", "{*}", before, count=1), ""
+            parts = re.split(r"\{[^}]*\}", before, maxsplit=1)
+            self._pattern = re.compile(
+                re.escape(parts[0]) + r"\{[^}]*\}" + re.escape(parts[1]) + "(.+)"
+            )
+        else:
+            raise ValueError("per-chat key names must carry the chat id or a partition tag")
 
     def glob(self, id_prefix: str = "") -> str:
         """SCAN/PSUBSCRIBE pattern for chats whose id starts with ``id_prefix``."""
@@ -218,14 +247,15 @@ class _ChatKeyShape:
         """Pattern of every per-chat name (``<prefix>:chat:*``). For PSUBSCRIBE: Redis ACLs
         allow a pattern subscription only when it equals an allowed pattern, and the
         ``ops`` user's is ``&<prefix>:chat:*``."""
-        return self._head.removesuffix("{") + "*"
+        return self._head.partition("{")[0] + "*"
 
     def chat_id(self, name: str) -> str | None:
         """The chat id inside ``name``, or ``None`` for another kind of name."""
-        if name.startswith(self._head) and name.endswith(self._tail):
-            chat_id = name[len(self._head) : -len(self._tail)]
-            return chat_id if is_valid_chat_id(chat_id) else None
-        return None
+        match = self._pattern.fullmatch(name)
+        if match is None:
+            return None
+        chat_id = match.group(1)
+        return chat_id if is_valid_chat_id(chat_id) else None
 
 
 @translates_redis_errors
@@ -234,7 +264,7 @@ class OpsBus(FrontEnd):
 
     def __init__(self, redis: Redis, settings: BusSettings) -> None:
         super().__init__(redis)
-        self._keys = BusKeys(settings.redis_key_prefix)
+        self._keys = settings.bus_keys
         self._limits = settings.limits
         self._log = ChatLog(redis, self._keys, settings.limits)
         self._meta = _ChatKeyShape(self._keys.chat_meta)
@@ -376,23 +406,41 @@ class OpsBus(FrontEnd):
         )
 
     # --- jobs ----------------------------------------------------------------------------
+    @property
+    def partitioned(self) -> bool:
+        """Whether the deployment's key layout is partitioned (jobs then name a partition)."""
+        return self._keys.partitioned
+
     async def jobs(self, limit: int = 1000) -> tuple[list[JobEntry], list[JobEntry]]:
         """``(waiting, in_progress)``: jobs no worker has taken yet, and jobs delivered to a
-        worker and not acked (with the worker, idle time and delivery count), oldest first."""
-        stream, group = self._keys.jobs, self._keys.jobs_group
+        worker and not acked (with the worker, idle time and delivery count), oldest first,
+        over every partition (at most ``limit`` of each kind per partition)."""
+        waiting: list[JobEntry] = []
+        in_progress: list[JobEntry] = []
+        for partition in self._keys.partitions:
+            ready, taken = await self._jobs_in(partition, limit)
+            waiting += ready
+            in_progress += taken
+        waiting.sort(key=lambda e: parse_id(e.entry_id))
+        in_progress.sort(key=lambda e: parse_id(e.entry_id))
+        return waiting, in_progress
+
+    async def _jobs_in(self, partition: int, limit: int) -> tuple[list[JobEntry], list[JobEntry]]:
+        stream, group = self._keys.jobs_stream(partition), self._keys.jobs_group
+        lanes = await self._lane_jobs(partition, limit)
         try:
             groups = await self._redis.xinfo_groups(stream)
         except ResponseError as exc:
             if "no such key" in str(exc).lower():
-                return [], []
+                return lanes, []
             raise
         info = next((g for g in groups if str(g["name"]) == group), None)
         if info is None:  # no worker ever ran: everything waits
             entries = await self._redis.xrange(stream, count=limit)
-            return [self._job(eid, f) for eid, f in entries], []
+            return [self._job(eid, f, partition=partition) for eid, f in entries] + lanes, []
         delivered = str(info["last-delivered-id"])
         waiting = [
-            self._job(eid, f)
+            self._job(eid, f, partition=partition)
             for eid, f in await self._redis.xrange(stream, min=f"({delivered}", count=limit)
         ]
         rows = await self._redis.xpending_range(stream, group, min="-", max="+", count=limit)
@@ -410,9 +458,23 @@ class OpsBus(FrontEnd):
                     consumer=str(row["consumer"]),
                     idle_ms=int(row["time_since_delivered"]),
                     deliveries=int(row["times_delivered"]),
+                    partition=partition,
                 )
             )
-        return waiting, in_progress
+        return waiting + lanes, in_progress
+
+    async def _lane_jobs(self, partition: int, limit: int) -> list[JobEntry]:
+        """Jobs still in the clients' lanes of ``partition`` (not yet in its stream)."""
+        out: list[JobEntry] = []
+        ring: list[Any] = await self._redis.zrange(self._keys.queue_ring(partition), 0, -1)
+        for client in ring:
+            lane = self._keys.queue_lane(partition, str(client))
+            raws: list[Any] = await self._redis.lrange(lane, 0, limit - 1)  # type: ignore[misc]
+            for raw in raws:
+                job = _decode(str(raw))
+                at = int(job.enqueued_at * 1000) if job is not None else 0
+                out.append(JobEntry(f"{at}-0", str(raw), job, partition=partition, in_lane=True))
+        return out
 
     @staticmethod
     def _job(entry_id: Any, fields: dict[str, Any] | None, **extra: Any) -> JobEntry:
@@ -420,17 +482,37 @@ class OpsBus(FrontEnd):
         return JobEntry(str(entry_id), raw, _decode(raw), **extra)
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
-        """Dead-lettered jobs, newest first, each with its problems spelled out."""
-        entries = await self._redis.xrevrange(self._keys.dead_letters, count=limit)
-        return [self._dead_letter(str(eid), fields) for eid, fields in entries]
+        """Dead-lettered jobs of every partition, newest first, each with its problems
+        spelled out."""
+        letters: list[DeadLetter] = []
+        for partition in self._keys.partitions:
+            stream = self._keys.dead_letters_stream(partition)
+            entries = await self._redis.xrevrange(stream, count=limit)
+            letters += [self._dead_letter(str(eid), fields, partition) for eid, fields in entries]
+        letters.sort(key=lambda d: parse_id(d.dead_id), reverse=True)
+        return letters[:limit]
 
-    async def dead_letter(self, dead_id: str) -> DeadLetter | None:
-        """One dead letter by its id in the dead-letter stream, or ``None``."""
-        entries = await self._redis.xrange(self._keys.dead_letters, min=dead_id, max=dead_id)
-        return self._dead_letter(str(entries[0][0]), entries[0][1]) if entries else None
+    async def dead_letter(self, ref: str) -> DeadLetter | None:
+        """One dead letter by its :attr:`DeadLetter.ref` (``<partition>/<id>``, or the bare
+        id: searched in every partition), or ``None``. Raises :class:`RequeueRefused` for a
+        bare id found in several partitions."""
+        head, sep, dead_id = ref.rpartition("/")
+        if sep and (not head.isdigit() or int(head) not in self._keys.partitions):
+            return None
+        if not re.fullmatch(r"\d+-\d+", dead_id):
+            return None
+        partitions = [int(head)] if sep else list(self._keys.partitions)
+        found: list[DeadLetter] = []
+        for partition in partitions:
+            stream = self._keys.dead_letters_stream(partition)
+            entries = await self._redis.xrange(stream, min=dead_id, max=dead_id)
+            found += [self._dead_letter(str(e[0]), e[1], partition) for e in entries]
+        if len(found) > 1:
+            refs = ", ".join(d.ref for d in found)
+            raise RequeueRefused(f"dead letter {dead_id} is in several partitions: use {refs}")
+        return found[0] if found else None
 
-    @staticmethod
-    def _dead_letter(dead_id: str, fields: dict[str, Any]) -> DeadLetter:
+    def _dead_letter(self, dead_id: str, fields: dict[str, Any], partition: int) -> DeadLetter:
         raw = str(fields.get("d", ""))
         try:
             deliveries = int(fields.get("deliveries", 0))
@@ -449,9 +531,11 @@ class OpsBus(FrontEnd):
             raw=raw,
             job=_decode(raw),
             problems=job_problems(raw),
+            partition=partition,
+            partitioned=self._keys.partitioned,
         )
 
-    async def requeue(self, dead_id: str) -> Requeued:
+    async def requeue(self, ref: str) -> Requeued:
         """Put a dead-lettered job back on the jobs stream, once, as a new job.
 
         The visitor already got the apology the dead letter produced; the worker now writes
@@ -461,12 +545,18 @@ class OpsBus(FrontEnd):
         a message no longer in the chat, or one that already has a reply that is not an
         apology (``status: "error"``).
         """
-        dead = await self.dead_letter(dead_id)
+        dead = await self.dead_letter(ref)
         if dead is None:
-            raise RequeueRefused(f"no dead letter {dead_id} (already requeued?)")
+            raise RequeueRefused(f"no dead letter {ref} (already requeued?)")
         if dead.job is None:
             raise RequeueRefused("the job is malformed: " + "; ".join(dead.problems))
         chat_id, message_id = dead.job.chat_id, dead.job.message_id
+        partition = self._keys.partition_of(chat_id)
+        if partition != dead.partition:  # one script, one slot: migrate the layout first
+            raise RequeueRefused(
+                f"dead letter {ref} is in partition {dead.partition}, its chat in {partition}: "
+                "run 'terrarium-ops layout migrate' first"
+            )
         scan = self._limits.messages_maxlen
         if await self._log.message_event_id(chat_id, message_id, scan) is None:
             raise RequeueRefused(f"message {message_id} is no longer in chat {chat_id}")
@@ -498,8 +588,8 @@ class OpsBus(FrontEnd):
                 k.chat_messages(chat_id),
                 k.chat_replies(chat_id),
                 k.chat_memory(chat_id),
-                k.dead_letters,
-                k.jobs,
+                k.dead_letters_stream(partition),
+                k.jobs_stream(partition),
             ],
             args=[
                 k.chat_channel(chat_id),
@@ -507,14 +597,14 @@ class OpsBus(FrontEnd):
                 lim.events_maxlen,
                 lim.messages_maxlen,
                 lim.retention_ms,
-                dead_id,
+                dead.dead_id,
                 message_id,
                 encode(job),
                 lim.jobs_maxlen,
             ],
         )
         if result[0] != "ok":
-            raise RequeueRefused(f"no dead letter {dead_id} (already requeued?)")
+            raise RequeueRefused(f"no dead letter {ref} (already requeued?)")
         return Requeued(str(result[1]), str(result[2]), chat_id, message_id)
 
     # --- visitor access codes (add and revoke write: admin) ------------------------------

@@ -167,11 +167,13 @@ async def cmd_jobs(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
     waiting, in_progress = await bus.jobs()
     now_ms = int(time.time() * 1000)
     rows = []
-    for status, entries in (("in progress", in_progress), ("waiting", waiting)):
+    for kind, entries in (("in progress", in_progress), ("waiting", waiting)):
         for entry in entries:
             job = entry.job
+            status = "in lane" if entry.in_lane else kind
             record = {
-                "jobId": entry.entry_id,
+                "jobId": None if entry.in_lane else entry.entry_id,
+                "partition": entry.partition,
                 "status": status,
                 "chatId": job.chat_id if job else None,
                 "messageId": job.message_id if job else None,
@@ -185,7 +187,8 @@ async def cmd_jobs(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
                 continue
             rows.append(
                 [
-                    entry.entry_id,
+                    *([str(entry.partition)] if bus.partitioned else []),
+                    "-" if entry.in_lane else entry.entry_id,
                     status,
                     job.chat_id if job else "(malformed)",
                     job.message_id[:8] if job else "",
@@ -200,7 +203,8 @@ async def cmd_jobs(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
     if not rows:
         out.note("no jobs waiting or in progress")
         return 0
-    out.table(["JOB", "STATUS", "CHAT", "MESSAGE", "WORKER", "AGE", "IDLE", "DELIVERIES"], rows)
+    head = ["JOB", "STATUS", "CHAT", "MESSAGE", "WORKER", "AGE", "IDLE", "DELIVERIES"]
+    out.table(["PARTITION", *head] if bus.partitioned else head, rows)
     return 0
 
 
@@ -210,7 +214,8 @@ async def cmd_dead(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
         for dead in letters:
             out.json(
                 {
-                    "deadLetterId": dead.dead_id,
+                    "deadLetterId": dead.ref,
+                    "partition": dead.partition,
                     "jobId": dead.job_entry_id,
                     "at": dead.at,
                     "reason": dead.reason,
@@ -231,7 +236,8 @@ async def cmd_dead(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
         where = f"chat {dead.chat_id or '?'} message {dead.message_id or '?'}"
         if job is None:
             where += " (malformed job)"
-        out.text(f"{dead.dead_id}  {dead.at}  {where}", style="bold")
+        where += f" (partition {dead.partition})" if bus.partitioned else ""
+        out.text(f"{dead.ref}  {dead.at}  {where}", style="bold")
         out.text(
             f"  reason: {dead.reason} (job {dead.job_entry_id}, {dead.deliveries} "
             f"deliveries, last by {dead.consumer or '?'})"
@@ -241,7 +247,7 @@ async def cmd_dead(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
         if job is None:
             out.text(f"  job: {dead.raw[:300]}")
         else:
-            out.text(f"  requeue: {PROG} requeue {dead.dead_id}", style="dim")
+            out.text(f"  requeue: {PROG} requeue {dead.ref}", style="dim")
     return 0
 
 
@@ -430,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         "second reply to a message, marked in the chat log. Needs a Redis user allowed to "
         "write (admin), not 'ops'.",
     )
-    p.add_argument("id", metavar="ID", help="the dead letter's id, as 'dead' prints it")
+    p.add_argument(
+        "id", metavar="ID", help="the dead letter's id as 'dead' prints it (PARTITION/ID)"
+    )
     p.set_defaults(func=cmd_requeue)
 
     p = verbs.add_parser(
