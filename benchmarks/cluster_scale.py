@@ -365,7 +365,7 @@ class NodeFigures:
     commands: int
     commands_per_exchange: float
     commands_share_pct: float
-    top_commands: dict[str, int]
+    calls: dict[str, int]
     used_memory_mib: float
     used_memory_growth_mib: float
     keys: int
@@ -532,14 +532,13 @@ def summarise(
     node_cpu = {int(k.split(":")[1]): v for k, v in cpu.items() if k.startswith("redis:")}
     nodes = []
     for node, child_port in zip(nodes_delta, [n.port for n in setup.nodes], strict=True):
-        top = dict(Counter({k: v for k, v in node.calls.items()}).most_common(8))
         nodes.append(
             NodeFigures(
                 node=f"127.0.0.1:{child_port}",
                 commands=node.commands,
                 commands_per_exchange=round(node.commands / exchanges, 1),
                 commands_share_pct=round(100 * node.commands / total_commands, 1),
-                top_commands=top,
+                calls=dict(Counter(node.calls).most_common()),
                 used_memory_mib=round(node.used_memory / 2**20, 2),
                 used_memory_growth_mib=round(
                     (node.used_memory - node.used_memory_before) / 2**20, 2
@@ -699,6 +698,13 @@ def table(report: Report) -> str:
                 f"{fmt(n.used_memory_mib, 1):>9}{fmt(n.used_memory_growth_mib, 1):>8}"
                 f"{n.keys:>8}{n.keys_growth:>8}{n.cluster_bus_sent:>10}"
             )
+        calls: Counter[str] = Counter()
+        for n in s.nodes:
+            calls.update(n.calls)
+        top = ", ".join(
+            f"{name} {count / max(1, s.exchanges):.1f}" for name, count in calls.most_common(8)
+        )
+        lines.append(f"  commands per exchange, most called: {top}")
         procs = ", ".join(
             f"{k} {v:.0f}%" for k, v in s.cpu_pct.items() if not k.startswith("redis:")
         )

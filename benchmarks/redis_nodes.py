@@ -187,7 +187,11 @@ def delta(before: list[NodeStats], after: list[NodeStats]) -> list[NodeStats]:
     """Per node: calls and cluster-bus messages between two snapshots; memory and keys at both."""
     out = []
     for b, a in zip(before, after, strict=True):
-        calls = {k: v - b.calls.get(k, 0) for k, v in a.calls.items() if v - b.calls.get(k, 0)}
+        calls = {
+            k: v - b.calls.get(k, 0)
+            for k, v in a.calls.items()
+            if v - b.calls.get(k, 0) and k not in OWN_COMMANDS
+        }
         bus = {k: v - b.bus_sent.get(k, 0) for k, v in a.bus_sent.items()}
         out.append(NodeStats(a.url, calls, a.used_memory, a.keys, bus, b.used_memory, b.keys))
     return out
