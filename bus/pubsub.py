@@ -1,13 +1,16 @@
-"""Live fan-out of chat events: one pub/sub connection per process, many local listeners.
+"""Live fan-out of chat events: one pub/sub subscription per process, many local listeners.
 
-:class:`ChatFeed` owns a single Redis pub/sub connection, subscribed to exactly the
-channels of the chats that have local listeners, and dispatches each event in-process to
-those listeners' bounded queues. Guarantees:
+:class:`ChatFeed` subscribes exactly the channels of the chats that have local listeners
+and dispatches each event in-process to those listeners' bounded queues. On a single Redis
+it owns one pub/sub connection (``SUBSCRIBE``); when the scripts publish sharded
+(``BusKeys.cluster``: ``SPUBLISH``), it keeps one connection per node that owns a subscribed
+chat (``SSUBSCRIBE``, :mod:`bus.shard_feed`). Guarantees, per chat, in both modes:
 
 - Pub/sub itself is at most once. The feed makes delivery to a listener gap-free and
   duplicate-free anyway: every published event names its predecessor, so a missing event
   is read back from the chat log before the next one is dispatched, and after a reconnect
-  every subscribed chat is backfilled from the log.
+  every subscribed chat is backfilled from the log (on a cluster also after its slot
+  moved, or its node failed over).
 - Order within a chat is the log's order.
 - A listener that falls ``queue_size`` events behind is marked overflowed and receives
   :class:`SlowConsumer`; it never slows the feed or other listeners.
@@ -30,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -40,6 +43,7 @@ from redis.exceptions import RedisError
 from bus.chatlog import ChatLog, EventRecord, compare_ids
 from bus.errors import BusError, ResumeGap, translates_redis_errors
 from bus.keys import BusKeys
+from bus.shard_feed import ClusterSlots, ShardLinks, SingleNode, SlotMap
 
 __all__ = ["ChatFeed", "Listener", "LogRestarted", "SlowConsumer"]
 
@@ -209,11 +213,16 @@ class _Chat:
 
 @translates_redis_errors
 class ChatFeed:
-    """The process-wide subscription. Start :meth:`run` as a background task."""
+    """The process-wide subscription. Start :meth:`run` as a background task.
+
+    ``sharded`` (default: ``keys.cluster``, as the scripts publish) subscribes with
+    ``SSUBSCRIBE`` on each chat's node; it needs a :class:`RedisCluster`, or a single
+    Redis 7 (one node).
+    """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         keys: BusKeys,
         chat_log: ChatLog,
         *,
@@ -221,6 +230,7 @@ class ChatFeed:
         queue_bytes: int | None = None,
         linger_seconds: float = 15.0,
         confirm_timeout: float = 5.0,
+        sharded: bool | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -233,7 +243,7 @@ class ChatFeed:
         self._pubsub: PubSub | None = None
         self._connected = asyncio.Event()
         self._lock = asyncio.Lock()
-        self.reconnects = 0
+        self._reconnects = 0
         self.gaps_filled = 0
         self.dispatched = 0
         self.restarts = 0
@@ -241,6 +251,36 @@ class ChatFeed:
         self._task: asyncio.Task[None] | None = None
         #: Loop time of the connection's last answer (the watchdog's clock).
         self._last_read = 0.0
+        self._shards: ShardLinks | None = None
+        if keys.cluster if sharded is None else sharded:
+            slots: SlotMap = (
+                ClusterSlots(redis) if isinstance(redis, RedisCluster) else SingleNode(redis)  # type: ignore[arg-type]
+            )
+            self._shards = ShardLinks(
+                slots,
+                keys,
+                on_confirmed=self._on_confirmed,
+                on_message=self._on_message,
+                on_lost=self._on_lost,
+                timing=lambda: (PING_INTERVAL, DEAD_AFTER),
+            )
+        elif isinstance(redis, RedisCluster):
+            raise ValueError("a Redis Cluster needs the sharded feed (BusKeys.cluster)")
+
+    @property
+    def sharded(self) -> bool:
+        """Whether chats are subscribed with ``SSUBSCRIBE`` on their nodes."""
+        return self._shards is not None
+
+    @property
+    def reconnects(self) -> int:
+        """Connections lost so far (each one followed by a backfill of its chats)."""
+        return self._reconnects + (self._shards.reconnects if self._shards else 0)
+
+    @property
+    def nodes(self) -> dict[str, int]:
+        """Sharded: chats subscribed per node (``host:port``); else empty."""
+        return self._shards.nodes if self._shards else {}
 
     @property
     def chat_count(self) -> int:
@@ -249,7 +289,10 @@ class ChatFeed:
 
     @property
     def connected(self) -> bool:
-        """True while the pub/sub connection is believed healthy."""
+        """True while the pub/sub connection is believed healthy (sharded: every chat is
+        subscribed, or being subscribed, on its node)."""
+        if self._shards is not None:
+            return self._shards.connected
         return self._connected.is_set()
 
     # --- subscription management --------------------------------------------
@@ -367,6 +410,10 @@ class ChatFeed:
             task.add_done_callback(_log_failure)
 
     async def _subscribe(self, chat_ids: list[str]) -> None:
+        if self._shards is not None:
+            for chat_id in chat_ids:
+                await self._shards.subscribe(chat_id)
+            return
         pubsub = self._pubsub
         if pubsub is None or not self.connected:
             return  # run() subscribes every known chat when it (re)connects
@@ -378,6 +425,9 @@ class ChatFeed:
     async def _unsubscribe(self, chat_id: str) -> None:
         if chat_id in self._chats:
             return  # someone came back meanwhile
+        if self._shards is not None:
+            await self._shards.unsubscribe(chat_id)
+            return
         pubsub = self._pubsub
         if pubsub is not None and self.connected:
             try:
@@ -412,8 +462,13 @@ class ChatFeed:
         write to it, through :func:`_send`: redis-py's own ``subscribe`` may ping and read
         the answer, or reconnect and read the handshake, from the caller's task, which made
         two coroutines read one stream under socket churn (``RuntimeError: read() called
-        while another coroutine is already waiting``).
+        while another coroutine is already waiting``). Sharded, each node's connection has
+        its own reader task (:class:`~bus.shard_feed.ShardLinks`).
         """
+        if self._shards is not None:
+            await self._shards.run()
+            return
+        assert isinstance(self.redis, Redis)
         attempt = 0
         while not self._stopping:
             pubsub = self.redis.pubsub()
@@ -449,7 +504,7 @@ class ChatFeed:
                     return
                 if not isinstance(exc, RedisError | OSError | BusError):
                     log.exception("bus.feed_failed")
-                self.reconnects += 1
+                self._reconnects += 1
                 delay = min(MAX_BACKOFF, 0.2 * 2**attempt) * (0.5 + random.random() / 2)
                 attempt += 1
                 log.warning("bus.feed_disconnected", extra={"error": type(exc).__name__})
@@ -487,6 +542,12 @@ class ChatFeed:
             await self._on_message(message["channel"], message["data"])
         elif kind == "subscribe":
             await self._on_confirmed(message["channel"])
+
+    def _on_lost(self, chat_id: str) -> None:
+        """Sharded: the chat's subscription is gone until its new node confirms it."""
+        chat = self._chats.get(chat_id)
+        if chat is not None:
+            chat.confirmed.clear()
 
     async def _on_confirmed(self, channel: str) -> None:
         chat_id = self.keys.chat_id_from_channel(channel)

@@ -1,0 +1,427 @@
+"""The live feed's sharded subscriptions: one connection per node, ``SSUBSCRIBE`` per chat.
+
+On Redis Cluster the chat scripts ``SPUBLISH`` each event to the chat's channel, which hashes
+to the chat's slot: only the node that owns the slot carries it (no cluster-bus message, where
+a classic ``PUBLISH`` is copied to every node). A subscriber therefore ``SSUBSCRIBE``\\ s each
+chat's channel on the master that owns it. :class:`ShardLinks` keeps one connection (a
+*link*) per master that owns at least one subscribed chat and hands what it reads to the
+:class:`~bus.pubsub.ChatFeed`, which keeps its guarantees per chat (gap detection by
+``prevId``, confirmation read, log restarts, slow consumers).
+
+- Each link is read by its own task only; other tasks only write to it (:meth:`_write`), and
+  it never reconnects by itself, so every loss is seen.
+- A chat loses its subscription when its link drops (node down, watchdog), when the node
+  pushes ``sunsubscribe`` (its slot moved away) or answers ``SSUBSCRIBE`` with ``MOVED`` /
+  ``ASK``. It is then *homeless*: the supervisor (:meth:`run`) refreshes the slot map
+  (``CLUSTER SLOTS`` through the cluster client, with capped backoff after failures) and
+  subscribes it on its owner, whose confirmation backfills it from the log.
+- Links are independent: a node going down stalls only the chats it owned.
+
+On a single Redis 7 the same code runs with one node (``SSUBSCRIBE`` works there too).
+redis-py 5.3.1 has neither asyncio shard pub/sub nor ``smessage`` parsing, hence the raw
+connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from bus.errors import BusError
+from bus.keys import BusKeys
+
+__all__ = ["ClusterSlots", "ShardLinks", "SingleNode", "SlotMap"]
+
+log = logging.getLogger("bus.pubsub")
+
+#: Re-subscription backoff cap after failures (seconds).
+MAX_BACKOFF = 5.0
+#: Links never retry a command or reconnect by themselves (see the module's text).
+_NO_RETRY = Retry(NoBackoff(), 0)
+
+
+class SlotMap:
+    """Where a channel's node is, and how to connect to a node like the client does."""
+
+    async def refresh(self) -> None:
+        """Read the slot map again (after a ``MOVED``, a moved slot or a lost node)."""
+
+    def node_of(self, channel: str) -> str | None:
+        """The name (``host:port``) of the master serving ``channel``, if known."""
+        raise NotImplementedError
+
+    def connection(self, node: str) -> AbstractConnection:
+        """A new, unconnected connection to ``node`` with the client's options (TLS, ACL
+        user, client name), which never retries and reads without a timeout."""
+        raise NotImplementedError
+
+
+def _private(cls: type[AbstractConnection], kwargs: dict[str, Any]) -> AbstractConnection:
+    options = {
+        key: value
+        for key, value in kwargs.items()
+        if key not in ("connection_class", "max_connections", "response_callbacks")
+    }
+    # Reads block without a timeout; the watchdog pings and notices a silent peer.
+    options.update(retry=_NO_RETRY, socket_timeout=None, health_check_interval=0)
+    return cls(**options)
+
+
+class SingleNode(SlotMap):
+    """One Redis (not a cluster): every channel is on it."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._pool = redis.connection_pool
+        kwargs = self._pool.connection_kwargs
+        self._name = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+    def node_of(self, channel: str) -> str | None:
+        return self._name
+
+    def connection(self, node: str) -> AbstractConnection:
+        return _private(self._pool.connection_class, self._pool.connection_kwargs)
+
+
+class ClusterSlots(SlotMap):
+    """The masters of a Redis Cluster by slot, read with ``CLUSTER SLOTS`` via the client.
+
+    A private map: refreshing the client's own one (``NodesManager.initialize``) would
+    replace its node objects and close connections under commands in flight.
+    """
+
+    def __init__(self, redis: RedisCluster) -> None:
+        self._redis = redis
+        self._starts: list[int] = []
+        self._ranges: list[tuple[int, int, str]] = []
+
+    async def refresh(self) -> None:
+        slots: dict[tuple[int, int], dict[str, Any]] = await self._redis.execute_command(
+            "CLUSTER SLOTS"
+        )
+        remap = self._redis.nodes_manager.remap_host_port
+        ranges = []
+        for (start, end), nodes in slots.items():
+            host, port = remap(*nodes["primary"])
+            ranges.append((int(start), int(end), f"{host}:{port}"))
+        ranges.sort()
+        self._ranges = ranges
+        self._starts = [start for start, _end, _node in ranges]
+
+    def node_of(self, channel: str) -> str | None:
+        slot = key_slot(channel.encode())
+        index = bisect.bisect_right(self._starts, slot) - 1
+        if index < 0:
+            return None
+        start, end, node = self._ranges[index]
+        return node if start <= slot <= end else None
+
+    def connection(self, node: str) -> AbstractConnection:
+        host, _, port = node.rpartition(":")
+        kwargs = dict(self._redis.get_connection_kwargs())
+        cls: type[AbstractConnection] = kwargs["connection_class"]  # type: ignore[assignment]
+        return _private(cls, {**kwargs, "host": host, "port": int(port)})
+
+
+class _Link:
+    """One subscriber connection to one node and the chats subscribed (or due) on it."""
+
+    __slots__ = ("chats", "connection", "last_read", "leaving", "node", "ready", "task")
+
+    def __init__(self, node: str, connection: AbstractConnection) -> None:
+        self.node = node
+        self.connection = connection
+        #: Connected and handshaken: commands may be written.
+        self.ready = False
+        self.chats: set[str] = set()
+        #: Channels whose SSUNSUBSCRIBE we sent and whose answer has not come yet.
+        self.leaving: Counter[str] = Counter()
+        self.last_read = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+
+class ShardLinks:
+    """The sharded subscriptions of one :class:`~bus.pubsub.ChatFeed` (see the module)."""
+
+    def __init__(
+        self,
+        slots: SlotMap,
+        keys: BusKeys,
+        *,
+        on_confirmed: Callable[[str], Awaitable[None]],
+        on_message: Callable[[str, str], Awaitable[None]],
+        on_lost: Callable[[str], None],
+        timing: Callable[[], tuple[float, float]],
+    ) -> None:
+        self._slots = slots
+        self._keys = keys
+        self._on_confirmed = on_confirmed
+        self._on_message = on_message
+        self._on_lost = on_lost
+        #: (ping after this much silence, drop after this much), read when a link starts.
+        self._timing = timing
+        self._links: dict[str, _Link] = {}
+        self._home: dict[str, _Link] = {}
+        self._homeless: set[str] = set()
+        self._mapped = False
+        self._stale = False
+        self._failures = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        #: Links lost (dropped, or gone silent) so far.
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        """Slot map read and every subscribed chat homed on a link (up or connecting)."""
+        return self._mapped and not self._homeless
+
+    @property
+    def nodes(self) -> dict[str, int]:
+        """Chats subscribed (or due) per node, for operators and tests."""
+        return {node: len(link.chats) for node, link in self._links.items()}
+
+    # --- subscriptions (from any task) -----------------------------------------------------
+    async def subscribe(self, chat_id: str) -> None:
+        """Subscribe ``chat_id`` on its node; its confirmation reaches ``on_confirmed``."""
+        if chat_id in self._home:
+            return
+        link = self._place(chat_id)
+        if link is not None:
+            await self._write(link, ("SSUBSCRIBE", self._keys.chat_channel(chat_id)))
+
+    async def unsubscribe(self, chat_id: str) -> None:
+        """Drop ``chat_id``'s subscription; a link left without chats is closed."""
+        self._homeless.discard(chat_id)
+        link = self._home.pop(chat_id, None)
+        if link is None:
+            return
+        link.chats.discard(chat_id)
+        if not link.chats:
+            self._close(link)
+        elif link.ready:
+            channel = self._keys.chat_channel(chat_id)
+            link.leaving[channel] += 1
+            await self._write(link, ("SUNSUBSCRIBE", channel))
+
+    def _place(self, chat_id: str) -> _Link | None:
+        """Home ``chat_id`` on its node's link; the link if SSUBSCRIBE is to be written now
+        (a new link subscribes its chats itself once connected)."""
+        node = self._slots.node_of(self._keys.chat_channel(chat_id)) if self._mapped else None
+        if node is None:
+            self._lose(chat_id)
+            return None
+        self._homeless.discard(chat_id)
+        link = self._links.get(node)
+        fresh = link is None
+        if link is None:
+            link = _Link(node, self._slots.connection(node))
+            self._links[node] = link
+        link.chats.add(chat_id)
+        self._home[chat_id] = link
+        if fresh:
+            link.task = asyncio.get_running_loop().create_task(
+                self._serve(link), name=f"bus.feed.{node}"
+            )
+            return None
+        return link if link.ready else None
+
+    def _lose(self, chat_id: str, *, stale: bool = False) -> None:
+        """``chat_id`` has no subscription any more: the supervisor finds it a new home."""
+        link = self._home.pop(chat_id, None)
+        if link is not None:
+            link.chats.discard(chat_id)
+            if not link.chats and self._links.get(link.node) is link:
+                self._close(link)  # no chat of its node left
+        self._homeless.add(chat_id)
+        self._stale = self._stale or stale
+        self._on_lost(chat_id)
+        self._wake.set()
+
+    def _close(self, link: _Link) -> None:
+        if self._links.get(link.node) is link:
+            del self._links[link.node]
+        if link.task is not None:
+            link.task.cancel()
+
+    async def _write(self, link: _Link, *commands: tuple[str, ...]) -> None:
+        """Write commands on ``link`` from any task: never read, never reconnect.
+
+        A failed write leaves the connection closed; the link's reader then ends and its
+        chats are subscribed again elsewhere.
+        """
+        connection = link.connection
+        if not link.ready or not connection.is_connected:
+            return  # the reader is failing over: the chats will move
+        packed = connection.pack_commands(commands)
+        with contextlib.suppress(RedisError, OSError):
+            await connection.send_packed_command(packed, check_health=False)
+
+    # --- the links' readers ----------------------------------------------------------------
+    async def _serve(self, link: _Link) -> None:
+        connection = link.connection
+        loop = asyncio.get_running_loop()
+        watchdog: _Watchdog | None = None
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call]
+            link.ready = True
+            link.last_read = loop.time()
+            commands: list[tuple[str, ...]] = [
+                ("SSUBSCRIBE", self._keys.chat_channel(c)) for c in link.chats
+            ]
+            await self._write(link, *(commands or [("PING",)]))
+            watchdog = _Watchdog(self, link, *self._timing())
+            while not self._stopping:
+                if not connection.is_connected:
+                    # A failed write (or the watchdog) closed it; never reconnect silently.
+                    raise RedisConnectionError("the feed's connection dropped")
+                try:
+                    reply = await connection.read_response(disconnect_on_error=True)
+                except (MovedError, AskError) as exc:
+                    link.last_read = loop.time()
+                    self._misrouted(link, exc.slot_id)
+                    continue
+                link.last_read = loop.time()
+                await self._on_reply(link, reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._stopping:
+                return
+            self.reconnects += 1
+            self._failures += 1
+            if isinstance(exc, ResponseError):  # NOPERM, CLUSTERDOWN, TRYAGAIN, ...
+                log.warning("bus.misconfigured", extra={"node": link.node, "error": str(exc)})
+            elif not isinstance(exc, RedisError | OSError | BusError):
+                log.exception("bus.feed_failed")
+            log.warning(
+                "bus.feed_disconnected", extra={"node": link.node, "error": type(exc).__name__}
+            )
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            link.ready = False
+            if self._links.get(link.node) is link:
+                del self._links[link.node]
+            for chat_id in tuple(link.chats):
+                self._lose(chat_id, stale=True)
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+
+    async def _on_reply(self, link: _Link, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return  # PONG
+        kind, channel = reply[0], reply[1]
+        if kind == "smessage":
+            await self._on_message(channel, reply[2])
+            return
+        chat_id = self._keys.chat_id_from_channel(channel)
+        if chat_id is None:
+            return
+        if kind == "ssubscribe":
+            if self._home.get(chat_id) is link:
+                self._failures = 0
+                await self._on_confirmed(channel)
+        elif kind == "sunsubscribe":
+            if link.leaving[channel] > 0:
+                link.leaving[channel] -= 1  # the answer to ours
+                if not link.leaving[channel]:
+                    del link.leaving[channel]
+            elif self._home.get(chat_id) is link:
+                # Pushed by the node: the chat's slot moved away from it.
+                log.info("bus.feed_slot_moved", extra={"chat_id": chat_id, "node": link.node})
+                self._lose(chat_id, stale=True)
+
+    def _misrouted(self, link: _Link, slot: int) -> None:
+        """A ``MOVED``/``ASK`` answer to SSUBSCRIBE: the chats of ``slot`` go elsewhere."""
+        for chat_id in tuple(link.chats):
+            if key_slot(self._keys.chat_channel(chat_id).encode()) == slot:
+                self._lose(chat_id, stale=True)
+
+    # --- the supervisor ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Find every homeless chat its node until cancelled (see the module's text)."""
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                if not self._mapped or self._homeless:
+                    await self._rehome()
+                    continue
+                await self._wake.wait()
+        finally:
+            self._stopping = True
+            tasks = [link.task for link in self._links.values() if link.task is not None]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait(tasks, timeout=1.0)
+
+    async def _rehome(self) -> None:
+        if self._failures:
+            cap = min(MAX_BACKOFF, 0.2 * 2 ** (self._failures - 1))
+            await asyncio.sleep(cap * (0.5 + random.random() / 2))
+        try:
+            if self._stale or not self._mapped:
+                await self._slots.refresh()
+                self._stale = False
+                self._mapped = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failures += 1
+            if not isinstance(exc, RedisError | OSError | BusError):
+                log.exception("bus.feed_failed")
+            log.warning("bus.feed_slot_map_failed", extra={"error": type(exc).__name__})
+            return
+        for chat_id in tuple(self._homeless):
+            await self.subscribe(chat_id)
+        if self._homeless:
+            self._failures += 1  # slots not covered: the cluster is failing over
+
+
+class _Watchdog:
+    """Pings a link after ``ping_interval`` seconds without traffic and closes it after
+    ``dead_after`` seconds of silence (its reader then fails and the chats move)."""
+
+    __slots__ = ("_dead_after", "_handle", "_link", "_ping_interval", "_sending", "_shards")
+
+    def __init__(
+        self, shards: ShardLinks, link: _Link, ping_interval: float, dead_after: float
+    ) -> None:
+        self._shards = shards
+        self._link = link
+        self._ping_interval = ping_interval
+        self._dead_after = dead_after
+        self._sending: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(ping_interval, self._tick)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._link.last_read
+        if idle >= self._dead_after:
+            log.warning(
+                "bus.feed_silent", extra={"seconds": round(idle, 1), "node": self._link.node}
+            )
+            self._sending = loop.create_task(self._link.connection.disconnect(nowait=True))
+        elif idle >= self._ping_interval and (self._sending is None or self._sending.done()):
+            self._sending = loop.create_task(self._shards._write(self._link, ("PING",)))
+        self._handle = loop.call_later(self._ping_interval, self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+        if self._sending is not None:
+            self._sending.cancel()
