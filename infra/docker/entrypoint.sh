@@ -8,7 +8,7 @@
 # so variables that legitimately end in _FILE (SSL_CERT_FILE) are left alone.
 set -eu
 
-secret_names="CHAT_PASSWORD REDIS_URL METRICS_TOKEN AGENT_API_KEY SEARCH_API_KEY GITHUB_TOKEN"
+secret_names="CHAT_PASSWORD REDIS_URL ARQ_REDIS_URL METRICS_TOKEN AGENT_API_KEY SEARCH_API_KEY GITHUB_TOKEN"
 
 for name in $secret_names; do
     eval "file=\${${name}_FILE:-}"

@@ -63,14 +63,27 @@ done
 # Hex passwords need no URL escaping.
 put gateway_redis_url "rediss://gateway:$(first_line redis_gateway_password)@redis:6380/0"
 put worker_redis_url "rediss://worker:$(first_line redis_worker_password)@redis:6380/0"
+# compose profile `cluster`: the same users; any node will do, the client finds the rest.
+put gateway_cluster_redis_url \
+    "rediss://gateway:$(first_line redis_gateway_password)@redis-node-1:6380/0"
+put worker_cluster_redis_url \
+    "rediss://worker:$(first_line redis_worker_password)@redis-node-1:6380/0"
 put redis_exporter_passwords.json \
     "{\"rediss://redis:6380\": \"$(first_line redis_ops_password)\"}"
 
+# The compose profile `cluster`'s node names: clients check them against the server
+# certificate (the nodes announce host names), so every certificate carries them.
+cluster_nodes="redis-node-1 redis-node-2 redis-node-3 redis-node-4 redis-node-5 redis-node-6"
 if [ -e "$dir/redis-tls/server.crt" ]; then
     echo "generate: keeping redis-tls/ (run infra/redis/gen-certs.sh to re-issue)" >&2
+    [ -e "$dir/redis-tls/node.crt" ] || echo "generate: no redis-tls/node.crt: the compose" \
+        "profile 'cluster' needs it and the node names in server.crt (docs/cluster.md)" >&2
 else
-    # Redis requires a client certificate (tls-auth-clients yes): one per ACL user.
-    sh "$here/../redis/gen-certs.sh" -c worker -c gateway -c ops "$dir/redis-tls" "$@"
+    # Redis requires a client certificate (tls-auth-clients yes): one per ACL user, and
+    # `node` for cluster nodes talking to each other (cluster bus, replication).
+    # shellcheck disable=SC2086 # the node names are meant to split
+    sh "$here/../redis/gen-certs.sh" -c worker -c gateway -c ops -c node "$dir/redis-tls" \
+        $cluster_nodes "$@"
     chmod 0644 "$dir/redis-tls/server.key" "$dir/redis-tls/worker.key" \
-        "$dir/redis-tls/gateway.key" "$dir/redis-tls/ops.key"
+        "$dir/redis-tls/gateway.key" "$dir/redis-tls/ops.key" "$dir/redis-tls/node.key"
 fi
