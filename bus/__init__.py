@@ -20,6 +20,7 @@ from bus.errors import (
     SchemaError,
     StorageFull,
     TooManyWaiting,
+    misconfigurations,
 )
 from bus.gateway_bus import FeedStatus, GatewayBus, open_gateway_bus
 from bus.jobs import Delivery, JobQueue, JobRef
@@ -67,6 +68,7 @@ __all__ = [
     "describe_settings_error",
     "is_stream_id",
     "is_valid_chat_id",
+    "misconfigurations",
     "open_arq_redis",
     "open_gateway_bus",
     "open_worker_bus",

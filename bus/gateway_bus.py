@@ -21,7 +21,6 @@ from bus.client import create_redis
 from bus.errors import translates_redis_errors
 from bus.frontend import FrontEnd
 from bus.jobs import JobQueue
-from bus.keys import BusKeys
 from bus.presence import Presence
 from bus.pubsub import ChatFeed, Listener
 from bus.ratelimit import Budget, RateDecision, RateLimiter
@@ -55,7 +54,7 @@ class GatewayBus(FrontEnd):
         queue_bytes: int | None = None,
     ) -> None:
         super().__init__(redis)
-        self._keys = BusKeys(settings.redis_key_prefix)
+        self._keys = settings.bus_keys
         self._log = ChatLog(redis, self._keys, settings.limits)
         self._feed = ChatFeed(
             redis, self._keys, self._log, queue_size=queue_size, queue_bytes=queue_bytes
@@ -323,5 +322,6 @@ def open_gateway_bus(
         settings.redis_url.get_secret_value(),
         client_name="terrarium-gateway",
         options=settings.redis_options(),
+        cluster=settings.redis_cluster,
     )
     return GatewayBus(redis, settings, queue_size=queue_size, queue_bytes=queue_bytes)

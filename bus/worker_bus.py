@@ -19,7 +19,6 @@ from bus.client import create_redis
 from bus.errors import translates_redis_errors
 from bus.frontend import FrontEnd
 from bus.jobs import JobQueue
-from bus.keys import BusKeys
 from bus.lease import ChatLease
 from bus.presence import Presence
 from bus.settings import BusSettings
@@ -36,7 +35,7 @@ class WorkerBus(FrontEnd):
     ) -> None:
         super().__init__(redis)
         self.name = name
-        keys = BusKeys(settings.redis_key_prefix)
+        keys = settings.bus_keys
         #: The chat logs: conversation reads, chunk and event writes, replies, tool memory.
         self.chats = ChatLog(redis, keys, settings.limits)
         #: The jobs stream as this consumer sees it.
@@ -58,5 +57,6 @@ def open_worker_bus(
         settings.redis_url.get_secret_value(),
         client_name=f"terrarium-worker:{name}",
         options=settings.redis_options(socket_timeout=max(5.0, block_ms / 1000 + 5.0)),
+        cluster=settings.redis_cluster,
     )
     return WorkerBus(redis, settings, name=name, lease_ttl_ms=lease_ttl_ms)

@@ -11,7 +11,8 @@
     ├── 413 TooLarge         message or body over its cap
     ├── 415 UnsupportedMedia not JSON
     ├── 429 RateLimited      with Retry-After
-    └── 503 Unavailable      Redis unreachable, with Retry-After
+    └── 503 Unavailable      Redis unreachable, with Retry-After; or Terra misconfigured
+                             (Redis refused: MOVED, CROSSSLOT, NOPERM, ...), said as such
 
 Anything else becomes a 500 with a generic sentence, logged once with the request id.
 """
@@ -102,9 +103,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             503, "Service temporarily unavailable", headers={"Retry-After": "2"}
         ) from None
     except BusRejected as exc:  # reachable but refusing: configuration, not an outage
-        log.error("gateway.redis_refused", path=request.path, reason=str(exc))
+        log.error("gateway.redis_refused", path=request.path, kind=exc.kind, reason=str(exc))
         raise json_error(
-            503, "Service temporarily unavailable", headers={"Retry-After": "30"}
+            503,
+            f"Terra is misconfigured: Redis refused the request ({exc.kind}). "
+            "The operator has been told in the logs.",
+            headers={"Retry-After": "30"},
         ) from None
     except Exception:
         log.exception("gateway.request_failed", path=request.path, method=request.method)

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bus import BusError
+from bus import BusError, BusRejected
 from bus.schemas import ComponentStatus, WorkerHeartbeat, iso_now
 from gateway.auth import require_code, secret_bytes
 from gateway.errors import json_error
@@ -136,6 +136,9 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(1.0):
             await bus.ping()
+    except BusRejected as exc:
+        reason = f"redis misconfigured ({exc.kind})"
+        return web.json_response({"ready": False, "reason": reason}, status=503)
     except (BusError, TimeoutError):
         return web.json_response({"ready": False, "reason": "redis unreachable"}, status=503)
     if not bus.feed_status.connected:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
@@ -25,6 +26,10 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bus import misconfigurations
 
 __all__ = ["DeliveryMeter", "GatewayMetrics", "LiveFrames", "observe_many", "package_version"]
 
@@ -134,6 +139,22 @@ def observe_many(histogram: Histogram, value: float, count: int) -> None:
     histogram._sum.inc(value * count)
 
 
+class RedisMisconfigCollector(Collector):
+    """``terrarium_redis_misconfig_total{kind}``: Redis refusals this process met that are
+    misconfiguration, not outages (MOVED, CROSSSLOT, NOPERM, ...; ``bus.errors``)."""
+
+    def collect(self) -> Iterator[Metric]:
+        """The process's counts by kind, read at scrape time."""
+        family = CounterMetricFamily(
+            "terrarium_redis_misconfig",
+            "Redis refusals that mean misconfiguration (MOVED, CROSSSLOT, NOPERM, ...), by kind",
+            labels=["kind"],
+        )
+        for kind, count in misconfigurations().items():
+            family.add_metric([kind], count)
+        yield family
+
+
 class GatewayMetrics:
     """Counters, gauges and histograms exported at ``/metrics`` (prefix ``terrarium_``)."""
 
@@ -141,6 +162,7 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
+        r.register(RedisMisconfigCollector())
         self.build_info = Info("terrarium_build", "Version of the running code", registry=r)
         self.build_info.info({"version": package_version(), "component": "gateway"})
         self.http_requests = Counter(

@@ -10,6 +10,7 @@ collector adds ``process_*``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from wsgiref.simple_server import WSGIServer
 
@@ -23,7 +24,10 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from bus import misconfigurations
 from worker.errors import CATEGORIES
 
 # ``_created`` doubles every counter's and histogram's series for no dashboard's use.
@@ -55,6 +59,22 @@ def package_version() -> str:
         return "unknown"
 
 
+class RedisMisconfigCollector(Collector):
+    """``terrarium_redis_misconfig_total{kind}``: Redis refusals this process met that are
+    misconfiguration, not outages (MOVED, CROSSSLOT, NOPERM, ...; ``bus.errors``)."""
+
+    def collect(self) -> Iterator[Metric]:
+        """The process's counts by kind, read at scrape time."""
+        family = CounterMetricFamily(
+            "terrarium_redis_misconfig",
+            "Redis refusals that mean misconfiguration (MOVED, CROSSSLOT, NOPERM, ...), by kind",
+            labels=["kind"],
+        )
+        for kind, count in misconfigurations().items():
+            family.add_metric([kind], count)
+        yield family
+
+
 class WorkerMetrics:
     """Every metric of one worker, on its own registry (several workers may share a process)."""
 
@@ -62,6 +82,7 @@ class WorkerMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
+        r.register(RedisMisconfigCollector())
         self.build_info = Info("terrarium_build", "Version of the running code", registry=r)
         self.build_info.info({"version": package_version(), "component": "worker"})
         self.jobs = Counter(

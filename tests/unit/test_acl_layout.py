@@ -121,3 +121,10 @@ def test_only_admin_may_touch_every_key() -> None:
     for user, tokens in acl_rules().items():
         if user not in ("admin", "default"):
             assert "~*" not in tokens, user
+
+
+@pytest.mark.parametrize("user", ["gateway", "worker", "ops"])
+def test_every_app_user_may_read_the_cluster_slot_map(user: str) -> None:
+    """A cluster client discovers the nodes with CLUSTER SLOTS; without it, it fails with
+    'Cluster mode is not enabled' against an ACL user."""
+    assert "+cluster|slots" in acl_rules()[user]

@@ -37,8 +37,8 @@ from bus.errors import (
     ("error", "kind", "words"),
     [
         (ResponseError("MOVED 4882 127.0.0.1:42993"), "MOVED", "MOVED 4882 127.0.0.1:42993"),
-        (MovedError("4882 127.0.0.1:42993"), "MOVED", "MOVED 4882 127.0.0.1:42993"),
-        (AskError("12 127.0.0.1:7001"), "ASK", "ASK 12 127.0.0.1:7001"),
+        (MovedError("4882 127.0.0.1:42993"), "MOVED", "MOVED 4882 127.0.0.1:42993"),  # type: ignore[no-untyped-call]
+        (AskError("12 127.0.0.1:7001"), "ASK", "ASK 12 127.0.0.1:7001"),  # type: ignore[no-untyped-call]
         (ResponseError("CROSSSLOT Keys in request don't hash to the same slot"), "CROSSSLOT", ""),
         (ClusterCrossSlotError(), "CROSSSLOT", "CROSSSLOT"),
         (
@@ -81,8 +81,8 @@ def test_refusals_are_misconfiguration_with_their_words_and_kind(
 @pytest.mark.parametrize(
     "error",
     [
-        ClusterDownError("CLUSTERDOWN The cluster is down"),
-        TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+        ClusterDownError("CLUSTERDOWN The cluster is down"),  # type: ignore[no-untyped-call]
+        TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),  # type: ignore[no-untyped-call]
         SlotNotCoveredError("Slot 1 is not covered by the cluster."),
         RedisClusterException("Redis Cluster cannot be connected. Please provide at least one"),
         RedisConnectionError("Connection refused"),
@@ -128,3 +128,18 @@ def test_chat_scripts_spublish_on_a_cluster_and_publish_on_one_redis(script: str
     sharded = scripts.for_layout(script, cluster=True)
     assert "'PUBLISH'" not in sharded
     assert sharded.count("'SPUBLISH'") == script.count("'PUBLISH'") == 1
+
+
+def test_gateway_and_worker_metrics_count_misconfiguration_by_kind() -> None:
+    from prometheus_client import generate_latest
+
+    from gateway.metrics import GatewayMetrics
+    from worker.metrics import WorkerMetrics
+
+    registries = [GatewayMetrics().registry, WorkerMetrics().registry]
+    as_bus_error(ResponseError("WRONGTYPE Operation against a key holding the wrong kind"))
+    wanted = misconfigurations()["WRONGTYPE"]
+    for registry in registries:
+        text = generate_latest(registry).decode()
+        assert f'terrarium_redis_misconfig_total{{kind="WRONGTYPE"}} {float(wanted)}' in text
+        assert 'terrarium_redis_misconfig_total{kind="MOVED"}' in text  # zero series too
