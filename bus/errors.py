@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("bus")
+log.addHandler(logging.NullHandler())  # a library's logger: the process decides where it goes
 
 #: The kinds of refusal counted as misconfiguration (``terrarium_redis_misconfig_total``):
 #: a cluster redirect a client did not follow (MOVED, ASK: a plain client at a cluster
@@ -164,7 +165,10 @@ _SECRETISH = re.compile(r"\w+://\S*@\S*")  # a URL with credentials, should one 
 def _rejected(kind: str, text: str) -> BusRejected:
     """A :class:`BusRejected` of ``kind``, counted and logged (``bus.misconfigured``)."""
     text = _SECRETISH.sub("<url>", " ".join(text.split()))[:300]
-    error = BusRejected(f"Redis refused the command: {text}", kind)
+    words = text.removeprefix(kind).strip() if text.split(" ", 1)[0] == kind else text
+    error = BusRejected(
+        f"Redis refused the command ({kind})" + (f": {words}" if words else ""), kind
+    )
     _misconfig[error.kind] += 1
     log.error("bus.misconfigured kind=%s error=%s", error.kind, text)
     return error

@@ -95,10 +95,12 @@ async def test_read_verbs_run_as_ops_and_requeue_needs_a_writer(
 
     refused = await ops(redis_tls, "ops", "requeue", dead["deadLetterId"])
     assert refused.status == 1
-    assert refused.err == (
-        f"terrarium-ops: Redis refused the command (NOPERM) at rediss://localhost:"
-        f"{redis_tls.port} (this verb writes: use a Redis user allowed to)\n"
+    # One line: the refusal's kind and Redis's own words, where, and what to do.
+    assert refused.err.startswith("terrarium-ops: Redis refused the command (NOPERM): ")
+    assert refused.err.endswith(
+        f" at rediss://localhost:{redis_tls.port} (this verb writes: use a Redis user allowed to)\n"
     )
+    assert refused.err.count("\n") == 1
     assert redis_tls.passwords["ops"][0] not in refused.err
     done = await ops(redis_tls, "admin", "requeue", dead["deadLetterId"])
     assert done.status == 0, done.err

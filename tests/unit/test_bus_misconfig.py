@@ -36,9 +36,9 @@ from bus.errors import (
 @pytest.mark.parametrize(
     ("error", "kind", "words"),
     [
-        (ResponseError("MOVED 4882 127.0.0.1:42993"), "MOVED", "MOVED 4882 127.0.0.1:42993"),
-        (MovedError("4882 127.0.0.1:42993"), "MOVED", "MOVED 4882 127.0.0.1:42993"),  # type: ignore[no-untyped-call]
-        (AskError("12 127.0.0.1:7001"), "ASK", "ASK 12 127.0.0.1:7001"),  # type: ignore[no-untyped-call]
+        (ResponseError("MOVED 4882 127.0.0.1:42993"), "MOVED", "(MOVED): 4882 127.0.0.1:42993"),
+        (MovedError("4882 127.0.0.1:42993"), "MOVED", "(MOVED): 4882 127.0.0.1:42993"),  # type: ignore[no-untyped-call]
+        (AskError("12 127.0.0.1:7001"), "ASK", "(ASK): 12 127.0.0.1:7001"),  # type: ignore[no-untyped-call]
         (ResponseError("CROSSSLOT Keys in request don't hash to the same slot"), "CROSSSLOT", ""),
         (ClusterCrossSlotError(), "CROSSSLOT", "CROSSSLOT"),
         (
@@ -50,14 +50,14 @@ from bus.errors import (
         (
             NoPermissionError("User worker has no permissions to run the 'keys' command"),
             "NOPERM",
-            "NOPERM User worker",
+            "(NOPERM): User worker",
         ),
         (
             ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
             "WRONGTYPE",
             "",
         ),
-        (NoScriptError("No matching script."), "NOSCRIPT", "NOSCRIPT"),
+        (NoScriptError("No matching script."), "NOSCRIPT", "(NOSCRIPT): No matching"),
         (AuthenticationError("invalid username-password pair"), "AUTH", "invalid username"),
         (RedisClusterException("Cluster mode is not enabled on this node"), "CLUSTER", ""),
         (ResponseError("BUSYKEY Target key name already exists."), "OTHER", "BUSYKEY"),
