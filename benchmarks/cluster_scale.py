@@ -675,6 +675,7 @@ def table(report: Report) -> str:
     checks: list[tuple[str, Callable[[SetupResult], str]]] = [
         ("messages posted / answered", lambda s: f"{s.posted} / {s.answered}"),
         ("not answered / answered twice", lambda s: f"{s.unanswered} / {s.answered_twice}"),
+        ("POSTs refused or failed", lambda s: str(sum(s.post_errors.values()))),
         (
             "frames received / in the logs",
             lambda s: f"{100 * s.frames_received / max(1, s.frames_expected):.1f}%",
@@ -736,8 +737,8 @@ QUICK = {
     "sockets": 48,
     "chats": 24,
     "streams": 6,
-    "duration": 3.0,
-    "warmup": 1.0,
+    "duration": 2.0,
+    "warmup": 0.5,
     "tokens": 12,
     "token_delay_ms": 10.0,
     "client_procs": 1,
