@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from bus import BusError, BusKeys, ChatLog
 from bus.chatlog import EventRecord
 from bus.client import create_redis
+from tests.support.clients import ChatClient, has_caught_up
 from tests.support.redis_server import RedisServer
 from tests.support.system import Process, System
 from tests.support.wait import wait_until
@@ -87,6 +88,20 @@ class Harness:
 
     async def terra_replies(self, chat_id: str, reply_to: str) -> list[dict[str, Any]]:
         return [m for m in await self.history(chat_id) if m.get("replyTo") == reply_to]
+
+    async def caught_up(self, clients: Iterable[ChatClient]) -> None:
+        """Wait until each client received what its chat's log holds now (the barrier
+        before comparing frames with the log; the log is read once, then waited on)."""
+        logs: dict[str, list[EventRecord]] = {}
+        for client in clients:
+            if client.chat_id not in logs:
+                logs[client.chat_id] = await self.events(client.chat_id)
+            events = logs[client.chat_id]
+            await client.wait_for(
+                lambda c=client, e=events: has_caught_up(c, e),  # type: ignore[misc]
+                within=10,
+                what="the log's last event",
+            )
 
     async def pending(self) -> list[dict[str, Any]]:
         """Pending job entries: ``message_id``, ``consumer``, ``times_delivered``..."""

@@ -163,7 +163,7 @@ async def dead_worker(workdir: Path, *, default_timings: bool = False) -> DeadWo
         answer = round(final.at - killed_at, 3)
         await v1.wait_reply(message_id, within=10)
         await sse.wait_reply(message_id, within=10)
-        await asyncio.sleep(0.3)  # the trailing done chunk and state
+        await h.caught_up((v2, v1, sse))  # the trailing done chunk and state
         for client in (v2, v1, sse):
             await client.stop()
         events = await h.events(chat)
@@ -252,7 +252,7 @@ async def agent_lost(workdir: Path, *, down_seconds: float = 3.0) -> AgentLost:
         final = await v2.wait_reply(message_id, within=30)
         await v1.wait_reply(message_id, within=10)
         await sse.wait_reply(message_id, within=10)
-        await asyncio.sleep(0.3)  # the trailing done chunk and state
+        await h.caught_up((v2, v1, sse))  # the trailing done chunk and state
         for client in (v2, v1, sse):
             await client.stop()
         events = await h.events(chat)
@@ -599,7 +599,7 @@ async def redis_outage(workdir: Path, down_seconds: float = 10.0) -> Outage:
         for _, p in ok:
             with contextlib.suppress(TimeoutError):
                 await posts_client.wait_reply(p.message_id, within=20)
-        await asyncio.sleep(0.3)
+        await h.caught_up(clients.values())
         for client in clients.values():
             await client.stop()
 
@@ -735,7 +735,7 @@ async def lost_log(workdir: Path) -> LostLog:
         second = (await post_message(gw.port, chat, "[[demo:echo]] two")).message_id
         for client in clients.values():
             await client.wait_reply(second, within=20)
-        await asyncio.sleep(0.3)
+        await h.caught_up(clients.values())
         late = ChatClient([gw.port], chat, after=old_point)
         await late.start()
         await late.wait_for(lambda: late.of_type("resync"), within=10, what="resync on resume")
@@ -814,7 +814,7 @@ async def gateway_restart(workdir: Path) -> GatewayRestart:
         after_kill = {k: round(c.connects[2][1] - kill_at, 3) for k, c in clients.items()}
         for client in clients.values():
             await client.wait_reply(second, within=20)
-        await asyncio.sleep(0.3)
+        await h.caught_up(clients.values())
         for client in clients.values():
             await client.stop()
         events = await h.events(chat)

@@ -271,6 +271,18 @@ def check_stream(
     )
 
 
+def has_caught_up(client: ChatClient, events: list[EventRecord]) -> bool:
+    """True once ``client`` received the last event of ``events`` its protocol version is owed."""
+    owed = [
+        e.event_id
+        for e in events
+        if client.v2 or e.type in EVENT_TYPES_V1 or e.type == "streamReset"
+    ]
+    if not owed:
+        return True
+    return client.last_event_id is not None and compare_ids(client.last_event_id, owed[-1]) >= 0
+
+
 def _before(events: list[EventRecord], event_id: str) -> str:
     previous = "0-0"
     for event in events:
