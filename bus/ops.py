@@ -27,7 +27,8 @@ from bus.chatlog import ChatLog, EventRecord, parse_id
 from bus.client import create_redis
 from bus.errors import BusError, translates_redis_errors
 from bus.frontend import FrontEnd
-from bus.keys import CHAT_ID_PATTERN, is_valid_chat_id
+from bus.keys import CHAT_ID_PATTERN, BusKeys, is_valid_chat_id
+from bus.migrate import LayoutMigration, MigrationReport
 from bus.schemas import (
     AnswerMessage,
     MessagePosted,
@@ -44,6 +45,7 @@ __all__ = [
     "Conversation",
     "DeadLetter",
     "JobEntry",
+    "LayoutRefused",
     "OpsBus",
     "RequeueRefused",
     "Requeued",
@@ -89,6 +91,10 @@ class AmbiguousChat(BusError):
 
 class RequeueRefused(BusError):
     """The dead letter cannot be requeued (the reason says why)."""
+
+
+class LayoutRefused(BusError):
+    """The key layout cannot be migrated here (the reason says why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,6 +612,16 @@ class OpsBus(FrontEnd):
         if result[0] != "ok":
             raise RequeueRefused(f"no dead letter {ref} (already requeued?)")
         return Requeued(str(result[1]), str(result[2]), chat_id, message_id)
+
+    # --- the key layout (writes: admin) ---------------------------------------------------
+    async def migrate_layout(self, partitions: int, *, dry_run: bool = False) -> MigrationReport:
+        """Move this Redis's chats, jobs and dead letters to the layout of ``partitions``
+        partitions (:mod:`bus.migrate`). Raises :class:`LayoutRefused` on a cluster and
+        :class:`bus.migrate.WorkersAlive` while a worker runs."""
+        if self._keys.cluster:
+            raise LayoutRefused("a cluster starts partitioned: layout migrate runs on one Redis")
+        target = BusKeys(self._keys.prefix, partitions)
+        return await LayoutMigration(self._redis, target).run(dry_run=dry_run)
 
     # --- visitor access codes (add and revoke write: admin) ------------------------------
     async def access_codes(self) -> list[AccessCode]:

@@ -20,7 +20,16 @@ from pathlib import Path
 
 from bus.access_codes import ACCESS_CODE_ID
 from bus.errors import BusError, BusRejected, BusUnavailable
-from bus.ops import AmbiguousChat, OpsBus, RequeueRefused, UnknownChat, open_ops_bus
+from bus.keys import MAX_PARTITIONS
+from bus.migrate import MigrationReport, WorkersAlive
+from bus.ops import (
+    AmbiguousChat,
+    LayoutRefused,
+    OpsBus,
+    RequeueRefused,
+    UnknownChat,
+    open_ops_bus,
+)
 from ops.export import FORMATS, render_transcript
 from ops.output import Output
 from ops.settings import ConfigError, OpsSettings, load_settings, load_with
@@ -260,6 +269,46 @@ async def cmd_requeue(args: argparse.Namespace, bus: OpsBus, out: Output) -> int
     return 0
 
 
+async def cmd_layout_migrate(args: argparse.Namespace, bus: OpsBus, out: Output) -> int:
+    if not 1 <= args.partitions <= MAX_PARTITIONS:
+        raise UsageError(f"--partitions must be 1..{MAX_PARTITIONS}")
+    report = await bus.migrate_layout(args.partitions, dry_run=args.dry_run)
+    _print_migration(report, out)
+    return 0
+
+
+def _print_migration(report: MigrationReport, out: Output) -> None:
+    n = report.target.partition_count
+    layout = "the legacy layout (1 partition)" if n == 1 else f"{n} partitions"
+    sources = " and ".join(sorted(report.sources)) or "nothing to move"
+    verb = "would move" if report.dry_run else "moved"
+    out.text(
+        f"layout migrate to {layout}, from {sources}" + (" (dry run)" if report.dry_run else "")
+    )
+    out.text(f"chat keys {verb}: {report.chat_keys} ({len(report.chats)} chats)")
+    kinds = ", ".join(
+        f"{report.jobs[k]} {k}" for k in ("lane", "stream", "pending") if report.jobs[k]
+    )
+    into = ", ".join(f"{p}: {c}" for p, c in sorted(report.into.items()))
+    out.text(
+        f"jobs {verb}: {sum(report.jobs.values())}"
+        + (f" ({kinds}) into partition {into}" if kinds else "")
+    )
+    out.text(f"dead letters {verb}: {report.dead_letters}")
+    if report.finished:
+        out.text(f"finished jobs {'to drop' if report.dry_run else 'dropped'}: {report.finished}")
+    out.text(f"old keys {'to remove' if report.dry_run else 'removed'}: {len(report.removed)}")
+    if report.left:
+        out.text(f"left alone ({len(report.left)}): " + " ".join(report.left[:10]), style="red")
+    if report.dry_run:
+        out.note("dry run: nothing was written")
+    elif report.changed:
+        setting = "unset REDIS_PARTITIONS" if n == 1 else f"set REDIS_PARTITIONS={n}"
+        out.note(f"done: {setting} for every gateway, worker and console, then start them")
+    else:
+        out.note("nothing to do: the data is already in this layout")
+
+
 def parse_duration(text: str) -> int:
     """``--expires``: ``90s``, ``30m``, ``12h``, ``7d`` or ``2w``, as milliseconds."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
@@ -442,6 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_requeue)
 
     p = verbs.add_parser(
+        "layout",
+        help="the key layout: migrate one Redis to N partitions (writes)",
+        description="Key layouts: 'migrate' moves one Redis's chats, jobs and dead letters "
+        "to the layout of --partitions N (1 is the legacy layout). Stop every worker and "
+        "gateway first (refused while a worker is alive); safe to run again after an "
+        "interruption. Needs a Redis user allowed to write (admin), not 'ops'.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("migrate", parents=[common], help="move the data to N partitions")
+    a.add_argument("--partitions", type=int, required=True, metavar="N", help="1..1024")
+    a.add_argument("--dry-run", action="store_true", help="count what would move, write nothing")
+    a.set_defaults(func=cmd_layout_migrate)
+
+    p = verbs.add_parser(
         "codes",
         help="visitor access codes: add, list, revoke (add and revoke need a user that may write)",
         description="Visitor access codes kept in Redis, valid alongside CHAT_PASSWORD, each "
@@ -520,12 +583,16 @@ def _main(args: argparse.Namespace, out: Output) -> int:
     except AmbiguousChat as exc:
         shown = ", ".join(exc.candidates[:10]) + (" ..." if len(exc.candidates) > 10 else "")
         return _fail(out, f"{exc}: {shown}; give more of the id", 1)
-    except (UnknownChat, RequeueRefused, UnknownCode) as exc:
+    except (UnknownChat, RequeueRefused, UnknownCode, WorkersAlive, LayoutRefused) as exc:
         return _fail(out, str(exc), 1)
     except BusUnavailable as exc:
         return _fail(out, f"{exc} at {endpoint}", 1)
     except BusRejected as exc:
-        writes = args.verb == "requeue" or getattr(args, "action", None) in ("add", "revoke")
+        writes = args.verb == "requeue" or getattr(args, "action", None) in (
+            "add",
+            "revoke",
+            "migrate",
+        )
         hint = " (this verb writes: use a Redis user allowed to)" if writes else ""
         return _fail(out, f"{exc} at {endpoint}{hint}", 1)
     except BusError as exc:

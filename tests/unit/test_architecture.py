@@ -70,7 +70,8 @@ def test_the_bus_exports_its_front_ends_not_its_redis_plumbing() -> None:
     assert sorted(bus.__all__) == sorted(
         [
             *("open_gateway_bus", "GatewayBus", "FeedStatus"),
-            *("open_worker_bus", "WorkerBus", "ChatLog", "JobQueue", "ChatLease", "Presence"),
+            *("open_worker_bus", "WorkerBus", "ChatLog", "JobQueue", "JobRef", "ChatLease"),
+            "Presence",
             *("open_arq_redis", "close_arq_redis", "BusSettings", "BusKeys"),
             "describe_settings_error",
             *("BusError", "BusUnavailable", "BusRejected", "BacklogFull", "ResumeGap"),
