@@ -174,6 +174,9 @@ class ChatLog:
         self._finish = redis.register_script(scripts.for_layout(scripts.FINISH, cluster))
         self._begin = redis.register_script(scripts.for_layout(scripts.BEGIN, cluster))
         self._save_turns = redis.register_script(scripts.SAVE_TOOL_TURNS)
+        #: Unfinished jobs one partition may hold: JOBS_MAXLEN shared evenly (chats spread
+        #: evenly over partitions), so the whole backlog stays about JOBS_MAXLEN.
+        self._jobs_cap = -(-self.limits.jobs_maxlen // keys.partition_count)
         self._messages: dict[tuple[str, str], MessagePosted] = {}
         #: Per chat: the newest Messages unanswered_until read, and whether that was all.
         self._recent: dict[str, tuple[list[tuple[str, MessagePosted]], bool]] = {}
@@ -223,6 +226,8 @@ class ChatLog:
         :class:`BacklogFull` when ``jobs_maxlen`` jobs are unfinished,
         :class:`TooManyWaiting` when ``queued_per_client`` of the client's jobs wait,
         :class:`QuotaExceeded` past the client's bytes per window or the chat's bytes,
+        (partitioned layout: the backlog cap is ``jobs_maxlen`` shared evenly by the
+        partitions; a client's waiting jobs and bytes are counted per partition),
         :class:`ChatModeConflict` on a BYO chat; and :class:`BusUnavailable` if Redis cannot
         be reached.
         """
@@ -267,7 +272,7 @@ class ChatLog:
                     lim.idempotency_ttl_ms,
                     "1" if client_message_id else "0",
                     encode(job),
-                    lim.jobs_maxlen,
+                    self._jobs_cap,
                     self.keys.jobs_group,
                     self.keys.queue_lane_prefix(part),
                     client_tag(self.keys.prefix, client) if client else f"chat-{chat_id}",
@@ -289,7 +294,7 @@ class ChatLog:
         if result[0] == "memory":
             raise StorageFull("Redis is above its memory budget for new messages")
         if result[0] == "full":
-            raise BacklogFull(f"{lim.jobs_maxlen} unfinished jobs: the backlog is full")
+            raise BacklogFull(f"{self._jobs_cap} unfinished jobs: the backlog is full")
         if result[0] == "busy":
             raise TooManyWaiting(int(result[1]))
         if result[0] == "client_bytes":

@@ -70,10 +70,13 @@ class BusSettings(BaseSettings):
     #: How long a ``clientMessageId`` is remembered (never longer than the retention).
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
     #: At most this many unfinished jobs (waiting or in progress); past it a visitor's message
-    #: is refused with 503 and Retry-After, never accepted and then dropped.
+    #: is refused with 503 and Retry-After, never accepted and then dropped. Partitioned
+    #: (REDIS_PARTITIONS > 1 or a cluster), each partition holds its even share (rounded up).
     jobs_maxlen: int = Field(10_000, ge=1)
     #: Messages one client (address or IPv6 prefix) may have waiting for Terra; past it
     #: its next message gets 429 and Retry-After. Jobs are served round robin by client.
+    #: Partitioned, the count (like CLIENT_BYTES_PER_DAY) is kept per partition: a client
+    #: whose chats fall in several partitions may have this many waiting in each.
     max_queued_per_client: int = Field(10, ge=1, le=100_000)
     #: New messages are refused with 503 "Terra is busy" once Redis uses this much memory
     #: (MB). 0: 80% of Redis's ``maxmemory`` (the room above is for replies to what was

@@ -207,7 +207,7 @@ async def test_idempotent_post_returns_same_message_and_one_job(
             )
         ).json()
         assert first == second == by_header
-        assert await chat_log.redis.xlen(chat_log.keys.jobs) == 1
+        assert await chat_log.redis.xlen(chat_log.keys.jobs_stream(0)) == 1
         hist = await chat_log.history("idem")
         assert len(hist) == 1
 

@@ -27,7 +27,7 @@ def test_keys_use_one_prefix_and_hash_tags() -> None:
     assert keys.chat_events("abc") == "pfx:chat:{abc}:events"
     assert keys.chat_id_from_channel(keys.chat_channel("a-b_c")) == "a-b_c"
     assert keys.chat_id_from_channel("other:chat:{x}:live") is None
-    assert keys.jobs == "pfx:jobs"
+    assert keys.jobs_stream(0) == "pfx:jobs"
     with pytest.raises(ValueError, match="invalid chat id"):
         keys.chat_events("../etc")
 
@@ -110,7 +110,7 @@ async def test_accept_is_idempotent_and_enqueues_once(log: ChatLog) -> None:
     assert again.message == first.message
     assert other.message["id"] != first.message["id"]
     waiting = int(await log.redis.get(log.keys.queue_waiting(0)) or 0)  # in the chat's lane
-    assert await log.redis.xlen(log.keys.jobs) + waiting == 2
+    assert await log.redis.xlen(log.keys.jobs_stream(0)) + waiting == 2
     assert (await log.worker_state("c"))["state"] == "queued"
     assert [m["id"] for m in await log.history("c")] == [first.message["id"], other.message["id"]]
 
