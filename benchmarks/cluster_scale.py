@@ -99,26 +99,47 @@ class Services:
                 )
 
 
-def bus_env(setup: RedisSetup, args: argparse.Namespace) -> dict[str, str]:
+@dataclass(frozen=True)
+class SetupSpec:
+    """One ``--setups`` entry: ``single``, ``cluster``, ``single:N`` or ``cluster:N``."""
+
+    kind: str
+    label: str
+    #: REDIS_PARTITIONS given to the services; None: their default for the kind.
+    partitions: int | None
+
+    @classmethod
+    def parse(cls, text: str, args: argparse.Namespace) -> SetupSpec:
+        kind, _, count = text.partition(":")
+        if kind not in ("single", "cluster") or (count and not count.isdigit()):
+            raise ValueError(text)
+        label = "single" if kind == "single" else f"cluster-{args.masters}"
+        if count:
+            return cls(kind, f"{label}:{count}", int(count))
+        default = args.partitions if kind == "cluster" else args.single_partitions
+        return cls(kind, label, default if default and default != 1 else None)
+
+
+def bus_env(setup: RedisSetup, spec: SetupSpec) -> dict[str, str]:
     """What gateways and workers share: where Redis is and the key layout."""
     env = {"REDIS_URL": setup.url}
     if setup.cluster:
         env["REDIS_CLUSTER"] = "true"
-        if args.partitions:
-            env["REDIS_PARTITIONS"] = str(args.partitions)
-    elif args.single_partitions != 1:
-        env["REDIS_PARTITIONS"] = str(args.single_partitions)
+    if spec.partitions is not None:
+        env["REDIS_PARTITIONS"] = str(spec.partitions)
     return env
 
 
-def start_services(launcher: Launcher, setup: RedisSetup, args: argparse.Namespace) -> Services:
+def start_services(
+    launcher: Launcher, setup: RedisSetup, spec: SetupSpec, args: argparse.Namespace
+) -> Services:
     """Start the agent, then every gateway and worker at once; return once all listen."""
     agent_port = free_port()
     agent = launcher.add_agent(
         agent_port, "--token-delay-ms", str(args.token_delay_ms), "--log-level", "WARNING"
     )
     agent_url = f"http://127.0.0.1:{agent_port}/v1/chat/completions"
-    shared = {**SERVER_ENV, **bus_env(setup, args), "LOG_LEVEL": args.log_level}
+    shared = {**SERVER_ENV, **bus_env(setup, spec), "LOG_LEVEL": args.log_level}
     gateways = []
     for i in range(args.gateways):
         port = free_port()
@@ -412,29 +433,31 @@ class SetupResult:
     bound: str
 
 
-async def run_setup(name: str, args: argparse.Namespace, workdir: Path) -> SetupResult:
-    """Start Redis (``single`` or ``cluster``) and the services, run the load, stop everything."""
-    here = workdir / name
+async def run_setup(spec: SetupSpec, args: argparse.Namespace, workdir: Path) -> SetupResult:
+    """Start Redis (one server or a cluster) and the services, run the load, stop everything."""
+    here = workdir / spec.label.replace(":", "-")
     redis_launcher = Launcher(LaunchOptions(access_code=ACCESS_CODE, quiet=True, workdir=here))
     app = Launcher(LaunchOptions(access_code=ACCESS_CODE, quiet=True, workdir=here))
     CHILDREN.stoppers += [redis_launcher.stop, app.stop]
     try:
-        if name == "cluster":
+        if spec.kind == "cluster":
             setup = start_cluster(redis_launcher, args.masters)
         else:
             setup = start_single(redis_launcher)
-        services = start_services(app, setup, args)
+        services = start_services(app, setup, spec, args)
         await wait_ready(services)
-        return await measure_setup(setup, services, args)
+        return await measure_setup(setup, spec, services, args)
     finally:
         app.stop()
         redis_launcher.stop()
 
 
 async def measure_setup(
-    setup: RedisSetup, services: Services, args: argparse.Namespace
+    setup: RedisSetup, spec: SetupSpec, services: Services, args: argparse.Namespace
 ) -> SetupResult:
-    settings = BusSettings(_env_file=None, **_bus_kwargs(setup, args))
+    """Open the sockets, run the visitors, and gather every figure of one setup."""
+    layout: dict[str, Any] = {k.lower(): v for k, v in bus_env(setup, spec).items()}
+    settings = BusSettings(_env_file=None, **layout)
     chats, plan = plan_sockets(args.sockets, args.chats, services.ports)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -470,8 +493,8 @@ async def measure_setup(
     jobs = await jobs_per_worker(services)
     return summarise(
         setup,
+        spec,
         settings,
-        args,
         visitors.tally,
         (t0, t1),
         reports,
@@ -493,15 +516,10 @@ async def _unless_failed(task: asyncio.Task[None], seconds: float) -> None:
         raise RuntimeError("the visitors stopped before the end of the window")
 
 
-def _bus_kwargs(setup: RedisSetup, args: argparse.Namespace) -> dict[str, Any]:
-    """The benchmark's own BusSettings for a setup (same layout as the services')."""
-    return {k.lower(): v for k, v in bus_env(setup, args).items()}
-
-
 def summarise(
     setup: RedisSetup,
+    spec: SetupSpec,
     settings: BusSettings,
-    args: argparse.Namespace,
     tally: Exchanges,
     window: tuple[float, float],
     reports: list[dict[str, Any]],
@@ -556,9 +574,12 @@ def summarise(
     bus_publish = sum(n.cluster_bus_publish_sent for n in nodes)
     not_complete = {k: v for k, v in tally.statuses.items() if k != "complete"}
     return SetupResult(
-        setup=setup.name,
+        setup=spec.label,
         redis_nodes=len(setup.nodes),
-        settings={k: v for k, v in bus_env(setup, args).items() if k != "REDIS_URL"},
+        settings={
+            **{k: v for k, v in bus_env(setup, spec).items() if k != "REDIS_URL"},
+            "REDIS_PARTITIONS": str(settings.partitions),
+        },
         window_s=round(wall, 3),
         exchanges=tally.answered,
         exchanges_per_s=round(sum(1 for d in tally.done_at if t0 <= d <= t1) / wall, 1),
@@ -606,7 +627,7 @@ class Report:
 
 async def run(args: argparse.Namespace, workdir: Path) -> Report:
     """The single-Redis baseline, then the cluster (``--setups`` picks), same load."""
-    results = [await run_setup(name, args, workdir) for name in args.setups]
+    results = [await run_setup(spec, args, workdir) for spec in args.setups]
     binary = "redis-server"
     config = {
         k: getattr(args, k)
@@ -686,7 +707,9 @@ def table(report: Report) -> str:
     for label, get in checks:
         lines.append(f"{label:<{width}}" + "".join(f"{get(s):>16}" for s in setups))
     for s in setups:
-        layout = ", ".join(f"{k}={v}" for k, v in s.settings.items()) or "today's key layout"
+        layout = ", ".join(f"{k}={v}" for k, v in s.settings.items())
+        if s.settings == {"REDIS_PARTITIONS": "1"}:
+            layout += " (today's key layout)"
         lines += ["", f"{s.setup}: {s.redis_nodes} redis-server(s), {layout}"]
         lines.append(
             f"  {'node':<18}{'cmds/exch':>10}{'share':>8}{'CPU %':>8}{'MiB':>9}"
@@ -774,7 +797,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--setups",
         default="single,cluster",
-        help="which setups, in order (single,cluster)",
+        help="which setups, in order: single, cluster, single:N, cluster:N (N partitions) "
+        "(single,cluster)",
     )
     p.add_argument("--log-level", default="WARNING", help="LOG_LEVEL of gateways and workers")
     p.add_argument("--quick", action="store_true", help="tiny load for a smoke test (~30 s)")
@@ -787,9 +811,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.chats is None:
         args.chats = max(args.streams, args.sockets // 2)
-    args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
-    if not args.setups or set(args.setups) - {"single", "cluster"}:
-        p.error("--setups: a comma-separated list of single, cluster")
+    try:
+        args.setups = [SetupSpec.parse(s.strip(), args) for s in args.setups.split(",") if s]
+    except ValueError as bad:
+        p.error(f"--setups: {bad} is not single, cluster, single:N or cluster:N")
+    if not args.setups:
+        p.error("--setups: name at least one setup")
     if not 1 <= args.streams <= args.chats <= args.sockets:
         p.error("need 1 <= --streams <= --chats <= --sockets")
     if min(args.gateways, args.workers, args.masters, args.client_procs, args.tokens) < 1:
