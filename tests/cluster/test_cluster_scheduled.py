@@ -26,6 +26,7 @@ from tests.support.wait import wait_until
 from tests.support.worker_settings import fast_settings
 from tools.scheduled_refresh import JOB_NAME
 from tools.settings import ToolSettings
+from worker import Worker
 from worker.scheduled import ScheduledJobs
 
 pytestmark = pytest.mark.integration
@@ -82,23 +83,35 @@ async def test_refresh_runs_on_arq_redis_while_the_bus_is_on_the_cluster(
         redis_cluster.url, AGENT, redis_cluster=True, arq_redis_url=arq_redis.url
     )
     jobs = ScheduledJobs(settings, tool_settings)
+    bus = create_redis(redis_cluster.url, client_name="test", cluster=True)
     standalone = create_redis(arq_redis.url, client_name="test")
-    await jobs.start()
-    producer = jobs.create_redis()
     try:
-        await producer.enqueue_job(JOB_NAME, _job_id="refresh-1", _queue_name=jobs.queue_name)
+        async with Worker(settings):
+            # The worker's bus is on the cluster: its heartbeat lands there.
+            async def beating() -> bool:
+                beats = await bus.hgetall(settings.bus_keys.workers)  # type: ignore[misc]
+                return settings.worker_name in beats
 
-        async def refreshed() -> bool:
-            return (tool_settings.content_dir / "index.txt").exists()
+            await wait_until(beating, timeout=10, message="the worker's heartbeat on the cluster")
+            await jobs.start()
+            producer = jobs.create_redis()
+            try:
+                await producer.enqueue_job(
+                    JOB_NAME, _job_id="refresh-1", _queue_name=jobs.queue_name
+                )
 
-        await wait_until(refreshed, timeout=20, interval=0.2, message="the refreshed bundle")
+                async def refreshed() -> bool:
+                    return (tool_settings.content_dir / "index.txt").exists()
 
-        # arq's job (in progress, then its result) and health check are on ARQ_REDIS_URL.
-        assert await standalone.keys("arq:*:refresh-1")
-        assert await standalone.exists(f"{jobs.queue_name}:health-check")
+                await wait_until(refreshed, timeout=20, interval=0.2, message="the new bundle")
+                # arq's job (in progress, then its result) and health check: on ARQ_REDIS_URL.
+                assert await standalone.keys("arq:*:refresh-1")
+                assert await standalone.exists(f"{jobs.queue_name}:health-check")
+            finally:
+                await producer.aclose(close_connection_pool=True)
+                await jobs.stop()
     finally:
-        await producer.aclose(close_connection_pool=True)
-        await jobs.stop()
+        await bus.aclose()
         await standalone.aclose()
     assert "Hello moss." in (tool_settings.content_dir / "index.txt").read_text()
     assert _keys_on_cluster(redis_cluster, "arq:*") == []
