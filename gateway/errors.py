@@ -98,7 +98,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # Bus errors arrive as BusUnavailable; this is the visitor's socket (499, as nginx).
             log.info("gateway.client_gone", path=request.path)
             raise json_error(499, "Client closed the connection") from None
-        log.warning("gateway.redis_unavailable", path=request.path)
+        log.warning("gateway.redis_unavailable", path=request.path, reason=str(exc))
         raise json_error(
             503, "Service temporarily unavailable", headers={"Retry-After": "2"}
         ) from None

@@ -78,7 +78,8 @@ async def test_above_the_budget_a_post_gets_503_terra_is_busy_and_nothing_is_sto
     assert await ChatLog(redis_client, KEYS).history("late", 10) == []
     assert await redis_client.exists(KEYS.chat_meta("late")) == 0
     assert (
-        await redis_client.xlen(KEYS.jobs) + int(await redis_client.get(KEYS.queue_waiting(0)) or 0)
+        await redis_client.xlen(KEYS.jobs_stream(0))
+        + int(await redis_client.get(KEYS.queue_waiting(0)) or 0)
         == 1
     )  # only the early message's job
 
