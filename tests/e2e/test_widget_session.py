@@ -42,8 +42,7 @@ def test_no_url_carries_the_access_code(page: Page, system: RunningSystem) -> No
     sessions = [r for r in api if urlsplit(r.url).path.endswith("/api/session")]
     assert [r.method for r in sessions] == ["POST"]
     assert system.access_code in (sessions[0].post_data or "")
-    for request in [*api, *sockets]:
-        url = request if isinstance(request, str) else request.url
+    for url in [*(r.url for r in api), *sockets]:
         assert system.access_code not in url, url
     for request in api:
         if request not in sessions:

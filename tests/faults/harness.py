@@ -66,9 +66,9 @@ class Harness:
     def gateway(self, name: str = "gateway", **env: str) -> Process:
         return self.system.gateway(name, **env)
 
-    async def worker(self, name: str, *, ready: bool = True, **env: str) -> Process:
+    async def worker(self, name: str, ready: bool = True, /, **env: str) -> Process:
         """Start a worker (fast settings unless overridden); wait for its first heartbeat."""
-        await self.redis.hdel(KEYS.workers, name)
+        await self.redis.hdel(KEYS.workers, name)  # type: ignore[misc]
         proc = self.system.worker(name, **{**FAST_WORKER_ENV, **env})
         if ready:
             await self.until(
@@ -98,7 +98,7 @@ class Harness:
                 logs[client.chat_id] = await self.events(client.chat_id)
             events = logs[client.chat_id]
             await client.wait_for(
-                lambda c=client, e=events: has_caught_up(c, e),  # type: ignore[misc]
+                lambda c=client, e=events: has_caught_up(c, e),
                 within=10,
                 what="the log's last event",
             )

@@ -144,11 +144,11 @@ async def dead_worker(workdir: Path, *, default_timings: bool = False) -> DeadWo
     async with fault_system(workdir) as h:
         gw = h.gateway()
         workers = {name: await h.worker(name, **env) for name in ("w1", "w2")}
-        v2 = await ChatClient([gw.port], chat).start()
-        v1 = await ChatClient([gw.port], chat, v2=False).start()
-        sse = await ChatClient([gw.port], chat, transport="sse").start()
+        v2 = await ChatClient([gw.http], chat).start()
+        v1 = await ChatClient([gw.http], chat, v2=False).start()
+        sse = await ChatClient([gw.http], chat, transport="sse").start()
         posted = await post_message(
-            gw.port, chat, f"Tell me a long story {marker} [[demo:tokens=160]] [[demo:delay=25]]"
+            gw.http, chat, f"Tell me a long story {marker} [[demo:tokens=160]] [[demo:delay=25]]"
         )
         message_id = posted.message_id
         await v2.wait_for(lambda: len(v2.chunks(message_id)) >= 3, what="the reply to stream")
@@ -227,11 +227,11 @@ async def agent_lost(workdir: Path, *, down_seconds: float = 3.0) -> AgentLost:
         assert agent is not None
         gw = h.gateway()
         await h.worker("w1")
-        v2 = await ChatClient([gw.port], chat).start()
-        v1 = await ChatClient([gw.port], chat, v2=False).start()
-        sse = await ChatClient([gw.port], chat, transport="sse").start()
+        v2 = await ChatClient([gw.http], chat).start()
+        v1 = await ChatClient([gw.http], chat, v2=False).start()
+        sse = await ChatClient([gw.http], chat, transport="sse").start()
         posted = await post_message(
-            gw.port, chat, f"Tell me a long story {marker} [[demo:tokens=120]] [[demo:delay=20]]"
+            gw.http, chat, f"Tell me a long story {marker} [[demo:tokens=120]] [[demo:delay=20]]"
         )
         message_id = posted.message_id
         await v2.wait_for(lambda: len(v2.chunks(message_id)) >= 3, what="the reply to stream")
@@ -299,10 +299,10 @@ async def slow_job(workdir: Path) -> SlowJob:
         gw = h.gateway()
         w1 = await h.worker("s1", **fast)
         w2 = await h.worker("s2", **fast)
-        client = await ChatClient([gw.port], chat).start()
+        client = await ChatClient([gw.http], chat).start()
         started = time.monotonic()
         posted = await post_message(
-            gw.port, chat, f"Take your time {marker} [[demo:tokens=160]] [[demo:delay=55]]"
+            gw.http, chat, f"Take your time {marker} [[demo:tokens=160]] [[demo:delay=55]]"
         )
         message_id = posted.message_id
         most = 0
@@ -350,10 +350,10 @@ async def poison_job(workdir: Path) -> Poison:
     chat, marker = "poison", "poison-marker"
     async with fault_system(workdir) as h:
         gw = h.gateway()
-        client = await ChatClient([gw.port], chat).start()
+        client = await ChatClient([gw.http], chat).start()
         started = time.monotonic()
         posted = await post_message(
-            gw.port, chat, f"This one kills workers {marker} [[demo:tokens=400]] [[demo:delay=20]]"
+            gw.http, chat, f"This one kills workers {marker} [[demo:tokens=400]] [[demo:delay=20]]"
         )
         message_id = posted.message_id
         kills = 0
@@ -374,7 +374,7 @@ async def poison_job(workdir: Path) -> Poison:
         requests = await h.agent_requests(marker)
         await asyncio.sleep(2.0)  # nothing may loop: no new attempt, nothing pending
         later = await h.agent_requests(marker)
-        nxt = await post_message(gw.port, chat, "[[demo:echo]] still there?")
+        nxt = await post_message(gw.http, chat, "[[demo:echo]] still there?")
         answered = await client.wait_reply(nxt.message_id, within=20)
         await client.stop()
         return Poison(
@@ -431,14 +431,14 @@ async def stop_latency(workdir: Path, trials: int = 10, stalled_trials: int = 4)
     async with fault_system(workdir) as h:
         gw = h.gateway()
         await h.worker("stop-worker", MAX_CONCURRENT_CHATS="1")
-        client = await ChatClient([gw.port], chat).start()
+        client = await ChatClient([gw.http], chat).start()
         for trial in range(trials + stalled_trials):
             stalled = trial >= trials
             if stalled:
                 content = f"Trial {trial} [[demo:tokens=40]] [[demo:stall=30]]"
             else:
                 content = f"Trial {trial} [[demo:tokens=400]] [[demo:delay=12]]"
-            message_id = (await post_message(gw.port, chat, content)).message_id
+            message_id = (await post_message(gw.http, chat, content)).message_id
             if stalled:
                 await client.wait_for(
                     lambda m=message_id: len(client.chunks(m)) >= 1, what="the first chunk"
@@ -451,7 +451,7 @@ async def stop_latency(workdir: Path, trials: int = 10, stalled_trials: int = 4)
                 )
                 await asyncio.sleep(rng.uniform(0, 0.2))
             sent = time.monotonic()
-            result.cancel_statuses.append(await cancel(gw.port, chat))
+            result.cancel_statuses.append(await cancel(gw.http, chat))
             final = await client.wait_reply(message_id, within=10)
             stopped_after = round(final.at - sent, 4)
             chunks = client.chunks(message_id)
@@ -464,7 +464,7 @@ async def stop_latency(workdir: Path, trials: int = 10, stalled_trials: int = 4)
             shown = "".join(str(f.data.get("content")) for f in chunks)
             result.all_stopped &= final.data.get("status") == "stopped"
             result.partial_kept &= bool(shown) and final.data.get("content") == shown
-        nxt = (await post_message(gw.port, chat, "[[demo:echo]] next please")).message_id
+        nxt = (await post_message(gw.http, chat, "[[demo:echo]] next please")).message_id
         answer = await client.wait_reply(nxt, within=15)
         result.next_answered = answer.data.get("content") == "next please"
         await client.stop()
@@ -485,9 +485,9 @@ async def tab_close(workdir: Path) -> TabClose:
     async with fault_system(workdir) as h:
         gw = h.gateway()
         await h.worker("tab-worker")
-        client = await ChatClient([gw.port], chat).start()
+        client = await ChatClient([gw.http], chat).start()
         message_id = (
-            await post_message(gw.port, chat, "Bye [[demo:tokens=120]] [[demo:delay=15]]")
+            await post_message(gw.http, chat, "Bye [[demo:tokens=120]] [[demo:delay=15]]")
         ).message_id
         await client.wait_for(lambda: len(client.chunks(message_id)) >= 2, what="chunks")
         await client.stop()  # the tab closes
@@ -535,14 +535,14 @@ async def redis_outage(workdir: Path, down_seconds: float = 10.0) -> Outage:
         gw = h.gateway()
         worker = await h.worker("o1")
         clients = {
-            "ws-v2": await ChatClient([gw.port], chat).start(),
-            "ws-v1": await ChatClient([gw.port], chat, v2=False).start(),
-            "sse-v2": await ChatClient([gw.port], chat, transport="sse").start(),
-            "posts-ws": await ChatClient([gw.port], posts_chat).start(),
+            "ws-v2": await ChatClient([gw.http], chat).start(),
+            "ws-v1": await ChatClient([gw.http], chat, v2=False).start(),
+            "sse-v2": await ChatClient([gw.http], chat, transport="sse").start(),
+            "posts-ws": await ChatClient([gw.http], posts_chat).start(),
         }
         main = clients["ws-v2"]
         long_id = (
-            await post_message(gw.port, chat, "A long one [[demo:tokens=200]] [[demo:delay=20]]")
+            await post_message(gw.http, chat, "A long one [[demo:tokens=200]] [[demo:delay=20]]")
         ).message_id
         await main.wait_for(lambda: len(main.chunks(long_id)) >= 3, what="the long reply")
 
@@ -556,7 +556,7 @@ async def redis_outage(workdir: Path, down_seconds: float = 10.0) -> Outage:
                 key = uuid.uuid4().hex
                 sent = time.monotonic()
                 posted = await post_message(
-                    gw.port, posts_chat, f"[[demo:echo]] n{n}", client_message_id=key
+                    gw.http, posts_chat, f"[[demo:echo]] n{n}", client_message_id=key
                 )
                 results.append((sent, posted))
                 await asyncio.sleep(0.2)
@@ -567,14 +567,14 @@ async def redis_outage(workdir: Path, down_seconds: float = 10.0) -> Outage:
         down_at = time.monotonic()
         statuses: set[int | str] = set()
         while time.monotonic() - down_at < down_seconds:
-            statuses.add(await readyz(gw.port))
+            statuses.add(await readyz(gw.http))
             await asyncio.sleep(0.5)
         await asyncio.to_thread(h.redis_server.start, appendonly=True)
         up_at = time.monotonic()
         frames_before = {name: len(c.frames) for name, c in clients.items()}
         ready_at = None
         while ready_at is None and time.monotonic() - up_at < 20:
-            if await readyz(gw.port) == 200:
+            if await readyz(gw.http) == 200:
                 ready_at = time.monotonic()
             else:
                 await asyncio.sleep(0.05)
@@ -663,15 +663,15 @@ async def hung_redis(workdir: Path, hang_seconds: float = 7.0) -> HungRedis:
         key = uuid.uuid4().hex
         try:
             posted, (handshake, handshake_seconds), ready = await asyncio.gather(
-                post_message(gw.port, chat, "[[demo:echo]] hung", client_message_id=key),
-                _handshake(gw.port, chat),
-                readyz(gw.port),
+                post_message(gw.http, chat, "[[demo:echo]] hung", client_message_id=key),
+                _handshake(gw.http, chat),
+                readyz(gw.http),
             )
             await asyncio.sleep(max(0.0, hang_seconds - elapsed(hung_at)))
         finally:
             os.kill(pid, signal.SIGCONT)
         # The visitor's client retries with the same clientMessageId, as the widget does.
-        retry = await post_message(gw.port, chat, "[[demo:echo]] hung", client_message_id=key)
+        retry = await post_message(gw.http, chat, "[[demo:echo]] hung", client_message_id=key)
         await h.until(lambda: h.terra_replies(chat, retry.message_id), what="the reply")
         history = await h.history(chat)
         return HungRedis(
@@ -716,11 +716,11 @@ async def lost_log(workdir: Path) -> LostLog:
         gw = h.gateway()
         await h.worker("l1")
         clients = {
-            "ws-v2": await ChatClient([gw.port], chat).start(),
-            "sse-v2": await ChatClient([gw.port], chat, transport="sse").start(),
-            "ws-v1": await ChatClient([gw.port], chat, v2=False).start(),
+            "ws-v2": await ChatClient([gw.http], chat).start(),
+            "sse-v2": await ChatClient([gw.http], chat, transport="sse").start(),
+            "ws-v1": await ChatClient([gw.http], chat, v2=False).start(),
         }
-        first = (await post_message(gw.port, chat, "[[demo:echo]] one")).message_id
+        first = (await post_message(gw.http, chat, "[[demo:echo]] one")).message_id
         for client in clients.values():
             await client.wait_reply(first)
         old_point = clients["ws-v2"].last_event_id
@@ -732,11 +732,11 @@ async def lost_log(workdir: Path) -> LostLog:
         for client in v2s.values():
             await client.wait_for(lambda c=client: c.of_type("resync"), within=20, what="resync")
         marks = {k: len(c.frames) for k, c in clients.items()}
-        second = (await post_message(gw.port, chat, "[[demo:echo]] two")).message_id
+        second = (await post_message(gw.http, chat, "[[demo:echo]] two")).message_id
         for client in clients.values():
             await client.wait_reply(second, within=20)
         await h.caught_up(clients.values())
-        late = ChatClient([gw.port], chat, after=old_point)
+        late = ChatClient([gw.http], chat, after=old_point)
         await late.start()
         await late.wait_for(lambda: late.of_type("resync"), within=10, what="resync on resume")
         await late.stop()
@@ -780,7 +780,7 @@ async def gateway_restart(workdir: Path) -> GatewayRestart:
     async with fault_system(workdir) as h:
         g1, g2 = h.gateway("g1"), h.gateway("g2")
         await h.worker("gw-worker")
-        ports = [g1.port, g2.port]
+        ports = [g1.http, g2.http]
         clients = {
             "ws-v2": await ChatClient(list(ports), chat).start(),
             "ws-v1": await ChatClient(list(ports), chat, v2=False).start(),
@@ -789,7 +789,7 @@ async def gateway_restart(workdir: Path) -> GatewayRestart:
         main = clients["ws-v2"]
         start_points = {k: "0-0" for k in clients}
         first = (
-            await post_message(g1.port, chat, "One [[demo:tokens=120]] [[demo:delay=20]]")
+            await post_message(g1.http, chat, "One [[demo:tokens=120]] [[demo:delay=20]]")
         ).message_id
         await main.wait_for(lambda: len(main.chunks(first)) >= 3, what="chunks")
         g1.signal(signal.SIGTERM)
@@ -804,7 +804,7 @@ async def gateway_restart(workdir: Path) -> GatewayRestart:
 
         g1.start()  # back on its port: clients now on g2 fail over to it
         second = (
-            await post_message(g2.port, chat, "Two [[demo:tokens=120]] [[demo:delay=20]]")
+            await post_message(g2.http, chat, "Two [[demo:tokens=120]] [[demo:delay=20]]")
         ).message_id
         await main.wait_for(lambda: len(main.chunks(second)) >= 3, what="chunks")
         g2.kill()
@@ -853,10 +853,10 @@ async def worker_sigterm(workdir: Path) -> WorkerSigterm:
     chat = "sigterm"
     async with fault_system(workdir) as h:
         gw = h.gateway()
-        client = await ChatClient([gw.port], chat).start()
+        client = await ChatClient([gw.http], chat).start()
         patient = await h.worker("patient", SHUTDOWN_GRACE_SECONDS="15")
         first = (
-            await post_message(gw.port, chat, "Short [[demo:tokens=60]] [[demo:delay=20]]")
+            await post_message(gw.http, chat, "Short [[demo:tokens=60]] [[demo:delay=20]]")
         ).message_id
         await client.wait_for(lambda: len(client.chunks(first)) >= 2, what="chunks")
         patient.signal(signal.SIGTERM)
@@ -871,7 +871,7 @@ async def worker_sigterm(workdir: Path) -> WorkerSigterm:
         leaving = await h.worker("leaving", SHUTDOWN_GRACE_SECONDS="0.5", **slow_reclaim)
         second = (
             # long enough (12 s) to be still streaming once the heir below has started
-            await post_message(gw.port, chat, "Long [[demo:tokens=600]] [[demo:delay=20]]")
+            await post_message(gw.http, chat, "Long [[demo:tokens=600]] [[demo:delay=20]]")
         ).message_id
         await client.wait_for(lambda: len(client.chunks(second)) >= 2, what="chunks")
         await h.worker("heir", **slow_reclaim)
@@ -943,7 +943,7 @@ class _CountingReader:
 
 
 def _rss_mb(pid: int) -> float:
-    return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    return round(float(psutil.Process(pid).memory_info().rss) / 2**20, 1)
 
 
 async def slow_reader(
@@ -957,7 +957,7 @@ async def slow_reader(
     chat = "fanout"
     async with fault_system(workdir) as h:
         gw = h.gateway(SOCKET_QUEUE_SIZE=str(queue_size), LOG_LEVEL="WARNING")
-        url = f"ws://127.0.0.1:{gw.port}/api/chat?chatId={chat}&accessCode=test-access-code&v=2"
+        url = f"ws://127.0.0.1:{gw.http}/api/chat?chatId={chat}&accessCode=test-access-code&v=2"
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             others = [_CountingReader() for _ in range(readers)]
@@ -966,7 +966,7 @@ async def slow_reader(
             await h.log.append_chunk(chat, "fanout", "warm-up")
             await asyncio.sleep(0.5)
             rss_before = _rss_mb(gw.pid)
-            stalled = await open_stalled_socket(gw.port, chat)
+            stalled = await open_stalled_socket(gw.http, chat)
             rss_peak = rss_before
             disconnected_after: int | None = None
             pad = "x" * event_bytes
@@ -976,13 +976,13 @@ async def slow_reader(
                 await h.log.append_chunk(chat, "fanout", pad)
                 if n % 25 == 0:
                     rss_peak = max(rss_peak, _rss_mb(gw.pid))
-                    if disconnected_after is None and await _slow_consumers(gw.port) > 0:
+                    if disconnected_after is None and await _slow_consumers(gw.http) > 0:
                         disconnected_after = n
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             wanted = [e.event_id for e in await h.events(chat)]
             await h.until(lambda: _all_received(others, len(wanted)), within=30, what="every frame")
-            if disconnected_after is None and await _slow_consumers(gw.port) > 0:
+            if disconnected_after is None and await _slow_consumers(gw.http) > 0:
                 disconnected_after = events
             code, end = await stalled.drain()
             await asyncio.sleep(1.0)

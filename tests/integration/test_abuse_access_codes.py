@@ -84,7 +84,7 @@ async def everything_in(redis: Redis) -> str:
         seen.append(str(key))
         kind = await redis.type(key)
         if kind in ("hash", b"hash"):
-            seen.append(str(await redis.hgetall(key)))
+            seen.append(str(await redis.hgetall(key)))  # type: ignore[misc]
         elif kind in ("string", b"string"):
             seen.append(str(await redis.get(key)))
     return "\n".join(seen)

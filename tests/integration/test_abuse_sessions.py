@@ -126,6 +126,7 @@ async def test_an_expired_token_spends_no_failed_code_attempt(redis_server: Redi
     try:
         gate = server.app[AppKeys.gate]
         code_id = gate.check_token(await token_for(server), time.time()).code_id
+        assert code_id is not None
         old, _ = gate.tokens.issue(code_id, time.time() - 2 * gate.tokens.ttl_seconds)
         for _ in range(4):
             assert await get_status(server, "/api/chat/s5/messages", bearer(old)) == 401

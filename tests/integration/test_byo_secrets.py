@@ -153,7 +153,7 @@ async def test_a_whole_byo_conversation_leaves_the_key_nowhere(
                 transcript = await r.text()
             for secret in (KEY, WRONG_KEY):
                 assert secret not in transcript
-        frames = []
+        frames: list[dict[str, Any]] = []
         while not frames or frames[-1].get("status") != "error":
             frames.append(json.loads((await ws.receive(timeout=10)).data))
         await ws.close()

@@ -82,11 +82,12 @@ async def test_byo_routes_need_the_session_token_when_the_captcha_is_on(
     models = {"provider": "fake", "apiKey": KEY}
     code = {"accessCode": ACCESS_CODE}
     async with aiohttp.ClientSession() as s:
-        for method, path, kwargs in (
+        cases: tuple[tuple[str, str, dict[str, Any]], ...] = (
             ("GET", "/api/byo/providers", {"params": code}),
             ("POST", "/api/byo/models", {"json": {**models, **code}}),
             ("POST", "/api/chat/byo-cap/byo", {"json": {**message, **code}}),
-        ):
+        )
+        for method, path, kwargs in cases:
             status, body = await call(s, server, method, path, **kwargs)
             assert status == 401, (path, body)
             assert body["error"].startswith("Please start a session first"), path

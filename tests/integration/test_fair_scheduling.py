@@ -215,4 +215,4 @@ async def test_the_lanes_keep_no_client_address_in_clear(
     assert any(k.startswith(KEYS.queue_lane_prefix(0)) for k in queue_keys)
     assert not [k for k in queue_keys if FLOOD in k]
     for chat in ("plain0", "plain1", "plain2"):
-        assert FLOOD not in str(await redis_client.hgetall(KEYS.chat_meta(chat)))
+        assert FLOOD not in str(await redis_client.hgetall(KEYS.chat_meta(chat)))  # type: ignore[misc]

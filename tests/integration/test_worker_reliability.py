@@ -153,7 +153,7 @@ async def test_restarted_worker_does_not_reanswer(
     settings = fast_settings(redis_server.url, agent_url, worker_name="restart")
     ids = [await post(chatlog, "again", f"[[demo:echo]] q{i}") for i in range(3)]
     # An ack trims finished jobs: copy them now (one is in the stream, two wait in the lane).
-    lane = await redis.lrange(KEYS.queue_lane(0, "chat-again"), 0, -1)
+    lane = await redis.lrange(KEYS.queue_lane(0, "chat-again"), 0, -1)  # type: ignore[misc]
     queued = [*await redis.xrange(KEYS.jobs_stream(0)), *(("", {"d": raw}) for raw in lane)]
     assert len(queued) == 3
     async with Worker(settings):

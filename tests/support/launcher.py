@@ -19,6 +19,13 @@ __all__ = ["Process", "TestLauncher"]
 class Process(Child):
     """A child a test may also restart."""
 
+    @property
+    def http(self) -> int:
+        """The port this child serves HTTP on (a gateway, the agent); an error for a worker."""
+        if self.port is None:
+            raise RuntimeError(f"{self.name} serves no port")
+        return self.port
+
     def restart(self) -> None:
         """Stop (SIGTERM) and start again with the same command, environment and port."""
         self.stop()

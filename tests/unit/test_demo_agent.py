@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from demo.agent import DemoAgentConfig, main, run_demo_agent
 from demo.agent_script import (
@@ -64,7 +65,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def user(content: str) -> dict[str, Any]:
+def user(content: str) -> ChatCompletionMessageParam:
     return {"role": "user", "content": content}
 
 
@@ -78,18 +79,22 @@ async def raw_sse(
         return resp.status, resp.content_type, payloads
 
 
-async def stream_text(llm: AsyncOpenAI, messages: list[dict[str, Any]], **kw: Any) -> str:
-    stream = await llm.chat.completions.create(model="any", messages=messages, stream=True, **kw)
+async def stream_text(llm: AsyncOpenAI, messages: list[Any], **kw: Any) -> str:
+    stream: AsyncStream[ChatCompletionChunk] = await llm.chat.completions.create(
+        model="any", messages=messages, stream=True, **kw
+    )
     return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
 
 async def stream_calls(
-    llm: AsyncOpenAI, messages: list[dict[str, Any]], **kw: Any
+    llm: AsyncOpenAI, messages: list[Any], **kw: Any
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Merge streamed tool-call deltas by `index`, as a correct client must."""
     calls: dict[int, dict[str, Any]] = {}
     finish: str | None = None
-    stream = await llm.chat.completions.create(model="any", messages=messages, stream=True, **kw)
+    stream: AsyncStream[ChatCompletionChunk] = await llm.chat.completions.create(
+        model="any", messages=messages, stream=True, **kw
+    )
     async for chunk in stream:
         choice = chunk.choices[0]
         finish = choice.finish_reason or finish
@@ -335,7 +340,7 @@ async def test_no_natural_tool_call_without_the_tool_or_with_tool_choice_none(
 
 
 async def test_two_scripted_tool_rounds_then_an_answer(client: AsyncOpenAI) -> None:
-    messages: list[dict[str, Any]] = [
+    messages: list[Any] = [
         user('hi [[demo:tool=search_site {"query": "a"}]] [[demo:tool2=fetch_site_page]]')
     ]
     seen: list[list[str]] = []

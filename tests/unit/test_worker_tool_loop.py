@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.agent import all_agent_requests
 from tools.registry import wrap_tool_result
@@ -230,7 +231,7 @@ async def test_a_system_prompt_naming_the_tools_does_not_stop_textual_calls(
     client: AgentClient,
 ) -> None:
     host = FakeHost()
-    prompt = [
+    prompt: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": "Tools: search_site(query), fetch_site_page(slug)."},
         {"role": "user", "content": '[[demo:textual_tool=search-site {"query": "dice"}]] hi'},
     ]
