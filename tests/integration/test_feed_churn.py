@@ -6,6 +6,10 @@ task sent SUBSCRIBE on the feed's pub/sub connection through redis-py, which pin
 reads the answer first when no channel is subscribed and the health check is due (and
 reconnects, reading the handshake, when the connection dropped), while the feed's reader
 task was blocked reading the same stream: two readers on one connection.
+
+Each test runs twice: with the classic subscription (SUBSCRIBE on one connection) and with
+the sharded one a cluster uses (scripts SPUBLISH, SSUBSCRIBE on a connection per node:
+here the one node).
 """
 
 from __future__ import annotations
@@ -24,16 +28,19 @@ from bus.pubsub import ChatFeed
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 
-KEYS = BusKeys("churn")
 QUEUED = '{"type":"workerState","state":"queued"}'
 
 
-@pytest.fixture
-async def feed(redis_server: RedisServer) -> AsyncIterator[ChatFeed]:
+@pytest.fixture(params=["classic", "sharded"])
+async def feed(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[ChatFeed]:
     # A health check due 0.2 s after each read: due while the reader waits (1 s) for the next.
     options = RedisOptions(health_check_interval=0.2)  # type: ignore[arg-type]
     redis = create_redis(redis_server.url, client_name="churn", options=options)
-    feed = ChatFeed(redis, KEYS, ChatLog(redis, KEYS), linger_seconds=0)
+    keys = BusKeys("churn", cluster=request.param == "sharded")
+    feed = ChatFeed(redis, keys, ChatLog(redis, keys), linger_seconds=0)
+    assert feed.sharded == keys.cluster
     feed.start()
     try:
         await wait_until(lambda: feed.connected, timeout=10, message="the feed to connect")
@@ -77,18 +84,30 @@ async def test_sockets_churning_while_the_connection_drops_all_get_their_events(
                 failures.append(exc)
             await asyncio.sleep(0.05 * (n % 7))
 
+    killed = 0
+    sockets_done = asyncio.Event()
+
+    async def sockets() -> None:
+        await asyncio.gather(*(socket(n) for n in range(30)))
+        sockets_done.set()
+
     async def drop_the_feed_connection() -> None:
+        """Kill the feed's subscribed connections every 0.2 s while the sockets churn."""
+        nonlocal killed
         admin = create_redis(redis_server.url, client_name="admin")
         try:
-            for _ in range(3):
-                await asyncio.sleep(0.5)
-                await admin.client_kill_filter(_type="pubsub")
+            while not sockets_done.is_set():
+                await asyncio.sleep(0.2)
+                killed += await admin.client_kill_filter(_type="pubsub")
         finally:
             await admin.aclose()
 
-    await asyncio.gather(*(socket(n) for n in range(30)), drop_the_feed_connection())
+    async with feed.listen("anchor"):  # keeps the connection subscribed: every kill hits
+        await asyncio.gather(sockets(), drop_the_feed_connection())
 
     assert failures == []
+    assert killed >= 1
+    assert feed.reconnects >= 1
     await _delivers(feed, "after")
 
 
