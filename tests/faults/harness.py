@@ -106,7 +106,9 @@ class Harness:
     async def pending(self) -> list[dict[str, Any]]:
         """Pending job entries: ``message_id``, ``consumer``, ``times_delivered``..."""
         with contextlib.suppress(Exception):
-            rows = await self.redis.xpending_range(KEYS.jobs, KEYS.jobs_group, "-", "+", 100)
+            rows = await self.redis.xpending_range(
+                KEYS.jobs_stream(0), KEYS.jobs_group, "-", "+", 100
+            )
             return list(rows)
         return []
 
@@ -116,7 +118,7 @@ class Harness:
         return str(rows[0]["consumer"]) if rows else None
 
     async def dead_letters(self) -> list[dict[str, str]]:
-        return [fields for _, fields in await self.redis.xrange(KEYS.dead_letters)]
+        return [fields for _, fields in await self.redis.xrange(KEYS.dead_letters_stream(0))]
 
     async def agent_requests(self, marker: str) -> int:
         """Completion requests (not health probes) whose last user message has ``marker``."""

@@ -358,10 +358,10 @@ class _Run:
             epoch, state = await redis.hmget(KEYS.chat_meta(chat_id), ["epoch", "state"])  # type: ignore[misc]
             state_name = json.loads(state).get("state") if state else None
             chats[chat_id] = ChatSnapshot(chat_id, events, messages, epoch, state_name)
-        pending = await redis.xpending_range(KEYS.jobs, KEYS.jobs_group, "-", "+", 10_000)
-        dead = [dict(f) for _, f in await redis.xrange(KEYS.dead_letters)]
+        pending = await redis.xpending_range(KEYS.jobs_stream(0), KEYS.jobs_group, "-", "+", 10_000)
+        dead = [dict(f) for _, f in await redis.xrange(KEYS.dead_letters_stream(0))]
         queued: set[str] = set()
-        for _, fields in await redis.xrange(KEYS.jobs):
+        for _, fields in await redis.xrange(KEYS.jobs_stream(0)):
             job = json.loads(fields.get("d", "{}"))
             queued.add(str(job.get("messageId") or job.get("message_id")))
         jobs = JobsSnapshot([str(row["message_id"]) for row in pending], dead, queued)
