@@ -425,6 +425,8 @@ class SetupResult:
     frames_out_of_order: int
     socket_closes: dict[str, int]
     commands_per_exchange: float
+    events_per_exchange: float
+    commands_per_event: float
     cluster_bus_per_event: float | None
     cluster_bus_publish_per_event: float | None
     nodes: list[NodeFigures]
@@ -602,6 +604,8 @@ def summarise(
         frames_out_of_order=disorder,
         socket_closes=dict(closes),
         commands_per_exchange=round(total_commands / exchanges, 1),
+        events_per_exchange=round(total_events / exchanges, 1),
+        commands_per_event=round(total_commands / max(1, total_events), 2),
         cluster_bus_per_event=round(bus_total / total_events, 3) if setup.cluster else None,
         cluster_bus_publish_per_event=(
             round(bus_publish / total_events, 3) if setup.cluster else None
@@ -666,6 +670,8 @@ ROWS: list[tuple[str, str]] = [
     ("lag_p99_ms", "chunk appended -> frame p99 (ms)"),
     ("lag_max_ms", "chunk appended -> frame max (ms)"),
     ("commands_per_exchange", "Redis commands per exchange (all nodes)"),
+    ("events_per_exchange", "  events appended per exchange"),
+    ("commands_per_event", "  Redis commands per event"),
     ("cluster_bus_per_event", "cluster-bus messages per event"),
     ("cluster_bus_publish_per_event", "  of which publish / publishshard"),
 ]
