@@ -9,13 +9,22 @@
 #    only the paths that differ inside the container.
 set -eu
 
+# The container has no CAP_DAC_OVERRIDE or CAP_FOWNER (cap_drop: ALL): root may write in
+# the tmpfs and change modes only while it owns them, so everything is written first and
+# the directory is handed to redis last.
 run=/run/redis
+# private_copy SRC DST: DST owned by redis, mode 0600 (mode set while root still owns it).
+private_copy() {
+    cp "$1" "$2"
+    chmod 0600 "$2"
+    chown redis:redis "$2"
+}
 mkdir -p "$run"
-chown redis:redis "$run"
 chmod 0750 "$run"
 sh /etc/redis/render-acl.sh /etc/redis/users.acl.template /run/secrets "$run/users.acl"
 chown redis:redis "$run/users.acl"
-install -m 0600 -o redis -g redis /run/secrets/redis_tls_key "$run/server.key"
+private_copy /run/secrets/redis_tls_key "$run/server.key"
+chown redis:redis "$run"
 
 exec docker-entrypoint.sh redis-server /etc/redis/redis.conf \
     --dir /data \

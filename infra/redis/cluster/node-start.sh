@@ -15,20 +15,27 @@ set -eu
 
 [ -n "${NODE_HOSTNAME:-}" ] || { echo "node-start: NODE_HOSTNAME is not set" >&2; exit 64; }
 src=/etc/redis/infra
+# No CAP_DAC_OVERRIDE or CAP_FOWNER here (cap_drop: ALL): write everything while root owns
+# the tmpfs, hand the directory to redis last.
 run=/run/redis
+# private_copy SRC DST: DST owned by redis, mode 0600 (mode set while root still owns it).
+private_copy() {
+    cp "$1" "$2"
+    chmod 0600 "$2"
+    chown redis:redis "$2"
+}
 mkdir -p "$run"
-chown redis:redis "$run"
 chmod 0750 "$run"
 sh "$src/render-acl.sh" "$src/users.acl" /run/secrets "$run/users.acl"
 chown redis:redis "$run/users.acl"
-install -m 0600 -o redis -g redis /run/secrets/redis_tls_key "$run/server.key"
-install -m 0600 -o redis -g redis /run/secrets/redis_tls_node_key "$run/node.key"
+private_copy /run/secrets/redis_tls_key "$run/server.key"
+private_copy /run/secrets/redis_tls_node_key "$run/node.key"
 
-umask 077
 admin_password=$(head -n 1 /run/secrets/redis_admin_password | tr -d '\r')
 [ -n "$admin_password" ] || { echo "node-start: empty redis_admin_password" >&2; exit 65; }
-printf 'masteruser admin\nmasterauth %s\n' "$admin_password" > "$run/auth.conf"
+(umask 077 && printf 'masteruser admin\nmasterauth %s\n' "$admin_password" > "$run/auth.conf")
 chown redis:redis "$run/auth.conf"
+chown redis:redis "$run"
 
 exec docker-entrypoint.sh redis-server "$src/redis.conf" \
     --include "$src/cluster/node.conf" \
