@@ -16,7 +16,7 @@ from typing import NoReturn, TypeVar
 import structlog
 from pydantic import ValidationError
 
-from bus import describe_settings_error
+from bus import BusRejected, describe_settings_error
 from logsetup import configure_logging
 from tools.settings import ToolSettings
 from worker.jobs import Worker
@@ -29,6 +29,9 @@ T = TypeVar("T")
 __all__ = ["loop_factory", "main", "run"]
 
 logger = structlog.get_logger("worker")
+
+#: Refusals of a cluster node to a client that does not know it talks to a cluster.
+_CLUSTER_KINDS = ("MOVED", "ASK", "CROSSSLOT")
 
 
 def load_settings() -> WorkerSettings:
@@ -69,12 +72,19 @@ async def run(settings: WorkerSettings, tool_settings: ToolSettings | None = Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
+    started = False
     try:
         async with worker:
+            started = True
             if scheduled is not None:
                 await scheduled.start()  # no-op unless CONTENT_REFRESH_ENABLED
             await worker.wait_stop_requested()
             logger.info("worker.stop_requested")
+    except BusRejected as exc:  # Redis answered and refused at start-up: a setting is wrong
+        if started:
+            raise
+        hint = " (a Redis Cluster needs REDIS_CLUSTER=true)" if exc.kind in _CLUSTER_KINDS else ""
+        _refuse(f"REDIS_URL ({exc}{hint})")
     finally:
         if scheduled is not None:
             await scheduled.stop()

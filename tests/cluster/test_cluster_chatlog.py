@@ -26,6 +26,8 @@ from gateway.app import create_app
 from tests.integration.conftest import gateway_settings
 from tests.support.redis_cluster import RedisCluster
 from tests.support.system import ACCESS_CODE
+from tests.support.worker_settings import fast_settings
+from worker.__main__ import run
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +189,20 @@ async def test_a_plain_client_at_the_wrong_node_is_misconfigured_not_unreachable
         assert misconfigurations()["MOVED"] == before + 1
     finally:
         await server.close()
+
+
+async def test_a_worker_at_a_cluster_node_without_redis_cluster_refuses_to_start(
+    redis_cluster: RedisCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shipped worker exited with a MOVED traceback; now one line says what to set."""
+    owner = redis_cluster.node_for_key(BusKeys("terra").jobs_stream(0))
+    elsewhere = next(m for m in redis_cluster.masters() if m is not owner)
+    settings = fast_settings(redis_cluster.node_url(elsewhere), "http://127.0.0.1:9")
+    with pytest.raises(SystemExit) as stopped:
+        await run(settings)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        "worker: invalid configuration: REDIS_URL (Redis refused the command (MOVED)"
+    )
+    assert "REDIS_CLUSTER=true" in err
