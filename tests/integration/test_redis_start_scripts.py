@@ -3,10 +3,11 @@
 ``infra/redis/compose-start.sh`` (the single Redis) and ``infra/redis/cluster/node-start.sh``
 (a cluster node) run as root with only CAP_CHOWN, CAP_SETUID and CAP_SETGID
 (``cap_drop: ALL`` in compose.yaml), in a tmpfs at /run/redis, with the secrets under
-/run/secrets. Here: a private mount namespace gives them those paths (the host's are never
-touched), ``setpriv`` the same capability set, and a stand-in for the image's
-``docker-entrypoint.sh`` checks, as the redis user, what redis-server would need: the
-rendered ACL, the keys and the replication login readable, its pid file writable.
+/run/secrets. Here: a private mount namespace gives them those paths (a tmpfs over /run
+and /etc/redis there; the host's are never touched), ``setpriv`` the same capability set,
+and a stand-in for the image's ``docker-entrypoint.sh`` checks, as the redis user, what
+redis-server would need: the rendered ACL, the keys and the replication login readable, its
+pid file writable.
 Without CAP_DAC_OVERRIDE and CAP_FOWNER root cannot chmod or write in a directory once
 redis owns it, which the scripts once did (``chmod: Operation not permitted``).
 """
@@ -38,14 +39,14 @@ touch /run/redis/redis-server.pid && echo "PIDFILE ok"'
 
 #: Mounts the paths the container has, then runs the script with the container's caps.
 HARNESS = """set -eu
-mount -t tmpfs tmpfs /run/redis
+mount -t tmpfs tmpfs /run
+mkdir -p /run/redis /run/secrets
 mount -t tmpfs tmpfs /etc/redis
 mkdir -p /etc/redis/infra /etc/redis/cluster
 mount --bind "$REPO/infra/redis" /etc/redis/infra
 cp "$REPO/infra/redis/compose-start.sh" /etc/redis/compose-start.sh
 cp "$REPO/infra/redis/render-acl.sh" /etc/redis/render-acl.sh
 cp "$REPO/infra/redis/users.acl" /etc/redis/users.acl.template
-mkdir -p /run/secrets
 mount --bind "$SECRETS" /run/secrets
 PATH="$STUBS:$PATH" exec setpriv --bounding-set=-all,+chown,+setuid,+setgid --inh-caps=-all \\
     env NODE_HOSTNAME=redis-node-1 sh "$SCRIPT"
@@ -62,8 +63,8 @@ def _unavailable() -> str | None:
         pwd.getpwnam("redis")
     except KeyError:
         return "needs a 'redis' user (the image's, here the redis-server package's)"
-    if not Path("/run/redis").is_dir():
-        return "needs /run/redis as a mount point"
+    if not Path("/etc/redis").is_dir():
+        return "needs /etc/redis as a mount point (the redis-server package makes it)"
     return None
 
 
