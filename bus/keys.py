@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import re
 import zlib
+from typing import Final
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
@@ -85,17 +86,22 @@ class BusKeys:
     def __init__(self, prefix: str = "terra", partitions: int = 1, cluster: bool = False) -> None:
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise ValueError(f"partitions must be 1..{MAX_PARTITIONS}")
-        self.prefix = prefix
+        self.prefix: Final = prefix
         #: Whether Redis is a cluster (scripts then use SPUBLISH, the feed SSUBSCRIBE).
-        self.cluster = cluster
+        self.cluster: Final = cluster
         #: Whether names carry partition tags (partitions > 1, or a cluster).
-        self.partitioned = cluster or partitions > 1
-        self._count = partitions
-        self._tags = (
+        self.partitioned: Final = cluster or partitions > 1
+        self._count: Final = partitions
+        self._tags: Final = (
             tuple(partition_tag(p, partitions) for p in range(partitions))
             if self.partitioned
             else ()
         )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if hasattr(self, name):
+            raise AttributeError(f"BusKeys is immutable ({name})")
+        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         return f"BusKeys({self.prefix!r}, partitions={self._count}, cluster={self.cluster})"

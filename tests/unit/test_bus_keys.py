@@ -168,6 +168,8 @@ def test_keys_compare_by_layout() -> None:
     assert BusKeys("t", 4) == BusKeys("t", 4)
     assert BusKeys("t", 4) != BusKeys("t", 4, cluster=True)
     assert len({BusKeys("t"), BusKeys("t", 1)}) == 1
+    with pytest.raises(AttributeError, match="immutable"):
+        BusKeys("t").prefix = "other"  # type: ignore[misc]
     with pytest.raises(ValueError, match="partitions"):
         BusKeys("t", 0)
     with pytest.raises(ValueError, match="partitions"):
