@@ -38,10 +38,10 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, RedisError, ResponseError
+from redis.exceptions import AskError, MovedError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bus.errors import BusError
+from bus.errors import BusError, as_bus_error
 from bus.keys import BusKeys
 
 __all__ = ["ClusterSlots", "ShardLinks", "SingleNode", "SlotMap"]
@@ -303,9 +303,9 @@ class ShardLinks:
                 return
             self.reconnects += 1
             self._failures += 1
-            if isinstance(exc, ResponseError):  # NOPERM, CLUSTERDOWN, TRYAGAIN, ...
-                log.warning("bus.misconfigured", extra={"node": link.node, "error": str(exc)})
-            elif not isinstance(exc, RedisError | OSError | BusError):
+            if isinstance(exc, RedisError | OSError):
+                as_bus_error(exc)  # a refusal (NOPERM, AUTH) is counted as bus.misconfigured
+            elif not isinstance(exc, BusError):
                 log.exception("bus.feed_failed")
             log.warning(
                 "bus.feed_disconnected", extra={"node": link.node, "error": type(exc).__name__}
@@ -333,7 +333,8 @@ class ShardLinks:
             return
         if kind == "ssubscribe":
             if self._home.get(chat_id) is link:
-                self._failures = 0
+                if not self._homeless:
+                    self._failures = 0  # every chat has a home again: no more backoff
                 await self._on_confirmed(channel)
         elif kind == "sunsubscribe":
             if link.leaving[channel] > 0:

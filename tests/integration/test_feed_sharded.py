@@ -1,0 +1,54 @@
+"""The sharded feed on one Redis 7 (SSUBSCRIBE works there): what a cluster needs of it
+that a single node can show. Refusals are misconfiguration, never a silent dead feed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bus.chatlog import ChatLog
+from bus.client import create_redis
+from bus.errors import BusUnavailable, misconfigurations
+from bus.keys import BusKeys
+from bus.pubsub import ChatFeed
+from demo.launcher import redis_major
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+KEYS = BusKeys("shard", cluster=True)
+
+
+async def test_an_acl_without_ssubscribe_is_counted_as_misconfigured(
+    redis_server: RedisServer,
+) -> None:
+    """NOPERM on SSUBSCRIBE: logged and counted as bus.misconfigured (kind NOPERM), the
+    listener is refused, the feed says it is not connected and keeps trying."""
+    if redis_major(redis_server.binary) < 7:
+        pytest.skip("sharded pub/sub needs redis-server >= 7")
+    admin = create_redis(redis_server.url, client_name="admin")
+    await admin.execute_command(  # type: ignore[no-untyped-call]
+        "ACL", "SETUSER", "nosub", "on", ">pw", "~*", "&*", "+@all", "-ssubscribe"
+    )
+    redis = create_redis(f"redis://nosub:pw@127.0.0.1:{redis_server.port}/0", client_name="feed")
+    feed = ChatFeed(redis, KEYS, ChatLog(redis, KEYS), confirm_timeout=1)
+    assert feed.sharded
+    before = misconfigurations()["NOPERM"]
+    feed.start()
+    try:
+        with pytest.raises(BusUnavailable):  # the confirmation never came
+            await feed.open_listener("refused")
+        await wait_until(
+            lambda: misconfigurations()["NOPERM"] > before, timeout=10, message="the count"
+        )
+        assert not feed.connected
+        assert feed.reconnects >= 1
+        await admin.execute_command("ACL", "SETUSER", "nosub", "+ssubscribe")  # type: ignore[no-untyped-call]
+        async with asyncio.timeout(15):  # the feed kept trying: it follows the chat now
+            await wait_until(lambda: feed.connected, timeout=15, message="the feed to recover")
+    finally:
+        await feed.close()
+        await redis.aclose()
+        await admin.aclose()
