@@ -192,7 +192,7 @@ async def bare_worker(redis_url_: str, agent_url: str, concurrency: int) -> None
             pipe.xadd(keys.chat_events(chat), {"d": data})
             pipe.hset(keys.chat_replies(chat), message_id, "0-0")
             pipe.publish(keys.chat_channel(chat), f"0-0 0-0 {data}")
-            pipe.xack(keys.jobs, keys.jobs_group, entry_id)
+            pipe.xack(keys.jobs_stream(0), keys.jobs_group, entry_id)
             await pipe.execute()
         finally:
             slots.release()

@@ -225,17 +225,6 @@ class BusKeys:
         return self._partition(partition, "jobs")
 
     @property
-    def jobs(self) -> str:
-        """Partition 0's jobs stream (temporary alias while bus.jobs and bus.ops move to
-        :meth:`jobs_stream`; the legacy layout's only one)."""
-        return self.jobs_stream(0)
-
-    @property
-    def dead_letters(self) -> str:
-        """Partition 0's dead letters (temporary alias, see :attr:`jobs`)."""
-        return self.dead_letters_stream(0)
-
-    @property
     def jobs_group(self) -> str:
         """Consumer group name on every jobs stream."""
         return JOB_GROUP
