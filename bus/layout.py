@@ -26,10 +26,26 @@ def describe_layout(keys: BusKeys) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bus.layout [prefix] [partitions] [--cluster]``."""
+    import argparse
 
-    args = [a for a in sys.argv[1:] if a != "--cluster"]
-    prefix = args[0] if args else "terra"
-    partitions = int(args[1]) if len(args) > 1 else 1
-    print(describe_layout(BusKeys(prefix, partitions, cluster="--cluster" in sys.argv)))
+    parser = argparse.ArgumentParser(
+        prog="python -m bus.layout", description="Print the Redis key layout and ACL globs."
+    )
+    parser.add_argument("prefix", nargs="?", default="terra", help="REDIS_KEY_PREFIX (terra)")
+    parser.add_argument(
+        "partitions", nargs="?", type=int, help="REDIS_PARTITIONS (1; 16 with --cluster)"
+    )
+    parser.add_argument("--cluster", action="store_true", help="REDIS_CLUSTER=true")
+    args = parser.parse_args(argv)
+    partitions = args.partitions if args.partitions is not None else (16 if args.cluster else 1)
+    try:
+        keys = BusKeys(args.prefix, partitions, cluster=args.cluster)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(describe_layout(keys))
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from redis.crc import key_slot
 
 from bus.keys import MAX_PARTITIONS, BusKeys, partition_tag
+from bus.layout import main
 from bus.settings import BusSettings, describe_settings_error
 
 #: A 3-master cluster as ``redis-cli --cluster create`` splits the slots.
@@ -215,3 +216,18 @@ def test_a_clients_budgets_share_a_slot_in_the_partitioned_layout() -> None:
     for client in ("192.0.2.1", "2001:db8:1:2::/64"):
         names = [keys.client_budget(family, client) for family in ("post", "failed-code", "read")]
         assert len({slot(name) for name in names}) == 1
+
+
+def test_the_layout_command_prints_either_layout_and_refuses_a_bad_count(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    main(["terra", "16", "--cluster"])
+    out = capsys.readouterr().out
+    assert "16 partitions on a cluster" in out
+    assert "partition tags: 0.13 1.10 2.3 3.0 " in out
+    main([])
+    assert "legacy: one partition" in capsys.readouterr().out
+    for argv in (["--help"], ["terra", "0"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == (0 if argv == ["--help"] else 2)
