@@ -196,7 +196,8 @@ def _answered(chat: ChatSnapshot, message_ids: set[str]) -> bool:
 async def wait_answered(
     rig: ClusterRig, posts: Iterable[Post], within: float = 60.0
 ) -> dict[str, ChatSnapshot]:
-    """Wait until every accepted post has a reply and its chat is idle; the chats then."""
+    """Wait until every accepted post has a reply, its chat is idle and no job is pending;
+    return the chats then."""
     wanted: dict[str, set[str]] = {}
     for post in posts:
         ids = wanted.setdefault(post.chat_id, set())
@@ -205,9 +206,10 @@ async def wait_answered(
     found: dict[str, ChatSnapshot] = {}
 
     async def every_reply() -> bool:
-        chats, _jobs = await rig.snapshot(wanted)
+        chats, jobs = await rig.snapshot(wanted)
         found.update(chats)
-        return all(_answered(chats[c], ids) for c, ids in wanted.items())
+        answered = all(_answered(chats[c], ids) for c, ids in wanted.items())
+        return answered and not jobs.pending  # a reply is acknowledged just after it is stored
 
     await wait_until(every_reply, within, "every accepted message answered", interval=0.2)
     return found
@@ -223,18 +225,28 @@ def _owed(socket: ChatClient, chat: ChatSnapshot) -> str | None:
 async def caught_up(
     sockets: Iterable[ChatClient], chats: dict[str, ChatSnapshot], within: float = 20.0
 ) -> None:
-    """Wait until each socket received the last event of its chat's snapshot it is owed."""
-    for socket in sockets:
-        last = _owed(socket, chats[socket.chat_id])
-        if last is None:
-            continue
-        await socket.wait_for(
-            lambda s=socket, e=last: (
-                s.last_event_id is not None and compare_ids(s.last_event_id, e) >= 0
-            ),
-            within=within,
-            what=f"event {last}",
-        )
+    """Wait until each socket received the last event of its chat's snapshot it is owed;
+    on timeout, name every socket still behind (kind, gateway ports, last event, closes)."""
+    owed = [(socket, _owed(socket, chats[socket.chat_id])) for socket in sockets]
+
+    def behind() -> list[tuple[ChatClient, str]]:
+        return [
+            (s, last)
+            for s, last in owed
+            if last is not None
+            and (s.last_event_id is None or compare_ids(s.last_event_id, last) < 0)
+        ]
+
+    try:
+        await wait_until(lambda: not behind(), within, "every socket caught up", interval=0.05)
+    except TimeoutError as exc:
+        lines = [
+            f"{s.chat_id} {s.transport} v{2 if s.v2 else 1} ports={s.ports} "
+            f"last={s.last_event_id} owed={last} frames={len(s.frames)} "
+            f"connects={len(s.connects)} closes={[c[1] for c in s.closes]}"
+            for s, last in behind()
+        ]
+        raise AssertionError("sockets behind the log:\n" + "\n".join(lines)) from exc
 
 
 def violations(findings: Findings) -> str:
