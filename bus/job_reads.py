@@ -2,11 +2,15 @@
 
 One Redis: one XREADGROUP BLOCK names every partition's stream (in the caller's rotating
 order), so the first job in any partition wakes it. Redis Cluster: one XREADGROUP cannot
-span slots, so each partition gets its own blocking read, all at once; when one answers
-with jobs the others are cancelled. A read cancelled just as Redis served it leaves jobs
-pending under this consumer that nobody holds; ``orphans`` is called with the cancelled
-partitions to hand those back (no delivery spent). Without jobs, every read ends by itself
-after ``block_ms`` and none is cancelled.
+span slots, so each partition has its own blocking read, all at once. They outlive one
+:meth:`BlockingReads.read`: the reads that did not answer stay in flight for the next call
+(no reconnect per job: cancelling a blocking command costs its connection), and one that
+ended without jobs is started again. When the consumer has no room left it calls
+:meth:`BlockingReads.stop`: the reads still in flight are cancelled, and whatever they took
+is handed back (no delivery spent): the jobs a read returned anyway (redis-py's cluster client
+can miss a cancel that lands while it connects; that read ends after ``block_ms``), or, when
+the cancel cut a read off as Redis served it, the jobs pending under this consumer that were
+never handed out.
 """
 
 from __future__ import annotations
@@ -14,10 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from bus.keys import BusKeys
 
@@ -32,7 +35,12 @@ class _NoGroup(Exception):
 
 
 class BlockingReads:
-    """Blocking reads of new jobs for consumer ``consumer`` (see the module doc)."""
+    """Blocking reads of new jobs for consumer ``consumer`` (see the module doc).
+
+    ``seen`` is told synchronously of every entry a read returns (before anything else can
+    run), so ``orphans`` can tell entries delivered to no one from those being handed out;
+    ``release`` hands back what a read returned after it was abandoned.
+    """
 
     def __init__(
         self,
@@ -41,24 +49,47 @@ class BlockingReads:
         consumer: str,
         *,
         per_partition: bool,
+        seen: Callable[[list[Reply]], None],
         orphans: Callable[[Collection[int]], Awaitable[None]],
+        release: Callable[[list[Reply]], Awaitable[object]],
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
         self.per_partition = per_partition
+        self._seen = seen
         self._orphans = orphans
+        self._release = release
         self._partition_of = {keys.jobs_stream(p): p for p in keys.partitions}
+        #: The blocking read of each partition in flight (per-partition reads only).
+        self._reads: dict[int, asyncio.Task[list[Reply]]] = {}
+        #: Handing back what stopped reads took.
+        self._abandoned: set[asyncio.Task[None]] = set()
 
     async def read(self, partitions: list[int], count: int, block_ms: int) -> list[Reply] | None:
-        """Up to ``count`` new jobs per partition read (fewer once one read answers), in
-        ``partitions`` order; ``None`` when a consumer group is missing."""
+        """Up to ``count`` new jobs per partition read, in ``partitions`` order, waiting up
+        to ``block_ms`` for the first; ``None`` when a consumer group is missing."""
         try:
             if self.per_partition and len(partitions) > 1:
                 return await self._read_each(partitions, count, block_ms)
             return await self._xreadgroup(partitions, count, block_ms)
         except _NoGroup:
             return None
+
+    def stop(self) -> None:
+        """Cancel the reads in flight; what they took is handed back (see the module doc)."""
+        reads, self._reads = self._reads, {}
+        for partition, task in reads.items():
+            task.cancel()
+            reaper = asyncio.create_task(self._reap(partition, task))
+            self._abandoned.add(reaper)
+            reaper.add_done_callback(self._abandoned.discard)
+
+    async def settle(self) -> None:
+        """:meth:`stop`, then wait until what the reads took is handed back."""
+        self.stop()
+        while self._abandoned:
+            await asyncio.gather(*self._abandoned, return_exceptions=True)
 
     async def _xreadgroup(self, partitions: list[int], count: int, block_ms: int) -> list[Reply]:
         try:
@@ -73,38 +104,54 @@ class BlockingReads:
             if "NOGROUP" in str(exc):
                 raise _NoGroup from exc
             raise
-        return [
+        out = [
             (self._partition_of[str(stream)], str(entry_id), fields)
-            for stream, entries in _streams(reply)
+            for stream, entries in reply or []
             for entry_id, fields in entries
         ]
-
-    async def _read_each(self, partitions: list[int], count: int, block_ms: int) -> list[Reply]:
-        tasks = {p: asyncio.create_task(self._xreadgroup([p], count, block_ms)) for p in partitions}
-        try:
-            pending = set(tasks.values())
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if any(t.exception() is not None or t.result() for t in done):
-                    break
-        finally:
-            cancelled = [p for p, t in tasks.items() if t.cancel()]
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
-        if cancelled:
-            with contextlib.suppress(RedisError):
-                await self._orphans(cancelled)
-        out: list[Reply] = []
-        for p in partitions:
-            task = tasks[p]
-            if task.cancelled():
-                continue
-            error = task.exception()
-            if error is not None:
-                raise error
-            out += task.result()
+        self._seen(out)
         return out
 
+    async def _read_each(self, partitions: list[int], count: int, block_ms: int) -> list[Reply]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + block_ms / 1000
+        while True:
+            for p in partitions:
+                task = self._reads.get(p)
+                if task is None or _ended_empty(task):  # (re)start this partition's read
+                    self._reads[p] = asyncio.create_task(self._xreadgroup([p], count, block_ms))
+            tasks = [self._reads[p] for p in partitions]
+            remaining = deadline - loop.time()
+            if remaining <= 0 or any(t.done() for t in tasks):
+                break
+            await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        out: list[Reply] = []
+        error: BaseException | None = None
+        for p in partitions:
+            task = self._reads[p]
+            if not task.done():
+                continue  # still blocking: it serves the next call
+            del self._reads[p]
+            if task.cancelled():
+                continue
+            if task.exception() is not None:
+                error = error or task.exception()
+                continue
+            out += task.result()
+        if error is not None and not out:
+            raise error
+        return out
 
-def _streams(reply: Any) -> list[tuple[Any, list[tuple[Any, dict[str, str] | None]]]]:
-    """XREADGROUP's reply as ``[(stream, entries)]`` (RESP2)."""
-    return list(reply or [])
+    async def _reap(self, partition: int, task: asyncio.Task[list[Reply]]) -> None:
+        """Hand back what a stopped read took: its entries if it ended with some; if it
+        was cancelled, any entry Redis delivered to it that never arrived."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait({task})
+            if task.cancelled():
+                await self._orphans([partition])
+            elif task.exception() is None and task.result():
+                await self._release(task.result())
+
+
+def _ended_empty(task: asyncio.Task[list[Reply]]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None and not task.result()

@@ -124,7 +124,13 @@ class JobQueue:
         self._handed: set[JobRef] = set()
         per_partition = keys.cluster if per_partition_reads is None else per_partition_reads
         self._reads = BlockingReads(
-            redis, keys, consumer, per_partition=per_partition, orphans=self._release_orphans
+            redis,
+            keys,
+            consumer,
+            per_partition=per_partition,
+            seen=lambda replies: self._handed.update(JobRef(p, e) for p, e, _ in replies),
+            orphans=self._release_orphans,
+            release=lambda replies: self.release_refs(JobRef(p, e) for p, e, _ in replies),
         )
 
     def _rotation(self) -> list[int]:
@@ -134,6 +140,7 @@ class JobQueue:
         return [self.partitions[(start + i) % n] for i in range(n)]
 
     def _hand(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Note ``deliveries`` as handed out (call it before any other await)."""
         self._handed.update(d.ref for d in deliveries)
         return deliveries
 
@@ -165,7 +172,7 @@ class JobQueue:
             if count > 0 and len(out) >= count:
                 break
             out += await self._take_in(partition, count - len(out), keep)
-        return self._hand(out)
+        return out
 
     async def refill(self, deliveries: Iterable[Delivery]) -> None:
         """Make one job ready in each partition ``deliveries`` came from (``take(0, keep=1)``
@@ -190,11 +197,13 @@ class JobQueue:
                 await self._ensure_group(partition)
                 return []
             raise
-        return [
-            _to_delivery(str(entry_id), _fields(flat), partition=partition)
-            for _stream, entries in reply or []
-            for entry_id, flat in entries
-        ]
+        return self._hand(
+            [
+                _to_delivery(str(entry_id), _fields(flat), partition=partition)
+                for _stream, entries in reply or []
+                for entry_id, flat in entries
+            ]
+        )
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """Wait up to ``block_ms`` for new jobs in any partition (XREADGROUP BLOCK).
@@ -215,7 +224,18 @@ class JobQueue:
         extra = [d.ref for d in out[count:]]
         if extra:
             await self.release_refs(extra)
-        return self._hand(out[:count])
+        return out[:count]
+
+    def stop_reading(self) -> None:
+        """Cancel the blocking reads :meth:`read` left in flight (one per partition on a
+        cluster) and hand back what they take: a consumer with no room calls this, so it
+        takes no job another consumer could run now."""
+        self._reads.stop()
+
+    async def settle(self) -> None:
+        """:meth:`stop_reading`, and wait until what the reads took is handed back; a
+        stopping consumer calls this before handing back its own jobs."""
+        await self._reads.settle()
 
     async def _release_orphans(self, partitions: Collection[int]) -> None:
         """Hand back jobs pending under this consumer in ``partitions`` that were never
@@ -318,7 +338,7 @@ class JobQueue:
             if len(out) >= count:
                 break
             out += await self._reclaim_in(partition, min_idle_ms, count - len(out))
-        return self._hand(out)
+        return out
 
     async def _reclaim_in(self, partition: int, min_idle_ms: int, count: int) -> list[Delivery]:
         _next, claimed, *_ = await self.redis.xautoclaim(
@@ -332,6 +352,7 @@ class JobQueue:
         if not claimed:
             return []
         ids = [str(entry_id) for entry_id, _ in claimed]
+        self._handed.update(JobRef(partition, e) for e in ids)  # before any other await
         counts = await self._delivery_counts(partition, ids)
         return [
             _to_delivery(str(entry_id), fields, counts.get(str(entry_id), 1), partition)
@@ -348,7 +369,7 @@ class JobQueue:
             if len(out) >= count:
                 break
             out += await self._take_over_in(partition, departed, count - len(out))
-        return self._hand(out)
+        return out
 
     async def _take_over_in(self, partition: int, departed: str, count: int) -> list[Delivery]:
         claimed = await self._take_over(
@@ -358,6 +379,7 @@ class JobQueue:
         if not claimed:
             return []
         pairs = [(str(entry[0]), _fields(entry[1])) for entry in claimed if entry[1]]
+        self._handed.update(JobRef(partition, e) for e, _ in pairs)  # before any other await
         counts = await self._delivery_counts(partition, [entry_id for entry_id, _ in pairs])
         return [_to_delivery(eid, fields, counts.get(eid, 1), partition) for eid, fields in pairs]
 

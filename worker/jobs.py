@@ -246,6 +246,7 @@ class Worker:
     async def _release_jobs(self) -> None:
         """Hand every job this worker still holds back to the group (best effort)."""
         try:
+            await self.bus.jobs.settle()  # abandoned reads end and hand back what they took
             held = await self.bus.jobs.owned_refs()
             released = await self.bus.jobs.release_refs(held)
         except BusError as exc:
@@ -285,6 +286,7 @@ class Worker:
             self._changed.clear()
             room = self._room()
             if room == 0:
+                self.bus.jobs.stop_reading()  # a read left in flight would take a job
                 await self._changed.wait()
                 continue
             try:

@@ -192,6 +192,7 @@ async def test_a_blocking_read_wakes_for_a_job_in_any_partition(
         assert delivery.job is not None
         assert delivery.job.chat_id == chat
         await queue.ack(delivery.entry_id, p)
+    await queue.settle()
     assert await pending(chatlog.redis) == 0
 
 
@@ -220,6 +221,7 @@ async def test_a_cancelled_per_partition_read_hands_back_what_it_took(
     await post(chatlog, chats_in(1, 1, stem="next")[0], "next")
     (woke,) = await queue.read(count=1, block_ms=10_000)
     assert woke.partition == 1
+    await queue.settle()  # the reads left in flight stop, and hand back what they took
     heir = JobQueue(redis, KEYS, "heir")
     # Handed back: idle for a day, so the next sweep takes it; w1's own job stays w1's.
     (reclaimed,) = await heir.reclaim(min_idle_ms=60_000)
