@@ -275,7 +275,7 @@ class OpsBus(FrontEnd):
         self._log = ChatLog(redis, self._keys, settings.limits)
         self._meta = _ChatKeyShape(self._keys.chat_meta)
         self._channels = _ChatKeyShape(self._keys.chat_channel)
-        self._requeue = redis.register_script(REQUEUE)
+        self._requeue = redis.register_script(scripts.for_layout(REQUEUE, self._keys.cluster))
         self._codes = AccessCodeStore(redis, self._keys)
 
     # --- chats ---------------------------------------------------------------------------
@@ -647,5 +647,6 @@ def open_ops_bus(settings: BusSettings) -> OpsBus:
         settings.redis_url.get_secret_value(),
         client_name="terrarium-ops",
         options=settings.redis_options(max_connections=8),
+        cluster=settings.redis_cluster,
     )
     return OpsBus(redis, settings)

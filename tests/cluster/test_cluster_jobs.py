@@ -14,6 +14,8 @@ from redis.asyncio import Redis
 from bus import BusKeys, ChatLog, JobQueue
 from bus.chatlog import ChatLimits
 from bus.client import create_redis
+from bus.ops import open_ops_bus
+from bus.settings import BusSettings
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tests.support.agent import agent_requests
 from tests.support.redis_cluster import RedisCluster
@@ -181,3 +183,28 @@ async def test_a_flood_in_one_partition_does_not_starve_another(redis: Redis, lo
         await queue.ack(d.entry_id, d.partition)
     assert order.index(11) < len(KEYS.partitions)
     assert sorted(order) == [5] * 20 + [11]
+
+
+async def test_the_console_lists_and_requeues_jobs_of_every_partition(
+    redis: Redis, log: ChatLog, redis_cluster: RedisCluster
+) -> None:
+    await drain(redis)
+    settings = BusSettings(redis_url=redis_cluster.url, redis_cluster=True)
+    worker = JobQueue(redis, KEYS, "console-worker")
+    chats = [chat_in(p, "console") for p in (2, 7, 13)]
+    for chat in chats:
+        await log.accept_visitor_message(chat, "for the console")
+    async with open_ops_bus(settings) as ops:
+        waiting, in_progress = await ops.jobs()
+        assert sorted(e.partition for e in waiting) == [2, 7, 13]
+        assert in_progress == []
+        (dead,) = [d for d in await worker.take(3) if d.partition == 7]
+        await worker.dead_letter(dead, "delivered 4 times")
+        (letter,) = await ops.dead_letters()
+        assert (letter.partition, letter.ref) == (7, f"7/{letter.dead_id}")
+        done = await ops.requeue(letter.ref)
+        assert done.chat_id == chats[1]
+        assert await redis.xlen(KEYS.dead_letters_stream(7)) == 0
+        (again,) = await worker.take(1)  # back in its chat's partition
+        assert again.partition == 7
+        assert {c.chat_id for c in await ops.chats()} >= set(chats)

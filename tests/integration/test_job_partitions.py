@@ -258,3 +258,26 @@ async def test_dead_letters_stay_in_the_jobs_partition(chatlog: ChatLog, redis: 
     assert sum([await redis.xlen(KEYS.dead_letters_stream(p)) for p in (0, 1, 2)]) == 0
     assert await pending(redis) == 0
     assert (await queue.stats())["dead"] == 1
+
+
+async def test_a_job_taken_by_a_read_left_in_flight_is_handed_back_when_reading_stops(
+    chatlog: ChatLog, redis: Redis
+) -> None:
+    queue = JobQueue(redis, KEYS, "w1", per_partition_reads=True)
+    await queue.ensure_group()
+    await post(chatlog, chats_in(1, 1, stem="first")[0], "first")
+    (first,) = await queue.read(count=1, block_ms=10_000)  # the other reads stay in flight
+    assert first.partition == 1
+    late_chat = chats_in(2, 1, stem="late")[0]
+    await post(chatlog, late_chat, "arrives while w1 has no room")
+
+    async def taken_by_w1() -> bool:  # the read in flight on partition 2 took it
+        return bool(await queue.owned(partition=2))
+
+    await wait_until(taken_by_w1, message="the read in flight taking the job")
+    await queue.settle()  # w1 has no room: it stops reading and hands the job back
+    (handed,) = await JobQueue(redis, KEYS, "w2").reclaim(min_idle_ms=60_000)
+    assert handed.partition == 2
+    assert handed.deliveries == 1  # handed back: no delivery spent
+    assert handed.job is not None
+    assert handed.job.chat_id == late_chat
