@@ -36,6 +36,30 @@ class RedisOptions:
     ssl_keyfile: str | None = None
 
 
+class _ReseedingCluster(RedisCluster):
+    """redis-py 5.3.1's cluster client, kept able to find the cluster again after a failover.
+
+    On every connection error it drops that node from its startup nodes and closes all its
+    connections (in-flight commands on the healthy nodes then fail too and drop theirs):
+    after a master dies under load the startup nodes can be empty, and every later command
+    fails with "Redis Cluster cannot be connected" for good (redis/redis-py#3693, the fix not
+    released). Before each re-discovery, the seed node of ``REDIS_URL`` and every node the
+    client has known go back into the startup nodes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seeds = dict(self.nodes_manager.startup_nodes)
+
+    async def initialize(self) -> RedisCluster:
+        """Re-discover the cluster from every node ever known, then as redis-py does."""
+        if self._initialize:
+            manager = self.nodes_manager
+            for name, node in [*self._seeds.items(), *manager.nodes_cache.items()]:
+                manager.startup_nodes.setdefault(name, node)
+        return await super().initialize()
+
+
 def create_redis(
     url: str, *, client_name: str, options: RedisOptions | None = None, cluster: bool = False
 ) -> Redis:
@@ -84,7 +108,7 @@ def create_redis(
         **extra,
     }
     if cluster:
-        nodes = RedisCluster.from_url(
+        nodes = _ReseedingCluster.from_url(
             url,
             connection_error_retry_attempts=opts.retries,
             require_full_coverage=True,

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -233,6 +234,16 @@ def _closed_under_us(exc: RuntimeError) -> bool:
     return str(exc).startswith("unable to perform operation on <")
 
 
+def _torn_down_under_us(exc: AttributeError) -> bool:
+    """redis-py's cluster client, closing every connection after a node failed, leaves a
+    command in flight writing to a connection whose writer is gone (``'NoneType' object has
+    no attribute 'writelines'``, raised inside redis-py): an outage, not a bug of ours."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
 def _wrap_coroutine(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -244,6 +255,10 @@ def _wrap_coroutine(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]
             raise as_bus_error(exc) from exc
         except RuntimeError as exc:
             if _closed_under_us(exc):
+                raise BusUnavailable("Redis unreachable (connection closed)") from exc
+            raise
+        except AttributeError as exc:
+            if _torn_down_under_us(exc):
                 raise BusUnavailable("Redis unreachable (connection closed)") from exc
             raise
 
@@ -265,6 +280,10 @@ def _wrap_async_generator(
             raise as_bus_error(exc) from exc
         except RuntimeError as exc:
             if _closed_under_us(exc):
+                raise BusUnavailable("Redis unreachable (connection closed)") from exc
+            raise
+        except AttributeError as exc:
+            if _torn_down_under_us(exc):
                 raise BusUnavailable("Redis unreachable (connection closed)") from exc
             raise
 

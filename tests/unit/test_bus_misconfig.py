@@ -143,3 +143,22 @@ def test_gateway_and_worker_metrics_count_misconfiguration_by_kind() -> None:
         text = generate_latest(registry).decode()
         assert f'terrarium_redis_misconfig_total{{kind="WRONGTYPE"}} {float(wanted)}' in text
         assert 'terrarium_redis_misconfig_total{kind="MOVED"}' in text  # zero series too
+
+
+async def test_a_connection_redis_py_tore_down_under_a_command_is_an_outage() -> None:
+    """During a cluster failover redis-py writes on a connection it just closed:
+    ``'NoneType' object has no attribute 'writelines'`` from inside redis-py."""
+    from redis.crc import key_slot
+
+    @translates_redis_errors
+    class Part:
+        async def inside_redis(self) -> None:
+            key_slot(None)  # type: ignore[arg-type]  # AttributeError raised in redis/crc.py
+
+        async def ours(self) -> None:
+            raise AttributeError("a bug of ours")
+
+    with pytest.raises(BusUnavailable):
+        await Part().inside_redis()
+    with pytest.raises(AttributeError, match="a bug of ours"):
+        await Part().ours()
