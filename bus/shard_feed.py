@@ -50,6 +50,8 @@ log = logging.getLogger("bus.pubsub")
 
 #: Re-subscription backoff cap after failures (seconds).
 MAX_BACKOFF = 5.0
+#: A node asked for the slot map answers within this (seconds), or the next is asked.
+QUERY_TIMEOUT = 3.0
 #: Links never retry a command or reconnect by themselves (see the module's text).
 _NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -97,25 +99,54 @@ class SingleNode(SlotMap):
 
 
 class ClusterSlots(SlotMap):
-    """The masters of a Redis Cluster by slot, read with ``CLUSTER SLOTS`` via the client.
+    """The masters of a Redis Cluster by slot: ``CLUSTER SLOTS`` of any node that answers.
 
-    A private map: refreshing the client's own one (``NodesManager.initialize``) would
-    replace its node objects and close connections under commands in flight.
+    A private map, read over a short-lived connection of its own (the client's options) to
+    a node of the last map or a seed of the client: refreshing the client's own map
+    (``NodesManager.initialize``), or a command routed by it to a dead node, closes every
+    connection of the client, commands in flight included.
     """
 
     def __init__(self, redis: RedisCluster) -> None:
         self._redis = redis
+        #: The client's seed nodes (REDIS_URL's), kept: redis-py drops the ones that fail.
+        self._seeds = list(redis.nodes_manager.startup_nodes)
         self._starts: list[int] = []
         self._ranges: list[tuple[int, int, str]] = []
 
     async def refresh(self) -> None:
-        slots: dict[tuple[int, int], dict[str, Any]] = await self._redis.execute_command(
-            "CLUSTER SLOTS"
-        )
+        known = [node for _start, _end, node in self._ranges]
+        known += [*self._seeds, *self._redis.nodes_manager.startup_nodes]
+        candidates = list(dict.fromkeys(known))
+        random.shuffle(candidates)  # gateways spread their questions over the nodes
+        error: Exception | None = None
+        for node in candidates:
+            try:
+                reply = await self._ask(node)
+            except (RedisError, OSError, TimeoutError) as exc:
+                error = exc
+                continue
+            self._load(reply, node)
+            return
+        raise RedisConnectionError("no cluster node answered CLUSTER SLOTS") from error
+
+    async def _ask(self, node: str) -> Any:
+        connection = self.connection(node)
+        try:
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                await connection.connect()  # type: ignore[no-untyped-call]
+                await connection.send_command("CLUSTER", "SLOTS", check_health=False)
+                return await connection.read_response()
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+
+    def _load(self, reply: Any, asked: str) -> None:
         remap = self._redis.nodes_manager.remap_host_port
         ranges = []
-        for (start, end), nodes in slots.items():
-            host, port = remap(*nodes["primary"])
+        for start, end, primary, *_replicas in reply:
+            host = primary[0] or asked.rpartition(":")[0]  # "": the node asked
+            host, port = remap(host, int(primary[1]))
             ranges.append((int(start), int(end), f"{host}:{port}"))
         ranges.sort()
         self._ranges = ranges
