@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from bus import scripts
 from bus.chatlog import ChatLog, client_tag
+from bus.client_bytes import ClientBytes
 from bus.errors import (
     BusError,
     ChatModeConflict,
@@ -77,7 +78,8 @@ local size = #ARGV[2] + #ARGV[3] + tonumber(ARGV[13])
 if tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0') + size > tonumber(ARGV[12]) then
   return {'chat_bytes'}
 end
-if tonumber(redis.call('GET', KEYS[6]) or '0') + size > tonumber(ARGV[14]) then
+local per_client = tonumber(ARGV[14]) >= 0  -- negative: the caller charged the client
+if per_client and tonumber(redis.call('GET', KEYS[6]) or '0') + size > tonumber(ARGV[14]) then
   return {'client_bytes', redis.call('PTTL', KEYS[6])}
 end
 local orphan = ''
@@ -90,7 +92,9 @@ end
 redis.call('HSET', KEYS[2], 'mode', 'byo', 'byo_active', ARGV[7],
   'byo_until', tonumber(ARGV[8]) + tonumber(ARGV[9]))
 redis.call('HINCRBY', KEYS[2], 'bytes', size)
-if redis.call('INCRBY', KEYS[6], size) == size then redis.call('PEXPIRE', KEYS[6], ARGV[15]) end
+if per_client and redis.call('INCRBY', KEYS[6], size) == size then
+  redis.call('PEXPIRE', KEYS[6], ARGV[15])
+end
 local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
 append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
 refresh(ARGV[6])
@@ -125,6 +129,7 @@ class ByoLog:
         cluster = self._keys.cluster
         self._accept = redis.register_script(scripts.for_layout(BYO_ACCEPT, cluster))
         self._renew = redis.register_script(BYO_RENEW)
+        self._client_bytes = ClientBytes(redis, self._keys)
         self._finish = redis.register_script(scripts.for_layout(scripts.FINISH, cluster))
 
     def _lane(self, chat_id: str, tag: str) -> str:
@@ -173,13 +178,24 @@ class ByoLog:
         state = WorkerStateChanged(
             chatId=chat_id, state="processing", detail=f"byo: {provider}", updatedAt=iso_now()
         )
+        data = (encode(message), encode(state))
+        # Partitioned, the client's bytes are charged apart (bus.client_bytes): ``charge``.
+        charge = None
+        if client and self._keys.partitioned:
+            charge = sum(len(d.encode()) for d in data) + lim.reply_bytes_reserved
         try:
+            if charge is not None:
+                retry_ms = await self._client_bytes.reserve(
+                    tag, charge, lim.client_bytes_per_window, lim.client_bytes_window_ms
+                )
+                if retry_ms is not None:
+                    raise QuotaExceeded("client", retry_ms)
             result = await self._accept(
                 keys=[*self._chat_keys(chat_id)[:5], f"{self._lane(chat_id, tag)}:bytes"],
                 args=[
                     self._keys.chat_channel(chat_id),
-                    encode(message),
-                    encode(state),
+                    data[0],
+                    data[1],
                     lim.events_maxlen,
                     lim.messages_maxlen,
                     lim.retention_ms,
@@ -190,12 +206,14 @@ class ByoLog:
                     lim.memory_budget_fraction,
                     lim.chat_max_bytes,
                     lim.reply_bytes_reserved,
-                    lim.client_bytes_per_window if client else 2**62,
+                    -1 if charge is not None else lim.client_bytes_per_window if client else 2**62,
                     lim.client_bytes_window_ms,
                 ],
             )
         except RedisError as exc:
             raise as_bus_error(exc) from exc
+        if charge is not None and result[0] != "new":  # nothing stored: give the bytes back
+            await self._client_bytes.refund(tag, charge)
         if result[0] == "terra":
             raise ChatModeConflict("terra")
         if result[0] == "busy":
@@ -207,7 +225,7 @@ class ByoLog:
         if result[0] == "client_bytes":
             raise QuotaExceeded("client", max(0, int(result[1])))
         return ByoAccepted(
-            message=render_frame(encode(message), str(result[1])),
+            message=render_frame(data[0], str(result[1])),
             orphan=str(result[2]) or None,
         )
 

@@ -27,6 +27,7 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from bus import scripts
 from bus.chunk_pipeline import ChunkItem, ChunkResult, write_chunks
+from bus.client_bytes import ClientBytes
 from bus.errors import (
     BacklogFull,
     ChatModeConflict,
@@ -174,6 +175,7 @@ class ChatLog:
         self._finish = redis.register_script(scripts.for_layout(scripts.FINISH, cluster))
         self._begin = redis.register_script(scripts.for_layout(scripts.BEGIN, cluster))
         self._save_turns = redis.register_script(scripts.SAVE_TOOL_TURNS)
+        self._client_bytes = ClientBytes(redis, keys)
         #: Unfinished jobs one partition may hold: JOBS_MAXLEN shared evenly (chats spread
         #: evenly over partitions), so the whole backlog stays about JOBS_MAXLEN.
         self._jobs_cap = -(-self.limits.jobs_maxlen // keys.partition_count)
@@ -227,7 +229,8 @@ class ChatLog:
         :class:`TooManyWaiting` when ``queued_per_client`` of the client's jobs wait,
         :class:`QuotaExceeded` past the client's bytes per window or the chat's bytes,
         (partitioned layout: the backlog cap is ``jobs_maxlen`` shared evenly by the
-        partitions; a client's waiting jobs and bytes are counted per partition),
+        partitions, a client's waiting jobs are counted per partition, its bytes exactly:
+        see :mod:`bus.client_bytes`),
         :class:`ChatModeConflict` on a BYO chat; and :class:`BusUnavailable` if Redis cannot
         be reached.
         """
@@ -252,7 +255,23 @@ class ChatLog:
             self.keys.chat_idempotency(chat_id, client_message_id) if client_message_id else keys[0]
         )
         part = self.keys.partition_of(chat_id)  # the chat's partition: one slot for it all
+        tag = client_tag(self.keys.prefix, client) if client else f"chat-{chat_id}"
+        data = (encode(message), encode(state), encode(job))
+        # Partitioned, the client's bytes are charged apart (bus.client_bytes): ``charge``.
+        charge = None
+        if client and self.keys.partitioned:
+            charge = sum(len(d.encode()) for d in data) + lim.reply_bytes_reserved
         try:
+            if charge is not None:
+                retry_ms = await self._client_bytes.reserve(
+                    tag, charge, lim.client_bytes_per_window, lim.client_bytes_window_ms
+                )
+                if retry_ms is not None:
+                    stored = await self.redis.get(idem) if client_message_id else None
+                    if stored is None:  # not a retry of a stored message: refuse it
+                        raise QuotaExceeded("client", retry_ms)
+                    event_id, _, stored_data = str(stored).partition(" ")
+                    return AcceptedMessage(render_frame(stored_data, event_id), duplicate=True)
             result = await self._accept(
                 keys=[
                     *keys,
@@ -264,22 +283,22 @@ class ChatLog:
                 ],
                 args=[
                     self.keys.chat_channel(chat_id),
-                    encode(message),
-                    encode(state),
+                    data[0],
+                    data[1],
                     lim.events_maxlen,
                     lim.messages_maxlen,
                     lim.retention_ms,
                     lim.idempotency_ttl_ms,
                     "1" if client_message_id else "0",
-                    encode(job),
+                    data[2],
                     self._jobs_cap,
                     self.keys.jobs_group,
                     self.keys.queue_lane_prefix(part),
-                    client_tag(self.keys.prefix, client) if client else f"chat-{chat_id}",
+                    tag,
                     lim.queued_per_client if client else lim.jobs_maxlen,
                     lim.memory_budget_bytes,
                     lim.memory_budget_fraction,
-                    lim.client_bytes_per_window if client else 2**62,
+                    -1 if charge is not None else lim.client_bytes_per_window if client else 2**62,
                     lim.client_bytes_window_ms,
                     lim.chat_max_bytes,
                     lim.reply_bytes_reserved,
@@ -289,6 +308,8 @@ class ChatLog:
             raise StorageFull("Redis is at its maxmemory") from exc
         except RedisError as exc:
             raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
+        if charge is not None and result[0] != "new":  # nothing stored: give the bytes back
+            await self._client_bytes.refund(tag, charge)
         if result[0] == "byo":
             raise ChatModeConflict("byo")
         if result[0] == "memory":
@@ -302,10 +323,10 @@ class ChatLog:
         if result[0] == "chat_bytes":
             raise QuotaExceeded("chat")
         if result[0] == "dup":
-            event_id, _, data = str(result[1]).partition(" ")
-            return AcceptedMessage(message=render_frame(data, event_id), duplicate=True)
+            event_id, _, stored_data = str(result[1]).partition(" ")
+            return AcceptedMessage(message=render_frame(stored_data, event_id), duplicate=True)
         return AcceptedMessage(
-            message=render_frame(encode(message), str(result[1])),
+            message=render_frame(data[0], str(result[1])),
             duplicate=False,
             job_id=job.job_id,
         )

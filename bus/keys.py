@@ -259,6 +259,18 @@ class BusKeys:
         """
         return f"{self.queue_lane_prefix(partition)}{client_tag}"
 
+    def client_bytes(self, client_tag: str) -> str:
+        """Counter: the bytes one client stored in the window (CLIENT_BYTES_PER_DAY).
+
+        Legacy: beside the client's lane (``<lane>:bytes``), charged by the accept script.
+        Partitioned: one counter per client whatever the partition of its chats (a
+        partition's lane counter would give a client its budget once per partition),
+        charged apart (:data:`bus.scripts.CLIENT_BYTES`).
+        """
+        if self.partitioned:
+            return f"{self.prefix}:queue:bytes:{{{client_tag}}}"
+        return f"{self.queue_lane(0, client_tag)}:bytes"
+
     # --- global -----------------------------------------------------------------
     def client_budget(self, family: str, client: str) -> str:
         """Token bucket: one client's (address or IPv6 prefix) requests of a route family.

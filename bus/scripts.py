@@ -22,6 +22,8 @@ __all__ = [
     "APPEND",
     "BEGIN",
     "CHUNK",
+    "CLIENT_BYTES",
+    "CLIENT_BYTES_REFUND",
     "FINISH",
     "JOBS_RELEASE",
     "JOBS_TAKE",
@@ -232,12 +234,14 @@ local size = #ARGV[2] + #ARGV[3] + #ARGV[9]
 if tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0') + size > tonumber(ARGV[19]) then
   return {'chat_bytes'}
 end
-local spent = ARGV[12] .. ARGV[13] .. ':bytes'
-local charge = size + tonumber(ARGV[20])
-if tonumber(redis.call('GET', spent) or '0') + charge > tonumber(ARGV[17]) then
-  return {'client_bytes', redis.call('PTTL', spent)}
+if tonumber(ARGV[17]) >= 0 then  -- negative: the caller charged the client (CLIENT_BYTES)
+  local spent = ARGV[12] .. ARGV[13] .. ':bytes'
+  local charge = size + tonumber(ARGV[20])
+  if tonumber(redis.call('GET', spent) or '0') + charge > tonumber(ARGV[17]) then
+    return {'client_bytes', redis.call('PTTL', spent)}
+  end
+  if redis.call('INCRBY', spent, charge) == charge then redis.call('PEXPIRE', spent, ARGV[18]) end
 end
-if redis.call('INCRBY', spent, charge) == charge then redis.call('PEXPIRE', spent, ARGV[18]) end
 redis.call('HINCRBY', KEYS[2], 'bytes', size)
 local mid = append(ARGV[1], ARGV[2], 'message', ARGV[4], ARGV[5])
 local sid = append(ARGV[1], ARGV[3], 'state', ARGV[4], ARGV[5])
@@ -302,6 +306,30 @@ SAVE_TOOL_TURNS = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
+"""
+
+#: A client's stored bytes in the window, charged apart from the accept script: on a
+#: partitioned layout a client's chats fall in several partitions (slots), so its one
+#: counter cannot be in each accept script. Reserved before the accept (refused when the
+#: charge would pass the cap), given back when the accept stores nothing.
+#: KEYS: the client's bytes counter. ARGV: charge, cap, window_ms -> {1, 0} | {0, retry ms}
+CLIENT_BYTES = """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+if spent + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {0, redis.call('PTTL', KEYS[1])} end
+if redis.call('INCRBY', KEYS[1], ARGV[1]) == tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return {1, 0}
+"""
+
+#: Give back a reservation of :data:`CLIENT_BYTES` (never below 0, never a counter without
+#: its expiry). KEYS: the client's bytes counter. ARGV: charge
+CLIENT_BYTES_REFUND = """
+local spent = redis.call('GET', KEYS[1])
+if not spent then return 0 end
+local left = math.max(0, tonumber(spent) - tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], left, 'KEEPTTL')
+return left
 """
 
 #: Fixed-window counter. KEYS: counter. ARGV: window_ms -> {count, pttl_ms}

@@ -75,8 +75,9 @@ class BusSettings(BaseSettings):
     jobs_maxlen: int = Field(10_000, ge=1)
     #: Messages one client (address or IPv6 prefix) may have waiting for Terra; past it
     #: its next message gets 429 and Retry-After. Jobs are served round robin by client.
-    #: Partitioned, the count (like CLIENT_BYTES_PER_DAY) is kept per partition: a client
-    #: whose chats fall in several partitions may have this many waiting in each.
+    #: Partitioned, the count is kept per partition (a client's lane lives in its chat's
+    #: partition): a client whose chats fall in several partitions may have this many
+    #: waiting in each. CLIENT_BYTES_PER_DAY stays one budget per client in every layout.
     max_queued_per_client: int = Field(10, ge=1, le=100_000)
     #: New messages are refused with 503 "Terra is busy" once Redis uses this much memory
     #: (MB). 0: 80% of Redis's ``maxmemory`` (the room above is for replies to what was

@@ -12,8 +12,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bus import BacklogFull, BusKeys, ChatLog
-from bus.chatlog import ChatLimits
+from bus import BacklogFull, BusKeys, ChatLog, QuotaExceeded
+from bus.byo import ByoLog
+from bus.chatlog import ChatLimits, client_tag
 from bus.client import create_redis
 from bus.schemas import decode_job
 from gateway.app import create_app
@@ -61,7 +62,7 @@ async def test_accept_enqueues_in_the_chats_partition_in_one_script(
     redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = ChatLog(redis, KEYS, ChatLimits())
-    await log.accept_visitor_message("warm-up", "loads the script")
+    await log.accept_visitor_message("warm-up", "loads the scripts", client="192.0.2.9")
     sent = record_commands(redis, monkeypatch)
     touched = {KEYS.partition_of("warm-up")}
     for chat_id in one_chat_per_partition():
@@ -71,8 +72,9 @@ async def test_accept_enqueues_in_the_chats_partition_in_one_script(
         accepted = await log.accept_visitor_message(
             chat_id, "hello", client_message_id="m-1", client="192.0.2.9"
         )
-        # One EVALSHA: message, state, lane, ring and job in one atomic round trip.
-        assert sent == ["EVALSHA"]
+        # The client's bytes charged (bus.client_bytes), then one EVALSHA: message, state,
+        # lane, ring and job in one atomic round trip.
+        assert sent == ["EVALSHA", "EVALSHA"]
         meta = await redis.hgetall(KEYS.chat_meta(chat_id))  # type: ignore[misc]
         assert meta["mode"] == "terra"
         # The job is in the partition's stream, or in the client's lane there behind one
@@ -81,7 +83,11 @@ async def test_accept_enqueues_in_the_chats_partition_in_one_script(
         waiting = [*(f["d"] for _, f in await redis.xrange(KEYS.jobs_stream(part)))]
         waiting += await redis.lrange(lane, 0, -1)  # type: ignore[misc]
         assert accepted.message["id"] in {decode_job(d).message_id for d in waiting}
-        assert await redis.exists(f"{lane}:bytes") == 1
+        assert await redis.exists(KEYS.client_bytes(meta["lane"])) == 1  # one per client
+        assert await redis.exists(f"{lane}:bytes") == 0  # not one per partition
+        sent.clear()
+        await log.accept_visitor_message(chat_id, "no client: no charge")
+        assert sent == ["EVALSHA"]
         for other in set(KEYS.partitions) - touched:
             assert await redis.exists(KEYS.jobs_stream(other)) == 0
     legacy = BusKeys("terra")
@@ -127,3 +133,30 @@ async def test_the_backlog_cap_is_shared_by_the_partitions(redis: Redis) -> None
     with pytest.raises(BacklogFull):
         await log.accept_visitor_message(first, "three")
     assert not (await log.accept_visitor_message(second, "elsewhere")).duplicate
+
+
+async def test_a_clients_bytes_are_counted_once_across_partitions(redis: Redis) -> None:
+    """CLIENT_BYTES_PER_DAY holds whatever partitions a client's chats fall in (a counter per
+    partition would give it the budget once per partition); a retry of a stored message is
+    still answered with it, and a refused accept gives its charge back."""
+    log = ChatLog(redis, KEYS, ChatLimits(client_bytes_per_window=3000, reply_bytes_reserved=1000))
+    byo = ByoLog(redis, log)
+    first, second, third = one_chat_per_partition()[:3]
+    client = "192.0.2.10"
+    stored = await log.accept_visitor_message(first, "one", client_message_id="m1", client=client)
+    counter = KEYS.client_bytes(client_tag(KEYS.prefix, client))
+    charged = int(await redis.get(counter) or 0)
+    assert 1000 < charged < 3000
+    with pytest.raises(QuotaExceeded) as refused:  # the second partition counts the first's
+        await log.accept_visitor_message(second, "two " * 200, client=client)
+    assert refused.value.scope == "client"
+    with pytest.raises(QuotaExceeded):  # a BYO message draws on the same budget
+        await byo.accept(
+            third, "three " * 200, provider="p", model="m", lease_ms=1000, client=client
+        )
+    assert int(await redis.get(counter) or 0) == charged  # the refusals charged nothing
+    again = await log.accept_visitor_message(first, "one", client_message_id="m1", client=client)
+    assert again.duplicate
+    assert again.message["id"] == stored.message["id"]
+    assert int(await redis.get(counter) or 0) == charged  # the retry's charge given back
+    assert 0 < await redis.pttl(counter) <= ChatLimits().client_bytes_window_ms

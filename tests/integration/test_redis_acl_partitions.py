@@ -60,8 +60,15 @@ async def test_gateway_and_worker_run_the_partitioned_layout_with_their_users(
                 accepted = {}
                 for chat_id in ("tls-a", "tls-b", "tls-c", "tls-d"):
                     accepted[chat_id] = await log.accept_visitor_message(
-                        chat_id, "[[demo:echo]] partitioned", client_message_id="m1"
+                        chat_id,
+                        "[[demo:echo]] partitioned",
+                        client_message_id="m1",
+                        client="192.0.2.1",
                     )
+                # A retry: the client's bytes charged, then given back, as the gateway user.
+                await log.accept_visitor_message(
+                    "tls-a", "[[demo:echo]] partitioned", client_message_id="m1", client="192.0.2.1"
+                )
 
                 async def replied() -> bool:
                     for chat_id, message in accepted.items():

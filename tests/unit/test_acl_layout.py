@@ -53,6 +53,7 @@ def every_name(keys: BusKeys) -> list[str]:
         keys.queue_lane(p, "0123abcd"),
         f"{keys.queue_lane(p, '0123abcd')}:served",
         f"{keys.queue_lane(p, '0123abcd')}:bytes",
+        keys.client_bytes("0123abcd"),
         keys.access_codes,
         keys.workers,
         keys.worker_alive("host-1"),
