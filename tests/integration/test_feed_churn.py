@@ -7,9 +7,9 @@ reads the answer first when no channel is subscribed and the health check is due
 reconnects, reading the handshake, when the connection dropped), while the feed's reader
 task was blocked reading the same stream: two readers on one connection.
 
-Each test runs twice: with the classic subscription (SUBSCRIBE on one connection) and with
-the sharded one a cluster uses (scripts SPUBLISH, SSUBSCRIBE on a connection per node:
-here the one node).
+Each test runs with the classic subscription (SUBSCRIBE on one connection), in the legacy
+and the partitioned key layout, and with the sharded one a cluster uses (scripts SPUBLISH,
+SSUBSCRIBE on a connection per node: here the one node).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.support.wait import wait_until
 QUEUED = '{"type":"workerState","state":"queued"}'
 
 
-@pytest.fixture(params=["classic", "sharded"])
+@pytest.fixture(params=["classic", "partitioned", "sharded"])
 async def feed(
     redis_server: RedisServer, request: pytest.FixtureRequest
 ) -> AsyncIterator[ChatFeed]:
@@ -41,7 +41,8 @@ async def feed(
     # A health check due 0.2 s after each read: due while the reader waits (1 s) for the next.
     options = RedisOptions(health_check_interval=0.2)  # type: ignore[arg-type]
     redis = create_redis(redis_server.url, client_name="churn", options=options)
-    keys = BusKeys("churn", cluster=request.param == "sharded")
+    partitions = 4 if request.param == "partitioned" else 1  # REDIS_PARTITIONS on one Redis
+    keys = BusKeys("churn", partitions, cluster=request.param == "sharded")
     feed = ChatFeed(redis, keys, ChatLog(redis, keys), linger_seconds=0)
     assert feed.sharded == keys.cluster
     feed.start()
