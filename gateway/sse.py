@@ -1,26 +1,34 @@
-"""The visitor SSE stream: ``GET /api/chat/{chatId}/events`` (``id:`` is the eventId)."""
+"""The visitor SSE stream: ``GET /api/chat/{chatId}/events`` (``id:`` is the eventId).
+
+Served like the WebSocket (:mod:`gateway.ws`): the live feed writes each event straight to
+the stream's transport (:class:`~gateway.outbox.StreamOutbox`), so a stream runs no task of
+its own once its replay is done, and holds no queue; the handler returns once the headers
+are out, and the stream lives in :meth:`_LiveStream.write_eof`, with no middleware frame
+kept alive. A comment line every :data:`PING_SECONDS` (a timer, not a task) keeps proxies
+from closing an idle stream and notices a visitor who left. A stream ends, and EventSource
+reconnects with ``Last-Event-ID``: after ``SSE_MAX_LIFETIME_SECONDS``, when Redis cannot be
+followed, on shutdown, or (cut) when ``SOCKET_BUFFER_BYTES`` wait unsent.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import structlog
-from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp import HttpVersion11, web
 
-from bus import BusError, SlowConsumer
 from gateway.auth import check_origin, require_code
 from gateway.backpressure import SendBudget
 from gateway.keys import AppKeys
 from gateway.limits import client_of
+from gateway.outbox import PlainStreamOutbox, StreamOutbox, http_chunk
 from gateway.rest import chat_id_of
-from gateway.streaming import (
-    follow_frames,
-    handshake_point,
-    parse_resume_point,
-    run_until_stalled,
-)
+from gateway.streaming import Ending, Subscription, handshake_point, parse_resume_point
 
 __all__ = ["chat_events"]
 
@@ -28,8 +36,18 @@ log = structlog.get_logger("gateway.sse")
 
 #: Tells EventSource how long to wait before reconnecting (ms).
 RECONNECT_MS = 1500
-#: A write blocked this long means the reader stalled.
+#: A write the visitor's TCP stack does not acknowledge this long means the reader is gone
+#: (``TCP_USER_TIMEOUT``: the kernel aborts the connection).
 SEND_TIMEOUT_SECONDS = 30.0
+#: A comment line this often (seconds).
+PING_SECONDS = 15.0
+
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+_RETRY = f"retry: {RECONNECT_MS}\r\n\r\n".encode()
+_PING = b": ping\r\n\r\n"
+
+#: Why a stream ended, beyond :data:`~gateway.streaming.Ending`.
+_End = Ending | Literal["gone", "lifetime", "restart"]
 
 
 async def chat_events(request: web.Request) -> web.StreamResponse:
@@ -45,15 +63,59 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
     slots = request.app[AppKeys.sockets]
     client = client_of(request)
     slots.take(client)  # 429 (this client's share) or 503 (the process's), before streaming
+    release = functools.partial(slots.give_back, client)
     try:
-        return await _serve(request, chat_id, after, v2=v2)
-    finally:
-        slots.give_back(client)
+        response = await _serve(request, chat_id, after, v2=v2, release=release)
+    except BaseException:
+        release()
+        raise
+    if not isinstance(response, _LiveStream) or response.life is None:
+        release()  # answered or ended at once; otherwise the stream's life gives it back
+    return response
+
+
+class _LiveStream(web.StreamResponse):
+    """An SSE response whose handler returns once the headers are out (see
+    :class:`gateway.ws._LiveSocket`): its life runs in :meth:`write_eof`."""
+
+    # Slots, not instance attributes: a key more in the response's __dict__ resizes it.
+    __slots__ = ("life", "session")
+
+    def __init__(self) -> None:
+        super().__init__(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "Connection": "keep-alive",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        #: The stream's life, run by :meth:`write_eof`; ``None`` once run (or when ended).
+        self.life: Callable[[], Awaitable[None]] | None = None
+        self.session: _Stream | None = None
+
+    def stop_streaming(self) -> None:
+        """End the stream (on shutdown); EventSource reconnects elsewhere."""
+        if self.session is not None:
+            self.session.end("restart")
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        life, self.life = self.life, None
+        if life is not None:
+            await life()
+        with contextlib.suppress(ConnectionError):  # the visitor left, or the stream was cut
+            await super().write_eof(data)
 
 
 async def _serve(
-    request: web.Request, chat_id: str, after: str | None, *, v2: bool
+    request: web.Request,
+    chat_id: str,
+    after: str | None,
+    *,
+    v2: bool,
+    release: Callable[[], None],
 ) -> web.StreamResponse:
+    """Send the headers and start following the chat; the stream's life is left in ``life``."""
     settings = request.app[AppKeys.settings]
     metrics = request.app[AppKeys.metrics]
     connections = request.app[AppKeys.connections]
@@ -61,53 +123,127 @@ async def _serve(
     if after is None:
         async with asyncio.timeout(settings.request_timeout_seconds):  # 503 past it
             now = await handshake_point(request.app, chat_id, v2=v2)
-    stalled = asyncio.Event()
-    if request.transport is None or request.transport.is_closing():
-        # The client left while the handshake read Redis: nobody reads an answer (aiohttp-sse
-        # would assert on the missing transport). Nothing awaits between here and prepare().
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        # The client left while the handshake read Redis: nobody reads an answer.
         log.info("gateway.sse_client_gone", chat_id=chat_id)
         return web.Response(status=499, reason="Client Closed Request")
+    stream = _LiveStream()
+    _abort_unacknowledged(transport)
+    await stream.prepare(request)  # chunked for HTTP/1.1 (no Content-Length), as aiohttp does
+    await stream.write(_RETRY)  # the headers go out with it: frames follow, written directly
+    if connections.closing:
+        return stream
 
-    async with sse_response(
-        request,
-        headers={"X-Accel-Buffering": "no"},
-        ping_interval=15,
-        send_timeout=SEND_TIMEOUT_SECONDS,
-    ) as stream:
-        connections.streams.add(stream)
-        metrics.connections.labels("sse").inc()
-        deliveries = metrics.deliveries("sse", resumed=after is not None)
-        first = True
-        budget = SendBudget(request.transport, settings.socket_buffer_bytes)
-
-        async def pump() -> None:
-            nonlocal first
-            async for event_id, frame in follow_frames(
-                request.app, chat_id, after, v2=v2, on_overflow=stalled.set, now=now
-            ):
-                await stream.send(frame, id=event_id, retry=RECONNECT_MS if first else None)
-                first = False
-                if budget.exceeded():
-                    stalled.set()
-                    return
-                if event_id is not None:
-                    deliveries.observe(event_id)
-
-        log.info("gateway.sse_connected", chat_id=chat_id, v2=v2, resume=after is not None)
-        try:
-            async with asyncio.timeout(settings.sse_max_lifetime_seconds):
-                outcome = await run_until_stalled(pump(), stalled, stream.wait())
-            if outcome == "stalled":
-                metrics.slow_consumers.inc()
-                if request.transport is not None:
-                    request.transport.abort()
-        except SlowConsumer:
-            metrics.slow_consumers.inc()
-        except (TimeoutError, BusError, ConnectionError):
-            pass  # lifetime cap or Redis trouble: EventSource reconnects with Last-Event-ID
-        finally:
-            metrics.connections.labels("sse").dec()
-            connections.streams.discard(stream)
-        with contextlib.suppress(Exception):
-            stream.stop_streaming()
+    connections.streams.add(stream)
+    metrics.connections.labels("sse").inc()
+    session = _Stream(request, stream, chat_id, v2=v2, resumed=after is not None)
+    stream.session = session
+    log.info("gateway.sse_connected", chat_id=chat_id, v2=v2, resume=after is not None)
+    session.spawn(session.follow(after or now or "0-0", verify=after is not None))
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    stream.life = functools.partial(_live, request, stream, session, request_id, release)
     return stream
+
+
+def _abort_unacknowledged(transport: asyncio.BaseTransport) -> None:
+    """Let the kernel abort the connection once a write stays unacknowledged for
+    :data:`SEND_TIMEOUT_SECONDS` (Linux): a hung peer is noticed at the next ping."""
+    sock = transport.get_extra_info("socket")
+    if _TCP_USER_TIMEOUT is None or sock is None:
+        return
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, int(SEND_TIMEOUT_SECONDS * 1000))
+
+
+async def _live(
+    request: web.Request,
+    stream: _LiveStream,
+    session: _Stream,
+    request_id: str | None,
+    release: Callable[[], None],
+) -> None:
+    """The stream's life: wait until it ends. The feed writes the frames, timers ping."""
+    if request_id is not None:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+    metrics = request.app[AppKeys.metrics]
+    try:
+        try:
+            why = await session.ended
+        finally:
+            session.stop()
+            stream.session = None
+            metrics.connections.labels("sse").dec()
+            request.app[AppKeys.connections].streams.discard(stream)
+            release()
+        if why == "slow":
+            metrics.slow_consumers.inc()
+            if request.transport is not None:
+                request.transport.abort()
+        log.info("gateway.sse_closed", chat_id=session.chat_id, reason=why)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+class _Stream(Subscription):
+    """One SSE stream's subscription (see :class:`~gateway.streaming.Subscription`), its
+    pings and its lifetime cap; :attr:`ended` resolves with why it ended."""
+
+    __slots__ = ("_timers", "budget", "ended", "ping", "transport")
+    kind = "sse"
+
+    def __init__(
+        self,
+        request: web.Request,
+        stream: web.StreamResponse,
+        chat_id: str,
+        *,
+        v2: bool,
+        resumed: bool,
+    ) -> None:
+        app = request.app
+        settings = app[AppKeys.settings]
+        meter = app[AppKeys.metrics].deliveries("sse", resumed=resumed)
+        self.transport = request.transport
+        self.budget = SendBudget(self.transport, settings.socket_buffer_bytes)
+        chunked = request.version >= HttpVersion11  # aiohttp's own choice for a stream
+        self.ping = http_chunk(_PING) if chunked else _PING
+        outbox = (StreamOutbox if chunked else PlainStreamOutbox)(
+            stream,
+            self.transport,
+            self.budget,
+            meter,
+            v2=v2,
+            on_stall=self._on_stall,
+        )
+        super().__init__(app, chat_id, outbox, v2=v2)
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[_End] = loop.create_future()
+        self._timers = (
+            loop.call_later(PING_SECONDS, self._ping),
+            loop.call_later(settings.sse_max_lifetime_seconds, self.end, "lifetime"),
+        )
+
+    def end(self, why: _End) -> None:
+        if not self.ended.done():
+            self.ended.set_result(why)
+
+    def _ping(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.end("gone")
+            return
+        transport.write(self.ping)
+        if self.budget.wrote(len(self.ping)):
+            self.end("slow")
+            return
+        self._timers = (
+            asyncio.get_running_loop().call_later(PING_SECONDS, self._ping),
+            self._timers[1],
+        )
+
+    def stop(self) -> None:
+        super().stop()
+        for timer in self._timers:
+            timer.cancel()

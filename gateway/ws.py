@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import WSMsgType, web
-from aiohttp_sse import EventSourceResponse
 
-from bus import BusError, LogRestarted, ResumeGap, SlowConsumer, is_valid_chat_id
-from bus.pubsub import Listener
+from bus import is_valid_chat_id
 from gateway.auth import access_holds, check_origin
 from gateway.backpressure import SendBudget
 from gateway.errors import CloseCode, json_error
@@ -21,7 +18,7 @@ from gateway.keys import AppKeys
 from gateway.limits import client_of, note_failed_code
 from gateway.outbox import SocketOutbox
 from gateway.settings import GatewaySettings
-from gateway.streaming import handshake_point, parse_resume_point
+from gateway.streaming import Ending, Subscription, handshake_point, parse_resume_point
 
 __all__ = ["chat_socket"]
 
@@ -180,26 +177,12 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, rea
             request.transport.abort()
 
 
-class _Session:
-    """One socket's subscription: the replay in a task, then live frames from the feed.
+class _Session(Subscription):
+    """One socket's subscription (see :class:`~gateway.streaming.Subscription`) and how it
+    closes: 4000 when the visitor fell behind, 1013 when Redis cannot be followed."""
 
-    Once the replay is done, no task of its own runs: the feed writes through the
-    :class:`~gateway.outbox.SocketOutbox`. A task exists only while replaying (at the start,
-    or after the chat's log restarted) and while closing a stalled socket.
-    """
-
-    __slots__ = (
-        "_tasks",
-        "app",
-        "chat_id",
-        "code",
-        "listener",
-        "outbox",
-        "reason",
-        "request",
-        "v2",
-        "ws",
-    )
+    __slots__ = ("code", "reason", "request", "ws")
+    kind = "ws"
 
     def __init__(
         self,
@@ -210,94 +193,22 @@ class _Session:
         v2: bool,
         resumed: bool,
     ) -> None:
+        app = request.app
+        settings = app[AppKeys.settings]
+        meter = app[AppKeys.metrics].deliveries("ws", resumed=resumed)
+        budget = SendBudget(request.transport, settings.socket_buffer_bytes)
+        outbox = SocketOutbox(ws, request.transport, budget, meter, v2=v2, on_stall=self._on_stall)
+        super().__init__(app, chat_id, outbox, v2=v2)
         self.request = request
-        self.app = request.app
         self.ws = ws
-        self.chat_id = chat_id
-        self.v2 = v2
         self.code: CloseCode | None = None
         self.reason = b""
-        self.listener: Listener | None = None
-        self._tasks: set[asyncio.Task[None]] | None = None  # only while replaying
-        settings = self.app[AppKeys.settings]
-        meter = self.app[AppKeys.metrics].deliveries("ws", resumed=resumed)
-        budget = SendBudget(request.transport, settings.socket_buffer_bytes)
-        self.outbox = SocketOutbox(
-            ws, request.transport, budget, meter, v2=v2, on_stall=self._on_stall
-        )
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a replay as a task (cancelled by :meth:`stop`)."""
-        task = asyncio.ensure_future(coro)
-        if self._tasks is None:
-            self._tasks = set()
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if self._tasks is not None:
-            self._tasks.discard(task)
-            if not self._tasks:
-                self._tasks = None
-
-    async def follow(self, start: str, *, verify: bool) -> None:
-        """Replay from ``start`` and hand the socket to the feed; ends the socket on failure."""
-        bus = self.app[AppKeys.bus]
-        metrics = self.app[AppKeys.metrics]
-        outbox = self.outbox
-        try:
-            while True:
-                try:
-                    self.listener = await bus.open_sink(
-                        self.chat_id,
-                        start,
-                        outbox.write,
-                        outbox.deliver,
-                        self._on_restart,
-                        on_overflow=self._on_stall,
-                        verify=verify,
-                        on_verified=metrics.resumes.labels("ok").inc,
-                    )
-                    return
-                except ResumeGap as gap:
-                    restarted = isinstance(gap, LogRestarted)
-                    metrics.resumes.labels("restarted" if restarted else "resync").inc()
-                    await self._resync(str(gap))
-                    # After a restart every event of the new log is still to be sent.
-                    start = "0-0" if restarted else await bus.resume_point(self.chat_id)
-                    verify = False
-        except SlowConsumer:
+    def end(self, why: Ending) -> None:
+        if why == "slow":
             self._end(CloseCode.SLOW_CONSUMER, b"Slow consumer; resume")
-        except (BusError, OSError, TimeoutError) as exc:
-            log.info("gateway.ws_follow_failed", chat_id=self.chat_id, error=type(exc).__name__)
+        else:
             self._end(CloseCode.TRY_AGAIN_LATER, b"Temporarily unavailable")
-
-    async def _resync(self, reason: str) -> None:
-        if self.v2:
-            resync = {"type": "resync", "chatId": self.chat_id, "reason": reason}
-            await self.outbox.write_payload(orjson.dumps(resync))
-
-    def _on_restart(self) -> None:
-        """The feed saw the chat's log restart: start again from the new log's first event."""
-        if self.listener is not None:
-            self.app[AppKeys.bus].close_listener(self.listener)
-            self.listener = None
-        self.app[AppKeys.metrics].resumes.labels("restarted").inc()
-
-        async def again() -> None:
-            try:
-                await self._resync("the chat log restarted")
-            except SlowConsumer:
-                self._end(CloseCode.SLOW_CONSUMER, b"Slow consumer; resume")
-                return
-            except OSError:
-                return  # the socket is gone
-            await self.follow("0-0", verify=False)
-
-        self.spawn(again())
-
-    def _on_stall(self) -> None:
-        self._end(CloseCode.SLOW_CONSUMER, b"Slow consumer; resume")
 
     def _end(self, code: CloseCode, reason: bytes) -> None:
         """Close the socket with ``code`` (once); its handler then finishes."""
@@ -313,14 +224,6 @@ class _Session:
         _CLOSING.add(closing)  # not cancelled by stop(): the close must go out
         closing.add_done_callback(_CLOSING.discard)
 
-    def stop(self) -> None:
-        """The handler is done: unsubscribe and cancel any replay still running."""
-        if self.listener is not None:
-            self.app[AppKeys.bus].close_listener(self.listener)
-            self.listener = None
-        for task in list(self._tasks or ()):
-            task.cancel()
-
 
 async def close_all(app: web.Application) -> None:
     """on_shutdown: tell every socket to reconnect elsewhere (1012), then end SSE streams.
@@ -331,8 +234,9 @@ async def close_all(app: web.Application) -> None:
     connections = app[AppKeys.connections]
     connections.closing = True
     for stream in list(connections.streams):
-        if isinstance(stream, EventSourceResponse):
-            stream.stop_streaming()
+        stop = getattr(stream, "stop_streaming", None)
+        if stop is not None:
+            stop()
     closers = [
         ws.close(code=CloseCode.SERVICE_RESTART, message=b"Service restart")
         for ws in list(connections.websockets)
