@@ -320,7 +320,43 @@ async def client_worker(cfg: dict[str, Any]) -> None:
         if state["connected"] + state["failed"] == len(cfg["chats"]):
             all_tried.set()
 
+    streams: list[aiohttp.ClientResponse] = []
+
+    def timed(data: str, index: int) -> None:
+        now = time.time()
+        start = data.find(CONTENT_MARK)
+        if start >= 0:
+            start += len(CONTENT_MARK)
+            sent.append(float(data[start : data.index('"', start)]))
+            recv.append(now)
+        per_socket[index] += 1
+
+    async def one_stream(index: int, chat: str) -> None:
+        """An SSE client (``url`` is http://...): one frame per ``data:`` line."""
+        async with gate:
+            try:
+                resp = await session.get(
+                    cfg["url"].format(chat=chat), timeout=aiohttp.ClientTimeout(total=None)
+                )
+            except (aiohttp.ClientError, OSError):
+                resp = None
+            if resp is None or resp.status != 200:
+                state["failed"] += 1
+                tried()
+                return
+        state["connected"] += 1
+        streams.append(resp)
+        tried()
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            async for line in resp.content:
+                if line.startswith(b"data:"):
+                    timed(line.decode(), index)
+        closes["EOF"] = closes.get("EOF", 0) + 1
+
     async def one(index: int, chat: str) -> None:
+        if cfg["url"].startswith("http"):
+            await one_stream(index, chat)
+            return
         async with gate:
             try:
                 ws = await session.ws_connect(
@@ -383,6 +419,8 @@ async def client_worker(cfg: dict[str, Any]) -> None:
             _reply(reply)
         elif name == "exit":
             break
+    for resp in streams:
+        resp.close()
     closers = [ws.close() for ws in sockets if not ws.closed]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True), 10)
@@ -861,6 +899,18 @@ async def measure(
     )
 
 
+def socket_url(kind: str, port: int, transport: str = "ws") -> str:
+    """The URL (with ``{chat}``) a client of ``kind``'s server opens; ``transport`` "ws" or
+    "sse" (an http:// URL: the client processes read it as Server-Sent Events)."""
+    if transport == "sse":
+        if kind == "gateway":
+            return f"http://127.0.0.1:{port}/api/chat/{{chat}}/events?accessCode={ACCESS_CODE}&v=2"
+        return f"http://127.0.0.1:{port}/sse?chatId={{chat}}"
+    if kind == "gateway":
+        return f"ws://127.0.0.1:{port}/api/chat?chatId={{chat}}&accessCode={ACCESS_CODE}&v=2"
+    return f"ws://127.0.0.1:{port}/ws?chatId={{chat}}"
+
+
 async def wait_all_subscribed(clients: Clients, sockets: int, within: float = 30.0) -> int:
     """Wait until every socket received a frame (so it is surely subscribed)."""
     deadline = time.monotonic() + within
@@ -894,10 +944,7 @@ async def _fanout(
     with_stall: bool,
 ) -> tuple[Fanout, Stalled | None]:
     chat_ids, chats_of_sockets = assign_chats(args.sockets, args.chats)
-    if kind == "gateway":
-        url = f"ws://127.0.0.1:{server.port}/api/chat?chatId={{chat}}&accessCode={ACCESS_CODE}&v=2"
-    else:
-        url = f"ws://127.0.0.1:{server.port}/ws?chatId={{chat}}"
+    url = socket_url(kind, server.port, getattr(args, "transport", "ws"))
     await asyncio.sleep(0.5)
     rss_before = rss_bytes(server.pid)
     clients = await Clients.start(url, chats_of_sockets, args.client_procs, args.ws_compress)
@@ -1134,6 +1181,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
             "rounds",
             "client_procs",
             "ws_compress",
+            "transport",
             "stalled_reader",
             "queue_size",
             "gateway_log_level",
@@ -1487,6 +1535,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ws-compress",
         action="store_true",
         help="clients offer permessage-deflate, as browsers do (off by default)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=("ws", "sse"),
+        default="ws",
+        help="what the clients open: WebSockets, or SSE streams (both sides) (ws)",
     )
     p.add_argument("--stalled-reader", action="store_true", help="add the stalled-reader test")
     p.add_argument(

@@ -8,8 +8,9 @@ aiohttp + redis-py themselves, which the gateway is compared against.
 
 ``python -m benchmarks.raw_server --port P --redis-url URL [--prefix bench:raw:]``
 
-Routes: ``GET /ws?chatId=<id>`` (WebSocket) and ``GET /healthz``. Its feed,
-:class:`RawPublisher`, is as bare: one ``PUBLISH`` of the frame text per chunk.
+Routes: ``GET /ws?chatId=<id>`` (WebSocket), ``GET /sse?chatId=<id>`` (the same frames as
+Server-Sent Events, ``data: <frame>``, each an ``await response.write``) and ``GET /healthz``.
+Its feed, :class:`RawPublisher`, is as bare: one ``PUBLISH`` of the frame text per chunk.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ __all__ = ["DEFAULT_PREFIX", "RawPublisher", "build_app", "main"]
 
 DEFAULT_PREFIX = "bench:raw:"
 
-_SOCKETS = web.AppKey("sockets", dict[str, set[web.WebSocketResponse]])
+_SOCKETS = web.AppKey("sockets", dict[str, set[web.WebSocketResponse | web.StreamResponse]])
 _REDIS = web.AppKey("redis", Redis)
 
 
 def build_app(redis_url: str, prefix: str = DEFAULT_PREFIX) -> web.Application:
     """The baseline application (the pub/sub reader starts with it)."""
     app = web.Application()
-    sockets: dict[str, set[web.WebSocketResponse]] = {}
+    sockets: dict[str, set[web.WebSocketResponse | web.StreamResponse]] = {}
     app[_SOCKETS] = sockets
     redis = Redis.from_url(redis_url, decode_responses=True)
     app[_REDIS] = redis
@@ -50,9 +51,14 @@ def build_app(redis_url: str, prefix: str = DEFAULT_PREFIX) -> web.Application:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
             if message is None or message["type"] != "message":
                 continue
+            sse: bytes | None = None
             for ws in list(sockets.get(message["channel"], ())):
                 with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.send_str(message["data"])
+                    if isinstance(ws, web.WebSocketResponse):
+                        await ws.send_str(message["data"])
+                    else:
+                        sse = sse or b"data: " + message["data"].encode() + b"\n\n"
+                        await ws.write(sse)
 
     async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         channel = prefix + request.query.get("chatId", "")
@@ -70,6 +76,22 @@ def build_app(redis_url: str, prefix: str = DEFAULT_PREFIX) -> web.Application:
             subscribers.discard(ws)
         return ws
 
+    async def chat_events(request: web.Request) -> web.StreamResponse:
+        channel = prefix + request.query.get("chatId", "")
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        await stream.write(b": hi\n\n")  # the headers go out
+        subscribers = sockets.get(channel)
+        if subscribers is None:
+            subscribers = sockets[channel] = set()
+            await pubsub.subscribe(channel)
+        subscribers.add(stream)
+        try:
+            await asyncio.get_running_loop().create_future()  # until the client leaves
+        finally:
+            subscribers.discard(stream)
+        return stream
+
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -84,7 +106,13 @@ def build_app(redis_url: str, prefix: str = DEFAULT_PREFIX) -> web.Application:
         await redis.aclose()
 
     app.cleanup_ctx.append(reader)
-    app.add_routes([web.get("/ws", chat_socket), web.get("/healthz", healthz)])
+    app.add_routes(
+        [
+            web.get("/ws", chat_socket),
+            web.get("/sse", chat_events),
+            web.get("/healthz", healthz),
+        ]
+    )
     return app
 
 

@@ -1,13 +1,16 @@
-"""RSS per idle WebSocket after a warm-up: the gateway next to the bare forwarder, same run.
+"""RSS per idle WebSocket (or SSE stream) after a warm-up: the gateway next to the bare
+forwarder, same run.
 
-``python -m benchmarks.socket_memory [--sockets 1000] [--chats 100] [--rounds 3]``
+``python -m benchmarks.socket_memory [--sockets 1000] [--chats 100] [--rounds 3]
+[--transport ws|sse]``
 
 ``benchmarks.fanout`` measures RSS before any socket and after all of them: that includes
 what the first sockets and chats cost once (code paths, per-chat state, buffers). This one
 first opens one socket per chat and lets each receive a frame, then opens ``--sockets``
 more over the same chats, lets every socket receive a frame, and divides the RSS growth by
-``--sockets``: the marginal cost of an idle socket, which bounds sockets per process. The
-clients live in this process (one aiohttp session); servers and Redis are started as
+``--sockets``: the marginal cost of an idle socket, which bounds sockets per process. It
+also prints the growth from before the first socket (what ``benchmarks.fanout`` reports).
+The clients live in this process (one aiohttp session); servers and Redis are started as
 ``benchmarks.fanout`` starts them.
 """
 
@@ -30,6 +33,7 @@ from benchmarks.fanout import (
     publishing,
     raise_open_file_limit,
     rss_bytes,
+    socket_url,
     start_gateway,
     start_raw,
 )
@@ -39,13 +43,39 @@ from demo.launcher import Launcher, LaunchOptions, redis_url
 __all__ = ["main"]
 
 
-async def _per_socket_kib(kind: str, server: Server, url: str, args: argparse.Namespace) -> float:
+class _Socket:
+    """One client socket (WebSocket or SSE stream) that can wait for its next frame."""
+
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse | None, sse: aiohttp.ClientResponse | None
+    ) -> None:
+        self.ws, self.sse = ws, sse
+
+    async def frame(self) -> None:
+        if self.ws is not None:
+            msg = await asyncio.wait_for(self.ws.receive(), 30)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise RuntimeError(f"a socket got {msg.type!r}, not a frame")
+            return
+        assert self.sse is not None
+        async with asyncio.timeout(30):
+            while not (await self.sse.content.readline()).startswith(b"data:"):
+                pass
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.sse is not None:
+            self.sse.close()
+
+
+async def _per_socket_kib(
+    kind: str, server: Server, url: str, args: argparse.Namespace
+) -> tuple[float, float]:
+    """``(KiB per socket after the warm-up, KiB per socket from before the first socket)``."""
     settings = BusSettings(_env_file=None, redis_url=url)
     chats = [f"mem-{i}" for i in range(args.chats)]
-    if kind == "gateway":
-        path = f"/api/chat?chatId={{chat}}&accessCode={ACCESS_CODE}&v=2"
-    else:
-        path = "/ws?chatId={chat}"
+    target = socket_url(kind, server.port, args.transport)
     connector = aiohttp.TCPConnector(limit=0)
     async with (
         aiohttp.ClientSession(connector=connector) as session,
@@ -56,19 +86,21 @@ async def _per_socket_kib(kind: str, server: Server, url: str, args: argparse.Na
             for chat in chats:
                 await send(chat, "x")
 
-        async def connect(n: int) -> list[aiohttp.ClientWebSocketResponse]:
-            base = f"http://127.0.0.1:{server.port}"
-            return [
-                await session.ws_connect(base + path.format(chat=chats[i % len(chats)]))
-                for i in range(n)
-            ]
+        async def open_one(chat: str) -> _Socket:
+            if args.transport == "sse":
+                timeout = aiohttp.ClientTimeout(total=None)
+                return _Socket(None, await session.get(target.format(chat=chat), timeout=timeout))
+            return _Socket(await session.ws_connect(target.format(chat=chat)), None)
 
-        async def all_receive(sockets: list[aiohttp.ClientWebSocketResponse]) -> None:
-            for ws in sockets:
-                msg = await asyncio.wait_for(ws.receive(), 30)
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    raise RuntimeError(f"{kind}: a socket got {msg.type!r}, not a frame")
+        async def connect(n: int) -> list[_Socket]:
+            return [await open_one(chats[i % len(chats)]) for i in range(n)]
 
+        async def all_receive(sockets: list[_Socket]) -> None:
+            for sock in sockets:
+                await sock.frame()
+
+        await asyncio.sleep(0.5)
+        empty = rss_bytes(server.pid)
         warm = await connect(len(chats))
         await asyncio.sleep(0.5)
         await send_all()
@@ -81,14 +113,21 @@ async def _per_socket_kib(kind: str, server: Server, url: str, args: argparse.Na
         await all_receive(warm + sockets)
         await asyncio.sleep(0.5)
         after = rss_bytes(server.pid)
-        for ws in warm + sockets:
-            await ws.close()
+        for sock in warm + sockets:
+            await sock.close()
     sockets_measured: int = args.sockets
-    return (after - before) / sockets_measured / 1024
+    return (
+        (after - before) / sockets_measured / 1024,
+        (after - empty) / (sockets_measured + len(chats)) / 1024,
+    )
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> list[tuple[float, float]]:
-    """``[(gateway KiB, raw KiB)]`` per round, each side on a fresh server."""
+Pair = tuple[float, float]
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Pair, Pair]]:
+    """``[((gateway KiB, raw KiB) after warm-up, (gateway, raw) from empty)]`` per round,
+    each side on a fresh server."""
     launcher = Launcher(LaunchOptions(access_code=ACCESS_CODE, quiet=True, workdir=workdir))
     CHILDREN.stoppers.append(launcher.stop)
     redis = launcher.add_redis(appendonly=False)
@@ -106,7 +145,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> list[tuple[float, floa
                 pair[kind] = await _per_socket_kib(kind, server, launcher.redis_url, args)
             finally:
                 server.stop()
-        out.append((pair["gateway"], pair["raw"]))
+        (gw_warm, gw_empty), (raw_warm, raw_empty) = pair["gateway"], pair["raw"]
+        out.append(((gw_warm, raw_warm), (gw_empty, raw_empty)))
     return out
 
 
@@ -115,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sockets", type=int, default=1000, help="sockets measured (1000)")
     p.add_argument("--chats", type=int, default=100, help="chats they spread over (100)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; medians reported (3)")
+    p.add_argument("--transport", choices=("ws", "sse"), default="ws", help="socket kind (ws)")
     args = p.parse_args(argv)
     raise_open_file_limit(4 * args.sockets + 1024)
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
@@ -122,17 +163,21 @@ def main(argv: list[str] | None = None) -> int:
             rounds = asyncio.run(run(args, Path(tmp)))
         finally:
             CHILDREN.stop_all()
-    for i, (gw, raw) in enumerate(rounds, 1):
+    what = "socket" if args.transport == "ws" else "SSE stream"
+    for i, ((gw, raw), (gw0, raw0)) in enumerate(rounds, 1):
         print(
-            f"round {i}: gateway {gw:.2f} KiB, bare {raw:.2f} KiB per idle socket ({gw / raw:.2f}x)"
+            f"round {i}: gateway {gw:.2f} KiB, bare {raw:.2f} KiB per idle {what} "
+            f"({gw / raw:.2f}x); from before the first: {gw0:.2f} vs {raw0:.2f} KiB "
+            f"({gw0 / raw0:.2f}x)"
         )
-    gw = statistics.median(g for g, _ in rounds)
-    raw = statistics.median(r for _, r in rounds)
-    ratio = statistics.median(g / r for g, r in rounds)
-    print(
-        f"RSS per idle socket after warm-up ({args.sockets} sockets over {args.chats} chats, "
-        f"median of {len(rounds)}): gateway {gw:.2f} KiB, bare {raw:.2f} KiB ({ratio:.2f}x)"
-    )
+    for label, index in (("after warm-up", 0), ("from before the first one", 1)):
+        gw = statistics.median(r[index][0] for r in rounds)
+        raw = statistics.median(r[index][1] for r in rounds)
+        ratio = statistics.median(r[index][0] / r[index][1] for r in rounds)
+        print(
+            f"RSS per idle {what} {label} ({args.sockets} over {args.chats} chats, "
+            f"median of {len(rounds)}): gateway {gw:.2f} KiB, bare {raw:.2f} KiB ({ratio:.2f}x)"
+        )
     return 0
 
 
