@@ -278,6 +278,11 @@ class ChatFeed:
         return self._reconnects + (self._shards.reconnects if self._shards else 0)
 
     @property
+    def homeless(self) -> int:
+        """Sharded: chats waiting to be subscribed again on their node; else 0."""
+        return self._shards.homeless if self._shards else 0
+
+    @property
     def nodes(self) -> dict[str, int]:
         """Sharded: chats subscribed per node (``host:port``); else empty."""
         return self._shards.nodes if self._shards else {}
@@ -289,8 +294,8 @@ class ChatFeed:
 
     @property
     def connected(self) -> bool:
-        """True while the pub/sub connection is believed healthy (sharded: every chat is
-        subscribed, or being subscribed, on its node)."""
+        """True while the pub/sub connection is believed healthy (sharded: the cluster
+        answers; see :attr:`homeless` for chats still waiting for their node)."""
         if self._shards is not None:
             return self._shards.connected
         return self._connected.is_set()

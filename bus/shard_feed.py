@@ -60,7 +60,9 @@ class SlotMap:
     """Where a channel's node is, and how to connect to a node like the client does."""
 
     async def refresh(self) -> None:
-        """Read the slot map again (after a ``MOVED``, a moved slot or a lost node)."""
+        """Read the slot map again (after a ``MOVED``, a moved slot or a lost node); raises
+        when no node answers."""
+        raise NotImplementedError
 
     def node_of(self, channel: str) -> str | None:
         """The name (``host:port``) of the master serving ``channel``, if known."""
@@ -70,6 +72,18 @@ class SlotMap:
         """A new, unconnected connection to ``node`` with the client's options (TLS, ACL
         user, client name), which never retries and reads without a timeout."""
         raise NotImplementedError
+
+    async def _ask(self, node: str, *command: str) -> Any:
+        """One command's answer from ``node`` over a connection of its own, closed after."""
+        connection = self.connection(node)
+        try:
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                await connection.connect()  # type: ignore[no-untyped-call]
+                await connection.send_command(*command, check_health=False)
+                return await connection.read_response()
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
 
 
 def _private(cls: type[AbstractConnection], kwargs: dict[str, Any]) -> AbstractConnection:
@@ -90,6 +104,9 @@ class SingleNode(SlotMap):
         self._pool = redis.connection_pool
         kwargs = self._pool.connection_kwargs
         self._name = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+    async def refresh(self) -> None:
+        await self._ask(self._name, "PING")  # only tells whether it is reachable
 
     def node_of(self, channel: str) -> str | None:
         return self._name
@@ -122,24 +139,13 @@ class ClusterSlots(SlotMap):
         error: Exception | None = None
         for node in candidates:
             try:
-                reply = await self._ask(node)
+                reply = await self._ask(node, "CLUSTER", "SLOTS")
             except (RedisError, OSError, TimeoutError) as exc:
                 error = exc
                 continue
             self._load(reply, node)
             return
         raise RedisConnectionError("no cluster node answered CLUSTER SLOTS") from error
-
-    async def _ask(self, node: str) -> Any:
-        connection = self.connection(node)
-        try:
-            async with asyncio.timeout(QUERY_TIMEOUT):
-                await connection.connect()  # type: ignore[no-untyped-call]
-                await connection.send_command("CLUSTER", "SLOTS", check_health=False)
-                return await connection.read_response()
-        finally:
-            with contextlib.suppress(Exception):
-                await connection.disconnect()
 
     def _load(self, reply: Any, asked: str) -> None:
         remap = self._redis.nodes_manager.remap_host_port
@@ -178,7 +184,7 @@ class _Link:
         #: Connected and handshaken: commands may be written.
         self.ready = False
         self.chats: set[str] = set()
-        #: Channels whose SSUNSUBSCRIBE we sent and whose answer has not come yet.
+        #: Channels whose SUNSUBSCRIBE we sent and whose answer has not come yet.
         self.leaving: Counter[str] = Counter()
         self.last_read = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -208,6 +214,8 @@ class ShardLinks:
         self._home: dict[str, _Link] = {}
         self._homeless: set[str] = set()
         self._mapped = False
+        #: Whether the last slot map refresh found a node answering.
+        self._reachable = False
         self._stale = False
         self._failures = 0
         self._wake = asyncio.Event()
@@ -217,8 +225,17 @@ class ShardLinks:
 
     @property
     def connected(self) -> bool:
-        """Slot map read and every subscribed chat homed on a link (up or connecting)."""
-        return self._mapped and not self._homeless
+        """The slot map is read and the last refresh found the cluster answering.
+
+        Not "every chat subscribed": while one master fails over, the chats of the others
+        are served, and a gateway must not leave the load balancer for that.
+        """
+        return self._mapped and self._reachable
+
+    @property
+    def homeless(self) -> int:
+        """Chats waiting to be subscribed again on their node (after a move or a loss)."""
+        return len(self._homeless)
 
     @property
     def nodes(self) -> dict[str, int]:
@@ -298,7 +315,8 @@ class ShardLinks:
         if not link.ready or not connection.is_connected:
             return  # the reader is failing over: the chats will move
         packed = connection.pack_commands(commands)
-        with contextlib.suppress(RedisError, OSError):
+        # RuntimeError: uvloop's refusal to write on a transport closed under us.
+        with contextlib.suppress(RedisError, OSError, RuntimeError):
             await connection.send_packed_command(packed, check_health=False)
 
     # --- the links' readers ----------------------------------------------------------------
@@ -410,10 +428,11 @@ class ShardLinks:
             if self._stale or not self._mapped:
                 await self._slots.refresh()
                 self._stale = False
-                self._mapped = True
+                self._mapped = self._reachable = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self._reachable = False
             self._failures += 1
             if not isinstance(exc, RedisError | OSError | BusError):
                 log.exception("bus.feed_failed")

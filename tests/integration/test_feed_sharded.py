@@ -19,13 +19,14 @@ from tests.support.wait import wait_until
 pytestmark = pytest.mark.integration
 
 KEYS = BusKeys("shard", cluster=True)
+QUEUED = '{"type":"workerState","state":"queued"}'
 
 
 async def test_an_acl_without_ssubscribe_is_counted_as_misconfigured(
     redis_server: RedisServer,
 ) -> None:
     """NOPERM on SSUBSCRIBE: logged and counted as bus.misconfigured (kind NOPERM), the
-    listener is refused, the feed says it is not connected and keeps trying."""
+    listener is refused, the chat waits for a subscription and the feed keeps trying."""
     if redis_major(redis_server.binary) < 7:
         pytest.skip("sharded pub/sub needs redis-server >= 7")
     admin = create_redis(redis_server.url, client_name="admin")
@@ -43,11 +44,15 @@ async def test_an_acl_without_ssubscribe_is_counted_as_misconfigured(
         await wait_until(
             lambda: misconfigurations()["NOPERM"] > before, timeout=10, message="the count"
         )
-        assert not feed.connected
+        await wait_until(lambda: feed.homeless == 1, timeout=10, message="the chat to wait")
+        assert feed.connected  # Redis answers: not an outage
         assert feed.reconnects >= 1
         await admin.execute_command("ACL", "SETUSER", "nosub", "+ssubscribe")  # type: ignore[no-untyped-call]
-        async with asyncio.timeout(15):  # the feed kept trying: it follows the chat now
-            await wait_until(lambda: feed.connected, timeout=15, message="the feed to recover")
+        await wait_until(lambda: not feed.homeless, timeout=15, message="the feed to recover")
+        async with feed.listen("refused") as listener:  # the feed kept trying: it follows it
+            event_id = await feed.log.append_event("refused", QUEUED)
+            record = await asyncio.wait_for(listener.get(), 10)
+        assert record.event_id == event_id
     finally:
         await feed.close()
         await redis.aclose()
