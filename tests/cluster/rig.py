@@ -43,6 +43,8 @@ WORKER_ENV = {
     "CHAT_LEASE_MS": "1500",
     "SHUTDOWN_GRACE_SECONDS": "5",
     "AGENT_RETRY_BASE_SECONDS": "0.05",
+    # Room for every chat of a test at once: two workers answer up to 8 chats side by side.
+    "MAX_CONCURRENT_CHATS": "4",
 }
 
 
