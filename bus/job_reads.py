@@ -143,14 +143,13 @@ class BlockingReads:
         return out
 
     async def _reap(self, partition: int, task: asyncio.Task[list[Reply]]) -> None:
-        """Hand back what a stopped read took: its entries if it ended with some; if it
-        was cancelled, any entry Redis delivered to it that never arrived."""
+        """Hand back what a stopped read took: its entries if it ended with some, and any
+        entry Redis delivered to a read that never arrived (a cancel cut it off)."""
         with contextlib.suppress(Exception):
             await asyncio.wait({task})
-            if task.cancelled():
-                await self._orphans([partition])
-            elif task.exception() is None and task.result():
+            if not task.cancelled() and task.exception() is None and task.result():
                 await self._release(task.result())
+            await self._orphans([partition])
 
 
 def _ended_empty(task: asyncio.Task[list[Reply]]) -> bool:

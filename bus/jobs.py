@@ -162,17 +162,50 @@ class JobQueue:
 
         Moves jobs from the lanes into the stream, one client at a time, until ``count``
         + ``keep`` are ready, then reads up to ``count`` for this consumer without
-        blocking; partitions are walked from a rotating start until ``count`` are taken.
-        ``take(0, keep=1)`` only refills (every partition), so that another idle worker's
-        blocking read wakes. An empty result means nothing waits: block in :meth:`read`
-        (the next accept wakes it).
+        blocking; partitions are walked from a rotating start until ``count`` are taken
+        (skipping those where one pipelined look finds nothing waiting). ``take(0,
+        keep=1)`` only refills (every partition), so that another idle worker's blocking
+        read wakes. An empty result means nothing waits: block in :meth:`read` (the next
+        accept wakes it).
         """
+        order = self._rotation()
+        if len(order) > 1:
+            busy = await self._busy_partitions()
+            order = [p for p in order if p in busy]
         out: list[Delivery] = []
-        for partition in self._rotation():
+        for partition in order:
             if count > 0 and len(out) >= count:
                 break
             out += await self._take_in(partition, count - len(out), keep)
         return out
+
+    async def _busy_partitions(self) -> set[int]:
+        """Partitions with jobs in their lanes or not yet delivered from their stream (one
+        pipelined round trip; on a cluster, one per node at once)."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.get(k.queue_waiting(p))
+            pipe.xlen(k.jobs_stream(p))
+            pipe.xinfo_groups(k.jobs_stream(p))
+        replies = await pipe.execute(raise_on_error=False)
+        busy: set[int] = set()
+        for i, p in enumerate(self.partitions):
+            waiting, length, groups = replies[3 * i : 3 * i + 3]
+            if isinstance(waiting, str) and waiting.isdigit() and int(waiting) > 0:
+                busy.add(p)
+            elif isinstance(length, int) and length > 0:
+                info = (
+                    next((g for g in groups if str(g["name"]) == k.jobs_group), None)
+                    if isinstance(groups, list)
+                    else None
+                )
+                lag = info.get("lag") if info is not None else None
+                if info is None or (lag is None and length > int(info["pending"])):
+                    busy.add(p)  # no group yet (the take creates it), or lag unknown
+                elif lag is not None and int(lag) > 0:
+                    busy.add(p)
+        return busy
 
     async def refill(self, deliveries: Iterable[Delivery]) -> None:
         """Make one job ready in each partition ``deliveries`` came from (``take(0, keep=1)``

@@ -219,7 +219,7 @@ async def test_a_cancelled_per_partition_read_hands_back_what_it_took(
     # A job in partition 1: its read answers at once, the other partitions' reads are
     # cancelled, and w1 hands back the orphan it finds in them.
     await post(chatlog, chats_in(1, 1, stem="next")[0], "next")
-    (woke,) = await queue.read(count=1, block_ms=10_000)
+    (woke,) = await queue.read(count=1, block_ms=1000)
     assert woke.partition == 1
     await queue.settle()  # the reads left in flight stop, and hand back what they took
     heir = JobQueue(redis, KEYS, "heir")
@@ -266,7 +266,7 @@ async def test_a_job_taken_by_a_read_left_in_flight_is_handed_back_when_reading_
     queue = JobQueue(redis, KEYS, "w1", per_partition_reads=True)
     await queue.ensure_group()
     await post(chatlog, chats_in(1, 1, stem="first")[0], "first")
-    (first,) = await queue.read(count=1, block_ms=10_000)  # the other reads stay in flight
+    (first,) = await queue.read(count=1, block_ms=5000)  # the other reads stay in flight
     assert first.partition == 1
     late_chat = chats_in(2, 1, stem="late")[0]
     await post(chatlog, late_chat, "arrives while w1 has no room")
