@@ -82,6 +82,8 @@ class MigrationReport:
     #: Jobs moved, by target partition.
     into: Counter[int] = field(default_factory=Counter)
     dead_letters: int = 0
+    #: Clients' byte budget counters (CLIENT_BYTES_PER_DAY) moved.
+    budgets: int = 0
     #: Finished jobs (acked, not yet trimmed) dropped with their old stream.
     finished: int = 0
     removed: list[str] = field(default_factory=list)
@@ -93,7 +95,9 @@ class MigrationReport:
     @property
     def changed(self) -> bool:
         """Whether anything was (or would be) moved or removed."""
-        return bool(self.chat_keys or self.jobs or self.dead_letters or self.removed)
+        return bool(
+            self.chat_keys or self.jobs or self.dead_letters or self.budgets or self.removed
+        )
 
 
 def _chat_key(prefix: str, name: str) -> tuple[str, str, str] | None:
@@ -157,6 +161,7 @@ class LayoutMigration:
             raise WorkersAlive(alive)
         report = MigrationReport(self.target, dry_run)
         await self._chats(report)
+        await self._budgets(report)
         streams, dead, queues = await self._job_keys()
         for stream in streams:
             await self._jobs_stream(stream, report)
@@ -191,6 +196,22 @@ class LayoutMigration:
                 report.sources.add(layout)
             else:
                 report.left.append(name)  # both exist: left for an operator to look at
+
+    async def _budgets(self, report: MigrationReport) -> None:
+        """Each client's byte counter: beside its lane (legacy), or one per client."""
+        queue = f"{self.prefix}:queue:"
+        found: list[tuple[str, str]] = []
+        async for raw in self.redis.scan_iter(match=f"{queue}lane:*:bytes", count=1000):
+            found.append((str(raw), str(raw)[len(f"{queue}lane:") : -len(":bytes")]))
+        async for raw in self.redis.scan_iter(match=f"{queue}bytes:{{*}}", count=1000):
+            found.append((str(raw), str(raw)[len(f"{queue}bytes:{{") : -1]))
+        for name, tag in found:
+            target = self.target.client_bytes(tag)
+            if target == name or not re.fullmatch(r"[0-9a-f]+", tag):
+                continue
+            if report.dry_run or await self.redis.renamenx(name, target):
+                report.budgets += 1
+                report.sources.add(_layout(name.removeprefix(queue + "bytes:")))
 
     async def _job_keys(self) -> tuple[list[str], list[str], list[str]]:
         """Jobs streams, dead-letter streams and queue prefixes of every layout found."""
@@ -256,7 +277,7 @@ class LayoutMigration:
     async def _queue(self, queue: str, report: MigrationReport) -> None:
         names = sorted([str(k) async for k in self.redis.scan_iter(match=f"{queue}*", count=1000)])
         if queue == f"{self.prefix}:queue:":  # legacy: skip the partitioned layouts' keys
-            names = [n for n in names if not n[len(queue) :].startswith("{")]
+            names = [n for n in names if "{" not in n[len(queue) :]]
         lane_head = f"{queue}lane:"
         lanes = [
             n for n in names if n.startswith(lane_head) and not n.endswith((":served", ":bytes"))

@@ -295,6 +295,7 @@ def _print_migration(report: MigrationReport, out: Output) -> None:
         + (f" ({kinds}) into partition {into}" if kinds else "")
     )
     out.text(f"dead letters {verb}: {report.dead_letters}")
+    out.text(f"clients' byte budgets {verb}: {report.budgets}")
     if report.finished:
         out.text(f"finished jobs {'to drop' if report.dry_run else 'dropped'}: {report.finished}")
     out.text(f"old keys {'to remove' if report.dry_run else 'removed'}: {len(report.removed)}")

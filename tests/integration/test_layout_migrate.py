@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bus import BusKeys, ChatLog, JobQueue
-from bus.chatlog import ChatLimits, parse_id
+from bus.chatlog import ChatLimits, client_tag, parse_id
 from bus.client import create_redis
 from bus.ops import open_ops_bus
 from bus.settings import BusSettings
@@ -140,6 +140,8 @@ async def test_migrate_to_four_partitions_and_back(
     assert await redis.keys(f"{LEGACY.prefix}:chat:{{mig-*") == []  # no legacy chat key left
     assert not await redis.exists(LEGACY.jobs_stream(0), LEGACY.queue_ring(0))
     assert await redis.pttl(FOUR.chat_events(chats[0])) > 0  # retention kept
+    busy = client_tag(LEGACY.prefix, "busy")
+    assert await redis.exists(FOUR.client_bytes(busy))  # the client's byte budget moved
     for chat in chats:  # every job went to its chat's partition
         for p in FOUR.partitions:
             in_p = [f["d"] for _, f in await redis.xrange(FOUR.jobs_stream(p))]
@@ -163,6 +165,7 @@ async def test_migrate_to_four_partitions_and_back(
     assert "from partitioned" in back.out
     assert await snapshot(redis, LEGACY, chats) == before
     assert await queued_jobs(redis, LEGACY) == jobs_before
+    assert await redis.exists(LEGACY.client_bytes(busy))
     (dead_after,) = await redis.xrange(LEGACY.dead_letters_stream(0))
     assert dead_after[1] == dead_before[1]
     assert await redis.keys(f"{LEGACY.prefix}:*{{*.*}}*") == []  # no partitioned key left
