@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from redis.asyncio import Redis
@@ -39,6 +39,10 @@ class FeedStatus:
     chats: int
     reconnects: int
     gaps_filled: int
+    #: Redis Cluster: chats waiting to be subscribed again on their node (a failover).
+    homeless: int = 0
+    #: Redis Cluster: chats subscribed per node (``host:port``); empty on one Redis.
+    nodes: dict[str, int] = field(default_factory=dict)
 
 
 @translates_redis_errors
@@ -308,7 +312,14 @@ class GatewayBus(FrontEnd):
     def feed_status(self) -> FeedStatus:
         """The live subscription's state (no I/O)."""
         feed = self._feed
-        return FeedStatus(feed.connected, feed.chat_count, feed.reconnects, feed.gaps_filled)
+        return FeedStatus(
+            feed.connected,
+            feed.chat_count,
+            feed.reconnects,
+            feed.gaps_filled,
+            homeless=feed.homeless,
+            nodes=feed.nodes,
+        )
 
 
 def open_gateway_bus(

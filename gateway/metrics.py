@@ -57,6 +57,10 @@ class _FeedCounts(Protocol):
     def reconnects(self) -> int: ...
     @property
     def gaps_filled(self) -> int: ...
+    @property
+    def homeless(self) -> int: ...
+    @property
+    def nodes(self) -> dict[str, int]: ...
 
 
 @dataclass(slots=True)
@@ -240,6 +244,17 @@ class GatewayMetrics:
         self.gaps_filled = Counter(
             "terrarium_feed_gap_events", "Events recovered from the log, not pub/sub", registry=r
         )
+        self.homeless_chats = Gauge(
+            "terrarium_feed_homeless_chats",
+            "Redis Cluster: subscribed chats waiting for their node (a failover or slot move)",
+            registry=r,
+        )
+        self.node_chats = Gauge(
+            "terrarium_feed_node_chats",
+            "Redis Cluster: chats this process follows on each node (its SSUBSCRIBE load)",
+            ["node"],
+            registry=r,
+        )
         self._feed_seen = (0, 0)
         self.live_frames = LiveFrames(self)
         # Zero series for every label value known in advance: a healthy system shows 0 on
@@ -280,6 +295,10 @@ class GatewayMetrics:
     def record_feed(self, feed: _FeedCounts) -> None:
         """Bring the live-feed metrics up to ``feed`` (its counts only ever grow)."""
         self.subscribed_chats.set(feed.chats)
+        self.homeless_chats.set(feed.homeless)
+        self.node_chats.clear()  # a node that left the cluster leaves the dashboard too
+        for node, chats in feed.nodes.items():
+            self.node_chats.labels(node).set(chats)
         reconnects, gaps = self._feed_seen
         if feed.reconnects > reconnects:
             self.feed_reconnects.inc(feed.reconnects - reconnects)

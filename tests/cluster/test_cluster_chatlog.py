@@ -34,12 +34,14 @@ pytestmark = pytest.mark.integration
 KEYS = BusKeys("terra", 16, cluster=True)
 
 
-def chats_on_every_master(cluster: RedisCluster, per_master: int = 2) -> list[str]:
+def chats_on_every_master(
+    cluster: RedisCluster, per_master: int = 2, prefix: str = "chat"
+) -> list[str]:
     """Chat ids whose partition lives on each master, ``per_master`` each."""
     found: dict[str, list[str]] = {m.node_id: [] for m in cluster.masters()}
     i = 0
     while any(len(v) < per_master for v in found.values()):
-        chat_id = f"chat-{i}"
+        chat_id = f"{prefix}-{i}"
         owner = cluster.node_for_key(KEYS.chat_meta(chat_id)).node_id
         if len(found[owner]) < per_master:
             found[owner].append(chat_id)
@@ -206,3 +208,40 @@ async def test_a_worker_at_a_cluster_node_without_redis_cluster_refuses_to_start
         "worker: invalid configuration: REDIS_URL (Redis refused the command (MOVED)"
     )
     assert "REDIS_CLUSTER=true" in err
+
+
+async def test_a_cluster_gateway_serves_chats_on_every_master_and_shows_the_spread(
+    redis_cluster: RedisCluster,
+) -> None:
+    """REDIS_CLUSTER=true at one node: POST and a live WebSocket for chats on every master;
+    /metrics shows the chats the feed follows per node."""
+    chats = chats_on_every_master(redis_cluster, 1, prefix="gw")
+    settings = gateway_settings(redis_cluster.url, redis_cluster=True, rate_limit_max_per_ip=1000)
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            sockets = [
+                await http.ws_connect(
+                    server.make_url(f"/api/chat?chatId={chat_id}&accessCode={ACCESS_CODE}")
+                )
+                for chat_id in chats
+            ]
+            for chat_id, ws in zip(chats, sockets, strict=True):
+                async with http.post(
+                    server.make_url(f"/api/chat/{chat_id}/messages"),
+                    json={"content": f"hi {chat_id}", "accessCode": ACCESS_CODE},
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                frame = await ws.receive_json(timeout=10)
+                while frame.get("content") != f"hi {chat_id}":
+                    frame = await ws.receive_json(timeout=10)
+            async with http.get(server.make_url("/metrics")) as resp:
+                text = await resp.text()
+            for ws in sockets:
+                await ws.close()
+        nodes = re.findall(r'^terrarium_feed_node_chats\{node="([^"]+)"\} (\S+)$', text, re.M)
+        assert {node for node, _ in nodes} == {m.address for m in redis_cluster.masters()}
+        assert sorted(float(chats) for _, chats in nodes) == [1.0, 1.0, 1.0]
+    finally:
+        await server.close()
