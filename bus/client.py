@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -10,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["RedisOptions", "create_redis", "is_cluster_client"]
@@ -36,20 +38,41 @@ class RedisOptions:
     ssl_keyfile: str | None = None
 
 
-class _ReseedingCluster(RedisCluster):
-    """redis-py 5.3.1's cluster client, kept able to find the cluster again after a failover.
+class _ClusterClient(RedisCluster):
+    """redis-py 5.3.1's asyncio cluster client with two repairs.
 
-    On every connection error it drops that node from its startup nodes and closes all its
-    connections (in-flight commands on the healthy nodes then fail too and drop theirs):
-    after a master dies under load the startup nodes can be empty, and every later command
-    fails with "Redis Cluster cannot be connected" for good (redis/redis-py#3693, the fix not
-    released). Before each re-discovery, the seed node of ``REDIS_URL`` and every node the
-    client has known go back into the startup nodes.
+    - It finds the cluster again after a failover. On every connection error it drops that
+      node from its startup nodes and closes all its connections (in-flight commands on the
+      healthy nodes then fail too and drop theirs): after a master dies under load the
+      startup nodes can be empty, and every later command fails with "Redis Cluster cannot
+      be connected" for good (redis/redis-py#3693, the fix not released). Before each
+      re-discovery, the seed node of ``REDIS_URL`` and every node it has known go back.
+    - A burst over a node's ``max_connections`` waits for a free connection instead of
+      failing at once (:meth:`execute_command`).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pool_wait: float = 3.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: How long a command waits for a free connection of a node's full pool (seconds).
+        self.pool_wait = pool_wait
         self._seeds = dict(self.nodes_manager.startup_nodes)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """As redis-py's, except that a node whose pool is at ``max_connections`` makes the
+        command wait for a free connection (up to :attr:`pool_wait`), as the single-Redis
+        client's retry does for "Too many connections", instead of failing at once. Nothing
+        was sent when the pool refused, so trying again is safe."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pool_wait
+        delay = 0.001
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except MaxConnectionsError:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
 
     async def initialize(self) -> RedisCluster:
         """Re-discover the cluster from every node ever known, then as redis-py does."""
@@ -108,9 +131,10 @@ def create_redis(
         **extra,
     }
     if cluster:
-        nodes = _ReseedingCluster.from_url(
+        nodes = _ClusterClient.from_url(
             url,
             connection_error_retry_attempts=opts.retries,
+            pool_wait=opts.connect_timeout,
             require_full_coverage=True,
             **common,
         )

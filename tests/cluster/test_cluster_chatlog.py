@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from bus import BusKeys, ChatLog
 from bus.byo import ByoLog
 from bus.chatlog import ChatLimits
-from bus.client import create_redis, is_cluster_client
+from bus.client import RedisOptions, create_redis, is_cluster_client
 from bus.errors import misconfigurations
 from bus.ratelimit import Budget, RateLimiter
 from bus.schemas import decode_job
@@ -245,3 +245,20 @@ async def test_a_cluster_gateway_serves_chats_on_every_master_and_shows_the_spre
         assert sorted(float(chats) for _, chats in nodes) == [1.0, 1.0, 1.0]
     finally:
         await server.close()
+
+
+async def test_a_busy_node_pool_waits_for_a_free_connection(redis_cluster: RedisCluster) -> None:
+    """A burst over a node's max_connections waits, as the single-Redis client does (its retry
+    covers "Too many connections"): redis-py's cluster client failed it at once
+    (MaxConnectionsError, a 503 for the visitor)."""
+    client = create_redis(
+        redis_cluster.url,
+        client_name="test-burst",
+        options=RedisOptions(max_connections=2),
+        cluster=True,
+    )
+    try:
+        results = await asyncio.gather(*(client.incr("{burst}") for _ in range(50)))
+        assert sorted(results) == list(range(1, 51))
+    finally:
+        await client.aclose()
