@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from redis.asyncio.cluster import RedisCluster as AsyncClusterClient
@@ -88,17 +89,22 @@ class ClusterRig:
             raise
 
     # --- processes -----------------------------------------------------------------------
-    def start_gateway(self) -> Process:
-        """Another gateway, on a free port."""
-        proc = self.system.gateway(f"gateway{len(self.gateways)}", **GATEWAY_ENV)
-        self.gateways.append(proc)
-        return proc
+    def start_many(self, gateways: int, workers: int) -> None:
+        """Start ``gateways`` gateways and ``workers`` workers side by side; return once every
+        gateway listens and every worker's heartbeat is in Redis."""
+        gateway_names = [f"gateway{len(self.gateways) + n}" for n in range(gateways)]
+        worker_names = [f"worker{next(self._serial)}" for _ in range(workers)]
+        with ThreadPoolExecutor(max_workers=gateways + workers) as pool:
+            started_gateways = [pool.submit(self._gateway, name) for name in gateway_names]
+            started_workers = [pool.submit(self._worker, name) for name in worker_names]
+            self.gateways += [future.result() for future in started_gateways]
+            self.workers += [future.result() for future in started_workers]
 
-    def start_worker(self) -> Process:
-        """Another worker; returns once its heartbeat is in Redis."""
-        name = f"worker{next(self._serial)}"
+    def _gateway(self, name: str) -> Process:
+        return self.system.gateway(name, **GATEWAY_ENV)
+
+    def _worker(self, name: str) -> Process:
         proc = self.system.worker(name, **WORKER_ENV)
-        self.workers.append(proc)
         client = self.sync_client()
         try:
             wait_until_sync(
@@ -183,10 +189,7 @@ def cluster_rig(
     with running_system(workdir, cluster) as system:
         rig = ClusterRig(system, cluster)
         system.start_agent(token_delay_ms)
-        for _ in range(gateways):
-            rig.start_gateway()
-        for _ in range(workers):
-            rig.start_worker()
+        rig.start_many(gateways, workers)
         yield rig
 
 
