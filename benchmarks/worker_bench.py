@@ -410,7 +410,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, dict[str, Any]]]:
     launcher = Launcher(LaunchOptions(quiet=True, workdir=workdir))
     try:
         launcher.redis_url = redis_url(launcher.add_redis(appendonly=False))
-        settings = BusSettings(_env_file=None, redis_url=launcher.redis_url)
+        # The driver stands in for many visitors' traffic: no per-client or per-chat quota.
+        settings = BusSettings(
+            _env_file=None,
+            redis_url=launcher.redis_url,
+            client_bytes_per_day=2**40,
+            chat_max_bytes=2**40,
+        )
         agent_port = free_port()
         agent = launcher.spawn(
             "agent",
