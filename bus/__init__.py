@@ -8,6 +8,7 @@ types of the worker bus's parts; the rest (the live feed, the rate limiter, the 
 stays inside the bus.
 """
 
+from bus.answering import ChatAnswering, JobClose, Opening
 from bus.byo import ByoAccepted, ChatModeConflict, ReplyInProgress
 from bus.chatlog import AcceptedMessage, ChatLog, EventRecord, compare_ids, is_stream_id
 from bus.errors import (
@@ -43,6 +44,7 @@ __all__ = [
     "BusSettings",
     "BusUnavailable",
     "ByoAccepted",
+    "ChatAnswering",
     "ChatLease",
     "ChatLog",
     "ChatModeConflict",
@@ -50,9 +52,11 @@ __all__ = [
     "EventRecord",
     "FeedStatus",
     "GatewayBus",
+    "JobClose",
     "JobQueue",
     "JobRef",
     "LogRestarted",
+    "Opening",
     "Presence",
     "QuotaExceeded",
     "RateDecision",

@@ -294,6 +294,10 @@ class JobQueue:
         )
         self._handed.discard(JobRef(partition, entry_id))
 
+    def settled(self, ref: JobRef) -> None:
+        """``ref`` was acked by another script (the worker's FINISH_CLOSE, issue 10)."""
+        self._handed.discard(ref)
+
     async def touch(self, entry_ids: list[str], partition: int = 0) -> list[str]:
         """Renew the lease on jobs still being worked on (resets their idle time).
 

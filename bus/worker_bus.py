@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from bus.answering import ChatAnswering
 from bus.chatlog import ChatLog
 from bus.client import create_redis
 from bus.errors import translates_redis_errors
@@ -38,6 +39,8 @@ class WorkerBus(FrontEnd):
         keys = settings.bus_keys
         #: The chat logs: conversation reads, chunk and event writes, replies, tool memory.
         self.chats = ChatLog(redis, keys, settings.limits)
+        #: An answer's first and last round trips (issue 10).
+        self.answers = ChatAnswering(self.chats)
         #: The jobs stream as this consumer sees it.
         self.jobs = JobQueue(redis, keys, consumer=name)
         #: Per-chat leases held by this worker.

@@ -28,20 +28,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
-from bus import BusError
-from bus.schemas import MessagePosted
+from bus import BusError, JobClose
+from bus.schemas import MessagePosted, WorkerState
 from worker.aio import cancel_and_wait
-from worker.chunks import ChunkWriter
+from worker.chat_cache import Begun, ConversationCache, open_answer
+from worker.chunks import ChunkWriter, watch_cancel
 from worker.conversation import MessageTooLong, PromptRules, build_prompt, prompt_texts
 from worker.errors import AgentError
 from worker.metrics import WorkerMetrics
 from worker.patience import ReplyView, StoppedWhileWaiting, ride_out
-from worker.ports import Agent, AgentHealth, AnswerLog, ReasoningSink, ReplyStatus, ToolHost
+from worker.ports import (
+    Agent,
+    AgentHealth,
+    AnswerLog,
+    AnswerOpener,
+    ReasoningSink,
+    ReplyStatus,
+    ToolHost,
+)
 from worker.reasoning import ReasoningWriter
 from worker.settings import WorkerSettings
 from worker.tokenizer import ServerTokenizer
@@ -81,6 +90,10 @@ class AnswerProgress:
 
     tokens: int = 0
     answered: int = 0
+    #: The last reply, acking the job and releasing its chat's lease, was sent (the lease
+    #: is no longer renewed) / went through.
+    closing: bool = False
+    closed: bool = False
 
 
 class AnswerHandler:
@@ -98,8 +111,13 @@ class AnswerHandler:
         metrics: WorkerMetrics | None = None,
         server_context: Callable[[], int | None] = lambda: None,
         tokenizer: ServerTokenizer | None = None,
+        opener: AnswerOpener | None = None,
     ) -> None:
         self.log = log
+        #: One round trip to open an answer and one to finish it and close its job (issue
+        #: 10); without it (test doubles) the answer path reads and writes step by step.
+        self.opener = opener
+        self.cache = ConversationCache(settings.max_turns * MESSAGES_PER_TURN)
         self.agent = agent
         self.settings = settings
         self.system_prompt = system_prompt
@@ -126,21 +144,39 @@ class AnswerHandler:
         *,
         progress: AnswerProgress | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        close: JobClose | None = None,
     ) -> AnswerOutcome:
         """Answer, oldest first, every unanswered visitor message up to ``message_id``.
 
-        The outcome is that of the last answer. Raises :class:`AnswerInterrupted` when
-        ``stopping()`` turns true between two answers, and bus errors untouched.
+        The outcome is that of the last answer, whose reply also acks ``close`` and releases
+        the lease (with an opener; ``progress.closed``). Raises :class:`AnswerInterrupted`
+        when ``stopping()`` turns true between two answers, and bus errors untouched.
         """
         progress = progress if progress is not None else AnswerProgress()
-        pending = await self.log.unanswered_until(chat_id, message_id)
+        begun: Begun | None = None
+        pending: list[tuple[str, MessagePosted]] | None = None
+        if self.opener is not None:
+            opened = await open_answer(self.opener, self.cache, chat_id, message_id)
+            if opened is None:
+                return "duplicate"
+            begun, pending = opened
+        if pending is None:
+            pending = await self.log.unanswered_until(chat_id, message_id)
         if not pending:
             return "duplicate" if await self.already_answered(chat_id, message_id) else "gone"
         outcome: AnswerOutcome = "answered"
         for index, (event_id, message) in enumerate(pending):
             if index and stopping():
                 raise AnswerInterrupted("stopping between answers")
-            outcome = await self.answer(chat_id, event_id, message, progress)
+            last = index == len(pending) - 1
+            outcome = await self.answer(
+                chat_id,
+                event_id,
+                message,
+                progress,
+                begun=begun if index == 0 else None,
+                close=close if last and self.opener is not None else None,
+            )
             progress.answered += 1
         return outcome
 
@@ -150,25 +186,44 @@ class AnswerHandler:
             await self._finish(chat_id, message_id, UNEXPECTED_APOLOGY, "error", detail)
 
     async def answer(
-        self, chat_id: str, event_id: str, message: MessagePosted, progress: AnswerProgress
+        self,
+        chat_id: str,
+        event_id: str,
+        message: MessagePosted,
+        progress: AnswerProgress,
+        *,
+        begun: Begun | None = None,
+        close: JobClose | None = None,
     ) -> AnswerOutcome:
-        """Answer one visitor message (at ``event_id``): stream the reply, then store it."""
-        streaming, cancel = await self.log.begin_reply(chat_id, message.id)
+        """Answer one visitor message (at ``event_id``): stream the reply, then store it.
+
+        ``begun``: the job's OPEN already set the state and read the conversation;
+        ``close``: the reply acks the job and releases the lease (see :meth:`answer_job`).
+        """
+
+        async def finish(content: str, status: ReplyStatus, detail: str | None) -> None:
+            await self._finish(chat_id, message.id, content, status, detail, close, progress)
+
+        if begun is not None:
+            streaming = begun.opening.streaming == message.id
+            cancel = begun.opening.cancel == message.id
+        else:
+            streaming, cancel = await self.log.begin_reply(chat_id, message.id)
         if streaming:
             # An earlier attempt streamed part of this reply and never finished it.
             await self.log.reset_stream(chat_id, message.id, reason="retry")
             self.metrics.stream_resets.inc()
             logger.info("worker.stream_reset", reply_to=message.id)
         if cancel:
-            await self._finish(chat_id, message.id, "", "stopped", "stopped")
+            await finish("", "stopped", "stopped")
             return "stopped"
         try:
-            prompt = await self._conversation(chat_id, event_id, message)
+            prompt = await self._conversation(chat_id, event_id, message, begun)
         except MessageTooLong as err:
             logger.info(
                 "worker.message_too_long", needed=err.needed_tokens, budget=err.budget_tokens
             )
-            await self._finish(chat_id, message.id, err.sentence, "error", f"too_long: {err}")
+            await finish(err.sentence, "error", f"too_long: {err}")
             return "error"
         interval = self.settings.chunk_interval_ms / 1000
         view = ReplyView(
@@ -192,7 +247,7 @@ class AnswerHandler:
                 )
         except StoppedWhileWaiting:
             progress.tokens += view.deltas
-            await self._finish(chat_id, message.id, view.visible, "stopped", "stopped")
+            await finish(view.visible, "stopped", "stopped")
             return "stopped"
         except AgentError as err:
             progress.tokens += view.deltas
@@ -201,26 +256,26 @@ class AnswerHandler:
             logger.warning("worker.agent_failed", category=err.category, error=err.message)
             partial = view.visible.rstrip()
             content = f"{partial}\n\n{AGENT_APOLOGY}" if partial else AGENT_APOLOGY
-            await self._finish(chat_id, message.id, content, "error", err.detail)
+            await finish(content, "error", err.detail)
             return "error"
         except BusError:
             raise
         except Exception as exc:
             logger.exception("worker.answer_crashed")
             detail = f"unknown: {type(exc).__name__}"  # the detail reaches visitors
-            await self._finish(chat_id, message.id, UNEXPECTED_APOLOGY, "error", detail)
+            await finish(UNEXPECTED_APOLOGY, "error", detail)
             return "error"
         progress.tokens += turn.deltas
         if self.health is not None:
             self.health.record_reply(turn.latency_ms)
         if turn.stopped:  # before a restarted attempt showed anything, the old text shows
             content = turn.content or view.visible
-            await self._finish(chat_id, message.id, content, "stopped", "stopped")
+            await finish(content, "stopped", "stopped")
             return "stopped"
         if turn.finish_reason == "length":  # cut at max_tokens: an answer, marked as such
-            await self._finish(chat_id, message.id, turn.content, "truncated", "truncated")
+            await finish(turn.content, "truncated", "truncated")
             return "answered"
-        await self._finish(chat_id, message.id, turn.content, "complete", None)
+        await finish(turn.content, "complete", None)
         return "answered"
 
     async def _reply_until_stopped(
@@ -250,8 +305,10 @@ class AnswerHandler:
             ),
             name="worker.reply",
         )
+        poll_ms = self.settings.cancel_poll_ms
         watcher = asyncio.create_task(
-            self._watch_cancel(chat_id, message_id, writer, answer), name="worker.watch_cancel"
+            watch_cancel(self.log, chat_id, message_id, writer, answer, poll_ms),
+            name="worker.watch_cancel",
         )
         try:
             await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -267,56 +324,60 @@ class AnswerHandler:
         await cancel_and_wait([watcher])
         return answer.result()
 
-    async def _watch_cancel(
-        self, chat_id: str, message_id: str, writer: ChunkWriter, answer: asyncio.Task[AgentTurn]
-    ) -> None:
-        """Return once the visitor asked to stop (``writer.cancelled`` is then set)."""
-        interval = self.settings.cancel_poll_ms / 1000
-        loop = asyncio.get_running_loop()
-        while not answer.done():
-            # The request was checked just before the reply started, and every chunk write
-            # returns it: poll only after an interval without a chunk (issue 10).
-            await asyncio.sleep(interval)
-            if writer.cancelled:
-                return
-            if answer.done() or loop.time() - writer.last_write_at < interval:
-                continue
-            try:
-                if await self.log.cancel_requested(chat_id, message_id):
-                    writer.cancelled = True
-                    return
-            except BusError as exc:  # the chunk writes report Redis trouble
-                logger.debug("worker.cancel_check_failed", error=type(exc).__name__)
-        await asyncio.Event().wait()  # the reply ended first: wait to be cancelled
-
     async def _finish(
-        self, chat_id: str, reply_to: str, content: str, status: ReplyStatus, detail: str | None
+        self,
+        chat_id: str,
+        reply_to: str,
+        content: str,
+        status: ReplyStatus,
+        detail: str | None,
+        close: JobClose | None = None,
+        progress: AnswerProgress | None = None,
     ) -> None:
-        _, duplicate = await self.log.finish_reply(
-            chat_id,
-            reply_to,
-            content,
-            status=status,
-            state="error" if status == "error" else "responded",
-            detail=detail,
-        )
+        state: WorkerState = "error" if status == "error" else "responded"
+        if close is not None and self.opener is not None:
+            if progress is not None:
+                progress.closing = True
+            _, duplicate = await self.opener.finish_and_close(
+                chat_id, reply_to, content, status=status, state=state, detail=detail, close=close
+            )
+            if progress is not None:
+                progress.closed = True
+        else:
+            _, duplicate = await self.log.finish_reply(
+                chat_id, reply_to, content, status=status, state=state, detail=detail
+            )
         if duplicate:
             logger.warning("worker.reply_already_stored", reply_to=reply_to)
 
     async def _conversation(
-        self, chat_id: str, event_id: str, message: MessagePosted
+        self,
+        chat_id: str,
+        event_id: str,
+        message: MessagePosted,
+        begun: Begun | None = None,
     ) -> list[ChatCompletionMessageParam]:
-        """The prompt for ``message``; replies written after it are found by ``replyTo``."""
+        """The prompt for ``message``; replies written after it are found by ``replyTo``.
+
+        ``begun``: from the job's OPEN, the worker's copy of the chat (no read at all).
+        """
         max_turns = self.settings.max_turns
-        for count in (max_turns * MESSAGES_PER_TURN, self.settings.messages_maxlen):
-            recent = await self.log.messages_until(chat_id, "+", count)
-            if any(m.id == message.id for m in recent):
-                break
-        else:
-            recent = await self.log.messages_until(chat_id, event_id, max_turns)
-        asked = [m.id for m in recent if m.sender == "Visitor"]
+        recent: list[MessagePosted] = []
+        saved: dict[str, list[dict[str, Any]]] | None = None
+        if begun is not None and begun.copy.has(message.id):
+            recent = [m for _, m in begun.copy.entries]
+            asked = [m.id for m in recent if m.sender == "Visitor"]
+            saved = begun.copy.tool_turns(asked, begun.opening.memory)
+        if saved is None:
+            for count in (max_turns * MESSAGES_PER_TURN, self.settings.messages_maxlen):
+                recent = await self.log.messages_until(chat_id, "+", count)
+                if any(m.id == message.id for m in recent):
+                    break
+            else:
+                recent = await self.log.messages_until(chat_id, event_id, max_turns)
+            asked = [m.id for m in recent if m.sender == "Visitor"]
+            saved = await self.log.tool_turns(chat_id, asked)
         settings = self.settings
-        saved = await self.log.tool_turns(chat_id, asked)
         rules = PromptRules.for_server(
             server_context_tokens=self.server_context(),
             setting_context_tokens=settings.agent_context_tokens,

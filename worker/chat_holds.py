@@ -19,7 +19,7 @@ import contextlib
 import random
 import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -34,6 +34,20 @@ LEASE_WAIT_LEASES = 10
 #: First and longest wait between two tries for a busy chat lease (seconds).
 LEASE_RETRY_FIRST_SECONDS = 0.05
 LEASE_RETRY_MAX_SECONDS = 1.0
+
+
+class Closing(Protocol):
+    """A job that may release its chat's lease itself, with its last reply (issue 10)."""
+
+    @property
+    def closing(self) -> bool:
+        """The release was sent: stop renewing the lease."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """The release went through: nothing to release."""
+        ...
 
 
 class LeaseUnavailable(Exception):
@@ -62,6 +76,7 @@ class ChatHolds:
         self._heir_slots = asyncio.Semaphore(slots)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._held: dict[str, asyncio.Task[Any]] = {}
+        self._jobs: dict[str, Closing] = {}
         #: Tasks cancelled because another worker took their chat.
         self._lost: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         #: Departed workers (liveness lapsed) whose leases may be taken, until when.
@@ -91,10 +106,14 @@ class ChatHolds:
         return task is not None and task in self._lost
 
     @contextlib.asynccontextmanager
-    async def hold(self, chat_id: str, *, heir: bool = False) -> AsyncIterator[None]:
+    async def hold(
+        self, chat_id: str, *, heir: bool = False, job: Closing | None = None
+    ) -> AsyncIterator[None]:
         """Hold ``chat_id`` for the current task: its local lock, a slot, then its lease.
 
         ``heir``: the job was taken from a departed worker; it takes a heir slot.
+        ``job``: once it is ``closing`` its lease is not renewed, and once ``closed`` it is
+        not released here (its last reply released it).
 
         Raises :class:`LeaseUnavailable` when the lease stays busy or a stop is requested,
         and bus errors untouched.
@@ -109,15 +128,19 @@ class ChatHolds:
             async with lock:
                 await self._acquire(chat_id, slots)  # holds a slot once it returns
                 self._held[chat_id] = task
+                if job is not None:
+                    self._jobs[chat_id] = job
                 if self.on_change is not None:
                     self.on_change()
                 try:
                     yield
                 finally:
                     del self._held[chat_id]
+                    self._jobs.pop(chat_id, None)
                     slots.release()
-                    with contextlib.suppress(BusError):
-                        await asyncio.shield(self.leases.release(chat_id))
+                    if job is None or not job.closed:
+                        with contextlib.suppress(BusError):
+                            await asyncio.shield(self.leases.release(chat_id))
         finally:
             lock, users = self._locks[chat_id]
             if users <= 1:
@@ -128,10 +151,16 @@ class ChatHolds:
     async def renew(self) -> None:
         """Renew every held lease; cancel the job of a chat another worker took."""
         for chat_id, task in list(self._held.items()):
+            job = self._jobs.get(chat_id)
+            if job is not None and job.closing:
+                continue  # its last reply releases the lease
             if not await self.leases.acquire(chat_id, departed=self._departed_now()):
                 logger.warning("worker.lease_lost", chat_id=chat_id)
                 self._lost.add(task)
                 task.cancel()
+            elif job is not None and job.closing:
+                # The renewal may have run after the last reply released the lease.
+                await self.leases.release(chat_id)
 
     async def _acquire(self, chat_id: str, slots: asyncio.Semaphore) -> None:
         """Take a slot and the chat's lease. A slot is never held while the lease is busy:

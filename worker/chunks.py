@@ -27,13 +27,18 @@ import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
+import structlog
+
+from bus import BusError
 from worker.aio import wait_event
 from worker.metrics import WorkerMetrics
-from worker.ports import ChunkLog
+from worker.ports import ChunkLog, ToolLog
 
-__all__ = ["MAX_WINDOW_FACTOR", "ChunkFlusher", "ChunkWriter"]
+__all__ = ["MAX_WINDOW_FACTOR", "ChunkFlusher", "ChunkWriter", "watch_cancel"]
+
+logger = structlog.get_logger("worker")
 
 #: Under load the coalescing window grows up to this many times the configured interval.
 MAX_WINDOW_FACTOR = 4.0
@@ -261,3 +266,31 @@ class ChunkWriter:
             await self.abort()
         else:
             await self.close()
+
+
+async def watch_cancel(
+    log: ToolLog,
+    chat_id: str,
+    message_id: str,
+    writer: ChunkWriter,
+    answer: asyncio.Future[Any],
+    poll_ms: int,
+) -> None:
+    """Return once the visitor asked to stop the reply (``writer.cancelled`` is then set)."""
+    interval = poll_ms / 1000
+    loop = asyncio.get_running_loop()
+    while not answer.done():
+        # The request was checked just before the reply started, and every chunk write
+        # returns it: poll only after an interval without a chunk (issue 10).
+        await asyncio.sleep(interval)
+        if writer.cancelled:
+            return
+        if answer.done() or loop.time() - writer.last_write_at < interval:
+            continue
+        try:
+            if await log.cancel_requested(chat_id, message_id):
+                writer.cancelled = True
+                return
+        except BusError as exc:  # the chunk writes report Redis trouble
+            logger.debug("worker.cancel_check_failed", error=type(exc).__name__)
+    await asyncio.Event().wait()  # the reply ended first: wait to be cancelled

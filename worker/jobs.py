@@ -113,6 +113,7 @@ class Worker:
             health=self.health,
             metrics=self.metrics,
             server_context=lambda: self.health.context_tokens,
+            opener=self.bus.answers,
         )
         self._jobs: dict[JobRef, RunningJob] = {}
         self._stopping = asyncio.Event()

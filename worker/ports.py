@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from openai.types.chat import ChatCompletionMessageParam
 
+from bus import JobClose, Opening
 from bus.schemas import MessagePosted, WorkerState
 from worker.errors import AgentError
 from worker.turns import AgentTurn, ToolCall
@@ -28,6 +29,7 @@ __all__ = [
     "Agent",
     "AgentHealth",
     "AnswerLog",
+    "AnswerOpener",
     "ChunkLog",
     "DeltaSink",
     "EventLog",
@@ -132,6 +134,37 @@ class AnswerLog(ChunkLog, ToolLog, Protocol):
         detail: str | None,
     ) -> tuple[dict[str, Any], bool]:
         """Store the reply (at most one per message); the flag says one existed already."""
+        ...
+
+
+class AnswerOpener(Protocol):
+    """An answer's first and last round trips (``bus.ChatAnswering``; issue 10)."""
+
+    async def open(
+        self,
+        chat_id: str,
+        message_id: str,
+        *,
+        known: str | None,
+        known_has_message: bool,
+        window: int,
+        memory_ids: tuple[str, ...] = (),
+    ) -> Opening:
+        """Check for a reply, read what is newer than ``known``, set ``processing``."""
+        ...
+
+    async def finish_and_close(
+        self,
+        chat_id: str,
+        reply_to: str,
+        content: str,
+        *,
+        status: ReplyStatus,
+        state: WorkerState,
+        detail: str | None,
+        close: JobClose,
+    ) -> tuple[dict[str, Any], bool]:
+        """``AnswerLog.finish_reply``, acking the job and releasing the chat's lease too."""
         ...
 
 

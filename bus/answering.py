@@ -1,0 +1,266 @@
+"""One answer in two round trips: OPEN before the model is asked, FINISH_CLOSE after.
+
+Issue 10. Before, a short exchange cost the worker about ten round trips after the job read
+(the reply check, the unanswered range, the history, the tool memory, the state, the
+finish, the ack, the lease release), and the history was read and parsed again for every
+job. Now:
+
+- :data:`OPEN` checks the visitor message has no reply, reads the chat's Messages newer
+  than the worker's copy (``known``: the newest Message it holds; the copy is valid while
+  that entry is still in the log, else the newest ``window`` come back), the tool memory
+  the prompt needs, and, when the message is in that window, sets the chat ``processing``
+  and reports an earlier attempt's chunks and a stop request (as :data:`bus.scripts.BEGIN`).
+- :data:`FINISH_CLOSE` is :data:`bus.scripts.FINISH` (the Message, the done chunk, the
+  state, the reply mapping) plus the job's ack (and the trim of finished jobs) and the
+  release of the chat's lease, in the same script: a reply is never stored with its job
+  left pending, and the job's stream key is passed in KEYS, so on the partitioned layout
+  it is one slot with the chat's keys.
+
+Both run on the chat's keys only (plus its lease and its partition's jobs stream), so they
+keep every guarantee of the scripts they replace.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from redis.exceptions import RedisError
+
+from bus import scripts
+from bus.chatlog import ChatLog
+from bus.errors import as_bus_error, translates_redis_errors
+from bus.schemas import (
+    ChunkProduced,
+    MessagePosted,
+    WorkerState,
+    WorkerStateChanged,
+    encode,
+    iso_now,
+    render_frame,
+)
+
+__all__ = ["FINISH_CLOSE", "OPEN", "ChatAnswering", "JobClose", "Opening"]
+
+#: KEYS: the six chat keys. ARGV: channel, processing state, maxlen, msg_maxlen, ttl_ms,
+#: message id, known entry id ('' none), window, message known to the caller (0/1), then
+#: message ids whose tool memory is wanted (the new entries' visitor messages and the
+#: questions of their replies are added).
+#: -> {'dup'} | {status, fresh, entries, memory ids, memory values, streaming, cancel} with
+#: status 'open' (state set) or 'unknown' (the message is not in the window: nothing set);
+#: ``fresh`` 1 when the entries replace the caller's copy (newest first either way).
+OPEN = (
+    scripts._APPEND_FN
+    + """
+if redis.call('HEXISTS', KEYS[4], ARGV[6]) == 1 then return {'dup'} end
+local min, fresh = '-', 1
+if ARGV[7] ~= '' and #redis.call('XRANGE', KEYS[3], ARGV[7], ARGV[7]) == 1 then
+  min, fresh = '(' .. ARGV[7], 0
+end
+local entries = redis.call('XREVRANGE', KEYS[3], '+', min, 'COUNT', ARGV[8])
+local found = ARGV[9] == '1'
+local ids = {ARGV[6]}
+for i = 10, #ARGV do ids[#ids + 1] = ARGV[i] end
+for _, entry in ipairs(entries) do
+  local ok, m = pcall(cjson.decode, entry[2][2])
+  if ok and type(m) == 'table' then
+    if m['id'] == ARGV[6] then found = true end
+    if m['sender'] == 'Terra' and type(m['replyTo']) == 'string' then
+      ids[#ids + 1] = m['replyTo']
+    elseif m['sender'] == 'Visitor' and type(m['id']) == 'string' then
+      ids[#ids + 1] = m['id']
+    end
+  end
+end
+local memory = redis.call('HMGET', KEYS[5], unpack(ids))
+local status = 'unknown'
+if found then
+  status = 'open'
+  append(ARGV[1], ARGV[2], 'state', ARGV[3], ARGV[4])
+  refresh(ARGV[5])
+end
+local streaming = redis.call('HGET', KEYS[2], 'streaming') or ''
+local cancel = redis.call('GET', KEYS[6]) or ''
+return {status, fresh, entries, ids, memory, streaming, cancel}
+"""
+)
+
+# FINISH, closing the job at both of its returns. KEYS[7]: lease, KEYS[8]: jobs stream.
+_FINISH_RETURNS = ("return {'dup', existing}", "return {'new', mid}")
+_CLOSE_FN = scripts._JOBS_TRIM_FN.replace("KEYS[1]", "KEYS[8]") + (
+    """
+local function close_job()
+  redis.call('XACK', KEYS[8], ARGV[9], ARGV[10])
+  trim_finished(ARGV[9])
+  if redis.call('GET', KEYS[7]) == ARGV[11] then redis.call('DEL', KEYS[7]) end
+end
+"""
+)
+
+
+def _finish_close(finish: str) -> str:
+    for ret in _FINISH_RETURNS:
+        if finish.count(ret) != 1:
+            raise RuntimeError(f"bus.scripts.FINISH changed: {ret!r} not found once")
+        finish = finish.replace(ret, f"close_job() {ret}")
+    return _CLOSE_FN + finish
+
+
+#: KEYS: the six chat keys, the chat's lease, the job's jobs stream.
+#: ARGV: FINISH's eight, then group, job entry id, lease owner -> as FINISH
+FINISH_CLOSE = _finish_close(scripts.FINISH)
+
+
+@dataclass(frozen=True, slots=True)
+class JobClose:
+    """The job a reply ends: acked, and the chat's lease released, with the reply."""
+
+    entry_id: str
+    partition: int
+    lease_owner: str
+
+
+@dataclass(slots=True)
+class Opening:
+    """What :meth:`ChatAnswering.open` learnt (see :data:`OPEN`)."""
+
+    #: ``open`` (state set), ``unknown`` (the message is not in the window) or ``dup``.
+    status: str
+    #: The entries replace the caller's copy (it was stale or absent).
+    fresh: bool = True
+    #: Messages newer than the caller's copy (or the newest ``window``), newest first.
+    entries: list[tuple[str, MessagePosted]] = field(default_factory=list)
+    #: Saved tool turns of the asked messages (None: none saved or unreadable).
+    memory: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
+    #: Visitor message whose reply has chunks and no final Message ('' none).
+    streaming: str = ""
+    #: Visitor message whose reply the visitor asked to stop ('' none).
+    cancel: str = ""
+
+
+def _turns(raw: object) -> list[dict[str, Any]] | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        turns = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(turns, list) and all(isinstance(t, dict) for t in turns):
+        return turns
+    return None
+
+
+@translates_redis_errors
+class ChatAnswering:
+    """The OPEN and FINISH_CLOSE round trips of one chat log (see the module doc)."""
+
+    def __init__(self, log: ChatLog) -> None:
+        self.log = log
+        cluster = log.keys.cluster
+        self._open = log.redis.register_script(scripts.for_layout(OPEN, cluster))
+        self._finish_close = log.redis.register_script(scripts.for_layout(FINISH_CLOSE, cluster))
+
+    async def open(
+        self,
+        chat_id: str,
+        message_id: str,
+        *,
+        known: str | None,
+        known_has_message: bool,
+        window: int,
+        memory_ids: tuple[str, ...] = (),
+    ) -> Opening:
+        """One round trip before answering ``message_id`` (see :data:`OPEN`)."""
+        log = self.log
+        lim = log.limits
+        event = WorkerStateChanged(chatId=chat_id, state="processing", updatedAt=iso_now())
+        try:
+            reply = await self._open(
+                keys=log._chat_keys(chat_id),
+                args=[
+                    log.keys.chat_channel(chat_id),
+                    encode(event),
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                    message_id,
+                    known or "",
+                    window,
+                    "1" if known_has_message else "0",
+                    *memory_ids,
+                ],
+            )
+        except RedisError as exc:
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
+        if reply[0] == "dup":
+            return Opening("dup")
+        status, fresh, entries, ids, values, streaming, cancel = reply
+        return Opening(
+            status=str(status),
+            fresh=bool(int(fresh)),
+            entries=[(str(eid), log._message(str(eid), str(flat[1]))) for eid, flat in entries],
+            memory={str(i): _turns(v) for i, v in zip(ids, values, strict=True)},
+            streaming=str(streaming),
+            cancel=str(cancel),
+        )
+
+    async def finish_and_close(
+        self,
+        chat_id: str,
+        reply_to: str,
+        content: str,
+        *,
+        status: Literal["complete", "stopped", "error", "truncated"],
+        state: WorkerState,
+        detail: str | None,
+        close: JobClose,
+    ) -> tuple[dict[str, Any], bool]:
+        """:meth:`bus.chatlog.ChatLog.finish_reply`, acking the job and releasing the lease
+        in the same round trip (also when a reply existed: then only those two)."""
+        log = self.log
+        keys = log.keys
+        lim = log.limits
+        message = MessagePosted(
+            id=str(uuid.uuid4()),
+            chatId=chat_id,
+            sender="Terra",
+            content=content,
+            createdAt=iso_now(),
+            replyTo=reply_to,
+            status=None if status == "complete" else status,
+        )
+        done = ChunkProduced(
+            chatId=chat_id, content="", done=True, emittedAt=iso_now(), replyTo=reply_to
+        )
+        state_event = WorkerStateChanged(
+            chatId=chat_id, state=state, detail=detail, updatedAt=iso_now()
+        )
+        log._recent.pop(chat_id, None)  # a new Message: ChatLog's snapshot is stale
+        try:
+            result = await self._finish_close(
+                keys=[
+                    *log._chat_keys(chat_id),
+                    keys.chat_lease(chat_id),
+                    keys.jobs_stream(close.partition),
+                ],
+                args=[
+                    keys.chat_channel(chat_id),
+                    encode(message),
+                    reply_to,
+                    encode(done),
+                    encode(state_event),
+                    lim.events_maxlen,
+                    lim.messages_maxlen,
+                    lim.retention_ms,
+                    keys.jobs_group,
+                    close.entry_id,
+                    close.lease_owner,
+                ],
+            )
+        except RedisError as exc:
+            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
+        if result[0] == "dup":
+            return {"eventId": str(result[1])}, True
+        return render_frame(encode(message), str(result[1])), False

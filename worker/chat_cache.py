@@ -1,0 +1,172 @@
+"""The worker's copy of each chat's recent Messages and tool memory (issue 10).
+
+A chat's Messages never change once written, so the worker keeps the newest ``window`` of
+them per chat and asks the bus only for what is newer (:meth:`bus.ChatAnswering.open`,
+which checks the copy's newest entry is still in the log: a log trimmed past it, expired or
+recreated sends the whole window again). Tool memory is kept only for visitor messages
+that have a reply in the window: it is final then (the answer that wrote it has ended).
+
+Which visitor messages a job answers is computed from the copy exactly as
+``ChatLog.unanswered_until`` does from the log (oldest first, up to the job's message,
+stopping at the first one with a reply), as long as the copy reaches back far enough to
+decide; otherwise the caller falls back to the bus's paging read.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus import Opening
+from bus.schemas import MessagePosted
+from worker.ports import AnswerOpener
+
+__all__ = ["CHATS_KEPT", "Begun", "ChatCopy", "ConversationCache", "open_answer"]
+
+#: Chats whose copy is kept (least recently used dropped first).
+CHATS_KEPT = 1024
+
+Entry = tuple[str, MessagePosted]
+
+
+@dataclass(slots=True)
+class ChatCopy:
+    """One chat's newest Messages (oldest first) and the final tool memory among them."""
+
+    entries: list[Entry] = field(default_factory=list)
+    #: True when ``entries`` hold every Message the log has (fewer than the window).
+    whole: bool = False
+    #: Saved tool turns of answered visitor messages (None: none saved).
+    memory: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
+
+    @property
+    def newest(self) -> str | None:
+        """Entry id of the newest Message held."""
+        return self.entries[-1][0] if self.entries else None
+
+    def has(self, message_id: str) -> bool:
+        """True when the Message ``message_id`` is held."""
+        return any(m.id == message_id for _, m in self.entries)
+
+    def replied(self) -> set[str]:
+        """Visitor message ids with a reply among the Messages held."""
+        return {m.replyTo for _, m in self.entries if m.sender == "Terra" and m.replyTo}
+
+    def unanswered_until(self, message_id: str) -> list[Entry] | None:
+        """``ChatLog.unanswered_until`` from the copy; None when the copy cannot decide."""
+        replied = self.replied()
+        found = False
+        newest_first: list[Entry] = []
+        for event_id, msg in reversed(self.entries):
+            found = found or msg.id == message_id
+            if not found or msg.sender != "Visitor":
+                continue
+            if msg.id in replied:
+                return newest_first[::-1]
+            newest_first.append((event_id, msg))
+        return newest_first[::-1] if found and self.whole else None
+
+    def tool_turns(
+        self, asked: list[str], fresh: dict[str, list[dict[str, Any]] | None]
+    ) -> dict[str, list[dict[str, Any]]] | None:
+        """Saved tool turns of ``asked`` (``fresh``: just read), None if one is unknown."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for message_id in asked:
+            if message_id in fresh:
+                turns = fresh[message_id]
+            elif message_id in self.memory:
+                turns = self.memory[message_id]
+            else:
+                return None
+            if turns:
+                found[message_id] = turns
+        return found
+
+
+class ConversationCache:
+    """Per-chat copies, at most :data:`CHATS_KEPT` (see the module doc)."""
+
+    def __init__(self, window: int, chats: int = CHATS_KEPT) -> None:
+        self.window = window
+        self.chats = chats
+        self._copies: OrderedDict[str, ChatCopy] = OrderedDict()
+
+    def get(self, chat_id: str) -> ChatCopy | None:
+        """The chat's copy, if one is kept."""
+        copy = self._copies.get(chat_id)
+        if copy is not None:
+            self._copies.move_to_end(chat_id)
+        return copy
+
+    def drop(self, chat_id: str) -> None:
+        """Forget the chat's copy (its next answer reads the window again)."""
+        self._copies.pop(chat_id, None)
+
+    def update(self, chat_id: str, opening: Opening) -> ChatCopy:
+        """The chat's copy with what :meth:`bus.ChatAnswering.open` returned."""
+        copy = self._copies.get(chat_id)
+        new = opening.entries[::-1]  # oldest first
+        if copy is None or opening.fresh:
+            copy = ChatCopy(entries=new, whole=len(new) < self.window)
+        else:
+            copy.entries.extend(new)
+            if len(copy.entries) > self.window:
+                del copy.entries[: len(copy.entries) - self.window]
+                copy.whole = False
+        replied = copy.replied()
+        held = {m.id for _, m in copy.entries}
+        copy.memory = {k: v for k, v in copy.memory.items() if k in held}
+        for message_id, turns in opening.memory.items():
+            if message_id in replied:
+                copy.memory[message_id] = turns
+        self._copies[chat_id] = copy
+        self._copies.move_to_end(chat_id)
+        while len(self._copies) > self.chats:
+            self._copies.popitem(last=False)
+        return copy
+
+
+@dataclass(slots=True)
+class Begun:
+    """What a job's OPEN told its first answer: the chat's copy and what was just read."""
+
+    copy: ChatCopy
+    opening: Opening
+
+
+async def open_answer(
+    opener: AnswerOpener, cache: ConversationCache, chat_id: str, message_id: str
+) -> tuple[Begun | None, list[Entry] | None] | None:
+    """The OPEN round trip of a job for ``message_id``, with the chat's copy.
+
+    ``None`` when ``message_id`` has a reply; else what the first answer may use (None: it
+    begins as usual, BEGIN and all) and the messages to answer (None: the caller reads them
+    with the bus's paging read).
+    """
+    copy = cache.get(chat_id)
+    waiting: tuple[str, ...] = ()
+    if copy is not None:  # their tool memory may have changed: an earlier attempt's rounds
+        replied = copy.replied()
+        for _, msg in reversed(copy.entries):
+            if msg.sender == "Visitor":
+                if msg.id in replied:
+                    break
+                waiting += (msg.id,)
+    opening = await opener.open(
+        chat_id,
+        message_id,
+        known=copy.newest if copy is not None else None,
+        known_has_message=copy is not None and copy.has(message_id),
+        window=cache.window,
+        memory_ids=waiting,
+    )
+    if opening.status == "dup":
+        return None
+    copy = cache.update(chat_id, opening)
+    if opening.status != "open":
+        return None, None  # not in the window: the paging read decides
+    pending = copy.unanswered_until(message_id)
+    if pending is None:
+        return None, None  # the copy cannot decide (a long backlog): the paging read does
+    return Begun(copy, opening), pending
