@@ -14,6 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bus.connection import connection_class_for
+
 __all__ = ["RedisOptions", "create_redis", "is_cluster_client"]
 
 #: Reconnect backoff never waits longer than this between attempts (seconds).
@@ -140,6 +142,9 @@ def create_redis(
         )
         return cast("Redis", nodes)  # the same command API; see the docstring
     client: Redis = Redis.from_url(url, **common)
+    # No Task per command (bus.connection; issue 10). Set on the pool, not passed to
+    # from_url, which would put SSLConnection back for rediss://.
+    client.connection_pool.connection_class = connection_class_for(url)
     return client
 
 

@@ -1,0 +1,139 @@
+"""An answer's OPEN and FINISH_CLOSE round trips on a real redis-server (issue 10), and the
+worker's copy of a chat deciding what to answer as ``ChatLog.unanswered_until`` does."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from bus import BusKeys, ChatAnswering, ChatLease, ChatLog, JobClose, JobQueue
+from bus.client import create_redis
+from tests.support.redis_server import RedisServer
+from worker.chat_cache import ConversationCache, open_answer
+
+KEYS = BusKeys()
+
+
+async def _reply(log: ChatLog, chat: str, to: str, text: str = "ok") -> None:
+    await log.finish_reply(chat, to, text)
+
+
+async def test_open_reads_only_what_is_newer_than_the_copy(chat_log: ChatLog) -> None:
+    answering = ChatAnswering(chat_log)
+    first = await chat_log.accept_visitor_message("c", "one")
+    first_id = str(first.message["id"])
+    cold = await answering.open("c", first_id, known=None, known_has_message=False, window=8)
+    assert cold.status == "open"
+    assert cold.fresh
+    assert [m.id for _, m in cold.entries] == [first_id]
+    await _reply(chat_log, "c", first_id)
+    second = await chat_log.accept_visitor_message("c", "two")
+    second_id = str(second.message["id"])
+
+    warm = await answering.open(
+        "c", second_id, known=cold.entries[0][0], known_has_message=False, window=8
+    )
+    assert warm.status == "open"
+    assert not warm.fresh
+    assert [(m.sender, m.content) for _, m in warm.entries] == [("Visitor", "two"), ("Terra", "ok")]
+    assert set(warm.memory) >= {first_id, second_id}  # the new reply's question, the new message
+
+    state = await chat_log.worker_state("c")
+    assert state["state"] == "processing"
+
+
+async def test_a_copy_of_a_recreated_log_is_replaced(
+    chat_log: ChatLog, redis_client: Redis
+) -> None:
+    answering = ChatAnswering(chat_log)
+    old = await chat_log.accept_visitor_message("c", "before the loss")
+    cold = await answering.open(
+        "c", str(old.message["id"]), known=None, known_has_message=False, window=8
+    )
+    await redis_client.delete(KEYS.chat_messages("c"), KEYS.chat_events("c"), KEYS.chat_meta("c"))
+    new = await chat_log.accept_visitor_message("c", "after")
+    opening = await answering.open(
+        "c", str(new.message["id"]), known=cold.entries[0][0], known_has_message=False, window=8
+    )
+    assert opening.fresh
+    assert [m.content for _, m in opening.entries] == ["after"]
+
+
+async def test_open_sets_nothing_for_an_answered_or_unknown_message(chat_log: ChatLog) -> None:
+    answering = ChatAnswering(chat_log)
+    accepted = await chat_log.accept_visitor_message("c", "hello")
+    message_id = str(accepted.message["id"])
+    await _reply(chat_log, "c", message_id)
+    last = await chat_log.last_event_id("c")
+    assert (
+        await answering.open("c", message_id, known=None, known_has_message=False, window=8)
+    ).status == "dup"
+    unknown = await answering.open("c", "nope", known=None, known_has_message=False, window=8)
+    assert unknown.status == "unknown"
+    assert await chat_log.last_event_id("c") == last  # no state event either time
+
+
+async def test_finish_close_acks_the_job_and_releases_only_its_own_lease(
+    redis_server: RedisServer, chat_log: ChatLog
+) -> None:
+    redis = create_redis(redis_server.url, client_name="worker")
+    try:
+        jobs = JobQueue(redis, KEYS, consumer="w1")
+        lease = ChatLease(redis, KEYS, owner="w1")
+        answering = ChatAnswering(ChatLog(redis, KEYS))
+        await jobs.ensure_group()
+        accepted = await chat_log.accept_visitor_message("c", "hello")
+        [delivery] = await jobs.take(1)
+        assert await lease.acquire("c")
+        close = JobClose(delivery.entry_id, delivery.partition, "w1")
+        _, dup = await answering.finish_and_close(
+            "c",
+            str(accepted.message["id"]),
+            "hi",
+            status="complete",
+            state="responded",
+            detail=None,
+            close=close,
+        )
+        assert not dup
+        assert await jobs.owned() == []  # acked
+        assert await redis.get(KEYS.chat_lease("c")) is None
+        assert await chat_log.reply_event_id("c", str(accepted.message["id"])) is not None
+
+        # Again (a retried call): nothing written, and another worker's lease stays.
+        await redis.set(KEYS.chat_lease("c"), "w2")
+        _, dup = await answering.finish_and_close(
+            "c",
+            str(accepted.message["id"]),
+            "hi",
+            status="complete",
+            state="responded",
+            detail=None,
+            close=close,
+        )
+        assert dup
+        assert await redis.get(KEYS.chat_lease("c")) == "w2"
+    finally:
+        await redis.aclose()
+
+
+async def test_the_copy_answers_the_same_messages_as_the_log(chat_log: ChatLog) -> None:
+    """Backlogs, answered and unanswered messages: the copy's pending list is the log's."""
+    answering = ChatAnswering(chat_log)
+    cache = ConversationCache(window=6)
+    ids: list[str] = []
+    decided = 0
+    for round_ in range(5):
+        for n in range(round_ % 3 + 1):
+            accepted = await chat_log.accept_visitor_message("c", f"q{round_}.{n}")
+            ids.append(str(accepted.message["id"]))
+        target = ids[-1]
+        expected = await chat_log.unanswered_until("c", target)
+        opened = await open_answer(answering, cache, "c", target)
+        assert opened is not None
+        _, pending = opened
+        if pending is not None:  # None: the copy cannot decide, the paging read does
+            assert [m.id for _, m in pending] == [m.id for _, m in expected]
+            decided += 1
+        for _, message in expected[: max(1, len(expected) - 1)]:  # leave one unanswered
+            await _reply(chat_log, "c", message.id)
+    assert decided >= 4
