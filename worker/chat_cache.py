@@ -49,13 +49,16 @@ class ChatCopy:
         """True when the Message ``message_id`` is held."""
         return any(m.id == message_id for _, m in self.entries)
 
-    def replied(self) -> set[str]:
-        """Visitor message ids with a reply among the Messages held."""
-        return {m.replyTo for _, m in self.entries if m.sender == "Terra" and m.replyTo}
+    #: Visitor message ids with a reply among the Messages held (kept by the cache).
+    replied: set[str] = field(default_factory=set)
+
+    def count_replies(self) -> None:
+        """Recompute :attr:`replied` (the entries changed)."""
+        self.replied = {m.replyTo for _, m in self.entries if m.sender == "Terra" and m.replyTo}
 
     def unanswered_until(self, message_id: str) -> list[Entry] | None:
         """``ChatLog.unanswered_until`` from the copy; None when the copy cannot decide."""
-        replied = self.replied()
+        replied = self.replied
         found = False
         newest_first: list[Entry] = []
         for event_id, msg in reversed(self.entries):
@@ -114,7 +117,8 @@ class ConversationCache:
             if len(copy.entries) > self.window:
                 del copy.entries[: len(copy.entries) - self.window]
                 copy.whole = False
-        replied = copy.replied()
+        copy.count_replies()
+        replied = copy.replied
         held = {m.id for _, m in copy.entries}
         copy.memory = {k: v for k, v in copy.memory.items() if k in held}
         for message_id, turns in opening.memory.items():
@@ -147,7 +151,7 @@ async def open_answer(
     copy = cache.get(chat_id)
     waiting: tuple[str, ...] = ()
     if copy is not None:  # their tool memory may have changed: an earlier attempt's rounds
-        replied = copy.replied()
+        replied = copy.replied
         for _, msg in reversed(copy.entries):
             if msg.sender == "Visitor":
                 if msg.id in replied:
