@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError
 from bus import scripts
 from bus.chatlog import ChatLog
 from bus.errors import as_bus_error, translates_redis_errors
+from bus.lease import ChatLease
 from bus.schemas import (
     ChunkProduced,
     MessagePosted,
@@ -44,17 +46,27 @@ from bus.schemas import (
 
 __all__ = ["FINISH_CLOSE", "OPEN", "ChatAnswering", "JobClose", "Opening"]
 
-#: KEYS: the six chat keys. ARGV: channel, processing state, maxlen, msg_maxlen, ttl_ms,
-#: message id, known entry id ('' none), window, message known to the caller (0/1), then
-#: message ids whose tool memory is wanted (the new entries' visitor messages and the
-#: questions of their replies are added).
-#: -> {'dup'} | {status, fresh, entries, memory ids, memory values, streaming, cancel} with
-#: status 'open' (state set) or 'unknown' (the message is not in the window: nothing set);
-#: ``fresh`` 1 when the entries replace the caller's copy (newest first either way).
+#: KEYS: the six chat keys, the chat's lease. ARGV: channel, processing state, maxlen,
+#: msg_maxlen, ttl_ms, message id, known entry id ('' none), window, message known to the
+#: caller (0/1), lease owner ('' leaves the lease alone), lease ttl_ms, n, then n message ids
+#: whose tool memory is wanted (the new entries' visitor messages and the questions of their
+#: replies are added), then departed workers (their lease is taken at once: LEASE_ACQUIRE).
+#: -> {'dup'} | {'busy'} (another worker holds the lease; nothing set)
+#:    | {status, fresh, entries, memory ids, memory values, streaming, cancel} with status
+#:    'open' (state set) or 'unknown' (the message is not in the window: no state set);
+#:    ``fresh`` 1 when the entries replace the caller's copy (newest first either way).
 OPEN = (
     scripts._APPEND_FN
     + """
 if redis.call('HEXISTS', KEYS[4], ARGV[6]) == 1 then return {'dup'} end
+local n = tonumber(ARGV[12])
+if ARGV[10] ~= '' then
+  local holder = redis.call('GET', KEYS[7])
+  local free = (not holder) or holder == ARGV[10]
+  for i = 13 + n, #ARGV do if holder == ARGV[i] then free = true end end
+  if not free then return {'busy'} end
+  redis.call('SET', KEYS[7], ARGV[10], 'PX', ARGV[11])
+end
 local min, fresh = '-', 1
 if ARGV[7] ~= '' and #redis.call('XRANGE', KEYS[3], ARGV[7], ARGV[7]) == 1 then
   min, fresh = '(' .. ARGV[7], 0
@@ -62,7 +74,7 @@ end
 local entries = redis.call('XREVRANGE', KEYS[3], '+', min, 'COUNT', ARGV[8])
 local found = ARGV[9] == '1'
 local ids = {ARGV[6]}
-for i = 10, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = 13, 12 + n do ids[#ids + 1] = ARGV[i] end
 for _, entry in ipairs(entries) do
   local ok, m = pcall(cjson.decode, entry[2][2])
   if ok and type(m) == 'table' then
@@ -126,7 +138,8 @@ class JobClose:
 class Opening:
     """What :meth:`ChatAnswering.open` learnt (see :data:`OPEN`)."""
 
-    #: ``open`` (state set), ``unknown`` (the message is not in the window) or ``dup``.
+    #: ``open`` (state set), ``unknown`` (the message is not in the window), ``dup`` (it
+    #: has a reply) or ``busy`` (another worker holds the chat's lease).
     status: str
     #: The entries replace the caller's copy (it was stale or absent).
     fresh: bool = True
@@ -156,8 +169,10 @@ def _turns(raw: object) -> list[dict[str, Any]] | None:
 class ChatAnswering:
     """The OPEN and FINISH_CLOSE round trips of one chat log (see the module doc)."""
 
-    def __init__(self, log: ChatLog) -> None:
+    def __init__(self, log: ChatLog, lease: ChatLease | None = None) -> None:
         self.log = log
+        #: The chat leases OPEN takes (``lease=True``) and FINISH_CLOSE releases.
+        self.lease = lease
         cluster = log.keys.cluster
         self._open = log.redis.register_script(scripts.for_layout(OPEN, cluster))
         self._finish_close = log.redis.register_script(scripts.for_layout(FINISH_CLOSE, cluster))
@@ -171,14 +186,25 @@ class ChatAnswering:
         known_has_message: bool,
         window: int,
         memory_ids: tuple[str, ...] = (),
+        lease: bool = False,
+        departed: Collection[str] = (),
     ) -> Opening:
-        """One round trip before answering ``message_id`` (see :data:`OPEN`)."""
+        """One round trip before answering ``message_id`` (see :data:`OPEN`).
+
+        With ``lease``, the chat's lease is taken first (as ``ChatLease.acquire`` with
+        ``departed``); status ``busy`` when another worker holds it.
+        """
         log = self.log
+        owner, ttl = "", 0
+        if lease:
+            if self.lease is None:
+                raise ValueError("no ChatLease to take")
+            owner, ttl = self.lease.owner, self.lease.ttl_ms
         lim = log.limits
         event = WorkerStateChanged(chatId=chat_id, state="processing", updatedAt=iso_now())
         try:
             reply = await self._open(
-                keys=log._chat_keys(chat_id),
+                keys=[*log._chat_keys(chat_id), log.keys.chat_lease(chat_id)],
                 args=[
                     log.keys.chat_channel(chat_id),
                     encode(event),
@@ -189,13 +215,17 @@ class ChatAnswering:
                     known or "",
                     window,
                     "1" if known_has_message else "0",
+                    owner,
+                    ttl,
+                    len(memory_ids),
                     *memory_ids,
+                    *departed,
                 ],
             )
         except RedisError as exc:
             raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
-        if reply[0] == "dup":
-            return Opening("dup")
+        if reply[0] in ("dup", "busy"):
+            return Opening(str(reply[0]))
         status, fresh, entries, ids, values, streaming, cancel = reply
         return Opening(
             status=str(status),

@@ -39,12 +39,12 @@ class WorkerBus(FrontEnd):
         keys = settings.bus_keys
         #: The chat logs: conversation reads, chunk and event writes, replies, tool memory.
         self.chats = ChatLog(redis, keys, settings.limits)
-        #: An answer's first and last round trips (issue 10).
-        self.answers = ChatAnswering(self.chats)
         #: The jobs stream as this consumer sees it.
         self.jobs = JobQueue(redis, keys, consumer=name)
         #: Per-chat leases held by this worker.
         self.leases = ChatLease(redis, keys, owner=name, ttl_ms=lease_ttl_ms)
+        #: An answer's first and last round trips, lease included (issue 10).
+        self.answers = ChatAnswering(self.chats, self.leases)
         #: Worker heartbeats.
         self.presence = Presence(redis, keys)
 

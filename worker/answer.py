@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
@@ -36,7 +36,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from bus import BusError, JobClose
 from bus.schemas import MessagePosted, WorkerState
 from worker.aio import cancel_and_wait
-from worker.chat_cache import Begun, ConversationCache, open_answer
+from worker.chat_cache import AnswerStart, Begun, ConversationCache, open_answer
 from worker.chunks import ChunkWriter, watch_cancel
 from worker.conversation import MessageTooLong, PromptRules, build_prompt, prompt_texts
 from worker.errors import AgentError
@@ -145,6 +145,7 @@ class AnswerHandler:
         progress: AnswerProgress | None = None,
         stopping: Callable[[], bool] = lambda: False,
         close: JobClose | None = None,
+        start: AnswerStart | None = None,
     ) -> AnswerOutcome:
         """Answer, oldest first, every unanswered visitor message up to ``message_id``.
 
@@ -155,7 +156,9 @@ class AnswerHandler:
         progress = progress if progress is not None else AnswerProgress()
         begun: Begun | None = None
         pending: list[tuple[str, MessagePosted]] | None = None
-        if self.opener is not None:
+        if start is not None and start.result is not None:  # opened with the lease
+            begun, pending = start.result
+        elif self.opener is not None:
             opened = await open_answer(self.opener, self.cache, chat_id, message_id)
             if opened is None:
                 return "duplicate"
@@ -362,12 +365,7 @@ class AnswerHandler:
         ``begun``: from the job's OPEN, the worker's copy of the chat (no read at all).
         """
         max_turns = self.settings.max_turns
-        recent: list[MessagePosted] = []
-        saved: dict[str, list[dict[str, Any]]] | None = None
-        if begun is not None and begun.copy.has(message.id):
-            recent = [m for _, m in begun.copy.entries]
-            asked = [m.id for m in recent if m.sender == "Visitor"]
-            saved = begun.copy.tool_turns(asked, begun.opening.memory)
+        recent, saved = begun.prompt_sources(message.id) if begun else ([], None)
         if saved is None:
             for count in (max_turns * MESSAGES_PER_TURN, self.settings.messages_maxlen):
                 recent = await self.log.messages_until(chat_id, "+", count)

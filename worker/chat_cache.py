@@ -15,6 +15,7 @@ decide; otherwise the caller falls back to the bus's paging read.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,16 @@ from bus import Opening
 from bus.schemas import MessagePosted
 from worker.ports import AnswerOpener
 
-__all__ = ["CHATS_KEPT", "Begun", "ChatCopy", "ConversationCache", "open_answer"]
+__all__ = [
+    "CHATS_KEPT",
+    "AlreadyAnswered",
+    "AnswerStart",
+    "Begun",
+    "ChatCopy",
+    "ConversationCache",
+    "LeaseBusy",
+    "open_answer",
+]
 
 #: Chats whose copy is kept (least recently used dropped first).
 CHATS_KEPT = 1024
@@ -138,15 +148,36 @@ class Begun:
     copy: ChatCopy
     opening: Opening
 
+    def prompt_sources(
+        self, message_id: str
+    ) -> tuple[list[MessagePosted], dict[str, list[dict[str, Any]]] | None]:
+        """The Messages and tool memory a prompt for ``message_id`` reads (None: unknown)."""
+        if not self.copy.has(message_id):
+            return [], None
+        recent = [m for _, m in self.copy.entries]
+        asked = [m.id for m in recent if m.sender == "Visitor"]
+        return recent, self.copy.tool_turns(asked, self.opening.memory)
+
+
+class AlreadyAnswered(Exception):
+    """The job's message has a reply already (found by its OPEN): ack it, answer nothing."""
+
 
 async def open_answer(
-    opener: AnswerOpener, cache: ConversationCache, chat_id: str, message_id: str
+    opener: AnswerOpener,
+    cache: ConversationCache,
+    chat_id: str,
+    message_id: str,
+    *,
+    lease: bool = False,
+    departed: Sequence[str] = (),
 ) -> tuple[Begun | None, list[Entry] | None] | None:
     """The OPEN round trip of a job for ``message_id``, with the chat's copy.
 
     ``None`` when ``message_id`` has a reply; else what the first answer may use (None: it
     begins as usual, BEGIN and all) and the messages to answer (None: the caller reads them
-    with the bus's paging read).
+    with the bus's paging read). With ``lease`` the chat's lease is taken too, and
+    :class:`LeaseBusy` is raised when another worker holds it.
     """
     copy = cache.get(chat_id)
     waiting: tuple[str, ...] = ()
@@ -164,7 +195,11 @@ async def open_answer(
         known_has_message=copy is not None and copy.has(message_id),
         window=cache.window,
         memory_ids=waiting,
+        lease=lease,
+        departed=departed,
     )
+    if opening.status == "busy":
+        raise LeaseBusy(chat_id)
     if opening.status == "dup":
         return None
     copy = cache.update(chat_id, opening)
@@ -174,3 +209,42 @@ async def open_answer(
     if pending is None:
         return None, None  # the copy cannot decide (a long backlog): the paging read does
     return Begun(copy, opening), pending
+
+
+class LeaseBusy(Exception):
+    """Another worker holds the chat's lease (OPEN took nothing)."""
+
+
+class AnswerStart:
+    """A job's OPEN taking the chat's lease: the ``acquire`` of ``ChatHolds.hold``.
+
+    Returns False while another worker holds the lease (the hold tries again), raises
+    :class:`AlreadyAnswered` when the message has a reply, and keeps what OPEN read in
+    :attr:`result` for the job's answers.
+    """
+
+    def __init__(
+        self, opener: AnswerOpener, cache: ConversationCache, chat_id: str, message_id: str
+    ) -> None:
+        self.opener = opener
+        self.cache = cache
+        self.chat_id = chat_id
+        self.message_id = message_id
+        self.result: tuple[Begun | None, list[Entry] | None] | None = None
+
+    async def __call__(self, departed: Sequence[str]) -> bool:
+        try:
+            opened = await open_answer(
+                self.opener,
+                self.cache,
+                self.chat_id,
+                self.message_id,
+                lease=True,
+                departed=departed,
+            )
+        except LeaseBusy:
+            return False
+        if opened is None:
+            raise AlreadyAnswered(self.message_id)
+        self.result = opened
+        return True

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import random
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -107,13 +107,19 @@ class ChatHolds:
 
     @contextlib.asynccontextmanager
     async def hold(
-        self, chat_id: str, *, heir: bool = False, job: Closing | None = None
+        self,
+        chat_id: str,
+        *,
+        heir: bool = False,
+        job: Closing | None = None,
+        acquire: Callable[[list[str]], Awaitable[bool]] | None = None,
     ) -> AsyncIterator[None]:
         """Hold ``chat_id`` for the current task: its local lock, a slot, then its lease.
 
         ``heir``: the job was taken from a departed worker; it takes a heir slot.
         ``job``: once it is ``closing`` its lease is not renewed, and once ``closed`` it is
-        not released here (its last reply released it).
+        not released here (its last reply released it). ``acquire(departed)`` takes the
+        lease instead of ``ChatLease.acquire`` (the job's OPEN round trip; issue 10).
 
         Raises :class:`LeaseUnavailable` when the lease stays busy or a stop is requested,
         and bus errors untouched.
@@ -126,7 +132,7 @@ class ChatHolds:
         try:
             slots = self._heir_slots if heir else self._slots
             async with lock:
-                await self._acquire(chat_id, slots)  # holds a slot once it returns
+                await self._acquire(chat_id, slots, acquire)  # holds a slot once it returns
                 self._held[chat_id] = task
                 if job is not None:
                     self._jobs[chat_id] = job
@@ -162,7 +168,12 @@ class ChatHolds:
                 # The renewal may have run after the last reply released the lease.
                 await self.leases.release(chat_id)
 
-    async def _acquire(self, chat_id: str, slots: asyncio.Semaphore) -> None:
+    async def _acquire(
+        self,
+        chat_id: str,
+        slots: asyncio.Semaphore,
+        acquire: Callable[[list[str]], Awaitable[bool]] | None = None,
+    ) -> None:
         """Take a slot and the chat's lease. A slot is never held while the lease is busy:
         between tries the job waits without one, so other chats keep the worker's slots."""
         loop = asyncio.get_running_loop()
@@ -171,7 +182,11 @@ class ChatHolds:
         while True:
             await slots.acquire()
             try:
-                got = await self.leases.acquire(chat_id, departed=self._departed_now())
+                departed = self._departed_now()
+                if acquire is not None:
+                    got = await acquire(departed)
+                else:
+                    got = await self.leases.acquire(chat_id, departed=departed)
             except BaseException:
                 slots.release()
                 raise

@@ -28,8 +28,10 @@ import structlog
 from bus import BusError, BusUnavailable, Delivery, JobClose, WorkerBus, is_valid_chat_id
 from worker.aio import wait_event
 from worker.answer import AnswerHandler, AnswerInterrupted, AnswerOutcome, AnswerProgress
+from worker.chat_cache import AlreadyAnswered, AnswerStart
 from worker.chat_holds import ChatHolds, LeaseUnavailable
 from worker.metrics import WorkerMetrics
+from worker.ports import AnswerOpener
 from worker.settings import WorkerSettings
 
 __all__ = ["REDIS_JOB_RETRIES", "JobRunner", "Outcome", "RunningJob", "is_outage"]
@@ -83,7 +85,8 @@ class JobRunner:
         self.handler = handler
         #: The handler opens and closes answers in one round trip each (issue 10): no reply
         #: check before holding the chat, no ack after the last reply.
-        self.opens = getattr(handler, "opener", None) is not None
+        self.opener: AnswerOpener | None = getattr(handler, "opener", None)
+        self.opens = self.opener is not None
         self.holds = holds
         self.settings = settings
         self.metrics = metrics
@@ -161,34 +164,56 @@ class JobRunner:
             await self._dead_letter_malformed(d)
             return "dead_letter"
         chat_id, message_id = d.job.chat_id, d.job.message_id
-        # With an opener, the answer's first round trip checks for a reply (issue 10).
-        if not self.opens and await self.handler.already_answered(chat_id, message_id):
+        # With an opener, the job's first round trip takes the lease and checks for a reply
+        # (issue 10); a job past its deliveries takes the plain lease (no state to set).
+        over = d.deliveries > self.settings.max_deliveries
+        start = (
+            AnswerStart(self.opener, self.handler.cache, chat_id, message_id)
+            if self.opener is not None and not over
+            else None
+        )
+        if start is None and await self.handler.already_answered(chat_id, message_id):
             await self.bus.jobs.ack(d.entry_id, d.partition)
             return "duplicate"
-        async with self.holds.hold(chat_id, heir=job.heir, job=job.progress):
-            self.metrics.active_jobs.inc()
-            try:
-                if d.deliveries > self.settings.max_deliveries:
-                    reason = f"delivered {d.deliveries} times"
-                    await self.handler.apologise(chat_id, message_id, f"unknown: {reason}")
-                    await self.bus.jobs.dead_letter(d, reason)
-                    logger.warning("worker.job_dead_lettered", reason=reason)
-                    return "dead_letter"
-                closing = {"close": JobClose(d.entry_id, d.partition, self.holds.leases.owner)}
-                outcome = await self.handler.answer_job(
-                    chat_id,
-                    message_id,
-                    progress=job.progress,
-                    stopping=self._stopping.is_set,
-                    **(closing if self.opens else {}),
-                )
-                if job.progress.closed:
-                    self.bus.jobs.settled(d.ref)  # acked with the reply
-                else:
-                    await self.bus.jobs.ack(d.entry_id, d.partition)
-                return outcome
-            finally:
-                self.metrics.active_jobs.dec()
+        try:
+            async with self.holds.hold(chat_id, heir=job.heir, job=job.progress, acquire=start):
+                self.metrics.active_jobs.inc()
+                try:
+                    return await self._answer(job, d, chat_id, message_id, start)
+                finally:
+                    self.metrics.active_jobs.dec()
+        except AlreadyAnswered:
+            await self.bus.jobs.ack(d.entry_id, d.partition)
+            return "duplicate"
+
+    async def _answer(
+        self,
+        job: RunningJob,
+        d: Delivery,
+        chat_id: str,
+        message_id: str,
+        start: AnswerStart | None,
+    ) -> Outcome:
+        if d.deliveries > self.settings.max_deliveries:
+            reason = f"delivered {d.deliveries} times"
+            await self.handler.apologise(chat_id, message_id, f"unknown: {reason}")
+            await self.bus.jobs.dead_letter(d, reason)
+            logger.warning("worker.job_dead_lettered", reason=reason)
+            return "dead_letter"
+        close = JobClose(d.entry_id, d.partition, self.holds.leases.owner)
+        opened = {"close": close, "start": start} if self.opens else {}
+        outcome = await self.handler.answer_job(
+            chat_id,
+            message_id,
+            progress=job.progress,
+            stopping=self._stopping.is_set,
+            **opened,  # type: ignore[arg-type]
+        )
+        if job.progress.closed:
+            self.bus.jobs.settled(d.ref)  # acked with the reply
+        else:
+            await self.bus.jobs.ack(d.entry_id, d.partition)
+        return outcome
 
     async def _dead_letter_malformed(self, delivery: Delivery) -> None:
         reason = delivery.error or "malformed job"

@@ -149,8 +149,11 @@ class AnswerOpener(Protocol):
         known_has_message: bool,
         window: int,
         memory_ids: tuple[str, ...] = (),
+        lease: bool = False,
+        departed: Collection[str] = (),
     ) -> Opening:
-        """Check for a reply, read what is newer than ``known``, set ``processing``."""
+        """Check for a reply, take the lease, read what is newer than ``known``, set
+        ``processing``."""
         ...
 
     async def finish_and_close(

@@ -137,3 +137,39 @@ async def test_the_copy_answers_the_same_messages_as_the_log(chat_log: ChatLog) 
         for _, message in expected[: max(1, len(expected) - 1)]:  # leave one unanswered
             await _reply(chat_log, "c", message.id)
     assert decided >= 4
+
+
+async def test_open_takes_the_lease_unless_another_worker_holds_it(
+    chat_log: ChatLog, redis_client: Redis
+) -> None:
+    lease = ChatLease(chat_log.redis, KEYS, owner="w1", ttl_ms=30_000)
+    answering = ChatAnswering(chat_log, lease)
+    accepted = await chat_log.accept_visitor_message("c", "hello")
+    message_id = str(accepted.message["id"])
+    await redis_client.set(KEYS.chat_lease("c"), "w2")
+    last = await chat_log.last_event_id("c")
+
+    busy = await answering.open(
+        "c", message_id, known=None, known_has_message=False, window=8, lease=True
+    )
+    assert busy.status == "busy"
+    assert await chat_log.last_event_id("c") == last  # no state set
+    taken = await answering.open(
+        "c",
+        message_id,
+        known=None,
+        known_has_message=False,
+        window=8,
+        lease=True,
+        departed=["w2"],
+    )
+    assert taken.status == "open"
+    assert await redis_client.get(KEYS.chat_lease("c")) == "w1"
+
+    await redis_client.delete(KEYS.chat_lease("c"))
+    await _reply(chat_log, "c", message_id)
+    dup = await answering.open(
+        "c", message_id, known=None, known_has_message=False, window=8, lease=True
+    )
+    assert dup.status == "dup"
+    assert await redis_client.get(KEYS.chat_lease("c")) is None  # a reply: no lease taken
