@@ -49,6 +49,10 @@ class ChatCopy:
     whole: bool = False
     #: Saved tool turns of answered visitor messages (None: none saved).
     memory: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
+    #: Ids of the Messages held.
+    ids: set[str] = field(default_factory=set)
+    #: Visitor message ids with a reply among the Messages held (and perhaps older ones).
+    replied: set[str] = field(default_factory=set)
 
     @property
     def newest(self) -> str | None:
@@ -57,14 +61,25 @@ class ChatCopy:
 
     def has(self, message_id: str) -> bool:
         """True when the Message ``message_id`` is held."""
-        return any(m.id == message_id for _, m in self.entries)
+        return message_id in self.ids
 
-    #: Visitor message ids with a reply among the Messages held (kept by the cache).
-    replied: set[str] = field(default_factory=set)
-
-    def count_replies(self) -> None:
-        """Recompute :attr:`replied` (the entries changed)."""
-        self.replied = {m.replyTo for _, m in self.entries if m.sender == "Terra" and m.replyTo}
+    def add(self, new: list[Entry], window: int) -> None:
+        """Append ``new`` (oldest first), keeping the newest ``window`` Messages."""
+        self.entries.extend(new)
+        for _, m in new:
+            self.ids.add(m.id)
+            if m.sender == "Terra" and m.replyTo:
+                self.replied.add(m.replyTo)
+        if len(self.entries) > window:
+            for _, m in self.entries[: len(self.entries) - window]:
+                self.ids.discard(m.id)
+                self.memory.pop(m.id, None)
+            del self.entries[: len(self.entries) - window]
+            self.whole = False
+            if len(self.replied) > 2 * window:  # questions long gone: count again
+                self.replied = {
+                    m.replyTo for _, m in self.entries if m.sender == "Terra" and m.replyTo
+                }
 
     def unanswered_until(self, message_id: str) -> list[Entry] | None:
         """``ChatLog.unanswered_until`` from the copy; None when the copy cannot decide."""
@@ -121,18 +136,10 @@ class ConversationCache:
         copy = self._copies.get(chat_id)
         new = opening.entries[::-1]  # oldest first
         if copy is None or opening.fresh:
-            copy = ChatCopy(entries=new, whole=len(new) < self.window)
-        else:
-            copy.entries.extend(new)
-            if len(copy.entries) > self.window:
-                del copy.entries[: len(copy.entries) - self.window]
-                copy.whole = False
-        copy.count_replies()
-        replied = copy.replied
-        held = {m.id for _, m in copy.entries}
-        copy.memory = {k: v for k, v in copy.memory.items() if k in held}
+            copy = ChatCopy(whole=len(new) < self.window)
+        copy.add(new, self.window)
         for message_id, turns in opening.memory.items():
-            if message_id in replied:
+            if message_id in copy.replied and message_id in copy.ids:
                 copy.memory[message_id] = turns
         self._copies[chat_id] = copy
         self._copies.move_to_end(chat_id)

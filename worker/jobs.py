@@ -294,11 +294,13 @@ class Worker:
                 # Round robin across clients first; block only when nothing waits.
                 deliveries = await self.bus.jobs.take(room)
                 if not deliveries:
-                    deliveries = await self.bus.jobs.read(
-                        count=room, block_ms=self.settings.job_block_ms
-                    )
-                    # One job ready again (in each partition read) wakes another idle worker.
-                    await self.bus.jobs.refill(deliveries)
+                    read = await self.bus.jobs.read(count=room, block_ms=self.settings.job_block_ms)
+                    # The jobs start first (issue 10: the refill's round trip is not on
+                    # their way to the agent), then one job ready again (in each partition
+                    # read) wakes another idle worker.
+                    for delivery in read:
+                        self._spawn(delivery)
+                    await self.bus.jobs.refill(read)
             except BusError as exc:
                 logger.warning("worker.read_failed", error=type(exc).__name__)
                 await self._pause(REDIS_RETRY_SECONDS)
