@@ -71,6 +71,7 @@ def test_the_bus_exports_its_front_ends_not_its_redis_plumbing() -> None:
         [
             *("open_gateway_bus", "GatewayBus", "FeedStatus"),
             *("open_worker_bus", "WorkerBus", "ChatLog", "JobQueue", "JobRef", "ChatLease"),
+            *("ChatAnswering", "JobClose", "Opening"),
             "Presence",
             *("open_arq_redis", "close_arq_redis", "BusSettings", "BusKeys"),
             "describe_settings_error",
