@@ -32,6 +32,7 @@ __all__ = [
     "close_arq_redis",
     "decode_arq_job",
     "encode_arq_job",
+    "is_cluster_node",
     "open_arq_redis",
 ]
 
@@ -85,3 +86,13 @@ async def close_arq_redis(redis: ArqRedis, health_check_key: str) -> None:
     with contextlib.suppress(RedisError, OSError):
         await redis.delete(health_check_key)
     await redis.aclose(close_connection_pool=True)
+
+
+async def is_cluster_node(redis: ArqRedis) -> bool:
+    """Whether arq's Redis is a cluster node (``ARQ_REDIS_URL`` copied from a cluster's
+    ``REDIS_URL``). False when it cannot be asked: an unreachable Redis is left to arq,
+    which retries its connection as it always did."""
+    with contextlib.suppress(RedisError, OSError):
+        info = await redis.info("cluster")
+        return str(info.get("cluster_enabled", "0")) == "1"
+    return False

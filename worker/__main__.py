@@ -20,7 +20,7 @@ from bus import BusRejected, describe_settings_error
 from logsetup import configure_logging
 from tools.settings import ToolSettings
 from worker.jobs import Worker
-from worker.scheduled import ArqRedisMissing, ScheduledJobs
+from worker.scheduled import ArqRedisUnusable, ScheduledJobs
 from worker.settings import WorkerSettings
 from worker.toolkit import ToolKit
 
@@ -64,7 +64,7 @@ async def run(settings: WorkerSettings, tool_settings: ToolSettings | None = Non
     tools = ToolKit.from_settings(tool_settings, settings) if tool_settings else None
     try:
         scheduled = ScheduledJobs(settings, tool_settings) if tool_settings else None
-    except ArqRedisMissing as exc:
+    except ArqRedisUnusable as exc:
         _refuse(f"{exc.setting} ({exc})")
     except ValueError as exc:
         _refuse(f"CONTENT_REFRESH_CRON ({exc})")
@@ -77,7 +77,10 @@ async def run(settings: WorkerSettings, tool_settings: ToolSettings | None = Non
         async with worker:
             started = True
             if scheduled is not None:
-                await scheduled.start()  # no-op unless CONTENT_REFRESH_ENABLED
+                try:
+                    await scheduled.start()  # no-op unless CONTENT_REFRESH_ENABLED
+                except ArqRedisUnusable as exc:
+                    _refuse(f"{exc.setting} ({exc})")
             await worker.wait_stop_requested()
             logger.info("worker.stop_requested")
     except BusRejected as exc:  # Redis answered and refused at start-up: a setting is wrong

@@ -35,26 +35,40 @@ from arq.cron import CronJob
 from arq.worker import Worker as ArqWorker
 
 from bus import close_arq_redis, open_arq_redis
-from bus.scheduler import arq_queue_name, decode_arq_job, encode_arq_job
+from bus.scheduler import arq_queue_name, decode_arq_job, encode_arq_job, is_cluster_node
 from tools.scheduled_refresh import JOB_TIMEOUT_SECONDS, refresh_cron_jobs
 from tools.settings import ToolSettings
 from worker.aio import cancel_and_wait
 from worker.settings import WorkerSettings
 
-__all__ = ["ArqRedisMissing", "ScheduledJobs"]
+__all__ = ["ArqRedisIsCluster", "ArqRedisMissing", "ArqRedisUnusable", "ScheduledJobs"]
 
 logger = structlog.get_logger("worker.scheduled")
 
 
-class ArqRedisMissing(ValueError):
-    """The refresh is on, the bus is on a cluster, and arq has no Redis of its own."""
+class ArqRedisUnusable(ValueError):
+    """arq has no Redis it can run on (``setting`` names what to fix)."""
 
     setting = "ARQ_REDIS_URL"
+
+
+class ArqRedisMissing(ArqRedisUnusable):
+    """The refresh is on, the bus is on a cluster, and arq has no Redis of its own."""
 
     def __init__(self) -> None:
         super().__init__(
             "required with REDIS_CLUSTER and CONTENT_REFRESH_ENABLED: arq's scheduled jobs "
             "cannot run on a Redis Cluster; name a small standalone Redis"
+        )
+
+
+class ArqRedisIsCluster(ArqRedisUnusable):
+    """arq's Redis answers as a cluster node: arq would fail at every enqueue and poll."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "names a Redis Cluster node; arq's scheduled jobs cannot run on a cluster: "
+            "name a small standalone Redis"
         )
 
 
@@ -124,10 +138,20 @@ class ScheduledJobs:
         )
 
     async def start(self) -> None:
-        """Start the arq worker in the background (no-op when not enabled or running)."""
+        """Start the arq worker in the background (no-op when not enabled or running).
+
+        Raises :class:`ArqRedisIsCluster` when arq's Redis answers as a cluster node.
+        """
         if not self.enabled or self._task is not None:
             return
-        self._arq = self.create_worker(self.create_redis())
+        redis = self.create_redis()
+        try:
+            if await is_cluster_node(redis):
+                raise ArqRedisIsCluster()
+        except BaseException:
+            await redis.aclose(close_connection_pool=True)
+            raise
+        self._arq = self.create_worker(redis)
         self._task = asyncio.create_task(self._arq.async_run(), name="worker.scheduled")
         logger.info(
             "worker.scheduled_jobs_started",

@@ -27,7 +27,7 @@ from tests.support.worker_settings import fast_settings
 from tools.scheduled_refresh import JOB_NAME
 from tools.settings import ToolSettings
 from worker import Worker
-from worker.scheduled import ScheduledJobs
+from worker.scheduled import ArqRedisUnusable, ScheduledJobs
 
 pytestmark = pytest.mark.integration
 
@@ -144,4 +144,48 @@ def test_a_cluster_worker_with_the_refresh_and_no_arq_redis_refuses_to_start(
     assert refusal.startswith("worker: invalid configuration: ARQ_REDIS_URL ("), refusal
     assert "Traceback" not in result.stderr
     assert "s3cret-pw" not in result.stderr
+    assert _keys_on_cluster(redis_cluster, "*arq*") == []
+
+
+async def test_arq_redis_url_naming_a_cluster_node_is_refused_at_start(
+    redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    """An operator who copies REDIS_URL into ARQ_REDIS_URL is told, not left without refreshes."""
+    settings = fast_settings(
+        redis_cluster.url, AGENT, redis_cluster=True, arq_redis_url=redis_cluster.url
+    )
+    jobs = ScheduledJobs(settings, _site(tmp_path))
+    with pytest.raises(ArqRedisUnusable, match="a Redis Cluster node") as refused:
+        await jobs.start()
+    assert refused.value.setting == "ARQ_REDIS_URL"
+    await jobs.stop()  # nothing started: a no-op
+    assert _keys_on_cluster(redis_cluster, "*arq*") == []
+
+
+def test_a_worker_whose_arq_redis_is_a_cluster_node_refuses_to_start(
+    redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQ_"))},
+        "REDIS_URL": redis_cluster.url,
+        "REDIS_CLUSTER": "true",
+        "ARQ_REDIS_URL": redis_cluster.url,
+        "CONTENT_REFRESH_ENABLED": "true",
+        "CONTENT_DIR": str(tmp_path / "content"),
+        "AGENT_API_URL": f"{AGENT}/v1/chat/completions",
+        "WORKER_NAME": "arq-at-a-node",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "worker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (refusal,) = [line for line in result.stderr.splitlines() if "configuration" in line]
+    assert refusal.startswith("worker: invalid configuration: ARQ_REDIS_URL ("), refusal
+    assert "Traceback" not in result.stderr
     assert _keys_on_cluster(redis_cluster, "*arq*") == []
