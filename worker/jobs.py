@@ -4,9 +4,10 @@ What a job *does* is :class:`worker.answer.AnswerHandler`'s business; this modul
 decides when a job runs and keeps it owned while it does. Guarantees:
 
 - **Concurrency.** At most ``MAX_CONCURRENT_CHATS`` chats are answered at once. Jobs are
-  taken only when a slot is free, round robin across clients (``JobQueue.take``), and
-  with a blocking read when none waits (no polling loop); a job for a chat this worker is
-  already answering waits behind it without taking a slot.
+  taken only when a slot is free, round robin across partitions and clients
+  (``JobQueue.take``), and with a blocking read over every partition when none waits (no
+  polling loop; reads left in flight stop when no slot is free); a job for a chat this
+  worker is already answering waits behind it without taking a slot.
 - **One worker per chat.** A job first takes a local per-chat lock, then the chat's lease
   (renewed while it works; if another worker holds it, the job waits with backoff and stays
   pending). Losing the lease cancels the answer and leaves the job pending.
