@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bus import BusKeys, ChatLog, JobQueue
+from bus import BusKeys, BusUnavailable, ChatLog, JobQueue
 from bus.chatlog import ChatLimits, client_tag, parse_id
 from bus.client import create_redis
+from bus.migrate import LayoutMigration
 from bus.ops import open_ops_bus
 from bus.settings import BusSettings
 from tests.integration.test_ops_console import run_ops
@@ -186,3 +187,36 @@ async def test_migrate_to_four_partitions_and_back(
         terra = [m["content"] for m in await log.history(chat) if m["sender"] == "Terra"]
         expected = ["fresh"] if chat == "mig-new" else [f"hello {chat}", f"later {chat}"]
         assert terra == expected
+
+
+async def test_an_interrupted_migration_finishes_when_run_again(
+    redis_server: RedisServer,
+    agent_url: str,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chats, _ = await legacy_data_set(redis_server, agent_url, redis)
+    before = await snapshot(redis, LEGACY, chats)
+    jobs_before = await queued_jobs(redis, LEGACY)
+    migration = LayoutMigration(redis, FOUR)
+    moves = migration._move_lane_job
+
+    async def dies_after_one(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(migration, "_move_lane_job", failing)  # the next one: it dies
+        return await moves(*args, **kwargs)
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("killed mid-migration")
+
+    monkeypatch.setattr(migration, "_move_lane_job", dies_after_one)
+    with pytest.raises(BusUnavailable):
+        await migration.run()
+    # Half done: some lanes moved, the rest still in the legacy queue; nothing lost.
+    assert len(await queued_jobs(redis, FOUR)) + len(await queued_jobs(redis, LEGACY)) == 6
+
+    report = await LayoutMigration(redis, FOUR).run()
+    assert report.jobs["lane"] == 3  # the ones left: none moved twice
+    assert await snapshot(redis, FOUR, chats) == before
+    assert await queued_jobs(redis, FOUR) == jobs_before
+    assert await queued_jobs(redis, LEGACY) == []
+    assert not (await LayoutMigration(redis, FOUR).run()).changed
