@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, ResponseError
 from bus import BusKeys
 from bus.chatlog import EventRecord, compare_ids
 from bus.schemas import EVENT_TYPES_V1, render_frame
-from tests.guarantees.checker import ChatSnapshot, Findings, JobsSnapshot
+from tests.guarantees.checker import ChatSnapshot, Findings, JobsSnapshot, check_process_log
 from tests.guarantees.fleet import Post
 from tests.support.clients import ChatClient
 from tests.support.redis_cluster import ClusterNode, RedisCluster
@@ -79,6 +79,11 @@ class ClusterRig:
         finally:
             await client.aclose()
 
+    def check_logs(self, findings: Findings) -> None:
+        """Add an ``error logged`` finding for each error line of a gateway or worker."""
+        for proc in [*self.gateways, *self.workers]:
+            check_process_log(proc.name, proc.output(), findings)
+
     @contextlib.contextmanager
     def logs_on_failure(self) -> Iterator[None]:
         """Print the end of every process's log when the body fails."""
@@ -106,9 +111,15 @@ class ClusterRig:
     def _worker(self, name: str) -> Process:
         proc = self.system.worker(name, **WORKER_ENV)
         client = self.sync_client()
+
+        def beating() -> bool:
+            if proc.returncode is not None:  # fail at once, with the reason
+                raise RuntimeError(f"{name} exited {proc.returncode}: {proc.output()[-2000:]}")
+            return bool(client.hexists(self.keys.workers, name))
+
         try:
             wait_until_sync(
-                lambda: client.hexists(self.keys.workers, name),
+                beating,
                 30,
                 f"{name}'s heartbeat",
                 ignore=(RedisError,),

@@ -82,6 +82,7 @@ async def test_chats_on_every_master_keep_the_visitor_contract(rig: ClusterRig) 
             await fleet.close()
         _chats, jobs = await rig.snapshot(chats)
         findings = check_run(snapshot, fleet.sockets, fleet.ledger.posts, jobs, [], 0)
+        rig.check_logs(findings)
         assert not findings.violations, violations(findings)
         assert findings.frames_checked > 0
 
@@ -143,6 +144,7 @@ async def test_two_workers_answer_every_message_exactly_once(rig: ClusterRig) ->
         snapshot = await wait_answered(rig, fleet.ledger.posts)
         _chats, jobs = await rig.snapshot(chats)
         findings = check_run(snapshot, [], fleet.ledger.posts, jobs, [], 0)
+        rig.check_logs(findings)
         assert not findings.violations, violations(findings)
         assert findings.messages_checked == len(chats) * 3
 
