@@ -94,7 +94,8 @@ class RequeueRefused(BusError):
 
 
 class LayoutRefused(BusError):
-    """The key layout cannot be migrated here (the reason says why)."""
+    """The key layout cannot be migrated here, or a verb cannot run on it (the reason says
+    why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +351,8 @@ class OpsBus(FrontEnd):
         starts after its newest event; with ``None`` a chat starts at the first event
         announced for it. ``on_ready`` is called once the subscription is confirmed.
         """
+        if self._keys.cluster:  # sharded pub/sub: one connection per node, not built here
+            raise LayoutRefused("follow does not run on a cluster yet: use 'show'")
         pubsub = self._redis.pubsub()
         last: dict[str, str] = {}
         try:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from bus import BusKeys, ChatLog, JobQueue
 from bus.chatlog import ChatLimits
 from bus.client import create_redis
-from bus.ops import open_ops_bus
+from bus.ops import LayoutRefused, open_ops_bus
 from bus.settings import BusSettings
 from demo.agent import DemoAgentConfig, run_demo_agent
 from tests.support.agent import agent_requests
@@ -208,3 +208,13 @@ async def test_the_console_lists_and_requeues_jobs_of_every_partition(
         (again,) = await worker.take(1)  # back in its chat's partition
         assert again.partition == 7
         assert {c.chat_id for c in await ops.chats()} >= set(chats)
+
+
+async def test_the_console_says_follow_does_not_run_on_a_cluster(
+    redis_cluster: RedisCluster,
+) -> None:
+    settings = BusSettings(redis_url=redis_cluster.url, redis_cluster=True)
+    async with open_ops_bus(settings) as ops:
+        with pytest.raises(LayoutRefused, match="follow does not run on a cluster yet"):
+            async for _ in ops.follow(None):
+                pass
