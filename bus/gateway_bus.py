@@ -309,6 +309,11 @@ class GatewayBus(FrontEnd):
         return await self._jobs.stats()
 
     @property
+    def on_cluster(self) -> bool:
+        """Whether Redis is a cluster (REDIS_CLUSTER)."""
+        return self._keys.cluster
+
+    @property
     def feed_status(self) -> FeedStatus:
         """The live subscription's state (no I/O)."""
         feed = self._feed

@@ -23,9 +23,11 @@ from bus.errors import misconfigurations
 from bus.ratelimit import Budget, RateLimiter
 from bus.schemas import decode_job
 from gateway.app import create_app
+from gateway.keys import AppKeys
 from tests.integration.conftest import gateway_settings
 from tests.support.redis_cluster import RedisCluster
 from tests.support.system import ACCESS_CODE
+from tests.support.wait import wait_until
 from tests.support.worker_settings import fast_settings
 from worker.__main__ import run
 
@@ -262,3 +264,29 @@ async def test_a_busy_node_pool_waits_for_a_free_connection(redis_cluster: Redis
         assert sorted(results) == list(range(1, 51))
     finally:
         await client.aclose()
+
+
+async def test_a_cluster_gateways_readiness_sends_no_ping_through_the_cluster_client(
+    redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PING goes to the client's default node; were it a master that just died, redis-py
+    would close every connection of the client under the live traffic, on every probe."""
+    app = create_app(gateway_settings(redis_cluster.url, redis_cluster=True))
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        bus = app[AppKeys.bus]
+
+        async def no_ping() -> None:
+            raise AssertionError("readiness pinged through the cluster client")
+
+        monkeypatch.setattr(bus, "ping", no_ping)
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> bool:
+                async with http.get(server.make_url("/readyz")) as resp:
+                    return resp.status == 200
+
+            await wait_until(ready, timeout=10, message="a ready cluster gateway")
+    finally:
+        await server.close()
