@@ -65,7 +65,8 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
     slots.take(client)  # 429 (this client's share) or 503 (the process's), before streaming
     release = functools.partial(slots.give_back, client)
     try:
-        response = await _serve(request, chat_id, after, v2=v2, release=release)
+        async with slots.handshake(settings.request_timeout_seconds):
+            response = await _serve(request, chat_id, after, v2=v2, release=release)
     except BaseException:
         release()
         raise
@@ -164,33 +165,33 @@ async def _live(
     request_id: str | None,
     release: Callable[[], None],
 ) -> None:
-    """The stream's life: wait until it ends. The feed writes the frames, timers ping."""
-    if request_id is not None:
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+    """The stream's life: wait until it ends. The feed writes the frames, a timer pings.
+
+    No context is bound for the hours it may last (272 bytes a stream): its one log line
+    names the request itself.
+    """
     metrics = request.app[AppKeys.metrics]
     try:
-        try:
-            why = await session.ended
-        finally:
-            session.stop()
-            stream.session = None
-            metrics.connections.labels("sse").dec()
-            request.app[AppKeys.connections].streams.discard(stream)
-            release()
-        if why == "slow":
-            metrics.slow_consumers.inc()
-            if request.transport is not None:
-                request.transport.abort()
-        log.info("gateway.sse_closed", chat_id=session.chat_id, reason=why)
+        why = await session.ended
     finally:
-        structlog.contextvars.unbind_contextvars("request_id")
+        session.stop()
+        stream.session = None
+        metrics.connections.labels("sse").dec()
+        request.app[AppKeys.connections].streams.discard(stream)
+        release()
+    if why == "slow":
+        metrics.slow_consumers.inc()
+        if request.transport is not None:
+            request.transport.abort()
+    log.info("gateway.sse_closed", chat_id=session.chat_id, reason=why, request_id=request_id)
 
 
 class _Stream(Subscription):
     """One SSE stream's subscription (see :class:`~gateway.streaming.Subscription`), its
-    pings and its lifetime cap; :attr:`ended` resolves with why it ended."""
+    pings and its lifetime cap (one timer for both); :attr:`ended` resolves with why it
+    ended."""
 
-    __slots__ = ("_timers", "budget", "ended", "ping", "transport")
+    __slots__ = ("_timer", "budget", "deadline", "ended", "ping", "transport")
     kind = "sse"
 
     def __init__(
@@ -220,16 +221,19 @@ class _Stream(Subscription):
         super().__init__(app, chat_id, outbox, v2=v2)
         loop = asyncio.get_running_loop()
         self.ended: asyncio.Future[_End] = loop.create_future()
-        self._timers = (
-            loop.call_later(PING_SECONDS, self._ping),
-            loop.call_later(settings.sse_max_lifetime_seconds, self.end, "lifetime"),
-        )
+        self.deadline = loop.time() + settings.sse_max_lifetime_seconds
+        self._timer = loop.call_at(min(loop.time() + PING_SECONDS, self.deadline), self._tick)
 
     def end(self, why: _End) -> None:
         if not self.ended.done():
             self.ended.set_result(why)
 
-    def _ping(self) -> None:
+    def _tick(self) -> None:
+        """Ping (and notice a visitor who left), or end the stream at its lifetime cap."""
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.deadline:
+            self.end("lifetime")
+            return
         transport = self.transport
         if transport is None or transport.is_closing():
             self.end("gone")
@@ -238,12 +242,8 @@ class _Stream(Subscription):
         if self.budget.wrote(len(self.ping)):
             self.end("slow")
             return
-        self._timers = (
-            asyncio.get_running_loop().call_later(PING_SECONDS, self._ping),
-            self._timers[1],
-        )
+        self._timer = loop.call_at(min(loop.time() + PING_SECONDS, self.deadline), self._tick)
 
     def stop(self) -> None:
         super().stop()
-        for timer in self._timers:
-            timer.cancel()
+        self._timer.cancel()

@@ -53,7 +53,8 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     slots.take(client)  # 429 (this client's share) or 503 (the process's), before upgrading
     release = functools.partial(slots.give_back, client)
     try:
-        ws = await _serve(request, chat_id, after, v2=v2, release=release)
+        async with slots.handshake(settings.request_timeout_seconds):
+            ws = await _serve(request, chat_id, after, v2=v2, release=release)
     except BaseException:
         release()
         raise
