@@ -119,16 +119,18 @@ class JobQueue:
         self._dead_letter = redis.register_script(scripts.JOBS_DEAD_LETTER)
         self._take_over = redis.register_script(scripts.JOBS_TAKE_OVER)
         self._take = redis.register_script(scripts.JOBS_TAKE)
-        #: Jobs handed to the caller and not yet acked, dead-lettered, released or lost:
-        #: a pending job of this consumer that is not here was delivered to no one.
-        self._handed: set[JobRef] = set()
         per_partition = keys.cluster if per_partition_reads is None else per_partition_reads
+        #: Jobs handed to the caller and not yet acked, dead-lettered, released or lost:
+        #: a pending job of this consumer that is not here was delivered to no one. Kept
+        #: only with per-partition reads (the only ones stopped while in flight).
+        self._handed: set[JobRef] = set()
+        self._tracking = per_partition
         self._reads = BlockingReads(
             redis,
             keys,
             consumer,
             per_partition=per_partition,
-            seen=lambda replies: self._handed.update(JobRef(p, e) for p, e, _ in replies),
+            seen=lambda replies: self._note(JobRef(p, e) for p, e, _ in replies),
             orphans=self._release_orphans,
             release=lambda replies: self.release_refs(JobRef(p, e) for p, e, _ in replies),
         )
@@ -139,9 +141,13 @@ class JobQueue:
         start, self._start = self._start, (self._start + 1) % n
         return [self.partitions[(start + i) % n] for i in range(n)]
 
+    def _note(self, refs: Iterable[JobRef]) -> None:
+        """Note jobs as handed out (call it before any other await)."""
+        if self._tracking:
+            self._handed.update(refs)
+
     def _hand(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Note ``deliveries`` as handed out (call it before any other await)."""
-        self._handed.update(d.ref for d in deliveries)
+        self._note(d.ref for d in deliveries)
         return deliveries
 
     async def ensure_group(self) -> None:
@@ -273,13 +279,12 @@ class JobQueue:
     async def _release_orphans(self, partitions: Collection[int]) -> None:
         """Hand back jobs pending under this consumer in ``partitions`` that were never
         handed to the caller (a blocking read cancelled as Redis answered it)."""
+        before = {r for r in self._handed if r.partition in partitions}
         owned = await asyncio.gather(*(self.owned(partition=p) for p in partitions))
-        orphans = [
-            JobRef(p, entry_id)
-            for p, ids in zip(partitions, owned, strict=True)
-            for entry_id in ids
-            if JobRef(p, entry_id) not in self._handed
-        ]
+        pending = {JobRef(p, e) for p, ids in zip(partitions, owned, strict=True) for e in ids}
+        # Handed out before that look and no longer pending: finished, or taken elsewhere.
+        self._handed -= before - pending
+        orphans = sorted(pending - self._handed)
         if orphans:
             await self.release_refs(orphans)
 
@@ -389,7 +394,7 @@ class JobQueue:
         if not claimed:
             return []
         ids = [str(entry_id) for entry_id, _ in claimed]
-        self._handed.update(JobRef(partition, e) for e in ids)  # before any other await
+        self._note(JobRef(partition, e) for e in ids)  # before any other await
         counts = await self._delivery_counts(partition, ids)
         return [
             _to_delivery(str(entry_id), fields, counts.get(str(entry_id), 1), partition)
@@ -416,7 +421,7 @@ class JobQueue:
         if not claimed:
             return []
         pairs = [(str(entry[0]), _fields(entry[1])) for entry in claimed if entry[1]]
-        self._handed.update(JobRef(partition, e) for e, _ in pairs)  # before any other await
+        self._note(JobRef(partition, e) for e, _ in pairs)  # before any other await
         counts = await self._delivery_counts(partition, [entry_id for entry_id, _ in pairs])
         return [_to_delivery(eid, fields, counts.get(eid, 1), partition) for eid, fields in pairs]
 
