@@ -43,6 +43,7 @@ from bus.schemas import (
     iso_now,
     render_frame,
 )
+from bus.shared_script import SharedScript
 
 __all__ = ["FINISH_CLOSE", "OPEN", "ChatAnswering", "JobClose", "Opening"]
 
@@ -174,8 +175,9 @@ class ChatAnswering:
         #: The chat leases OPEN takes (``lease=True``) and FINISH_CLOSE releases.
         self.lease = lease
         cluster = log.keys.cluster
-        self._open = log.redis.register_script(scripts.for_layout(OPEN, cluster))
-        self._finish_close = log.redis.register_script(scripts.for_layout(FINISH_CLOSE, cluster))
+        # Loaded once on NOSCRIPT however many answers start at once (bus.shared_script).
+        self._open = SharedScript(log.redis, scripts.for_layout(OPEN, cluster))
+        self._finish_close = SharedScript(log.redis, scripts.for_layout(FINISH_CLOSE, cluster))
 
     async def open(
         self,

@@ -7,6 +7,7 @@ pauses streaming where text might be a textual tool call, then drops or releases
 
 from __future__ import annotations
 
+import functools
 import re
 
 from worker.ports import DeltaSink
@@ -67,6 +68,15 @@ _WORD_TAIL = re.compile(r"(\w+)(\s*)")
 _TAIL_SLACK = 32
 
 
+@functools.lru_cache(maxsize=64)
+def _call_start(names: frozenset[str]) -> tuple[re.Pattern[str], int]:
+    """The pattern of a call start of one of ``names``, and the look-back window (built once
+    per set of names, not per answer: issue 10)."""
+    alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.])(?:{alternation})\s*\(|(?i:<tool_call>)")
+    return pattern, max(len(n) for n in names) + _TAIL_SLACK
+
+
 class HoldBack:
     """Forwards content, holding back what may be a textual call of a known tool.
 
@@ -77,9 +87,7 @@ class HoldBack:
     def __init__(self, sink: DeltaSink, names: frozenset[str]) -> None:
         self._sink = sink
         self._names = names
-        alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-        self._start = re.compile(rf"(?<![\w.])(?:{alternation})\s*\(|(?i:<tool_call>)")
-        self._window = max(len(n) for n in names) + _TAIL_SLACK
+        self._start, self._window = _call_start(names)
         self._pending = ""
         self._last = ""
         self._holding = False

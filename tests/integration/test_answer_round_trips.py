@@ -3,6 +3,8 @@ worker's copy of a chat deciding what to answer as ``ChatLog.unanswered_until`` 
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio import Redis
 
 from bus import BusKeys, ChatAnswering, ChatLease, ChatLog, JobClose, JobQueue
@@ -173,3 +175,25 @@ async def test_open_takes_the_lease_unless_another_worker_holds_it(
     )
     assert dup.status == "dup"
     assert await redis_client.get(KEYS.chat_lease("c")) is None  # a reply: no lease taken
+
+
+async def test_answers_starting_on_a_fresh_redis_load_open_once(
+    chat_log: ChatLog, redis_client: Redis
+) -> None:
+    """Issue 10: 100 jobs starting on a Redis without the script made 100 loads."""
+    answering = ChatAnswering(chat_log)
+    ids = []
+    for n in range(20):
+        accepted = await chat_log.accept_visitor_message(f"c{n}", "hello")
+        ids.append(str(accepted.message["id"]))
+    await redis_client.script_flush()
+    await redis_client.config_resetstat()
+    openings = await asyncio.gather(
+        *(
+            answering.open(f"c{n}", ids[n], known=None, known_has_message=False, window=8)
+            for n in range(20)
+        )
+    )
+    assert {o.status for o in openings} == {"open"}
+    stats = await redis_client.info("commandstats")
+    assert stats["cmdstat_script|load"]["calls"] == 1
