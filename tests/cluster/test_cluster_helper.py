@@ -69,6 +69,36 @@ def test_migrate_slot_moves_the_keys_and_clients_follow(redis_cluster: RedisClus
     client.close()
 
 
+def test_a_slot_can_be_left_half_moved(redis_cluster: RedisCluster) -> None:
+    """Between batches: moved keys answer ASK on the source, the rest stay there."""
+    keys = [f"{{half}}:{n}" for n in range(3)]
+    client = _client(redis_cluster)
+    for key in keys:
+        client.set(key, key)
+    slot = key_slot(keys[0].encode())
+    source = redis_cluster.node_for_slot(slot)
+    target = next(n for n in redis_cluster.masters() if n is not source)
+
+    assert redis_cluster.begin_migration(slot, target) is source
+    assert redis_cluster.move_keys(slot, source, target, limit=1) == 1
+    answers = []
+    for key in keys:
+        try:
+            answers.append(redis_cluster.command(source, "GET", key))
+        except ResponseError as exc:
+            answers.append(str(exc).split(" ", 1)[0])
+    assert answers.count("ASK") == 1
+    assert sorted(a for a in answers if a != "ASK") == sorted(
+        key for key, answer in zip(keys, answers, strict=True) if answer != "ASK"
+    )
+    assert redis_cluster.move_keys(slot, source, target) == 2
+    redis_cluster.finish_migration(slot, source, target)
+    redis_cluster.wait_ok()
+    assert redis_cluster.node_for_slot(slot) is target
+    assert [client.get(key) for key in keys] == keys
+    client.close()
+
+
 def test_killed_master_is_replaced_by_its_replica_and_rejoins(
     redis_cluster: RedisCluster,
 ) -> None:

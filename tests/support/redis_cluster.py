@@ -464,20 +464,26 @@ class RedisCluster:
         self.command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", to_node.node_id)
         return source
 
-    def move_keys(self, slot: int, source: ClusterNode, to_node: ClusterNode) -> int:
-        """``MIGRATE`` every key of ``slot`` from ``source`` to ``to_node``; the number moved."""
+    def move_keys(
+        self, slot: int, source: ClusterNode, to_node: ClusterNode, *, limit: int | None = None
+    ) -> int:
+        """``MIGRATE`` the keys of ``slot`` (at most ``limit``, default all) from ``source``
+        to ``to_node``; the number moved. A limit leaves the slot half-moved, as between
+        two batches of ``redis-cli --cluster reshard``."""
         moved = 0
         auth: list[str] = []
         if self.auth is not None:
             auth = ["AUTH2", *self.auth]
-        while True:
-            keys = self.command(source, "CLUSTER", "GETKEYSINSLOT", slot, 100)
+        while limit is None or moved < limit:
+            batch = 100 if limit is None else min(100, limit - moved)
+            keys = self.command(source, "CLUSTER", "GETKEYSINSLOT", slot, batch)
             if not keys:
-                return moved
+                break
             self.command(
                 source, "MIGRATE", "127.0.0.1", to_node.port, "", 0, 5000, *auth, "KEYS", *keys
             )
             moved += len(keys)
+        return moved
 
     def finish_migration(self, slot: int, source: ClusterNode, to_node: ClusterNode) -> None:
         """Assign ``slot`` to ``to_node`` everywhere (target first, as the manual says)."""
