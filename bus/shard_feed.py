@@ -50,7 +50,8 @@ log = logging.getLogger("bus.pubsub")
 
 #: Re-subscription backoff cap after failures (seconds).
 MAX_BACKOFF = 5.0
-#: A node asked for the slot map answers within this (seconds), or the next is asked.
+#: A node connected to (handshake included) or asked for the slot map answers within this
+#: (seconds), or it counts as down.
 QUERY_TIMEOUT = 3.0
 #: Links never retry a command or reconnect by themselves (see the module's text).
 _NO_RETRY = Retry(NoBackoff(), 0)
@@ -217,7 +218,13 @@ class ShardLinks:
         #: Whether the last slot map refresh found a node answering.
         self._reachable = False
         self._stale = False
-        self._failures = 0
+        #: Failed slot map reads in a row, and when the next may be tried (loop time).
+        self._map_failures = 0
+        self._map_retry_at = 0.0
+        #: Per node: links lost since its last confirmed subscription, and when a new link
+        #: may be tried (a killed connection is retried at once, a dead node ever slower).
+        self._node_failures: Counter[str] = Counter()
+        self._node_retry_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         #: Links lost (dropped, or gone silent) so far.
@@ -244,10 +251,16 @@ class ShardLinks:
 
     # --- subscriptions (from any task) -----------------------------------------------------
     async def subscribe(self, chat_id: str) -> None:
-        """Subscribe ``chat_id`` on its node; its confirmation reaches ``on_confirmed``."""
-        if chat_id in self._home:
-            return
-        link = self._place(chat_id)
+        """Subscribe ``chat_id`` on its node; its confirmation reaches ``on_confirmed``.
+
+        Sent again when the chat is homed already: the feed forgot it (its linger expired)
+        and took it back before the unsubscription ran, and waits for a new confirmation.
+        """
+        link = self._home.get(chat_id)
+        if link is None:
+            link = self._place(chat_id)
+        elif not link.ready:
+            link = None  # connecting: it subscribes its chats once connected
         if link is not None:
             await self._write(link, ("SSUBSCRIBE", self._keys.chat_channel(chat_id)))
 
@@ -272,8 +285,12 @@ class ShardLinks:
         if node is None:
             self._lose(chat_id)
             return None
-        self._homeless.discard(chat_id)
         link = self._links.get(node)
+        if link is None and self._node_retry_at.get(node, 0.0) > asyncio.get_running_loop().time():
+            self._homeless.add(chat_id)  # its node failed lately: the supervisor retries it
+            self._wake.set()
+            return None
+        self._homeless.discard(chat_id)
         fresh = link is None
         if link is None:
             link = _Link(node, self._slots.connection(node))
@@ -325,7 +342,10 @@ class ShardLinks:
         loop = asyncio.get_running_loop()
         watchdog: _Watchdog | None = None
         try:
-            await connection.connect()  # type: ignore[no-untyped-call]
+            # Bounded: reads have no timeout, and a hung node accepts the TCP connection
+            # and then never answers the handshake (AUTH, CLIENT SETNAME).
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                await connection.connect()  # type: ignore[no-untyped-call]
             link.ready = True
             link.last_read = loop.time()
             commands: list[tuple[str, ...]] = [
@@ -351,7 +371,8 @@ class ShardLinks:
             if self._stopping:
                 return
             self.reconnects += 1
-            self._failures += 1
+            failures = self._node_failures[link.node] = self._node_failures[link.node] + 1
+            self._node_retry_at[link.node] = loop.time() + _backoff(failures)
             if isinstance(exc, RedisError | OSError):
                 as_bus_error(exc)  # a refusal (NOPERM, AUTH) is counted as bus.misconfigured
             elif not isinstance(exc, BusError):
@@ -382,8 +403,8 @@ class ShardLinks:
             return
         if kind == "ssubscribe":
             if self._home.get(chat_id) is link:
-                if not self._homeless:
-                    self._failures = 0  # every chat has a home again: no more backoff
+                self._node_failures.pop(link.node, None)  # the node serves: no more backoff
+                self._node_retry_at.pop(link.node, None)
                 await self._on_confirmed(channel)
         elif kind == "sunsubscribe":
             if link.leaving[channel] > 0:
@@ -407,10 +428,13 @@ class ShardLinks:
         try:
             while not self._stopping:
                 self._wake.clear()
-                if not self._mapped or self._homeless:
-                    await self._rehome()
-                    continue
-                await self._wake.wait()
+                delay = await self._rehome() if not self._mapped or self._homeless else None
+                if delay is None:
+                    await self._wake.wait()
+                elif delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
         finally:
             self._stopping = True
             tasks = [link.task for link in self._links.values() if link.task is not None]
@@ -420,28 +444,51 @@ class ShardLinks:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait(tasks, timeout=1.0)
 
-    async def _rehome(self) -> None:
-        if self._failures:
-            cap = min(MAX_BACKOFF, 0.2 * 2 ** (self._failures - 1))
-            await asyncio.sleep(cap * (0.5 + random.random() / 2))
-        try:
-            if self._stale or not self._mapped:
+    async def _rehome(self) -> float | None:
+        """One round: read the slot map if stale, then subscribe every homeless chat whose
+        node may be tried now. Returns the seconds until the next round is due (``None``:
+        nothing is due until something changes)."""
+        now = asyncio.get_running_loop().time()
+        if self._map_retry_at > now:
+            return self._map_retry_at - now
+        if self._stale or not self._mapped:
+            try:
                 await self._slots.refresh()
-                self._stale = False
-                self._mapped = self._reachable = True
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._reachable = False
-            self._failures += 1
-            if not isinstance(exc, RedisError | OSError | BusError):
-                log.exception("bus.feed_failed")
-            log.warning("bus.feed_slot_map_failed", extra={"error": type(exc).__name__})
-            return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._reachable = False
+                self._map_failed()
+                if not isinstance(exc, RedisError | OSError | BusError):
+                    log.exception("bus.feed_failed")
+                log.warning("bus.feed_slot_map_failed", extra={"error": type(exc).__name__})
+                return self._map_retry_at - now
+            self._stale = False
+            self._mapped = self._reachable = True
+            self._map_failures = 0
+        waits: list[float] = []
         for chat_id in tuple(self._homeless):
-            await self.subscribe(chat_id)
-        if self._homeless:
-            self._failures += 1  # slots not covered: the cluster is failing over
+            node = self._slots.node_of(self._keys.chat_channel(chat_id))
+            if node is None:  # a slot without a master: the cluster is failing over
+                if not self._stale:
+                    self._stale = True
+                    self._map_failed()
+                waits.append(self._map_retry_at - now)
+            elif self._node_retry_at.get(node, 0.0) > now and node not in self._links:
+                waits.append(self._node_retry_at[node] - now)
+            else:
+                await self.subscribe(chat_id)
+        return min(waits) if waits else None
+
+    def _map_failed(self) -> None:
+        self._map_failures += 1
+        self._map_retry_at = asyncio.get_running_loop().time() + _backoff(self._map_failures)
+
+
+def _backoff(failures: int) -> float:
+    """Seconds before retrying after ``failures`` failures in a row (jittered, capped)."""
+    cap: float = min(MAX_BACKOFF, 0.1 * 2.0 ** (failures - 1))
+    return cap * (0.5 + random.random() / 2)
 
 
 class _Watchdog:

@@ -13,7 +13,9 @@ PUBLISH. The failover test runs last: it changes the topology.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,8 +23,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
+from bus import pubsub
 from bus.chatlog import ChatLog, EventRecord
-from bus.client import create_redis
+from bus.client import RedisOptions, create_redis
 from bus.errors import BusError
 from bus.keys import BusKeys
 from bus.pubsub import ChatFeed
@@ -46,8 +49,8 @@ async def client(redis_cluster: RedisCluster) -> AsyncIterator[Redis]:
         await redis.aclose()
 
 
-@pytest.fixture
-async def feed(client: Redis) -> AsyncIterator[ChatFeed]:
+@contextlib.asynccontextmanager
+async def running_feed(client: Redis) -> AsyncIterator[ChatFeed]:
     feed = ChatFeed(client, KEYS, ChatLog(client, KEYS), linger_seconds=0)
     assert feed.sharded
     feed.start()
@@ -56,6 +59,12 @@ async def feed(client: Redis) -> AsyncIterator[ChatFeed]:
         yield feed
     finally:
         await feed.close()
+
+
+@pytest.fixture
+async def feed(client: Redis) -> AsyncIterator[ChatFeed]:
+    async with running_feed(client) as feed:
+        yield feed
 
 
 def chats_by_master(cluster: RedisCluster, per_master: int, prefix: str) -> dict[str, list[str]]:
@@ -301,7 +310,7 @@ async def test_hundreds_of_listeners_churning_over_every_node(
                 )
 
     await asyncio.gather(*(listener(n) for n in range(300)), drop_links())
-    assert failures == []
+    assert [f"{exc!r} from {exc.__cause__!r}" for exc in failures] == []
     assert feed.reconnects >= 1  # the drops were seen, and survived
 
 
@@ -357,3 +366,57 @@ def _links(feed: ChatFeed) -> dict[str, Any]:
     """The feed's connection object per node (identity tells a reconnect)."""
     shards: Any = feed._shards
     return {node: link.connection for node, link in shards._links.items()}
+
+
+async def test_chats_of_a_hung_master_move_to_its_replica(
+    redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master that stops answering (SIGSTOP: its sockets stay open) is noticed by the
+    watchdog, and its chats move to the replica that takes over, backfilled: the feed never
+    waits for ever on a node that accepts a connection and then says nothing.
+
+    The cluster client gets short timeouts here: a hung master costs it (socket timeout x
+    node retries x cluster retries) before the feed's confirmation read goes on, a budget
+    that is the deployment's, not the feed's."""
+    monkeypatch.setattr(pubsub, "PING_INTERVAL", 0.1)
+    monkeypatch.setattr(pubsub, "DEAD_AFTER", 0.5)
+    options = RedisOptions(socket_timeout=1.0, connect_timeout=1.0, retries=1)
+    client = create_redis(redis_cluster.url, client_name="feed-test", options=options, cluster=True)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(client.aclose)
+        feed = await stack.enter_async_context(running_feed(client))
+        await _hung_master(feed, redis_cluster)
+
+
+async def _hung_master(feed: ChatFeed, redis_cluster: RedisCluster) -> None:
+    victim = next(n for n in redis_cluster.masters() if redis_cluster.replicas_of(n))
+    chat_id = chats_by_master(redis_cluster, 1, "hung")[victim.address][0]
+    seen: dict[str, list[list[str]]] = {chat_id: [[]]}
+    task = asyncio.create_task(follow(feed, chat_id, seen[chat_id][0]))
+    assert victim.proc is not None
+    try:
+        await wait_until(lambda: feed.chat_count == 1, timeout=10, message="the subscription")
+        for _ in range(5):
+            await feed.log.append_event(chat_id, QUEUED)
+        await caught_up(feed.log, seen)
+        redis_cluster.command(victim, "WAIT", 1, 5000)
+        slot = key_slot(KEYS.chat_channel(chat_id).encode())
+        witness = next(n for n in redis_cluster.masters() if n is not victim)
+        victim.proc.send_signal(signal.SIGSTOP)
+        try:
+
+            def promoted() -> ClusterNode | None:  # asked of a node that still answers
+                owner = redis_cluster.slot_owners(witness).get(slot)
+                return owner if owner is not None and owner is not victim else None
+
+            heir = await wait_until(promoted, timeout=30, message="a replica to take over")
+            for _ in range(5):
+                await append_retrying(feed.log, chat_id)
+            await caught_up(feed.log, seen)
+        finally:
+            victim.proc.send_signal(signal.SIGCONT)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert in_order_once(seen[chat_id][0])
+    assert feed.nodes.get(heir.address) == 1

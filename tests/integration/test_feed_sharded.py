@@ -57,3 +57,27 @@ async def test_an_acl_without_ssubscribe_is_counted_as_misconfigured(
         await feed.close()
         await redis.aclose()
         await admin.aclose()
+
+
+async def test_a_chat_taken_back_before_its_unsubscription_ran_is_confirmed_again(
+    redis_server: RedisServer,
+) -> None:
+    """The linger ran out (the chat is forgotten, its unsubscription a task not run yet) and
+    a socket takes the chat back at once: the feed must subscribe it again and get a new
+    confirmation, not take the chat for subscribed and leave the socket waiting."""
+    if redis_major(redis_server.binary) < 7:
+        pytest.skip("sharded pub/sub needs redis-server >= 7")
+    redis = create_redis(redis_server.url, client_name="feed")
+    feed = ChatFeed(redis, KEYS, ChatLog(redis, KEYS), linger_seconds=60, confirm_timeout=2)
+    feed.start()
+    try:
+        async with feed.listen("back"):
+            pass  # lingering now
+        feed._expire("back", feed._chats["back"])  # the linger ran out
+        async with feed.listen("back") as listener:  # taken back before the task ran
+            event_id = await feed.log.append_event("back", QUEUED)
+            record = await asyncio.wait_for(listener.get(), 10)
+        assert record.event_id == event_id
+    finally:
+        await feed.close()
+        await redis.aclose()
