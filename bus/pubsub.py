@@ -43,7 +43,8 @@ from redis.exceptions import RedisError
 from bus.chatlog import ChatLog, EventRecord, compare_ids
 from bus.errors import BusError, ResumeGap, translates_redis_errors
 from bus.keys import BusKeys
-from bus.shard_feed import ClusterSlots, ShardLinks, SingleNode, SlotMap
+from bus.shard_feed import ShardLinks
+from bus.slot_map import ClusterSlots, SingleNode, SlotMap
 
 __all__ = ["ChatFeed", "Listener", "LogRestarted", "SlowConsumer"]
 
