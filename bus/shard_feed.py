@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 from collections import Counter
@@ -174,8 +175,10 @@ class ShardLinks:
         link.chats.add(chat_id)
         self._home[chat_id] = link
         if fresh:
+            # A fresh context: the link outlives the socket whose subscription opened it,
+            # and must not log with that request's id.
             link.task = asyncio.get_running_loop().create_task(
-                self._serve(link), name=f"bus.feed.{node}"
+                self._serve(link), name=f"bus.feed.{node}", context=contextvars.Context()
             )
             return None
         return link if link.ready else None

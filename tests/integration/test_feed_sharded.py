@@ -4,6 +4,8 @@ that a single node can show. Refusals are misconfiguration, never a silent dead 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from typing import Any
 
 import pytest
 
@@ -81,3 +83,38 @@ async def test_a_chat_taken_back_before_its_unsubscription_ran_is_confirmed_agai
     finally:
         await feed.close()
         await redis.aclose()
+
+
+async def test_a_node_connection_does_not_run_in_the_context_of_the_socket_that_opened_it(
+    redis_server: RedisServer,
+) -> None:
+    """The first socket of a node opens its connection; the connection's reader must not
+    inherit that socket's context (its request id would label every later feed log)."""
+    if redis_major(redis_server.binary) < 7:
+        pytest.skip("sharded pub/sub needs redis-server >= 7")
+    request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rid", default=None)
+    redis = create_redis(redis_server.url, client_name="feed")
+    feed = ChatFeed(redis, KEYS, ChatLog(redis, KEYS))
+    shards: Any = feed._shards
+    seen: list[str | None] = []
+    confirm = shards._on_confirmed
+
+    async def confirmed(channel: str) -> None:
+        seen.append(request_id.get())  # runs in the connection's reader task
+        await confirm(channel)
+
+    shards._on_confirmed = confirmed
+    feed.start()
+
+    async def socket() -> None:
+        request_id.set("socket-1")
+        async with feed.listen("ctx"):
+            pass
+
+    try:
+        await wait_until(lambda: feed.connected, timeout=10, message="the feed to start")
+        await asyncio.create_task(socket())
+    finally:
+        await feed.close()
+        await redis.aclose()
+    assert seen == [None]
