@@ -25,6 +25,7 @@ from worker.ports import AnswerOpener
 
 __all__ = [
     "CHATS_KEPT",
+    "TEXT_KEPT",
     "AlreadyAnswered",
     "AnswerStart",
     "Begun",
@@ -36,6 +37,9 @@ __all__ = [
 
 #: Chats whose copy is kept (least recently used dropped first).
 CHATS_KEPT = 1024
+#: Text the copies may hold in all (Messages' content and tool turns' content, in
+#: characters); past it the least recently used copies are dropped.
+TEXT_KEPT = 32 * 1024 * 1024
 
 Entry = tuple[str, MessagePosted]
 
@@ -53,6 +57,8 @@ class ChatCopy:
     ids: set[str] = field(default_factory=set)
     #: Visitor message ids with a reply among the Messages held (and perhaps older ones).
     replied: set[str] = field(default_factory=set)
+    #: Characters of text held (Messages and tool turns), for the cache's budget.
+    size: int = 0
 
     @property
     def newest(self) -> str | None:
@@ -68,12 +74,13 @@ class ChatCopy:
         self.entries.extend(new)
         for _, m in new:
             self.ids.add(m.id)
+            self.size += len(m.content)
             if m.sender == "Terra" and m.replyTo:
                 self.replied.add(m.replyTo)
         if len(self.entries) > window:
             for _, m in self.entries[: len(self.entries) - window]:
                 self.ids.discard(m.id)
-                self.memory.pop(m.id, None)
+                self.size -= len(m.content) + _text(self.memory.pop(m.id, None))
             del self.entries[: len(self.entries) - window]
             self.whole = False
             if len(self.replied) > 2 * window:  # questions long gone: count again
@@ -112,13 +119,21 @@ class ChatCopy:
         return found
 
 
-class ConversationCache:
-    """Per-chat copies, at most :data:`CHATS_KEPT` (see the module doc)."""
+def _text(turns: list[dict[str, Any]] | None) -> int:
+    """Characters of content in saved tool turns."""
+    return sum(len(str(t.get("content") or "")) for t in turns or ())
 
-    def __init__(self, window: int, chats: int = CHATS_KEPT) -> None:
+
+class ConversationCache:
+    """Per-chat copies, at most :data:`CHATS_KEPT` of them and :data:`TEXT_KEPT` characters
+    of text in all (see the module doc)."""
+
+    def __init__(self, window: int, chats: int = CHATS_KEPT, text: int = TEXT_KEPT) -> None:
         self.window = window
         self.chats = chats
+        self.text = text
         self._copies: OrderedDict[str, ChatCopy] = OrderedDict()
+        self._size = 0
 
     def get(self, chat_id: str) -> ChatCopy | None:
         """The chat's copy, if one is kept."""
@@ -127,24 +142,35 @@ class ConversationCache:
             self._copies.move_to_end(chat_id)
         return copy
 
+    @property
+    def size(self) -> int:
+        """Characters of text the copies hold."""
+        return self._size
+
     def drop(self, chat_id: str) -> None:
         """Forget the chat's copy (its next answer reads the window again)."""
-        self._copies.pop(chat_id, None)
+        copy = self._copies.pop(chat_id, None)
+        if copy is not None:
+            self._size -= copy.size
 
     def update(self, chat_id: str, opening: Opening) -> ChatCopy:
         """The chat's copy with what :meth:`bus.ChatAnswering.open` returned."""
-        copy = self._copies.get(chat_id)
+        copy = self._copies.pop(chat_id, None)
+        if copy is not None:
+            self._size -= copy.size
         new = opening.entries[::-1]  # oldest first
         if copy is None or opening.fresh:
             copy = ChatCopy(whole=len(new) < self.window)
         copy.add(new, self.window)
         for message_id, turns in opening.memory.items():
             if message_id in copy.replied and message_id in copy.ids:
+                copy.size += _text(turns) - _text(copy.memory.get(message_id))
                 copy.memory[message_id] = turns
         self._copies[chat_id] = copy
-        self._copies.move_to_end(chat_id)
-        while len(self._copies) > self.chats:
-            self._copies.popitem(last=False)
+        self._size += copy.size
+        while len(self._copies) > 1 and (len(self._copies) > self.chats or self._size > self.text):
+            _, dropped = self._copies.popitem(last=False)
+            self._size -= dropped.size
         return copy
 
 

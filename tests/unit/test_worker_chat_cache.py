@@ -1,0 +1,62 @@
+"""The worker's copy of a chat (issue 10): what OPEN read is merged, the window and the text
+budget hold, and the pending messages are decided as ChatLog.unanswered_until decides."""
+
+from __future__ import annotations
+
+from bus import Opening
+from bus.schemas import MessagePosted
+from worker.chat_cache import ConversationCache
+
+
+def msg(
+    n: int, sender: str = "Visitor", reply_to: str | None = None, size: int = 1
+) -> MessagePosted:
+    return MessagePosted(
+        id=f"m{n}",
+        chatId="c",
+        sender=sender,
+        content="x" * size,
+        createdAt="2026-01-01T00:00:00.000Z",
+        replyTo=reply_to,
+    )
+
+
+def opening(*messages: MessagePosted, fresh: bool = False, first: int = 0) -> Opening:
+    entries = [(f"{first + i}-0", m) for i, m in enumerate(messages)]
+    return Opening("open", fresh=fresh, entries=entries[::-1])
+
+
+def test_the_copy_grows_by_what_is_newer_and_keeps_the_window() -> None:
+    cache = ConversationCache(window=5)
+    copy = cache.update("c", opening(msg(1), msg(2, "Terra", "m1"), fresh=True))
+    assert copy.whole
+    assert copy.unanswered_until("m1") == []  # answered
+    copy = cache.update("c", opening(msg(3), msg(4), msg(5), first=2))
+    assert copy.whole
+    assert [m.id for _, m in copy.unanswered_until("m4") or []] == ["m3", "m4"]
+    copy = cache.update("c", opening(msg(6), first=5))
+    assert [m.id for _, m in copy.entries] == ["m2", "m3", "m4", "m5", "m6"]
+    assert not copy.whole
+    assert copy.has("m6")
+    assert not copy.has("m1")
+    # m1 (answered, where the walk would stop) left the window: the copy cannot decide
+    assert copy.unanswered_until("m4") is None
+
+
+def test_the_copy_cannot_decide_past_its_window() -> None:
+    cache = ConversationCache(window=3)
+    copy = cache.update("c", opening(msg(1), msg(2), msg(3), msg(4), fresh=True))
+    # every message unanswered and the window full: older ones may be waiting too
+    assert copy.unanswered_until("m4") is None
+
+
+def test_the_text_budget_drops_the_least_recently_used_chats() -> None:
+    cache = ConversationCache(window=8, text=250)
+    for chat in ("a", "b", "c"):
+        cache.update(chat, opening(msg(1, size=100), fresh=True))
+    assert cache.get("a") is None  # 300 characters: the oldest went
+    assert cache.get("b") is not None
+    assert cache.size == 200
+    cache.update("c", opening(msg(2, size=100), first=1))
+    assert cache.get("b") is None  # c grew; b was the least recently used
+    assert cache.size == 200
