@@ -73,7 +73,7 @@ if ARGV[7] ~= '' and #redis.call('XRANGE', KEYS[3], ARGV[7], ARGV[7]) == 1 then
   min, fresh = '(' .. ARGV[7], 0
 end
 local entries = redis.call('XREVRANGE', KEYS[3], '+', min, 'COUNT', ARGV[8])
-local found = ARGV[9] == '1'
+local found = fresh == 0 and ARGV[9] == '1'  -- the caller's copy is of this log
 local ids = {ARGV[6]}
 for i = 13, 12 + n do ids[#ids + 1] = ARGV[i] end
 for _, entry in ipairs(entries) do

@@ -197,3 +197,22 @@ async def test_answers_starting_on_a_fresh_redis_load_open_once(
     assert {o.status for o in openings} == {"open"}
     stats = await redis_client.info("commandstats")
     assert stats["cmdstat_script|load"]["calls"] == 1
+
+
+async def test_a_message_known_only_to_a_stale_copy_sets_no_state(
+    chat_log: ChatLog, redis_client: Redis
+) -> None:
+    """The log was lost and recreated: the worker's copy (and the message it holds) are
+    gone, so nothing may be set ``processing`` for that message."""
+    answering = ChatAnswering(chat_log)
+    old = await chat_log.accept_visitor_message("c", "before the loss")
+    old_id = str(old.message["id"])
+    cold = await answering.open("c", old_id, known=None, known_has_message=False, window=8)
+    await redis_client.delete(KEYS.chat_messages("c"), KEYS.chat_events("c"), KEYS.chat_meta("c"))
+    await chat_log.accept_visitor_message("c", "after")
+    last = await chat_log.last_event_id("c")
+    opening = await answering.open(
+        "c", old_id, known=cold.entries[0][0], known_has_message=True, window=8
+    )
+    assert opening.status == "unknown"
+    assert await chat_log.last_event_id("c") == last
