@@ -164,6 +164,7 @@ class JobRunner:
             await self._dead_letter_malformed(d)
             return "dead_letter"
         chat_id, message_id = d.job.chat_id, d.job.message_id
+        job.progress.closing = False  # a try after an outage renews its lease again
         # With an opener, the job's first round trip takes the lease and checks for a reply
         # (issue 10); a job past its deliveries takes the plain lease (no state to set).
         over = d.deliveries > self.settings.max_deliveries
