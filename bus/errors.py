@@ -40,6 +40,7 @@ from redis.exceptions import (
     MovedError,
     NoPermissionError,
     NoScriptError,
+    ReadOnlyError,
     RedisClusterException,
     RedisError,
     SlotNotCoveredError,
@@ -159,6 +160,10 @@ def misconfigurations() -> dict[str, int]:
     return {kind: _misconfig[kind] for kind in MISCONFIG_KINDS}
 
 
+#: Replies of a Redis that is between states, not refusing: a blocking read whose key a
+#: reshard moved (or a restart lost) under it, a master that failed over and now serves
+#: as a replica (redis-py's ReadOnlyError), a dataset still loading. Retried as outages.
+_PASSING_STATES = ("UNBLOCKED", "READONLY", "LOADING", "MASTERDOWN")
 _CLUSTER_OUTAGE = ("cannot be connected", "not covered", "clusterdown", "node is down")
 _SECRETISH = re.compile(r"\w+://\S*@\S*")  # a URL with credentials, should one ever appear
 
@@ -213,6 +218,8 @@ def as_bus_error(exc: BaseException) -> BusError:
             return _rejected(word, f"{word} {text}")
     if isinstance(exc, ClusterDownError | TryAgainError | SlotNotCoveredError):
         return BusUnavailable(f"Redis Cluster unavailable ({kind})")
+    if isinstance(exc, ReadOnlyError) or text.startswith(_PASSING_STATES):
+        return BusUnavailable(f"Redis in transition ({text.split(' ', 1)[0]})")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError):
         return BusUnavailable(f"Redis unreachable ({kind})")
     if isinstance(exc, RedisClusterException):  # redis-py's cluster client, not the server

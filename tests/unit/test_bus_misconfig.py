@@ -15,6 +15,7 @@ from redis.exceptions import (
     MovedError,
     NoPermissionError,
     NoScriptError,
+    ReadOnlyError,
     RedisClusterException,
     ResponseError,
     SlotNotCoveredError,
@@ -86,6 +87,11 @@ def test_refusals_are_misconfiguration_with_their_words_and_kind(
         SlotNotCoveredError("Slot 1 is not covered by the cluster."),
         RedisClusterException("Redis Cluster cannot be connected. Please provide at least one"),
         RedisConnectionError("Connection refused"),
+        # a blocking XREADGROUP whose stream a reshard moved (or a restart lost) under it
+        ResponseError("UNBLOCKED the stream key no longer exists"),
+        # a connection to a master that failed over and now serves as a replica
+        ReadOnlyError("You can't write against a read only replica."),
+        ResponseError("LOADING Redis is loading the dataset in memory"),
     ],
 )
 def test_cluster_outages_are_outages_and_not_counted(error: Exception) -> None:
