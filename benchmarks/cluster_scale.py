@@ -413,6 +413,7 @@ class SetupResult:
     answered_twice: int
     post_errors: dict[str, int]
     exchange_p50_s: float
+    exchange_p99_s: float
     frames_per_s: float
     lag_p50_ms: float
     lag_p99_ms: float
@@ -592,6 +593,7 @@ def summarise(
         answered_twice=sum(p["twice"] for p in finals),
         post_errors=dict(tally.post_errors),
         exchange_p50_s=round(percentile(tally.seconds, 50), 3),
+        exchange_p99_s=round(percentile(tally.seconds, 99), 3),
         frames_per_s=round(sum(r["frames"] for r in reports) / wall, 1),
         lag_p50_ms=percentile(lags, 50),
         lag_p99_ms=percentile(lags, 99),
@@ -665,6 +667,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
 ROWS: list[tuple[str, str]] = [
     ("exchanges_per_s", "exchanges/s (answers in the window)"),
     ("exchange_p50_s", "  POST -> answer seen p50 (s)"),
+    ("exchange_p99_s", "  POST -> answer seen p99 (s)"),
     ("frames_per_s", "frames/s delivered"),
     ("lag_p50_ms", "chunk appended -> frame p50 (ms)"),
     ("lag_p99_ms", "chunk appended -> frame p99 (ms)"),
