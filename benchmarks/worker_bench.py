@@ -410,12 +410,15 @@ async def run(args: argparse.Namespace) -> list[dict[str, dict[str, Any]]]:
     launcher = Launcher(LaunchOptions(quiet=True, workdir=workdir))
     try:
         launcher.redis_url = redis_url(launcher.add_redis(appendonly=False))
-        # The driver stands in for many visitors' traffic: no per-client or per-chat quota.
+        # The driver stands in for many visitors' traffic: no per-client or per-chat quota,
+        # and no backlog cap (the bare worker acks without trimming the jobs stream, and a
+        # job it held when stopped stays pending, so the stream only grows over a run).
         settings = BusSettings(
             _env_file=None,
             redis_url=launcher.redis_url,
             client_bytes_per_day=2**40,
             chat_max_bytes=2**40,
+            jobs_maxlen=10**9,
         )
         agent_port = free_port()
         agent = launcher.spawn(
