@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.crc import key_slot
 
 from bus.chatlog import compare_ids
 from tests.cluster.rig import (
@@ -30,6 +31,7 @@ from tests.guarantees.fleet import KINDS, Fleet
 from tests.support.clients import ChatClient, post_message
 from tests.support.redis_cluster import RedisCluster
 from tests.support.system import ACCESS_CODE
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -195,3 +197,45 @@ async def test_the_original_front_end_contract(rig: ClusterRig) -> None:
         assert status == 200
         assert health["relay"] == "ok"
         assert health["workerReady"] is True
+
+
+async def test_a_chat_moves_to_another_master_while_it_streams(rig: ClusterRig) -> None:
+    """Resharding under traffic: the slot of a streaming chat moves to another master
+    (``CLUSTER SETSLOT`` MIGRATING / IMPORTING, ``MIGRATE``, NODE) while messages are posted
+    to it; every message is accepted once and answered once, every reader stays exact."""
+    with rig.logs_on_failure():
+        chat_id = rig.chats_on_every_master(1, "reshard")[0]
+        source = rig.node_of_chat(chat_id)
+        target = next(m for m in rig.cluster.masters() if m is not source)
+        slot = key_slot(rig.keys.chat_events(chat_id).encode())
+        fleet = Fleet(random.Random(41), rig.ports)
+        try:
+            sockets = [
+                await fleet.open(chat_id, kind, first_port=n % 2) for n, kind in enumerate(KINDS)
+            ]
+            await fleet.post(chat_id, fleet.ledger.content(300), with_client_id=True)
+            await sockets[0].wait_for(lambda: sockets[0].chunks(), what="a first chunk")
+            fleet.phase = "migrating"
+            await asyncio.to_thread(rig.cluster.begin_migration, slot, target)
+            moved = await asyncio.to_thread(rig.cluster.move_keys, slot, source, target, limit=2)
+            posting = asyncio.create_task(
+                fleet.post(chat_id, fleet.ledger.content(10), with_client_id=True)
+            )
+            # A post meets the slot half-moved (its first answer came), then the rest moves.
+            await wait_until(lambda: fleet.ledger.posts[-1].attempts, 10, "a post mid-migration")
+            moved += await asyncio.to_thread(rig.cluster.move_keys, slot, source, target)
+            await asyncio.to_thread(rig.cluster.finish_migration, slot, source, target)
+            during = await posting
+            fleet.phase = "moved"
+            await fleet.post(chat_id, fleet.ledger.content(10), with_client_id=True)
+            snapshot = await wait_answered(rig, fleet.ledger.posts)
+            await caught_up(fleet.sockets, snapshot)
+        finally:
+            await fleet.close()
+        assert moved > 0
+        assert during.accepted, during.attempts
+        assert rig.node_of_chat(chat_id) is target
+        _chats, jobs = await rig.snapshot([chat_id])
+        findings = check_run(snapshot, fleet.sockets, fleet.ledger.posts, jobs, [], 0)
+        rig.check_logs(findings)
+        assert not findings.violations, violations(findings)
