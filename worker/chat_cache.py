@@ -236,6 +236,9 @@ async def open_answer(
     if opening.status == "dup":
         return None
     copy = cache.update(chat_id, opening)
+    # OPEN found no reply to ``message_id`` in the chat's replies, the bus's truth: a reply
+    # the copy saw may have been dropped since (an operator's requeue of a dead letter).
+    copy.replied.discard(message_id)
     if opening.status != "open":
         return None, None  # not in the window: the paging read decides
     pending = copy.unanswered_until(message_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bus import Opening
 from bus.schemas import MessagePosted
-from worker.chat_cache import ConversationCache
+from worker.chat_cache import ConversationCache, open_answer
 
 
 def msg(
@@ -60,3 +60,26 @@ def test_the_text_budget_drops_the_least_recently_used_chats() -> None:
     cache.update("c", opening(msg(2, size=100), first=1))
     assert cache.get("b") is None  # c grew; b was the least recently used
     assert cache.size == 200
+
+
+class _Opener:
+    """OPEN as the bus answers it: nothing newer in the log, no reply to the message."""
+
+    def __init__(self, result: Opening) -> None:
+        self.result = result
+
+    async def open(self, chat_id: str, message_id: str, **_: object) -> Opening:
+        return self.result
+
+
+async def test_a_reply_the_bus_forgot_makes_the_message_waiting_again() -> None:
+    """``terrarium-ops requeue`` drops a dead letter's apology from the chat's replies, so
+    the job it adds finds no reply in OPEN: the copy, which saw the apology, must not
+    count the message as answered (it did, and the requeued job answered nothing)."""
+    cache = ConversationCache(window=8)
+    cache.update("c", opening(msg(1), msg(2, "Terra", "m1"), fresh=True))
+    nothing_newer = Opening("open", fresh=False, entries=[])
+    opened = await open_answer(_Opener(nothing_newer), cache, "c", "m1")  # type: ignore[arg-type]
+    assert opened is not None
+    _, pending = opened
+    assert [m.id for _, m in pending or []] == ["m1"]
