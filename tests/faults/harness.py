@@ -4,6 +4,9 @@ worker processes, plus direct (read-mostly) access to Redis for the checks.
 Worker timings are shortened through settings (``FAST_WORKER_ENV``): a job idle for
 1.5 s is reclaimed, chat leases last 1.5 s, reclaim sweeps run every 250 ms. With the
 defaults (30 s, 30 s, 5 s) the same code paths take about 20 times longer.
+
+The cluster tier runs some scenarios on a Redis Cluster instead (``ON_CLUSTER``): the same
+processes with ``REDIS_CLUSTER=true``, the checks reading the partitioned layout.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +27,12 @@ from bus import BusError, BusKeys, ChatLog
 from bus.chatlog import EventRecord
 from bus.client import create_redis
 from tests.support.clients import ChatClient, has_caught_up
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.system import Process, System
 from tests.support.wait import wait_until
 
-__all__ = ["FAST_WORKER_ENV", "REDIS_DOWN", "Harness", "elapsed", "fault_system"]
+__all__ = ["FAST_WORKER_ENV", "ON_CLUSTER", "REDIS_DOWN", "Harness", "elapsed", "fault_system"]
 
 #: What a probe raises while Redis (or a process behind it) is down or restarting.
 REDIS_DOWN: tuple[type[Exception], ...] = (RedisError, BusError, OSError, aiohttp.ClientError)
@@ -45,6 +50,12 @@ FAST_WORKER_ENV = {
 }
 
 KEYS = BusKeys()
+#: The key layout of gateways and workers on a cluster (REDIS_PARTITIONS unset: 16).
+CLUSTER_KEYS = BusKeys(partitions=16, cluster=True)
+
+#: Set by the cluster tier: :func:`fault_system` runs on this (running) cluster, emptied
+#: first, instead of a private redis-server.
+ON_CLUSTER: ContextVar[RedisCluster | None] = ContextVar("ON_CLUSTER", default=None)
 
 
 def elapsed(since: float) -> float:
@@ -57,9 +68,17 @@ class Harness:
     """One running system and a Redis client for the checks."""
 
     system: System
-    redis_server: RedisServer
+    server: RedisServer | None  # None on a cluster
     redis: Redis
     log: ChatLog
+    keys: BusKeys = KEYS
+
+    @property
+    def redis_server(self) -> RedisServer:
+        """The private redis-server (scenarios that restart or kill Redis)."""
+        if self.server is None:
+            raise RuntimeError("this scenario runs on a cluster: there is no one redis-server")
+        return self.server
 
     # --- processes -------------------------------------------------------------------------
 
@@ -68,11 +87,11 @@ class Harness:
 
     async def worker(self, name: str, ready: bool = True, /, **env: str) -> Process:
         """Start a worker (fast settings unless overridden); wait for its first heartbeat."""
-        await self.redis.hdel(KEYS.workers, name)  # type: ignore[misc]
+        await self.redis.hdel(self.keys.workers, name)  # type: ignore[misc]
         proc = self.system.worker(name, **{**FAST_WORKER_ENV, **env})
         if ready:
             await self.until(
-                lambda: self.redis.hexists(KEYS.workers, name),
+                lambda: self.redis.hexists(self.keys.workers, name),
                 within=20,
                 what=f"{name}'s heartbeat",
             )
@@ -104,13 +123,13 @@ class Harness:
             )
 
     async def pending(self) -> list[dict[str, Any]]:
-        """Pending job entries: ``message_id``, ``consumer``, ``times_delivered``..."""
-        with contextlib.suppress(Exception):
-            rows = await self.redis.xpending_range(
-                KEYS.jobs_stream(0), KEYS.jobs_group, "-", "+", 100
-            )
-            return list(rows)
-        return []
+        """Pending job entries (every partition): ``message_id``, ``consumer``, ..."""
+        rows: list[dict[str, Any]] = []
+        for partition in self.keys.partitions:
+            with contextlib.suppress(Exception):
+                stream = self.keys.jobs_stream(partition)
+                rows += await self.redis.xpending_range(stream, self.keys.jobs_group, "-", "+", 100)
+        return rows
 
     async def owner(self) -> str | None:
         """The consumer holding the (only) pending job."""
@@ -118,7 +137,11 @@ class Harness:
         return str(rows[0]["consumer"]) if rows else None
 
     async def dead_letters(self) -> list[dict[str, str]]:
-        return [fields for _, fields in await self.redis.xrange(KEYS.dead_letters_stream(0))]
+        letters = []
+        for partition in self.keys.partitions:
+            stream = self.keys.dead_letters_stream(partition)
+            letters += [fields for _, fields in await self.redis.xrange(stream)]
+        return letters
 
     async def agent_requests(self, marker: str) -> int:
         """Completion requests (not health probes) whose last user message has ``marker``."""
@@ -144,14 +167,24 @@ async def fault_system(
 ) -> AsyncIterator[Harness]:
     """Redis (with AOF if asked) and the demo agent; gateways and workers are added by the test.
 
-    Every process is killed at the end; on failure their logs are printed.
+    Every process is killed at the end; on failure their logs are printed. With
+    :data:`ON_CLUSTER` set, the cluster (emptied first) stands in for the redis-server.
     """
-    server = RedisServer(workdir / "redis").start(appendonly=appendonly)
-    system = System(workdir, server)
-    redis = create_redis(server.url, client_name="fault-test")
+    cluster = ON_CLUSTER.get()
+    server: RedisServer | None = None
+    if cluster is None:
+        server = RedisServer(workdir / "redis").start(appendonly=appendonly)
+        system = System(workdir, server)
+        redis = create_redis(server.url, client_name="fault-test")
+        keys = KEYS
+    else:
+        cluster.flushall()
+        system = System(workdir, cluster)
+        redis = create_redis(cluster.url, client_name="fault-test", cluster=True)
+        keys = CLUSTER_KEYS
     try:
         system.start_agent(token_delay_ms)
-        yield Harness(system, server, redis, ChatLog(redis, KEYS))
+        yield Harness(system, server, redis, ChatLog(redis, keys), keys)
     except BaseException:
         print(system.dump_logs())
         raise
@@ -159,4 +192,5 @@ async def fault_system(
         with contextlib.suppress(Exception):
             await redis.aclose()
         system.close()
-        server.kill()
+        if server is not None:
+            server.kill()
