@@ -18,9 +18,11 @@ import structlog
 
 __all__ = ["configure_logging", "redact", "redact_url"]
 
+#: Field names whose values are masked. ``token`` but not ``tokens``: a count of model
+#: tokens (``tokens``, ``prompt_tokens``) is not a credential.
 _SECRET_KEYS = re.compile(
-    r"(access_?code|accesscode|token|secret|password|passwd|api_?key|authorization|cookie"
-    r"|signature)",
+    r"(access_?code|accesscode|token(?!s)|secret|password|passwd|api_?key|authorization"
+    r"|cookie|signature)",
     re.IGNORECASE,
 )
 _URL_SECRET = re.compile(
