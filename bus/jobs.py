@@ -125,6 +125,9 @@ class JobQueue:
         #: only with per-partition reads (the only ones stopped while in flight).
         self._handed: set[JobRef] = set()
         self._tracking = per_partition
+        #: Partitions a read delivered from since: each owes one job ready again, so the
+        #: next idle worker's blocking read wakes (paid by the next take or :meth:`refill`).
+        self._owed: set[int] = set()
         self._reads = BlockingReads(
             redis,
             keys,
@@ -171,18 +174,24 @@ class JobQueue:
         blocking; partitions are walked from a rotating start until ``count`` are taken
         (skipping those where one pipelined look finds nothing waiting). ``take(0,
         keep=1)`` only refills (every partition), so that another idle worker's blocking
-        read wakes. An empty result means nothing waits: block in :meth:`read` (the next
-        accept wakes it).
+        read wakes. The refill a read owes (:meth:`refill`) rides along: ``keep`` is at
+        least 1 in those partitions, visited even once ``count`` are taken (issue 10: no
+        round trip of its own). An empty result means nothing waits: block in
+        :meth:`read` (the next accept wakes it).
         """
         order = self._rotation()
         if len(order) > 1:
             busy = await self._busy_partitions()
+            self._owed &= busy  # nothing waits there: nothing to make ready
             order = [p for p in order if p in busy]
         out: list[Delivery] = []
         for partition in order:
-            if count > 0 and len(out) >= count:
-                break
-            out += await self._take_in(partition, count - len(out), keep)
+            want = max(0, count - len(out))
+            owes = partition in self._owed
+            if count > 0 and want == 0 and not owes:
+                continue
+            out += await self._take_in(partition, want, max(keep, 1) if owes else keep)
+            self._owed.discard(partition)
         return out
 
     async def _busy_partitions(self) -> set[int]:
@@ -213,11 +222,13 @@ class JobQueue:
                     busy.add(p)
         return busy
 
-    async def refill(self, deliveries: Iterable[Delivery]) -> None:
-        """Make one job ready in each partition ``deliveries`` came from (``take(0, keep=1)``
-        there), so the next idle worker's blocking read wakes."""
-        for partition in sorted({d.partition for d in deliveries}):
+    async def refill(self) -> None:
+        """Make one job ready in each partition a read delivered from since the last take
+        (``take(0, keep=1)`` there), so the next idle worker's blocking read wakes; a
+        consumer that will not take now (no room, stopping) calls this."""
+        for partition in sorted(self._owed):
             await self._take_in(partition, 0, 1)
+            self._owed.discard(partition)
 
     async def _take_in(self, partition: int, count: int, keep: int) -> list[Delivery]:
         k = self.keys
@@ -260,6 +271,7 @@ class JobQueue:
             _to_delivery(str(entry_id), fields, partition=partition)
             for partition, entry_id, fields in replies
         ]
+        self._owed.update(d.partition for d in out[:count])
         extra = [d.ref for d in out[count:]]
         if extra:
             await self.release_refs(extra)

@@ -287,27 +287,27 @@ class Worker:
         while not self._stopping.is_set():
             self._changed.clear()
             room = self._room()
-            if room == 0:
-                self.bus.jobs.stop_reading()  # a read left in flight would take a job
-                await self._changed.wait()
-                continue
             try:
-                # Round robin across clients first; block only when nothing waits.
+                if room == 0:
+                    self.bus.jobs.stop_reading()  # a read left in flight would take a job
+                    await self.bus.jobs.refill()  # what the last read owes an idle worker
+                    await self._changed.wait()
+                    continue
+                # Round robin across clients first; block only when nothing waits. The
+                # refill a read owes rides on the next take (issue 10), after its jobs start.
                 deliveries = await self.bus.jobs.take(room)
                 if not deliveries:
-                    read = await self.bus.jobs.read(count=room, block_ms=self.settings.job_block_ms)
-                    # The jobs start first (issue 10: the refill's round trip is not on
-                    # their way to the agent), then one job ready again (in each partition
-                    # read) wakes another idle worker.
-                    for delivery in read:
-                        self._spawn(delivery)
-                    await self.bus.jobs.refill(read)
+                    deliveries = await self.bus.jobs.read(
+                        count=room, block_ms=self.settings.job_block_ms
+                    )
             except BusError as exc:
                 logger.warning("worker.read_failed", error=type(exc).__name__)
                 await self._pause(REDIS_RETRY_SECONDS)
                 continue
             for delivery in deliveries:
                 self._spawn(delivery)
+        with contextlib.suppress(BusError):
+            await self.bus.jobs.refill()
 
     async def _reclaim_loop(self) -> None:
         interval = self.settings.reclaim_interval_ms / 1000
