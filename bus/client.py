@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,6 +38,8 @@ class RedisOptions:
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    #: More cluster nodes to discover the cluster from, besides the URL's (``host, port``).
+    seeds: tuple[tuple[str, int], ...] = ()
 
 
 class _ClusterClient(RedisCluster):
@@ -135,6 +137,7 @@ def create_redis(
     if cluster:
         nodes = _ClusterClient.from_url(
             url,
+            startup_nodes=[ClusterNode(host, port) for host, port in opts.seeds],
             connection_error_retry_attempts=opts.retries,
             pool_wait=opts.connect_timeout,
             require_full_coverage=True,

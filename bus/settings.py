@@ -57,6 +57,10 @@ class BusSettings(BaseSettings):
     #: unset with REDIS_CLUSTER means 16. A single Redis moves between layouts with
     #: ``terrarium-ops layout migrate``.
     redis_partitions: int | None = Field(None, ge=1, le=MAX_PARTITIONS)
+    #: More cluster nodes to start from, ``host:port,host:port`` (credentials and TLS as in
+    #: ``REDIS_URL``): a process that starts while ``REDIS_URL``'s node is down still finds
+    #: the cluster through one of these. Only with ``REDIS_CLUSTER``.
+    redis_cluster_nodes: str = ""
 
     # --- storage policy (written by every process the same way) --------------------------
     #: A chat's keys expire this long after its last event. Three days: a visitor who comes
@@ -112,7 +116,24 @@ class BusSettings(BaseSettings):
                 raise ValueError("a cluster has only database 0: REDIS_URL must not name another")
         return value
 
+    @field_validator("redis_cluster_nodes")
+    @classmethod
+    def _cluster_nodes(cls, value: str, info: ValidationInfo) -> str:
+        if value.strip() and not info.data.get("redis_cluster"):
+            raise ValueError("lists cluster nodes: set REDIS_CLUSTER=true too, or leave it empty")
+        for node in _split_nodes(value):
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"must be host:port[,host:port...]; {node!r} is not")
+        return value
+
     # --- derived ----------------------------------------------------------------------------
+    @property
+    def cluster_seeds(self) -> tuple[tuple[str, int], ...]:
+        """``REDIS_CLUSTER_NODES`` as ``(host, port)`` pairs."""
+        pairs = (node.rpartition(":") for node in _split_nodes(self.redis_cluster_nodes))
+        return tuple((host.strip("[]"), int(port)) for host, _, port in pairs)
+
     @property
     def partitions(self) -> int:
         """Key partitions in use: REDIS_PARTITIONS, else 16 on a cluster, else 1."""
@@ -155,6 +176,7 @@ class BusSettings(BaseSettings):
             ssl_ca_certs=self.redis_ca_cert,
             ssl_certfile=self.redis_client_cert,
             ssl_keyfile=self.redis_client_key,
+            seeds=self.cluster_seeds,
         )
 
     @property
@@ -185,3 +207,7 @@ def describe_settings_error(exc: ValidationError) -> str:
         reason = str(err["msg"]).removeprefix("Value error, ")
         problems.append(f"{name} ({reason})")
     return "; ".join(sorted(set(problems)))
+
+
+def _split_nodes(value: str) -> list[str]:
+    return [node.strip() for node in value.split(",") if node.strip()]

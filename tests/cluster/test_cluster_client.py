@@ -15,6 +15,8 @@ import pytest
 from redis.exceptions import RedisClusterException, RedisError
 
 from bus.client import create_redis
+from bus.settings import BusSettings
+from demo.launcher import free_port
 from tests.support.redis_cluster import RedisCluster
 from tests.support.wait import wait_until
 
@@ -59,3 +61,34 @@ async def test_the_client_answers_again_after_a_master_fails_over_under_load(
         stop.set()
         await asyncio.gather(*tasks)
         await client.aclose()
+
+
+async def test_a_process_finds_the_cluster_through_another_node_when_its_seed_is_down(
+    redis_cluster: RedisCluster,
+) -> None:
+    """``REDIS_URL`` names one node; a gateway or worker starting while that node is down
+    finds the cluster through ``REDIS_CLUSTER_NODES`` (the other nodes' ``host:port``)."""
+    down = f"redis://127.0.0.1:{free_port()}"
+    nodes = ",".join(node.address for node in redis_cluster.masters())
+    alone = BusSettings(redis_url=down, redis_cluster=True)
+    seeded = BusSettings(
+        redis_url=down,
+        redis_cluster=True,
+        redis_cluster_nodes=nodes,
+    )
+    for settings, finds in ((alone, False), (seeded, True)):
+        client = create_redis(
+            settings.redis_url.get_secret_value(),
+            client_name="test-seeds",
+            options=settings.redis_options(),
+            cluster=True,
+        )
+        try:
+            if finds:
+                assert await client.set("{seeds}", "found")
+                assert await client.get("{seeds}") == "found"
+            else:
+                with pytest.raises((RedisClusterException, RedisError)):
+                    await client.get("{seeds}")
+        finally:
+            await client.aclose()

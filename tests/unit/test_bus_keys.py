@@ -181,6 +181,13 @@ def settings(**env: object) -> BusSettings:
     return BusSettings(redis_url="redis://localhost:6399", **env)  # type: ignore[arg-type]
 
 
+def test_more_cluster_nodes_are_seeds_of_the_cluster_client() -> None:
+    seeded = settings(redis_cluster=True, redis_cluster_nodes="n2:7000, [::1]:7001,")
+    assert seeded.cluster_seeds == (("n2", 7000), ("::1", 7001))
+    assert seeded.redis_options().seeds == seeded.cluster_seeds
+    assert settings().redis_options().seeds == ()
+
+
 def test_settings_pick_the_layout() -> None:
     assert settings().bus_keys == BusKeys("terra")
     assert settings(redis_partitions=4).bus_keys == BusKeys("terra", 4)
@@ -197,6 +204,9 @@ def test_settings_pick_the_layout() -> None:
         ({"redis_partitions": "many"}, "REDIS_PARTITIONS"),
         ({"redis_cluster": "maybe"}, "REDIS_CLUSTER"),
         ({"redis_cluster": True, "redis_url": "redis://u:s3cret@h:7000/2"}, "REDIS_CLUSTER"),
+        ({"redis_cluster_nodes": "n2:7000"}, "REDIS_CLUSTER_NODES"),  # without REDIS_CLUSTER
+        ({"redis_cluster": True, "redis_cluster_nodes": "n2"}, "REDIS_CLUSTER_NODES"),
+        ({"redis_cluster": True, "redis_cluster_nodes": "n2:70000"}, "REDIS_CLUSTER_NODES"),
     ],
 )
 def test_bad_layout_settings_are_named_in_one_line(env: dict[str, object], named: str) -> None:
