@@ -64,6 +64,8 @@ class AnswerSink:
 _TOOL_CALL_TAG = "<tool_call>"
 _NAME_CHAR = re.compile(r"[\w.]")
 _WORD_TAIL = re.compile(r"(\w+)(\s*)")
+#: The last word of a text and the blank after it, if the text ends so.
+_LAST_WORD = re.compile(r"(\w+)(\s*)\Z")
 #: How far back from the end of the undecided text a possible call start is looked for.
 _TAIL_SLACK = 32
 
@@ -128,24 +130,29 @@ class HoldBack:
         return self._sink.push(text)
 
     def _undecided_tail(self, buffer: str) -> int:
-        """Length of the tail of ``buffer`` that may still become a call start."""
-        lower = buffer.lower()
-        for pos in range(max(0, len(buffer) - self._window), len(buffer)):
-            char = buffer[pos]
-            if char == "<":
-                if _TOOL_CALL_TAG.startswith(lower[pos:]):
-                    return len(buffer) - pos
-                continue
-            before = buffer[pos - 1] if pos else self._last
-            if before and _NAME_CHAR.match(before):
-                continue
-            tail = _WORD_TAIL.fullmatch(buffer, pos)
-            if tail is None:
-                continue
-            word, space = tail.groups()
-            if word in self._names if space else any(n.startswith(word) for n in self._names):
-                return len(buffer) - pos
-        return 0
+        """Length of the tail of ``buffer`` that may still become a call start: from the
+        leftmost ``<`` that starts ``<tool_call>``'s prefix, or the last word (and the blank
+        after it) if it begins a word and is, or may become, a tool's name."""
+        size = len(buffer)
+        start = max(0, size - self._window)
+        best = 0
+        pos = buffer.find("<", max(start, size - len(_TOOL_CALL_TAG)))
+        while pos >= 0:
+            if _TOOL_CALL_TAG.startswith(buffer[pos:].lower()):
+                best = size - pos
+                break
+            pos = buffer.find("<", pos + 1)
+        tail = _LAST_WORD.search(buffer, start)
+        if tail is None or size - tail.start() <= best:
+            return best
+        pos = tail.start()
+        before = buffer[pos - 1] if pos else self._last
+        if before and _NAME_CHAR.match(before):
+            return best
+        word, space = tail.groups()
+        if word in self._names if space else any(n.startswith(word) for n in self._names):
+            return size - pos
+        return best
 
 
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
