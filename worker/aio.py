@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
-__all__ = ["cancel_and_wait", "wait_event"]
+__all__ = ["ClosingWriter", "cancel_and_wait", "wait_event"]
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
@@ -41,3 +42,34 @@ async def cancel_and_wait(
             if not task.cancelled():
                 task.exception()  # retrieved: the task logged it or it does not matter
     return pending
+
+
+class ClosingWriter:
+    """Base of the batch writers used as ``async with``: leaving the block normally or
+    with an ordinary exception calls :meth:`close` (writes the rest); leaving it cancelled,
+    or with the writer's own failed write (``_error``), :meth:`abort` (drops it)."""
+
+    _error: BaseException | None = None
+
+    async def close(self) -> None:
+        """Write what is still buffered and stop."""
+        raise NotImplementedError
+
+    async def abort(self) -> None:
+        """Stop at once, dropping anything not yet written."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        if cancelled or (self._error is not None and exc is self._error):
+            await self.abort()
+        else:
+            await self.close()

@@ -26,13 +26,12 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
 from bus import BusError
-from worker.aio import wait_event
+from worker.aio import ClosingWriter, wait_event
 from worker.metrics import WorkerMetrics
 from worker.ports import ChunkLog, ToolLog
 
@@ -159,7 +158,7 @@ class ChunkFlusher:
                 writer._idle.set()
 
 
-class ChunkWriter:
+class ChunkWriter(ClosingWriter):
     """One reply's chunks, written by the shared flusher (a :class:`worker.ports.DeltaSink`).
 
     A failed write (for example :class:`bus.BusUnavailable`) is raised by the next
@@ -213,8 +212,11 @@ class ChunkWriter:
         if text and not self._stopped:
             self.deltas += 1
             first = not self._parts
+            queued = bool(self._buffer)  # then the flusher already has this writer
             self._parts.append(text)
             self._buffer.append(text)
+            if queued:
+                return not self.cancelled
             self._idle.clear()
             if self._flusher is None:
                 self._flusher = ChunkFlusher.for_log(self.chatlog, self.interval)
@@ -251,21 +253,6 @@ class ChunkWriter:
         if self._flusher is not None:
             self._flusher.drop(self)
         self._idle.set()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
-        if cancelled or (self._error is not None and exc is self._error):
-            await self.abort()
-        else:
-            await self.close()
 
 
 async def watch_cancel(

@@ -16,15 +16,13 @@ write, drops it.
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
-from typing import Self
 
-from worker.aio import cancel_and_wait, wait_event
+from worker.aio import ClosingWriter, cancel_and_wait, wait_event
 
 __all__ = ["Coalescer"]
 
 
-class Coalescer:
+class Coalescer(ClosingWriter):
     """Base of the periodic batch writers (:class:`~worker.chunks.ChunkWriter`, ...)."""
 
     def __init__(self, name: str, *, interval_seconds: float) -> None:
@@ -87,18 +85,3 @@ class Coalescer:
         self._wake.set()
         if self._task is not None:
             await cancel_and_wait([self._task])
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
-        if cancelled or (self._error is not None and exc is self._error):
-            await self.abort()
-        else:
-            await self.close()
