@@ -37,7 +37,7 @@ from bus import BusError, JobClose
 from bus.schemas import MessagePosted, WorkerState
 from worker.aio import cancel_and_wait
 from worker.chat_cache import AnswerStart, Begun, ConversationCache, open_answer
-from worker.chunks import ChunkWriter, watch_cancel
+from worker.chunks import ChunkWriter, until_done_or_stopped
 from worker.conversation import MessageTooLong, PromptRules, build_prompt, prompt_texts
 from worker.errors import AgentError
 from worker.metrics import WorkerMetrics
@@ -308,23 +308,13 @@ class AnswerHandler:
             ),
             name="worker.reply",
         )
-        poll_ms = self.settings.cancel_poll_ms
-        watcher = asyncio.create_task(
-            watch_cancel(self.log, chat_id, message_id, writer, answer, poll_ms),
-            name="worker.watch_cancel",
+        await until_done_or_stopped(
+            self.log, chat_id, message_id, writer, answer, self.settings.cancel_poll_ms
         )
-        try:
-            await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # cancelled ourselves (stop, lost lease)
-            answer.cancel()
-            watcher.cancel()
-            await cancel_and_wait([answer, watcher])
-            raise
         if not answer.done():  # the visitor asked to stop
             await cancel_and_wait([answer])
             if not answer.done() or answer.cancelled() or answer.exception() is not None:
                 return AgentTurn(content=writer.text, stopped=True, deltas=writer.deltas)
-        await cancel_and_wait([watcher])
         return answer.result()
 
     async def _finish(

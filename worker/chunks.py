@@ -31,11 +31,17 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 from bus import BusError
-from worker.aio import ClosingWriter, wait_event
+from worker.aio import ClosingWriter, cancel_and_wait, wait_event
 from worker.metrics import WorkerMetrics
 from worker.ports import ChunkLog, ToolLog
 
-__all__ = ["MAX_WINDOW_FACTOR", "ChunkFlusher", "ChunkWriter", "watch_cancel"]
+__all__ = [
+    "MAX_WINDOW_FACTOR",
+    "ChunkFlusher",
+    "ChunkWriter",
+    "until_done_or_stopped",
+    "watch_cancel",
+]
 
 logger = structlog.get_logger("worker")
 
@@ -262,14 +268,22 @@ async def watch_cancel(
     writer: ChunkWriter,
     answer: asyncio.Future[Any],
     poll_ms: int,
+    *,
+    at_once: bool = False,
 ) -> None:
-    """Return once the visitor asked to stop the reply (``writer.cancelled`` is then set)."""
+    """Return once the visitor asked to stop the reply (``writer.cancelled`` is then set).
+
+    ``at_once``: the first check is now (the caller already waited one interval).
+    """
     interval = poll_ms / 1000
     loop = asyncio.get_running_loop()
     while not answer.done():
         # The request was checked just before the reply started, and every chunk write
         # returns it: poll only after an interval without a chunk (issue 10).
-        await asyncio.sleep(interval)
+        if at_once:
+            at_once = False
+        else:
+            await asyncio.sleep(interval)
         if writer.cancelled:
             return
         if answer.done() or loop.time() - writer.last_write_at < interval:
@@ -281,3 +295,34 @@ async def watch_cancel(
         except BusError as exc:  # the chunk writes report Redis trouble
             logger.debug("worker.cancel_check_failed", error=type(exc).__name__)
     await asyncio.Event().wait()  # the reply ended first: wait to be cancelled
+
+
+async def until_done_or_stopped(
+    log: ToolLog,
+    chat_id: str,
+    message_id: str,
+    writer: ChunkWriter,
+    answer: asyncio.Task[Any],
+    poll_ms: int,
+) -> None:
+    """Return once ``answer`` is done or the visitor asked to stop it (:func:`watch_cancel`;
+    ``answer`` may then still run). Cancelled, it cancels ``answer`` too."""
+    watcher: asyncio.Task[None] | None = None
+    try:
+        # A reply done within one poll interval needs no watcher (issue 10: most short
+        # exchanges); a longer one is watched from then on, first check at once.
+        await asyncio.wait({answer}, timeout=poll_ms / 1000)
+        if not answer.done():
+            watcher = asyncio.create_task(
+                watch_cancel(log, chat_id, message_id, writer, answer, poll_ms, at_once=True),
+                name="worker.watch_cancel",
+            )
+            await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled ourselves (stop, lost lease)
+        answer.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        await cancel_and_wait([answer] if watcher is None else [answer, watcher])
+        raise
+    if watcher is not None:
+        await cancel_and_wait([watcher])

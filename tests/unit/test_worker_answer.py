@@ -309,6 +309,30 @@ async def test_stop_while_the_agent_is_silent_keeps_the_partial_text() -> None:
     assert log.events[-1]["detail"] == "stopped"
 
 
+async def test_a_reply_done_within_one_poll_interval_starts_no_cancel_watcher() -> None:
+    """Issue 10: a short exchange pays no watcher task (the chunk writes and OPEN report a
+    stop request; the watcher is for an agent silent for a whole poll interval)."""
+    log = MemoryLog()
+    message = log.post("hi")
+    agent = ScriptedAgent(AgentTurn(content="Hello there"))
+    patient = settings().model_copy(update={"cancel_poll_ms": 60_000})
+    answer = AnswerHandler(log, agent, patient, system_prompt="S", metrics=WorkerMetrics())
+    loop = asyncio.get_running_loop()
+    started: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        started.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        assert await answer.answer_job(CHAT, message.id) == "answered"
+    finally:
+        loop.set_task_factory(None)
+    assert "watch_cancel" not in started
+    assert [m.content for m in log.terra()] == ["Hello there"]
+
+
 async def test_stop_requested_before_the_answer_starts_skips_the_agent() -> None:
     log = MemoryLog()
     message = log.post("never mind")
