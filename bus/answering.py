@@ -28,6 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 from redis.exceptions import RedisError
 
 from bus import scripts
@@ -35,11 +36,8 @@ from bus.chatlog import ChatLog
 from bus.errors import as_bus_error, translates_redis_errors
 from bus.lease import ChatLease
 from bus.schemas import (
-    ChunkProduced,
     MessagePosted,
     WorkerState,
-    WorkerStateChanged,
-    encode,
     iso_now,
     render_frame,
 )
@@ -203,13 +201,12 @@ class ChatAnswering:
                 raise ValueError("no ChatLease to take")
             owner, ttl = self.lease.owner, self.lease.ttl_ms
         lim = log.limits
-        event = WorkerStateChanged(chatId=chat_id, state="processing", updatedAt=iso_now())
         try:
             reply = await self._open(
                 keys=[*log._chat_keys(chat_id), log.keys.chat_lease(chat_id)],
                 args=[
                     log.keys.chat_channel(chat_id),
-                    encode(event),
+                    _state_json(chat_id, "processing", None, iso_now()),
                     lim.events_maxlen,
                     lim.messages_maxlen,
                     lim.retention_ms,
@@ -254,21 +251,30 @@ class ChatAnswering:
         log = self.log
         keys = log.keys
         lim = log.limits
-        message = MessagePosted(
-            id=str(uuid.uuid4()),
-            chatId=chat_id,
-            sender="Terra",
-            content=content,
-            createdAt=iso_now(),
-            replyTo=reply_to,
-            status=None if status == "complete" else status,
-        )
-        done = ChunkProduced(
-            chatId=chat_id, content="", done=True, emittedAt=iso_now(), replyTo=reply_to
-        )
-        state_event = WorkerStateChanged(
-            chatId=chat_id, state=state, detail=detail, updatedAt=iso_now()
-        )
+        now = iso_now()
+        # orjson, not pydantic models (issue 10): the same fields in the same order.
+        message: dict[str, Any] = {
+            "type": "message",
+            "v": 1,
+            "id": str(uuid.uuid4()),
+            "chatId": chat_id,
+            "sender": "Terra",
+            "content": content,
+            "createdAt": now,
+            "replyTo": reply_to,
+            "status": None if status == "complete" else status,
+            "provider": None,
+            "model": None,
+        }
+        done = {
+            "type": "assistantChunk",
+            "v": 1,
+            "chatId": chat_id,
+            "content": "",
+            "done": True,
+            "emittedAt": now,
+            "replyTo": reply_to,
+        }
         log._recent.pop(chat_id, None)  # a new Message: ChatLog's snapshot is stale
         try:
             result = await self._finish_close(
@@ -279,10 +285,10 @@ class ChatAnswering:
                 ],
                 args=[
                     keys.chat_channel(chat_id),
-                    encode(message),
+                    orjson.dumps(message).decode(),
                     reply_to,
-                    encode(done),
-                    encode(state_event),
+                    orjson.dumps(done).decode(),
+                    _state_json(chat_id, state, detail, now),
                     lim.events_maxlen,
                     lim.messages_maxlen,
                     lim.retention_ms,
@@ -295,4 +301,18 @@ class ChatAnswering:
             raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
         if result[0] == "dup":
             return {"eventId": str(result[1])}, True
-        return render_frame(encode(message), str(result[1])), False
+        return render_frame(message, str(result[1])), False
+
+
+def _state_json(chat_id: str, state: WorkerState, detail: str | None, at: str) -> str:
+    """A :class:`bus.schemas.WorkerStateChanged` event as stored, without a pydantic model."""
+    return orjson.dumps(
+        {
+            "type": "workerState",
+            "v": 1,
+            "chatId": chat_id,
+            "state": state,
+            "detail": detail,
+            "updatedAt": at,
+        }
+    ).decode()

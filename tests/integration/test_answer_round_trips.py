@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from bus import BusKeys, ChatAnswering, ChatLease, ChatLog, JobClose, JobQueue
 from bus.client import create_redis
+from bus.schemas import decode_event, encode, render_frame
 from tests.support.redis_server import RedisServer
 from worker.chat_cache import ConversationCache, open_answer
 
@@ -216,3 +217,43 @@ async def test_a_message_known_only_to_a_stale_copy_sets_no_state(
     )
     assert opening.status == "unknown"
     assert await chat_log.last_event_id("c") == last
+
+
+async def test_the_events_open_and_finish_close_store_are_the_schemas_own_json(
+    redis_server: RedisServer, chat_log: ChatLog, redis_client: Redis
+) -> None:
+    """Issue 10 builds them with orjson: each stored event is byte for byte what its
+    pydantic model encodes to (same fields, order and nulls), and the returned frame is the
+    stored Message's frame."""
+    redis = create_redis(redis_server.url, client_name="worker")
+    try:
+        jobs = JobQueue(redis, KEYS, consumer="w1")
+        answering = ChatAnswering(ChatLog(redis, KEYS))
+        await jobs.ensure_group()
+        accepted = await chat_log.accept_visitor_message("c", "hello")
+        message_id = str(accepted.message["id"])
+        [delivery] = await jobs.take(1)
+        start = await chat_log.last_event_id("c")
+        await answering.open("c", message_id, known=None, known_has_message=False, window=8)
+        frame, _ = await answering.finish_and_close(
+            "c",
+            message_id,
+            'Hé "quoted"\n\u2028 ok',
+            status="truncated",
+            state="responded",
+            detail="a detail",
+            close=JobClose(delivery.entry_id, delivery.partition, "w1"),
+        )
+    finally:
+        await redis.aclose()
+    entries = await redis_client.xrange(KEYS.chat_events("c"), min=f"({start}")
+    raws = [fields["d"] for _, fields in entries]
+    assert [decode_event(raw).type for raw in raws] == [
+        "workerState",
+        "message",
+        "assistantChunk",
+        "workerState",
+    ]
+    for raw in raws:
+        assert raw == encode(decode_event(raw))
+    assert frame == render_frame(raws[1], entries[1][0])
