@@ -44,6 +44,28 @@ __all__ = ["RELEASE_IDLE_MS", "Delivery", "JobQueue", "JobRef"]
 RELEASE_IDLE_MS = 24 * 3600 * 1000
 
 
+#: Give jobs this consumer was handed and will not run back to the group as new entries
+#: (each still pending under it is acked and its fields added again at the end of the
+#: stream), so a blocking read of any consumer wakes for them at once; a job handed back by
+#: :data:`bus.scripts.JOBS_RELEASE` waits for the next reclaim sweep instead.
+#: KEYS: jobs. ARGV: group, consumer, ids... -> number given back
+JOBS_GIVE_BACK = """
+local n = 0
+for i = 3, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if row and row[2] == ARGV[2] then
+    local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    if entry then
+      redis.call('XADD', KEYS[1], '*', unpack(entry[2]))
+      n = n + 1
+    end
+  end
+end
+return n
+"""
+
+
 class JobRef(NamedTuple):
     """Where one delivered job is pending: its partition and its entry id there."""
 
@@ -119,6 +141,7 @@ class JobQueue:
         self._dead_letter = redis.register_script(scripts.JOBS_DEAD_LETTER)
         self._take_over = redis.register_script(scripts.JOBS_TAKE_OVER)
         self._take = redis.register_script(scripts.JOBS_TAKE)
+        self._give_back = redis.register_script(JOBS_GIVE_BACK)
         per_partition = keys.cluster if per_partition_reads is None else per_partition_reads
         #: Jobs handed to the caller and not yet acked, dead-lettered, released or lost:
         #: a pending job of this consumer that is not here was delivered to no one. Kept
@@ -135,7 +158,7 @@ class JobQueue:
             per_partition=per_partition,
             seen=lambda replies: self._note(JobRef(p, e) for p, e, _ in replies),
             orphans=self._release_orphans,
-            release=lambda replies: self.release_refs(JobRef(p, e) for p, e, _ in replies),
+            release=lambda replies: self.give_back(JobRef(p, e) for p, e, _ in replies),
         )
 
     def _rotation(self) -> list[int]:
@@ -258,8 +281,9 @@ class JobQueue:
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """Wait up to ``block_ms`` for new jobs in any partition (XREADGROUP BLOCK).
 
-        Returns at most ``count``; jobs read beyond that are handed back at once
-        (:meth:`release`, no delivery spent). Recreates a group that vanished (for
+        Returns at most ``count``; jobs read beyond that are given back at once as new
+        jobs (:meth:`give_back`: another consumer's blocking read takes them now, not at
+        its next reclaim sweep). Recreates a group that vanished (for
         example after a Redis restart without persistence). Raises
         :class:`BusUnavailable` when Redis is unreachable.
         """
@@ -274,7 +298,7 @@ class JobQueue:
         self._owed.update(d.partition for d in out[:count])
         extra = [d.ref for d in out[count:]]
         if extra:
-            await self.release_refs(extra)
+            await self.give_back(extra)
         return out[:count]
 
     def stop_reading(self) -> None:
@@ -298,7 +322,7 @@ class JobQueue:
         self._handed -= before - pending
         orphans = sorted(pending - self._handed)
         if orphans:
-            await self.release_refs(orphans)
+            await self.give_back(orphans)
 
     async def ack(self, entry_id: str, partition: int = 0) -> None:
         """Acknowledge a job: it leaves the pending list and is never redelivered.
@@ -358,6 +382,23 @@ class JobQueue:
         )
         self._handed.difference_update(JobRef(partition, e) for e in entry_ids)
         return int(released)
+
+    async def give_back(self, refs: Iterable[JobRef]) -> int:
+        """Give jobs this consumer was handed and will not run (a read took more than it
+        has room for) back as new jobs, which wake any consumer's blocking read at once
+        (:data:`JOBS_GIVE_BACK`); returns how many."""
+        groups = _by_partition(refs)
+        counts = await asyncio.gather(
+            *(
+                self._give_back(
+                    keys=[self.keys.jobs_stream(p)],
+                    args=[self.keys.jobs_group, self.consumer, *ids],
+                )
+                for p, ids in groups.items()
+            )
+        )
+        self._handed.difference_update(JobRef(p, e) for p, ids in groups.items() for e in ids)
+        return sum(int(c) for c in counts)
 
     async def release_refs(self, refs: Iterable[JobRef]) -> int:
         """:meth:`release` across partitions; returns how many were released."""

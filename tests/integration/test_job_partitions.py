@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bus import BusKeys, ChatLog, JobQueue
+from bus import BusKeys, ChatLog, Delivery, JobQueue
 from bus.chatlog import ChatLimits
 from bus.client import create_redis
 from tests.support.agent import agent_requests
@@ -196,6 +196,15 @@ async def test_a_blocking_read_wakes_for_a_job_in_any_partition(
     assert await pending(chatlog.redis) == 0
 
 
+async def times_delivered(redis: Redis, delivery: Delivery) -> int:
+    """How many times Redis delivered the job's entry (its pending row)."""
+    stream = KEYS.jobs_stream(delivery.partition)
+    rows = await redis.xpending_range(
+        stream, KEYS.jobs_group, min=delivery.entry_id, max=delivery.entry_id, count=1
+    )
+    return int(rows[0]["times_delivered"])
+
+
 async def _blocked(redis: Redis) -> bool:
     clients = await redis.client_list()
     return any(c.get("cmd") == "xreadgroup" and c.get("flags") == "b" for c in clients)
@@ -223,12 +232,14 @@ async def test_a_cancelled_per_partition_read_hands_back_what_it_took(
     assert woke.partition == 1
     await queue.settle()  # the reads left in flight stop, and hand back what they took
     heir = JobQueue(redis, KEYS, "heir")
-    # Handed back: idle for a day, so the next sweep takes it; w1's own job stays w1's.
-    (reclaimed,) = await heir.reclaim(min_idle_ms=60_000)
+    # Handed back as a new job: another consumer's read takes it at once (not at its next
+    # reclaim sweep); w1's own job stays w1's.
+    (reclaimed,) = await heir.read(count=10, block_ms=1000)
     assert reclaimed.partition == 2
-    assert reclaimed.deliveries == 1  # handing back cost no delivery
+    assert await times_delivered(redis, reclaimed) == 1  # handing back cost no delivery
     assert reclaimed.job is not None
     assert reclaimed.job.chat_id == orphan_chat
+    assert await queue.owned(partition=0) == [mine.entry_id]
 
 
 async def test_jobs_beyond_the_count_of_one_read_are_handed_back(
@@ -241,10 +252,10 @@ async def test_jobs_beyond_the_count_of_one_read_are_handed_back(
     taken = await queue.read(count=1, block_ms=100)  # one XREADGROUP: 1 per stream
     assert len(taken) == 1
     heir = JobQueue(redis, KEYS, "heir")
-    others = await heir.reclaim(min_idle_ms=60_000)
+    others = await heir.take(PARTITIONS)  # handed back as new jobs: ready at once
     assert len(others) == PARTITIONS - 1
     assert {d.partition for d in others} | {taken[0].partition} == set(KEYS.partitions)
-    assert {d.deliveries for d in others} == {1}
+    assert {await times_delivered(redis, d) for d in others} == {1}
 
 
 async def test_dead_letters_stay_in_the_jobs_partition(chatlog: ChatLog, redis: Redis) -> None:
@@ -276,8 +287,8 @@ async def test_a_job_taken_by_a_read_left_in_flight_is_handed_back_when_reading_
 
     await wait_until(taken_by_w1, message="the read in flight taking the job")
     await queue.settle()  # w1 has no room: it stops reading and hands the job back
-    (handed,) = await JobQueue(redis, KEYS, "w2").reclaim(min_idle_ms=60_000)
+    (handed,) = await JobQueue(redis, KEYS, "w2").read(count=10, block_ms=1000)
     assert handed.partition == 2
-    assert handed.deliveries == 1  # handed back: no delivery spent
+    assert await times_delivered(redis, handed) == 1  # handed back: no delivery spent
     assert handed.job is not None
     assert handed.job.chat_id == late_chat
