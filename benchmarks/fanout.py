@@ -436,31 +436,12 @@ def _reply(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-class ClientProc:
-    """The parent's handle on one client process."""
+class ChildPipe:
+    """A child process driven by one JSON line per command on its stdin, answering one JSON
+    line per command on its stdout (the benchmarks' client processes)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, chats: list[str]) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
-        self.chats = chats
-
-    @classmethod
-    async def start(cls, url: str, chats: list[str], compress: bool) -> ClientProc:
-        cfg = json.dumps({"url": url, "chats": chats, "compress": compress})
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.fanout",
-            "--client-worker",
-            cfg,
-            cwd=ROOT,
-            env=child_env({}),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=1 << 28,
-        )
-        CHILDREN.add(proc.pid, "clients")
-        return cls(proc, chats)
 
     @property
     def pid(self) -> int:
@@ -492,6 +473,33 @@ class ClientProc:
                 self.proc.kill()
             await self.proc.wait()
         CHILDREN.discard(self.proc.pid)
+
+
+class ClientProc(ChildPipe):
+    """The parent's handle on one client process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, chats: list[str]) -> None:
+        super().__init__(proc)
+        self.chats = chats
+
+    @classmethod
+    async def start(cls, url: str, chats: list[str], compress: bool) -> ClientProc:
+        cfg = json.dumps({"url": url, "chats": chats, "compress": compress})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.fanout",
+            "--client-worker",
+            cfg,
+            cwd=ROOT,
+            env=child_env({}),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=1 << 28,
+        )
+        CHILDREN.add(proc.pid, "clients")
+        return cls(proc, chats)
 
 
 class Clients:

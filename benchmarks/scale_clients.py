@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 from aiohttp import WSMsgType
 
-from benchmarks.fanout import CHILDREN, ROOT, child_env, raise_open_file_limit
+from benchmarks.fanout import CHILDREN, ROOT, ChildPipe, child_env, raise_open_file_limit
 
 __all__ = ["ScaleClients", "main"]
 
@@ -167,11 +167,8 @@ def _reply(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-class ClientProc:
+class ClientProc(ChildPipe):
     """The parent's handle on one client process."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
 
     @classmethod
     async def start(cls, sockets: list[tuple[str, str]]) -> ClientProc:
@@ -189,37 +186,6 @@ class ClientProc:
         )
         CHILDREN.add(proc.pid, "clients")
         return cls(proc)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    async def read(self, within: float = 120.0) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), within)
-        if not line:
-            raise RuntimeError("a client process exited early")
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    async def call(self, cmd: str, **params: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps({"cmd": cmd, **params}) + "\n").encode())
-        await self.proc.stdin.drain()
-        return await self.read()
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await self.call("exit")
-                await self.read(within=15)
-            with contextlib.suppress(TimeoutError, ProcessLookupError):
-                await asyncio.wait_for(self.proc.wait(), 5)
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
-        CHILDREN.discard(self.proc.pid)
 
 
 class ScaleClients:
