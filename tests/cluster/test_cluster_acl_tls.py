@@ -6,12 +6,6 @@ idempotency record or rate bucket. Users and rules are the committed ``users.acl
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from redis.crc import key_slot
 from redis.exceptions import NoPermissionError
@@ -19,50 +13,11 @@ from redis.exceptions import NoPermissionError
 from bus import BusKeys, ChatLog, Presence
 from bus.client import RedisOptions, create_redis
 from bus.schemas import WorkerHeartbeat
-from tests.cluster.conftest import cluster_unavailable
-from tests.support.redis_cluster import ClusterTLS, RedisCluster
+from tests.support.redis_cluster import RedisCluster
 
 pytestmark = pytest.mark.integration
 
-REDIS_DIR = Path(__file__).resolve().parents[2] / "infra" / "redis"
-USERS = ("admin", "gateway", "worker", "ops")
 KEYS = BusKeys("terra", 16, cluster=True)
-
-
-def _run(*args: str | Path) -> None:
-    subprocess.run([str(a) for a in args], check=True, capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def secure(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[RedisCluster, dict[str, str]]]:
-    reason = cluster_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    if shutil.which("openssl") is None:
-        pytest.skip("needs openssl for infra/redis/gen-certs.sh")
-    root = tmp_path_factory.mktemp("cluster-acl-tls")
-    certs = root / "tls"
-    clients = [arg for user in ("admin", "gateway", "worker") for arg in ("-c", user)]
-    _run("sh", REDIS_DIR / "gen-certs.sh", "-d", "2", *clients, certs)
-    passwords = {user: secrets.token_hex(16) for user in USERS}
-    secrets_dir = root / "secrets"
-    secrets_dir.mkdir()
-    for user, password in passwords.items():
-        (secrets_dir / f"redis_{user}_password").write_text(password + "\n")
-    acl = root / "users.acl"
-    _run("sh", REDIS_DIR / "render-acl.sh", REDIS_DIR / "users.acl", secrets_dir, acl)
-    cluster = RedisCluster(
-        root / "cluster",
-        acl_file=acl,
-        auth=("admin", passwords["admin"]),
-        tls=ClusterTLS.from_dir(certs),
-    ).start()
-    try:
-        yield cluster, passwords
-    finally:
-        cluster.stop()
 
 
 def log_as(cluster: RedisCluster, passwords: dict[str, str], user: str) -> ChatLog:
@@ -83,9 +38,9 @@ def log_as(cluster: RedisCluster, passwords: dict[str, str], user: str) -> ChatL
 
 
 async def test_gateway_and_worker_write_chats_on_every_master_as_their_users(
-    secure: tuple[RedisCluster, dict[str, str]],
+    secure_cluster: tuple[RedisCluster, dict[str, str]],
 ) -> None:
-    cluster, passwords = secure
+    cluster, passwords = secure_cluster
     owners = cluster.slot_owners()
     chats: dict[str, str] = {}  # one chat per master
     n = 0

@@ -10,11 +10,6 @@ client name, and the gateway's ACL must allow what they do (CLUSTER SLOTS, SSUBS
 from __future__ import annotations
 
 import asyncio
-import secrets
-import shutil
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis.crc import key_slot
@@ -23,51 +18,13 @@ from bus.chatlog import ChatLog
 from bus.client import RedisOptions, create_redis
 from bus.keys import BusKeys
 from bus.pubsub import ChatFeed
-from tests.cluster.conftest import cluster_unavailable
-from tests.support.redis_cluster import ClusterTLS, RedisCluster
+from tests.support.redis_cluster import RedisCluster
 
 pytestmark = [pytest.mark.integration]
 
-REDIS_DIR = Path(__file__).resolve().parents[2] / "infra" / "redis"
-USERS = ("admin", "gateway", "worker", "ops")
 KEYS = BusKeys("terra", 16, cluster=True)
 QUEUED = '{"type":"workerState","state":"queued"}'
 NAME = "terrarium-gateway-feed"
-
-
-def _run(*args: str | Path) -> None:
-    subprocess.run([str(a) for a in args], check=True, capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def secure_cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[RedisCluster, dict[str, str]]]:
-    reason = cluster_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    if shutil.which("openssl") is None:
-        pytest.skip("needs openssl for infra/redis/gen-certs.sh")
-    root = tmp_path_factory.mktemp("feed-tls-acl")
-    certs = root / "tls"
-    _run("sh", REDIS_DIR / "gen-certs.sh", "-d", "2", "-c", "admin", "-c", "gateway", certs)
-    passwords = {user: secrets.token_hex(16) for user in USERS}
-    secrets_dir = root / "secrets"
-    secrets_dir.mkdir()
-    for user, password in passwords.items():
-        (secrets_dir / f"redis_{user}_password").write_text(password + "\n")
-    acl = root / "users.acl"
-    _run("sh", REDIS_DIR / "render-acl.sh", REDIS_DIR / "users.acl", secrets_dir, acl)
-    cluster = RedisCluster(
-        root / "cluster",
-        acl_file=acl,
-        auth=("admin", passwords["admin"]),
-        tls=ClusterTLS.from_dir(certs),
-    ).start()
-    try:
-        yield cluster, passwords
-    finally:
-        cluster.stop()
 
 
 async def test_the_feed_subscribes_every_master_as_the_gateway_over_tls(
