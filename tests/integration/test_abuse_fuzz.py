@@ -11,7 +11,7 @@ Two generators against one real gateway process (with a real redis-server):
   bits, unknown opcodes, unmasked or oversized frames, bad UTF-8, stray continuations,
   bad close codes), also seeded.
 
-``FUZZ_EXAMPLES`` (examples per operation, default 500) and ``FUZZ_RAW_REQUESTS`` (default
+``FUZZ_EXAMPLES`` (examples per operation, default 400) and ``FUZZ_RAW_REQUESTS`` (default
 5000) scale the run; the defaults send more than 10,000 requests in all. At the end the
 gateway's log must hold no spelling of a secret and no traceback.
 """
@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = "fuzz-secret-code-ä-0042"
 METRICS_SECRET = "fuzz-metrics-token-77"
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 RAW_REQUESTS = int(os.environ.get("FUZZ_RAW_REQUESTS", "5000"))
 WS_CONNECTIONS = int(os.environ.get("FUZZ_WS_CONNECTIONS", "300"))
 
