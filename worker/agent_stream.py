@@ -45,10 +45,12 @@ from yarl import URL
 from worker.agent_failures import status_error
 from worker.errors import AgentError
 
-__all__ = ["READ_BYTES", "AgentStreamer"]
+__all__ = ["DRAIN_SECONDS", "READ_BYTES", "AgentStreamer"]
 
 #: Bytes parsed per read step (about 100 token events) before the loop gets a turn.
 READ_BYTES = 16384
+#: How long a body may take to end after ``[DONE]`` and still keep its connection.
+DRAIN_SECONDS = 5.0
 
 
 class AgentStreamer:
@@ -66,6 +68,7 @@ class AgentStreamer:
             total=None, connect=timeout_seconds, sock_read=timeout_seconds
         )
         self._session: aiohttp.ClientSession | None = None
+        self._draining: set[asyncio.Task[None]] = set()
         # The proxy settings (HTTP(S)_PROXY, NO_PROXY) are read once here: aiohttp's
         # ``trust_env`` would look them up in a thread on every request.
         self.proxy: URL | None = None
@@ -80,8 +83,16 @@ class AgentStreamer:
             )
         return self._session
 
+    async def settled(self) -> None:
+        """Wait until every body read past ``[DONE]`` has ended (or been dropped)."""
+        while self._draining:
+            await asyncio.gather(*self._draining, return_exceptions=True)
+
     async def aclose(self) -> None:
         """Close the connection pool."""
+        for task in self._draining:
+            task.cancel()
+        await self.settled()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -95,13 +106,15 @@ class AgentStreamer:
         Closing the iterator early drops the connection (the model stops generating).
         """
         try:
-            async with self._http().post(
+            resp = await self._http().post(
                 self.url,
                 data=body,
                 headers=self.headers,
                 proxy=self.proxy,
                 proxy_auth=self.proxy_auth,
-            ) as resp:
+            )
+            handed_over = False
+            try:
                 if resp.status >= 300:
                     raise await _status_failure(resp)
                 pending = b""
@@ -120,6 +133,7 @@ class AgentStreamer:
                                 continue  # comments, event:/id: fields, blank separators
                             data = line[5:].strip()
                             if data == b"[DONE]":
+                                handed_over = self._release_once_ended(resp)
                                 return
                             event = orjson.loads(data)
                             if isinstance(event, dict):
@@ -130,6 +144,11 @@ class AgentStreamer:
                             await asyncio.sleep(0)  # a backlog: let the other streams write
                 finally:
                     idle.cancel()
+            finally:
+                if not handed_over:
+                    # At the body's end the connection goes back to the pool; before it
+                    # (a stop, an error) it is dropped, which stops the model generating.
+                    resp.release()
         except AgentError:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -142,6 +161,37 @@ class AgentStreamer:
             raise AgentError(
                 "server_error", "the agent sent a malformed event", retryable=True
             ) from exc
+
+    def _release_once_ended(self, resp: aiohttp.ClientResponse) -> bool:
+        """Give ``resp``'s connection back once its body has ended, without waiting here.
+
+        ``[DONE]`` completes the answer, but the body's end (the chunked terminator) often
+        comes in a later packet; released before it, aiohttp would drop the connection,
+        and every reply would open a new one (issue 10: a TCP, and TLS, handshake per
+        answer). So the rest of the body is read in the background, for at most
+        :data:`DRAIN_SECONDS`; a body still open then is dropped. True if handed over.
+        """
+        if resp.content.is_eof():
+            return False  # ended already: the caller's release keeps the connection
+        task = asyncio.create_task(_drain(resp), name="worker.agent_drain")
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+        return True
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    """Read (and ignore) what follows ``[DONE]`` until the body ends, then release."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while await resp.content.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        resp.close()  # never ended: not reusable
+    except asyncio.CancelledError:
+        resp.close()
+        raise
+    else:
+        resp.release()
 
 
 class _Idle:

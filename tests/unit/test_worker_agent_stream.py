@@ -109,3 +109,75 @@ async def test_the_read_timeout_sets_no_timer_per_packet(
     events = await collect(AgentStreamer(url, None, timeout_seconds=30))
     assert len(events) == 60
     assert timers < 10  # a timer per packet would be ~60
+
+
+def done_then_end_later(peers: list[Any], ended: asyncio.Event) -> Handler:
+    """Two tokens and ``[DONE]``; the body's end (chunked terminator) follows in a later
+    packet, as from a server that writes ``[DONE]`` and then returns the response."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            await resp.write(event("hi ") + event("there") + b"data: [DONE]\n\n")
+            await asyncio.sleep(0.05)  # [DONE] reaches the client before the body's end
+            await resp.write_eof()
+        finally:  # also when the client dropped the connection
+            ended.set()
+        return resp
+
+    return handler
+
+
+async def test_replies_reuse_the_agent_connection_when_the_body_ends_after_done(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """A reply that stops reading at ``[DONE]`` must still give its connection back: a
+    new TCP (and TLS) connection per reply cost the worker ~10 % of its CPU per short
+    exchange (issue 10) and the agent host a handshake per answer."""
+    peers: list[Any] = []
+    ended = asyncio.Event()
+    streamer = AgentStreamer(await serve(done_then_end_later(peers, ended)), None, 30)
+    try:
+        for _ in range(3):
+            ended.clear()
+            events = [e async for e in streamer.events(b"{}")]
+            assert len(events) == 2
+            await ended.wait()
+            await streamer.settled()  # the body's end was read: the connection is idle
+        assert len(peers) == 3
+        assert len(set(peers)) == 1, f"one connection per reply: {peers}"
+    finally:
+        await streamer.aclose()
+
+
+async def test_a_body_that_never_ends_after_done_drops_its_connection(
+    serve: Callable[[Handler], Awaitable[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``[DONE]`` the answer is complete at once; a body that then never ends is
+    dropped after a bound instead of being kept for the next reply."""
+    monkeypatch.setattr("worker.agent_stream.DRAIN_SECONDS", 0.2)
+    peers: list[Any] = []
+
+    async def never_ends(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(event("hi") + b"data: [DONE]\n\n")
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    streamer = AgentStreamer(await serve(never_ends), None, 30)
+    try:
+        for _ in range(2):
+            events = await asyncio.wait_for(collect_open(streamer), timeout=10)
+            assert len(events) == 1
+            await streamer.settled()
+        assert len(set(peers)) == 2  # the stuck connection was not reused
+    finally:
+        await streamer.aclose()
+
+
+async def collect_open(streamer: AgentStreamer) -> list[dict[str, Any]]:
+    return [e async for e in streamer.events(b"{}")]
