@@ -85,7 +85,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     request_id = request.headers.get("X-Request-Id", "")
     if not _REQUEST_ID.fullmatch(request_id):  # it is logged: nothing odd gets into a log
         request_id = uuid.uuid4().hex
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    # Reset, not unbind, when done: unbinding leaves the key in the task's context (set to
+    # "unbound"), which a WebSocket or SSE stream, served in that task, keeps for its life.
+    bound = structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -114,7 +116,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("gateway.request_failed", path=request.path, method=request.method)
         raise json_error(500, "Internal server error") from None
     finally:
-        structlog.contextvars.unbind_contextvars("request_id")
+        structlog.contextvars.reset_contextvars(**bound)
     return response
 
 
