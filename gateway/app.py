@@ -20,6 +20,7 @@ from gateway.errors import error_middleware, json_error
 from gateway.keys import AppKeys, Connections, RequestKeys
 from gateway.limits import limits_middleware
 from gateway.metrics import GatewayMetrics
+from gateway.pings import PingWheel
 from gateway.routes import ROUTE_FAMILIES, add_routes
 from gateway.session_gate import AccessGate
 from gateway.settings import GatewaySettings
@@ -112,6 +113,7 @@ def create_app(settings: GatewaySettings, *, bus: GatewayBus | None = None) -> w
     app[AppKeys.metrics] = GatewayMetrics()
     app[AppKeys.connections] = Connections()
     app[AppKeys.sockets] = SocketSlots(settings.sockets_per_client, settings.max_sockets)
+    app[AppKeys.pings] = PingWheel(sse.PING_SECONDS)
     app[AppKeys.reads_in_flight] = Counter()
     app[AppKeys.byo_streams] = ByoStreams(settings.byo_streams_per_client, settings.byo_max_streams)
     app[AppKeys.gate] = AccessGate.from_settings(settings)

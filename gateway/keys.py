@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -13,6 +12,7 @@ from bus import GatewayBus
 from gateway.byo.streams import ByoStreams
 from gateway.captcha import CaptchaVerifier
 from gateway.metrics import GatewayMetrics
+from gateway.pings import PingWheel
 from gateway.session_gate import AccessGate
 from gateway.settings import GatewaySettings
 from gateway.sockets import SocketSlots
@@ -22,10 +22,14 @@ __all__ = ["AppKeys", "Connections", "RequestKeys"]
 
 @dataclass(slots=True)
 class Connections:
-    """Open visitor sockets and SSE streams, closed on shutdown."""
+    """Open visitor sockets and SSE streams, closed on shutdown.
 
-    websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
-    streams: weakref.WeakSet[web.StreamResponse] = field(default_factory=weakref.WeakSet)
+    Plain sets, not weak ones (a weak reference more per socket): each socket's life
+    removes it when the socket ends.
+    """
+
+    websockets: set[web.WebSocketResponse] = field(default_factory=set)
+    streams: set[web.StreamResponse] = field(default_factory=set)
     closing: bool = False
 
 
@@ -37,6 +41,8 @@ class AppKeys:
     metrics = web.AppKey("gateway.metrics", GatewayMetrics)
     connections = web.AppKey("gateway.connections", Connections)
     sockets = web.AppKey("gateway.sockets", SocketSlots)
+    #: The one timer that pings every SSE stream (gateway.sse).
+    pings = web.AppKey("gateway.pings", PingWheel)
     #: Reads being answered, by client (gateway.limits).
     reads_in_flight = web.AppKey("gateway.reads_in_flight", Counter[str])
     #: Bring your own model: the answers streaming, and the HTTP client to providers.

@@ -4,7 +4,7 @@ Served like the WebSocket (:mod:`gateway.ws`): the live feed writes each event s
 the stream's transport (:class:`~gateway.outbox.StreamOutbox`), so a stream runs no task of
 its own once its replay is done, and holds no queue; the handler returns once the headers
 are out, and the stream lives in :meth:`_LiveStream.write_eof`, with no middleware frame
-kept alive. A comment line every :data:`PING_SECONDS` (a timer, not a task) keeps proxies
+kept alive. A comment line every :data:`PING_SECONDS` (one timer for all, not a task) keeps proxies
 from closing an idle stream and notices a visitor who left. A stream ends, and EventSource
 reconnects with ``Last-Event-ID``: after ``SSE_MAX_LIFETIME_SECONDS``, when Redis cannot be
 followed, on shutdown, or (cut) when ``SOCKET_BUFFER_BYTES`` wait unsent.
@@ -12,17 +12,19 @@ followed, on shutdown, or (cut) when ``SOCKET_BUFFER_BYTES`` wait unsent.
 Not aiohttp-sse's ``EventSourceResponse`` (which the gateway used before issue 10): it runs
 a ping task per stream and sends each event through the response's writer from the
 stream's own task, where the feed writes events directly and a stream holds no task once
-replayed (2.6x bare CPU per frame and 3.2x bare memory per stream before, 1.2x and 1.5x now:
+replayed (2.6x bare CPU per frame and 3.2x bare memory per stream before, 1.2x and 1.5x after:
 ``python -m benchmarks.fanout --transport sse``).
+
+Pings come from one timer for the whole process (:class:`gateway.pings.PingWheel`), not one
+per stream: a timer handle and its context were about 0.25 KiB of every stream, and each
+cancelled handshake timeout stayed in the loop's heap among the live timers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import structlog
@@ -51,6 +53,7 @@ PING_SECONDS = 15.0
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 _RETRY = f"retry: {RECONNECT_MS}\r\n\r\n".encode()
 _PING = b": ping\r\n\r\n"
+_PING_CHUNK = http_chunk(_PING)
 
 #: Why a stream ended, beyond :data:`~gateway.streaming.Ending`.
 _End = Ending | Literal["gone", "lifetime", "restart"]
@@ -69,15 +72,14 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
     slots = request.app[AppKeys.sockets]
     client = client_of(request)
     slots.take(client)  # 429 (this client's share) or 503 (the process's), before streaming
-    release = functools.partial(slots.give_back, client)
     try:
         async with slots.handshake(settings.request_timeout_seconds):
-            response = await _serve(request, chat_id, after, v2=v2, release=release)
+            response = await _serve(request, chat_id, after, v2=v2, client=client)
     except BaseException:
-        release()
+        slots.give_back(client)
         raise
     if not isinstance(response, _LiveStream) or response.life is None:
-        release()  # answered or ended at once; otherwise the stream's life gives it back
+        slots.give_back(client)  # answered or ended at once; otherwise the stream's life does
     return response
 
 
@@ -97,8 +99,8 @@ class _LiveStream(web.StreamResponse):
                 "X-Accel-Buffering": "no",
             }
         )
-        #: The stream's life, run by :meth:`write_eof`; ``None`` once run (or when ended).
-        self.life: Callable[[], Awaitable[None]] | None = None
+        #: The session whose life :meth:`write_eof` runs; ``None`` once run (or when ended).
+        self.life: _Stream | None = None
         self.session: _Stream | None = None
 
     def stop_streaming(self) -> None:
@@ -109,7 +111,7 @@ class _LiveStream(web.StreamResponse):
     async def write_eof(self, data: bytes = b"") -> None:
         life, self.life = self.life, None
         if life is not None:
-            await life()
+            await life.live(self)
         with contextlib.suppress(ConnectionError):  # the visitor left, or the stream was cut
             await super().write_eof(data)
 
@@ -120,7 +122,7 @@ async def _serve(
     after: str | None,
     *,
     v2: bool,
-    release: Callable[[], None],
+    client: str,
 ) -> web.StreamResponse:
     """Send the headers and start following the chat; the stream's life is left in ``life``."""
     settings = request.app[AppKeys.settings]
@@ -139,17 +141,28 @@ async def _serve(
     _abort_unacknowledged(transport)
     await stream.prepare(request)  # chunked for HTTP/1.1 (no Content-Length), as aiohttp does
     await stream.write(_RETRY)  # the headers go out with it: frames follow, written directly
+    # Sent, and nothing reads them again: their table (and what serialising it cached) is
+    # about 1 KiB of every stream's memory for its whole life.
+    stream.headers.clear()
     if connections.closing:
         return stream
 
     connections.streams.add(stream)
     metrics.connections.labels("sse").inc()
-    session = _Stream(request, stream, chat_id, v2=v2, resumed=after is not None)
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    session = _Stream(
+        request,
+        stream,
+        chat_id,
+        v2=v2,
+        resumed=after is not None,
+        client=client,
+        request_id=request_id,
+    )
     stream.session = session
     log.info("gateway.sse_connected", chat_id=chat_id, v2=v2, resume=after is not None)
     session.spawn(session.follow(after or now or "0-0", verify=after is not None))
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
-    stream.life = functools.partial(_live, request, stream, session, request_id, release)
+    stream.life = session
     return stream
 
 
@@ -164,40 +177,23 @@ def _abort_unacknowledged(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, int(SEND_TIMEOUT_SECONDS * 1000))
 
 
-async def _live(
-    request: web.Request,
-    stream: _LiveStream,
-    session: _Stream,
-    request_id: str | None,
-    release: Callable[[], None],
-) -> None:
-    """The stream's life: wait until it ends. The feed writes the frames, a timer pings.
-
-    No context is bound for the hours it may last (272 bytes a stream): its one log line
-    names the request itself.
-    """
-    metrics = request.app[AppKeys.metrics]
-    try:
-        why = await session.ended
-    finally:
-        session.stop()
-        stream.session = None
-        metrics.connections.labels("sse").dec()
-        request.app[AppKeys.connections].streams.discard(stream)
-        release()
-    if why == "slow":
-        metrics.slow_consumers.inc()
-        if request.transport is not None:
-            request.transport.abort()
-    log.info("gateway.sse_closed", chat_id=session.chat_id, reason=why, request_id=request_id)
-
-
 class _Stream(Subscription):
     """One SSE stream's subscription (see :class:`~gateway.streaming.Subscription`), its
-    pings and its lifetime cap (one timer for both); :attr:`ended` resolves with why it
-    ended."""
+    pings (by the process's :class:`~gateway.pings.PingWheel`) and its lifetime cap; :attr:`ended`
+    resolves with why it ended."""
 
-    __slots__ = ("_timer", "budget", "deadline", "ended", "ping", "transport")
+    __slots__ = (
+        "_expiry",
+        "budget",
+        "client",
+        "deadline",
+        "ended",
+        "ping",
+        "pings",
+        "request",
+        "request_id",
+        "transport",
+    )
     kind = "sse"
 
     def __init__(
@@ -208,14 +204,17 @@ class _Stream(Subscription):
         *,
         v2: bool,
         resumed: bool,
+        client: str,
+        request_id: str | None,
     ) -> None:
         app = request.app
         settings = app[AppKeys.settings]
         meter = app[AppKeys.metrics].deliveries("sse", resumed=resumed)
+        self.request = request
         self.transport = request.transport
         self.budget = SendBudget(self.transport, settings.socket_buffer_bytes)
         chunked = request.version >= HttpVersion11  # aiohttp's own choice for a stream
-        self.ping = http_chunk(_PING) if chunked else _PING
+        self.ping = _PING_CHUNK if chunked else _PING
         outbox = (StreamOutbox if chunked else PlainStreamOutbox)(
             stream,
             self.transport,
@@ -225,19 +224,47 @@ class _Stream(Subscription):
             on_stall=self._on_stall,
         )
         super().__init__(app, chat_id, outbox, v2=v2)
+        #: Whose socket slot this is (given back when the stream ends).
+        self.client = client
+        #: The handshake's request id, named in the closing log line (no context is bound
+        #: for the hours a stream may last: 272 bytes a stream).
+        self.request_id = request_id
         loop = asyncio.get_running_loop()
         self.ended: asyncio.Future[_End] = loop.create_future()
         self.deadline = loop.time() + settings.sse_max_lifetime_seconds
-        self._timer = loop.call_at(min(loop.time() + PING_SECONDS, self.deadline), self._tick)
+        #: A timer of its own only within a ping interval of the lifetime cap.
+        self._expiry: asyncio.TimerHandle | None = None
+        self.pings = app[AppKeys.pings]
+        self.pings.add(self)
+        self._near_the_end(loop)
+
+    async def live(self, stream: _LiveStream) -> None:
+        """The stream's life: wait until it ends. The feed writes the frames, the process's
+        ping wheel pings."""
+        request = self.request
+        app = request.app
+        metrics = app[AppKeys.metrics]
+        try:
+            why = await self.ended
+        finally:
+            self.stop()
+            stream.session = None
+            metrics.connections.labels("sse").dec()
+            app[AppKeys.connections].streams.discard(stream)
+            app[AppKeys.sockets].give_back(self.client)
+        if why == "slow":
+            metrics.slow_consumers.inc()
+            if request.transport is not None:
+                request.transport.abort()
+        log.info("gateway.sse_closed", chat_id=self.chat_id, reason=why, request_id=self.request_id)
 
     def end(self, why: _End) -> None:
         if not self.ended.done():
             self.ended.set_result(why)
 
-    def _tick(self) -> None:
+    def tick(self, now: float) -> None:
         """Ping (and notice a visitor who left), or end the stream at its lifetime cap."""
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self.deadline:
+        if now >= self.deadline:
             self.end("lifetime")
             return
         transport = self.transport
@@ -248,8 +275,16 @@ class _Stream(Subscription):
         if self.budget.wrote(len(self.ping)):
             self.end("slow")
             return
-        self._timer = loop.call_at(min(loop.time() + PING_SECONDS, self.deadline), self._tick)
+        self._near_the_end(asyncio.get_running_loop())
+
+    def _near_the_end(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Within a ping interval of the cap, a timer of its own ends the stream on time."""
+        if self._expiry is None and self.deadline - loop.time() <= self.pings.period:
+            self._expiry = loop.call_at(self.deadline, self.end, "lifetime")
 
     def stop(self) -> None:
         super().stop()
-        self._timer.cancel()
+        self.pings.discard(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None

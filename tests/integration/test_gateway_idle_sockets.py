@@ -1,0 +1,89 @@
+"""What an idle WebSocket or SSE stream keeps for its life (issue 10: memory per socket):
+no response header table once the headers are out, no timer per SSE stream (one wheel pings
+them all, and the lifetime cap still ends a stream on time), and its slot back at the end."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway import sse
+from gateway.app import create_app
+from gateway.keys import AppKeys
+from tests.integration.conftest import gateway_settings
+from tests.support.redis_server import RedisServer
+from tests.support.system import ACCESS_CODE
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+QUERY = f"accessCode={ACCESS_CODE}&v=2"
+
+
+async def test_idle_sockets_keep_no_header_table_and_streams_no_timer_of_their_own(
+    redis_server: RedisServer,
+) -> None:
+    server = TestServer(create_app(gateway_settings(redis_server.url)))
+    await server.start_server()
+    app = server.app
+    assert app is not None
+    connections, pings, slots = app[AppKeys.connections], app[AppKeys.pings], app[AppKeys.sockets]
+    try:
+        async with aiohttp.ClientSession() as s:
+            streams = [
+                await s.get(server.make_url(f"/api/chat/idle-{i}/events?{QUERY}")) for i in range(3)
+            ]
+            sockets = [
+                await s.ws_connect(server.make_url(f"/api/chat?chatId=idle-{i}&{QUERY}"))
+                for i in range(3)
+            ]
+            for stream in streams:  # the headers went out before the server let go of them
+                assert stream.status == 200
+                assert stream.headers["Content-Type"] == "text/event-stream"
+                assert stream.headers["Cache-Control"] == "no-cache"
+                assert stream.headers["X-Accel-Buffering"] == "no"
+            await wait_until(
+                lambda: len(connections.streams) == 3 and len(connections.websockets) == 3,
+                10,
+                "every socket open",
+            )
+            for response in [*connections.streams, *connections.websockets]:
+                assert len(response.headers) == 0
+            assert len(pings) == 3
+            assert pings.running
+            for served in connections.streams:
+                session = getattr(served, "session", None)
+                assert session is not None
+                assert session._expiry is None  # an hour from its cap: no timer of its own
+            for stream in streams:
+                stream.close()
+            for ws in sockets:
+                await ws.close()
+            await wait_until(lambda: slots.in_use == 0, 10, "every slot given back")
+            await wait_until(lambda: not connections.streams, 10, "streams still registered")
+            assert len(pings) == 0
+            assert not pings.running
+    finally:
+        await server.close()
+
+
+async def test_the_lifetime_cap_ends_a_stream_on_time_between_pings(
+    redis_server: RedisServer,
+) -> None:
+    assert sse.PING_SECONDS >= 10  # the cap falls between two of the wheel's visits
+    settings = gateway_settings(redis_server.url, sse_max_lifetime_seconds=0.5)
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            timeout = aiohttp.ClientTimeout(total=sse.PING_SECONDS / 2)
+            async with s.get(
+                server.make_url(f"/api/chat/brief/events?{QUERY}"), timeout=timeout
+            ) as stream:
+                assert stream.status == 200
+                body = await stream.content.read()  # until the gateway ends the stream
+            assert body.startswith(b"retry: 1500\r\n\r\n")
+            assert b": ping" not in body
+    finally:
+        await server.close()
