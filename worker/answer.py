@@ -38,7 +38,13 @@ from bus.schemas import MessagePosted, WorkerState
 from worker.aio import cancel_and_wait
 from worker.chat_cache import AnswerStart, Begun, ConversationCache, open_answer
 from worker.chunks import ChunkWriter, until_done_or_stopped
-from worker.conversation import MessageTooLong, PromptRules, build_prompt, prompt_texts
+from worker.conversation import (
+    MessageTooLong,
+    OverBudget,
+    PromptRules,
+    build_prompt,
+    prompt_texts,
+)
 from worker.errors import AgentError
 from worker.metrics import WorkerMetrics
 from worker.patience import ReplyView, StoppedWhileWaiting, ride_out
@@ -373,11 +379,22 @@ class AnswerHandler:
             system_role=settings.agent_system_role,
             tool_turns=self.tools is not None and settings.max_tool_rounds > 1,
         )
-        texts = prompt_texts(recent, self.system_prompt, saved)
-        if rules.may_trim(texts) and self.tokenizer.available:
-            counts = await self.tokenizer.counts(texts)
-            if counts:  # the estimate over-counts: the server's own counts keep more history
-                rules = rules.with_counts(counts)
+        if self.tokenizer.available:
+            try:  # by the estimate (which over-counts) nothing is left out: done
+                return build_prompt(
+                    recent,
+                    message,
+                    system_prompt=self.system_prompt,
+                    max_turns=max_turns,
+                    tool_turns=saved,
+                    rules=rules,
+                    trim=False,
+                )
+            except OverBudget:
+                texts = prompt_texts(recent, self.system_prompt, saved)
+                counts = await self.tokenizer.counts(texts)
+                if counts:  # the estimate over-counts: the server's counts keep more history
+                    rules = rules.with_counts(counts)
         return build_prompt(
             recent,
             message,

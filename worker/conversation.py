@@ -52,6 +52,7 @@ __all__ = [
     "NO_REPLY",
     "TOO_LONG_SENTENCE",
     "MessageTooLong",
+    "OverBudget",
     "PromptRules",
     "ToolTurns",
     "build_prompt",
@@ -104,6 +105,16 @@ class MessageTooLong(WorkerError):
         self.needed_tokens = needed_tokens
         self.budget_tokens = budget_tokens
         self.sentence = TOO_LONG_SENTENCE
+
+
+class OverBudget(WorkerError):
+    """By the estimate, the prompt would have to leave something out for the budget
+    (``build_prompt(trim=False)``): worth counting exactly before trimming."""
+
+    def __init__(self, needed_tokens: int, budget_tokens: int) -> None:
+        super().__init__(f"about {needed_tokens} tokens for a budget of {budget_tokens}")
+        self.needed_tokens = needed_tokens
+        self.budget_tokens = budget_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,34 +253,44 @@ def build_prompt(
     max_turns: int,
     tool_turns: ToolTurns | None = None,
     rules: PromptRules | None = None,
+    trim: bool = True,
 ) -> list[ChatCompletionMessageParam]:
     """The request messages for answering ``target``.
 
     ``messages`` are the chat's Messages in log order; they may include messages newer
     than ``target`` (they are filtered as described in the module doc). ``tool_turns``
     are the saved tool turns by visitor message id. Raises :class:`MessageTooLong` when
-    ``rules`` set a budget that ``target`` alone exceeds.
+    ``rules`` set a budget that ``target`` alone exceeds; with ``trim=False``,
+    :class:`OverBudget` as soon as anything would have to be left out for the budget.
     """
     rules = rules or PromptRules()
     saved = tool_turns if rules.tool_turns and tool_turns else {}
-    position = next((i for i, m in enumerate(messages) if m.id == target.id), None)
-    before = list(messages[:position]) if position is not None else list(messages)
-    after = list(messages[position + 1 :]) if position is not None else []
-    visitors = {m.id for m in before if m.sender == "Visitor"} | {target.id}
+    end = len(messages)  # the target is usually the newest Message: look from the end
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].id == target.id:
+            end = index
+            break
     replies: dict[str, MessagePosted] = {}
-    for m in [*before, *after]:
-        if m.sender == "Terra" and m.replyTo in visitors and m.replyTo not in replies:
+    for m in reversed(messages):  # the earliest reply to a question wins
+        if m.sender == "Terra" and m.replyTo is not None:
             replies[m.replyTo] = m
 
-    exchanges: list[_Exchange] = []
+    # Newest first, only as many exchanges as ``max_turns`` may keep (the copy holds up
+    # to four times more): the older ones would be cut anyway.
+    newest_first: list[_Exchange] = []
+    turns = 1  # the current exchange: the question
     seen: set[str] = set()
-    for m in before:
+    for index in range(end - 1, -1, -1):
+        m = messages[index]
         if m.sender != "Visitor" or m.id in seen or m.id == target.id:
             continue  # replies are placed with their question; orphans are left out
         seen.add(m.id)
+        turns += 2
+        if turns > max_turns:
+            break
         reply = replies.get(m.id)
         answered = reply is not None and reply.status != "error" and bool(reply.content)
-        exchanges.append(
+        newest_first.append(
             _Exchange(
                 question=m.content,
                 tools=clean_tool_turns(saved.get(m.id, ())) if answered else [],
@@ -277,7 +298,7 @@ def build_prompt(
             )
         )
     current = _Exchange(question=target.content, tools=clean_tool_turns(saved.get(target.id, ())))
-    return _fit(exchanges, current, system_prompt, max_turns, rules)
+    return _fit(newest_first[::-1], current, system_prompt, max_turns, rules, trim)
 
 
 def _fit(
@@ -286,6 +307,7 @@ def _fit(
     system_prompt: str,
     max_turns: int,
     rules: PromptRules,
+    trim: bool = True,
 ) -> list[ChatCompletionMessageParam]:
     """The newest exchanges that fit ``max_turns`` and the token budget, rendered."""
     kept: list[_Exchange] = []
@@ -303,6 +325,8 @@ def _fit(
     fixed = MESSAGE_OVERHEAD_TOKENS + rules.count(system_prompt)
     sizes = [prompt_tokens(e.messages(), rules.count) for e in kept]
     needed = fixed + sum(sizes) + prompt_tokens(current.messages(), rules.count)
+    if needed > budget and not trim:
+        raise OverBudget(needed, budget)
     while needed > budget and kept:
         kept.pop(0)
         needed -= sizes.pop(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ from worker.metrics import WorkerMetrics
 from worker.patience import RECONNECTING_DETAIL
 from worker.ports import AnswerLog, DeltaSink, ReasoningSink, ReplyStatus
 from worker.settings import WorkerSettings
+from worker.tokenizer import ServerTokenizer
 from worker.toolkit import ToolKit
 from worker.turns import AgentTurn, ToolCall
 
@@ -626,4 +627,66 @@ async def test_a_proxy_whose_model_is_down_is_waited_for(monkeypatch: pytest.Mon
     assert log.terra()[0].content == "Back again"
     assert ("queued", RECONNECTING_DETAIL) in [
         (e["state"], e["detail"]) for e in log.events if e["type"] == "workerState"
+    ]
+
+
+class CountingTokenizer(ServerTokenizer):
+    """A tokenizer that is there and counts one token per word; remembers each request."""
+
+    def __init__(self) -> None:
+        super().__init__("http://agent.invalid/v1", "m")
+        self.requests = 0
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    async def counts(self, texts: Iterable[str]) -> dict[str, int] | None:
+        self.requests += 1
+        return {text: len(text.split()) for text in texts}
+
+
+@pytest.mark.parametrize(("words", "asked"), [(150, 0), (600, 1)], ids=["fits", "over"])
+async def test_the_tokenizer_is_asked_only_when_the_prompt_sent_would_be_trimmed(
+    words: int, asked: int
+) -> None:
+    """A long chat's window (4 Messages per turn) is over the budget by the estimate, but
+    the prompt keeps only ``MAX_TURNS`` turns of it: the tokenizer is asked only when those
+    turns are over the budget. (It was asked whenever the window was: a request to the
+    agent host before every answer of every long chat.)"""
+    log = MemoryLog()
+    text = " ".join(["word"] * words)
+    for turn in range(30):
+        question = log.post(f"{turn} {text}")
+        log.messages.append(
+            (
+                log._next_id(),
+                MessagePosted(
+                    id=f"r-{question.id}",
+                    chatId=CHAT,
+                    sender="Terra",
+                    content=f"re {turn} {text}",
+                    createdAt="2026-01-01T00:00:00+00:00",
+                    replyTo=question.id,
+                    status="complete",
+                ),
+            )
+        )
+    target = log.post("and now?")
+    tokenizer = CountingTokenizer()
+    tight = settings().model_copy(
+        update={"max_turns": 5, "agent_context_tokens": 4096, "agent_max_tokens": 256}
+    )
+    answer = AnswerHandler(log, ScriptedAgent(), tight, system_prompt="S", tokenizer=tokenizer)
+
+    prompt = await answer._conversation(CHAT, log.messages[-1][0], target)
+
+    assert tokenizer.requests == asked
+    assert [m["role"] for m in prompt] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
     ]
