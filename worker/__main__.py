@@ -8,6 +8,7 @@ the arq scheduled jobs (:class:`worker.scheduled.ScheduledJobs`) run alongside.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 from collections.abc import Callable
@@ -76,6 +77,10 @@ async def run(settings: WorkerSettings, tool_settings: ToolSettings | None = Non
     try:
         async with worker:
             started = True
+            # The start-up's objects (modules, settings, connections, tool data) leave
+            # the GC's generations: each full collection then scans only what answers
+            # create (the worker's 1.2 ms per short exchange spent ~6 % in the GC).
+            gc.freeze()
             if scheduled is not None:
                 try:
                     await scheduled.start()  # no-op unless CONTENT_REFRESH_ENABLED
