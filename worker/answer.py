@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import structlog
@@ -379,27 +380,20 @@ class AnswerHandler:
             system_role=settings.agent_system_role,
             tool_turns=self.tools is not None and settings.max_tool_rounds > 1,
         )
-        if self.tokenizer.available:
-            try:  # by the estimate (which over-counts) nothing is left out: done
-                return build_prompt(
-                    recent,
-                    message,
-                    system_prompt=self.system_prompt,
-                    max_turns=max_turns,
-                    tool_turns=saved,
-                    rules=rules,
-                    trim=False,
-                )
-            except OverBudget:
-                texts = prompt_texts(recent, self.system_prompt, saved)
-                counts = await self.tokenizer.counts(texts)
-                if counts:  # the estimate over-counts: the server's counts keep more history
-                    rules = rules.with_counts(counts)
-        return build_prompt(
+        prompt = partial(
+            build_prompt,
             recent,
             message,
             system_prompt=self.system_prompt,
             max_turns=max_turns,
             tool_turns=saved,
-            rules=rules,
         )
+        if self.tokenizer.available:
+            try:  # by the estimate (which over-counts) nothing is left out: done
+                return prompt(rules=rules, trim=False)
+            except OverBudget:
+                texts = prompt_texts(recent, self.system_prompt, saved)
+                counts = await self.tokenizer.counts(texts)
+                if counts:  # the estimate over-counts: the server's counts keep more history
+                    rules = rules.with_counts(counts)
+        return prompt(rules=rules)
