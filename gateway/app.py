@@ -114,6 +114,7 @@ def create_app(settings: GatewaySettings, *, bus: GatewayBus | None = None) -> w
     app[AppKeys.connections] = Connections()
     app[AppKeys.sockets] = SocketSlots(settings.sockets_per_client, settings.max_sockets)
     app[AppKeys.pings] = PingWheel(sse.PING_SECONDS)
+    app[AppKeys.heartbeats] = PingWheel(settings.ws_heartbeat_seconds)
     app[AppKeys.reads_in_flight] = Counter()
     app[AppKeys.byo_streams] = ByoStreams(settings.byo_streams_per_client, settings.byo_max_streams)
     app[AppKeys.gate] = AccessGate.from_settings(settings)

@@ -13,7 +13,7 @@ import fcntl
 import struct
 import sys
 import termios
-from collections.abc import Callable
+from typing import cast
 
 __all__ = ["SendBudget", "unsent_kernel_bytes"]
 
@@ -40,35 +40,37 @@ class SendBudget:
     flagged within that many bytes of its limit.
     """
 
-    __slots__ = ("_buffered", "_check_every", "_since_check", "_transport", "limit")
+    __slots__ = ("_check_every", "_since_check", "_transport", "limit")
 
     def __init__(self, transport: asyncio.BaseTransport | None, limit: int) -> None:
-        # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
-        buffered: Callable[[], int] | None = getattr(transport, "get_write_buffer_size", None)
-        self._transport = transport
-        self._buffered = buffered
+        # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses. The
+        # transport, not its bound get_write_buffer_size: one object less per socket.
+        buffered = transport is not None and hasattr(transport, "get_write_buffer_size")
+        self._transport = cast("asyncio.WriteTransport", transport) if buffered else None
         self.limit = limit
         self._check_every = max(1, limit // 8)
         self._since_check = 0
 
     def exceeded(self) -> bool:
         """True when the transport's and the kernel's unsent bytes exceed the limit."""
-        if self._buffered is None or self._transport is None:
+        transport = self._transport
+        if transport is None:
             return False
-        waiting = self._buffered()
+        waiting = transport.get_write_buffer_size()
         if waiting > self.limit:
             return True
-        return waiting + unsent_kernel_bytes(self._transport) > self.limit
+        return waiting + unsent_kernel_bytes(transport) > self.limit
 
     def wrote(self, size: int) -> bool:
         """Count ``size`` bytes just written; True when the connection is over its limit."""
-        if self._buffered is None or self._transport is None:
+        transport = self._transport
+        if transport is None:
             return False
-        waiting = self._buffered()
+        waiting = transport.get_write_buffer_size()
         if waiting > self.limit:
             return True
         self._since_check += size
         if self._since_check < self._check_every:
             return False
         self._since_check = 0
-        return waiting + unsent_kernel_bytes(self._transport) > self.limit
+        return waiting + unsent_kernel_bytes(transport) > self.limit

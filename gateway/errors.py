@@ -41,6 +41,7 @@ class CloseCode(IntEnum):
     """WebSocket close codes the gateway uses. Retryable ones invite a resume."""
 
     NORMAL = 1000
+    ABNORMAL = 1006  # the visitor stopped answering pings: cut, no close frame (never sent)
     POLICY = 1008  # bad access code or missing chat id (terminal, as the original relay)
     SERVICE_RESTART = 1012  # the gateway is shutting down: reconnect (to another one)
     TRY_AGAIN_LATER = 1013  # Redis is unavailable: reconnect with backoff

@@ -43,6 +43,8 @@ class AppKeys:
     sockets = web.AppKey("gateway.sockets", SocketSlots)
     #: The one timer that pings every SSE stream (gateway.sse).
     pings = web.AppKey("gateway.pings", PingWheel)
+    #: The one timer that pings every WebSocket (gateway.ws), every WS_HEARTBEAT_SECONDS.
+    heartbeats = web.AppKey("gateway.heartbeats", PingWheel)
     #: Reads being answered, by client (gateway.limits).
     reads_in_flight = web.AppKey("gateway.reads_in_flight", Counter[str])
     #: Bring your own model: the answers streaming, and the HTTP client to providers.

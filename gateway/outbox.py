@@ -105,7 +105,7 @@ class _FrameCache:
 class SocketOutbox:
     """Writes one socket's frames: directly while it keeps up, bounded in bytes when not."""
 
-    __slots__ = ("_budget", "_meter", "_on_stall", "_response", "_transport", "_v2", "stalled")
+    __slots__ = ("_budget", "_meter", "_response", "_transport", "_v2", "on_stall", "stalled")
 
     #: Frames as written to a WebSocket's transport.
     _cache = _FrameCache(_ws_wire)
@@ -125,7 +125,9 @@ class SocketOutbox:
         self._budget = budget
         self._meter = meter
         self._v2 = v2
-        self._on_stall = on_stall
+        #: Called once when the socket falls past its byte budget (the subscription passes
+        #: this same callable to its listener: one bound method per socket, not two).
+        self.on_stall = on_stall
         #: Set once the socket fell past its byte budget; nothing more is written.
         self.stalled = False
 
@@ -176,7 +178,7 @@ class SocketOutbox:
     def _stall(self) -> None:
         if not self.stalled:
             self.stalled = True
-            self._on_stall()
+            self.on_stall()
 
     def _closed(self) -> bool:
         """No more frames may go out (a WebSocket's close frame has been sent)."""

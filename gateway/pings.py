@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Protocol
 
 __all__ = ["PING_GROUPS", "PingWheel", "Pinged"]
@@ -37,6 +38,11 @@ class PingWheel:
 
     def __len__(self) -> int:
         return self._count
+
+    def __iter__(self) -> Iterator[Pinged]:
+        """The registered streams, group by group."""
+        for group in self._groups:
+            yield from group
 
     @property
     def running(self) -> bool:

@@ -178,7 +178,7 @@ class Subscription:
                     write,
                     outbox.deliver,
                     self._on_restart,
-                    on_overflow=self._on_stall,
+                    on_overflow=outbox.on_stall,
                     verify=verify,
                     on_verified=metrics.resumes.labels("ok").inc,
                 )

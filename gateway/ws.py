@@ -24,6 +24,8 @@ log = structlog.get_logger("gateway.ws")
 
 #: A stalled socket gets this long to take the close frame before the transport is cut.
 CLOSE_GRACE_SECONDS = 1.0
+#: An empty ping frame, server to client (FIN, opcode 0x9, unmasked, length 0).
+_PING_FRAME = b"\x89\x00"
 #: Closes started by the feed's side (a stalled socket): held until they finish.
 _CLOSING: set[asyncio.Future[None]] = set()
 
@@ -89,7 +91,10 @@ class _LiveSocket(web.WebSocketResponse):
 def _socket(settings: GatewaySettings) -> _LiveSocket:
     # No permessage-deflate: frames are ~200 bytes, and a compressor per socket costs
     # ~120 KiB of memory (measured by benchmarks/fanout.py --ws-compress).
-    return _LiveSocket(heartbeat=settings.ws_heartbeat_seconds, max_msg_size=4096, compress=False)
+    # No aiohttp heartbeat: its timer per socket (about 0.6 KiB on uvloop, with the context
+    # it keeps) is replaced by the process's heartbeat wheel (_Session.tick), so pongs and
+    # pings come to the session (autoping off).
+    return _LiveSocket(max_msg_size=4096, compress=False, autoping=False)
 
 
 async def _serve(
@@ -150,10 +155,11 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, rea
 
 
 class _Session(Subscription):
-    """One socket's subscription (see :class:`~gateway.streaming.Subscription`) and how it
-    closes: 4000 when the visitor fell behind, 1013 when Redis cannot be followed."""
+    """One socket's subscription (see :class:`~gateway.streaming.Subscription`), its
+    heartbeat, and how it closes: 4000 when the visitor fell behind, 1013 when Redis cannot
+    be followed; cut (1006) when it stopped answering pings."""
 
-    __slots__ = ("client", "code", "reason", "request", "request_id", "ws")
+    __slots__ = ("client", "code", "reason", "request", "request_id", "unanswered", "ws")
     kind = "ws"
 
     def __init__(
@@ -182,32 +188,54 @@ class _Session(Subscription):
         self.request_id = request_id
         self.code: CloseCode | None = None
         self.reason = b""
+        #: A ping went out and nothing came back since.
+        self.unanswered = False
 
     async def live(self) -> None:
-        """The socket's life: read the client's frames (pongs, close) until it ends.
+        """The socket's life: read the client's frames (pongs, pings, close) until it ends.
 
-        The feed writes the frames; this only reads. Runs in :meth:`_LiveSocket.write_eof`,
-        after the middlewares returned.
+        The feed writes the frames, the heartbeat wheel pings; this only reads. Runs in
+        :meth:`_LiveSocket.write_eof`, after the middlewares returned.
         """
         request, ws = self.request, self.ws
         app = request.app
+        heartbeats = app[AppKeys.heartbeats]
+        heartbeats.add(self)
         try:
             async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
+                self.unanswered = False  # any frame shows the visitor is there
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.ERROR:
                     break
         finally:
+            heartbeats.discard(self)
             _ended(request, ws, self)
             app[AppKeys.sockets].give_back(self.client)
         code, reason = self.code or CloseCode.NORMAL, self.reason
         if code == CloseCode.SLOW_CONSUMER:
             app[AppKeys.metrics].slow_consumers.inc()
-        if not ws.closed:
+        if not ws.closed and code != CloseCode.ABNORMAL:
             if app[AppKeys.connections].closing:
                 code, reason = CloseCode.SERVICE_RESTART, b"Service restart"
             await _close(request, ws, code, reason)
         log.info(
             "gateway.ws_closed", chat_id=self.chat_id, code=int(code), request_id=self.request_id
         )
+
+    def tick(self, now: float) -> None:
+        """The heartbeat (every ``WS_HEARTBEAT_SECONDS``): cut a socket whose last ping got
+        no answer (as aiohttp's heartbeat did: 1006, no close frame), else ping it."""
+        transport = self.request.transport
+        if self.ws.closed or self.code is not None or transport is None:
+            return
+        if self.unanswered:
+            self.code, self.reason = CloseCode.ABNORMAL, b""
+            transport.abort()  # its life then ends: the reader sees the connection go
+            return
+        if not transport.is_closing():
+            transport.write(_PING_FRAME)
+            self.unanswered = True
 
     def end(self, why: Ending) -> None:
         if why == "slow":

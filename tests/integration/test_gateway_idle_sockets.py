@@ -1,8 +1,11 @@
 """What an idle WebSocket or SSE stream keeps for its life (issue 10: memory per socket):
-no response header table once the headers are out, no timer per SSE stream (one wheel pings
-them all, and the lifetime cap still ends a stream on time), and its slot back at the end."""
+no response header table once the headers are out, no timer per socket (one wheel pings the
+SSE streams, one the WebSockets; the lifetime cap still ends a stream on time, a socket that
+stops answering pings is still cut), and its slot back at the end."""
 
 from __future__ import annotations
+
+from typing import cast
 
 import aiohttp
 import pytest
@@ -11,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from gateway import sse
 from gateway.app import create_app
 from gateway.keys import AppKeys
+from gateway.streaming import Subscription
 from tests.integration.conftest import gateway_settings
 from tests.support.redis_server import RedisServer
 from tests.support.system import ACCESS_CODE
@@ -56,6 +60,16 @@ async def test_idle_sockets_keep_no_header_table_and_streams_no_timer_of_their_o
                 session = getattr(served, "session", None)
                 assert session is not None
                 assert session._expiry is None  # an hour from its cap: no timer of its own
+            assert len(app[AppKeys.heartbeats]) == 3  # the WebSockets: one wheel, no timer each
+            sessions = [*pings, *app[AppKeys.heartbeats]]
+            assert all(isinstance(session, Subscription) for session in sessions)
+            followed = [cast(Subscription, session) for session in sessions]
+            await wait_until(
+                lambda: all(session.listener for session in followed), 10, "replays never done"
+            )
+            for pinged in followed:
+                assert pinged.listener is not None  # one stall callback, shared
+                assert pinged.listener.on_overflow is pinged.outbox.on_stall
             for stream in streams:
                 stream.close()
             for ws in sockets:
@@ -85,5 +99,38 @@ async def test_the_lifetime_cap_ends_a_stream_on_time_between_pings(
                 body = await stream.content.read()  # until the gateway ends the stream
             assert body.startswith(b"retry: 1500\r\n\r\n")
             assert b": ping" not in body
+    finally:
+        await server.close()
+
+
+async def test_a_socket_is_pinged_while_it_answers_and_cut_once_it_stops(
+    redis_server: RedisServer,
+) -> None:
+    server = TestServer(create_app(gateway_settings(redis_server.url, ws_heartbeat_seconds=0.3)))
+    await server.start_server()
+    app = server.app
+    assert app is not None
+    try:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(
+                server.make_url(f"/api/chat?chatId=beat&{QUERY}"), autoping=False, heartbeat=None
+            ) as ws,
+        ):
+            pings = 0
+            while pings < 3:  # answered: the gateway keeps pinging, the socket stays
+                msg = await ws.receive(timeout=10)
+                if msg.type == aiohttp.WSMsgType.PING:
+                    pings += 1
+                    await ws.pong(msg.data)
+            assert len(app[AppKeys.heartbeats]) == 1
+            while True:  # no more answers: cut, with no close frame
+                msg = await ws.receive(timeout=10)
+                if msg.type != aiohttp.WSMsgType.PING:
+                    break
+            assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+        await wait_until(lambda: app[AppKeys.sockets].in_use == 0, 10, "slot never given back")
+        assert len(app[AppKeys.heartbeats]) == 0
+        assert not app[AppKeys.heartbeats].running
     finally:
         await server.close()
