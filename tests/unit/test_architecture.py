@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.background import BackgroundRun
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -55,11 +57,11 @@ def test_ruff_format_is_clean() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
-def test_mypy_is_clean() -> None:
-    """mypy --strict over the packages configured in pyproject.toml."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True
-    )
+@pytest.mark.background_check("mypy")
+def test_mypy_is_clean(background_checks: dict[str, BackgroundRun]) -> None:
+    """mypy --strict over the packages configured in pyproject.toml (started in the
+    background when the unit tier starts, so it runs beside the other unit tests)."""
+    result = background_checks["mypy"].result(timeout=110)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
