@@ -7,6 +7,12 @@ sends several commands per exchange. The write itself never waits while the sock
 the bytes (the transport's buffer is then empty and ``drain`` returns at once), so the
 timeout is armed only when the buffer holds something, with the same ``TimeoutError`` and
 disconnect as before. Reads keep redis-py's own timeout.
+
+Taking a connection from the pool, redis-py asks whether unread data waits on it (a reply
+left over, or the server's close) by reading with a zero timeout: with hiredis that is a
+timer, a future and a turn of the event loop for every command. Whatever has arrived is
+already in the connection's stream buffer (the protocol moves it there as it comes), so
+:meth:`_QuickWrites.can_read_destructive` looks there instead, with the same answers.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -22,7 +29,28 @@ __all__ = ["QuickWriteConnection", "QuickWriteSSLConnection", "connection_class_
 
 
 class _QuickWrites:
-    """``send_packed_command`` without ``wait_for`` (see the module doc)."""
+    """``send_packed_command`` without ``wait_for``, and the pool's unread-data check
+    without a turn of the event loop (see the module doc)."""
+
+    async def can_read_destructive(self) -> bool:
+        """Whether a reply (or the server's close) waits unread on the connection.
+
+        True means "replace this connection", as redis-py's own check: the pool then
+        reconnects it. Looks at what has arrived instead of trying to read more.
+        """
+        conn: Connection = self  # type: ignore[assignment]
+        parser = conn._parser
+        if not isinstance(parser, _AsyncHiredisParser):
+            return await Connection.can_read_destructive(conn)  # type: ignore[no-untyped-call,no-any-return]
+        stream = parser._stream
+        if not parser._connected or stream is None:
+            raise RedisConnectionError("Connection closed by server.")
+        if parser._reader.gets() is not NOT_ENOUGH_DATA or stream._buffer:  # type: ignore[attr-defined]
+            return True
+        if stream.at_eof() or stream.exception() is not None:
+            await conn.disconnect(nowait=True)
+            raise RedisConnectionError("Connection closed by server.")
+        return False
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
