@@ -196,13 +196,16 @@ async def test_a_stream_cut_before_any_text_is_retried_and_answered(
 
 
 async def test_streams_that_never_finish_end_in_an_error_not_a_fragment(
-    redis_server: RedisServer, chatlog: ChatLog
+    redis_server: RedisServer, chatlog: ChatLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with (
-        run_demo_agent(agent("no_done")) as url,
-        Worker(fast_settings(redis_server.url, url)),
-    ):
-        reply = await ask(chatlog, "halves", "tell me [[demo:tokens=20]]")
+    # Every attempt is lost mid-text: the worker restarts it 3 times (2 s apart), the 3
+    # failures open the circuit breaker (10 s), then the last attempt fails for good. The
+    # same steps with short pauses (0.05 s apart, the circuit open 0.5 s).
+    monkeypatch.setattr("worker.patience.PATIENCE_RETRY_SECONDS", 0.05)
+    async with run_demo_agent(agent("no_done")) as url:
+        settings = fast_settings(redis_server.url, url, agent_circuit_open_seconds=0.5)
+        async with Worker(settings):
+            reply = await ask(chatlog, "halves", "tell me [[demo:tokens=20]]")
     assert reply["status"] == "error"
 
 
