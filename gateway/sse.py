@@ -144,6 +144,10 @@ async def _serve(
     # Sent, and nothing reads them again: their table (and what serialising it cached) is
     # about 1 KiB of every stream's memory for its whole life.
     stream.headers.clear()
+    # No next request on this connection (EventSource reconnects on a new one, as a
+    # WebSocket's does): this also drops aiohttp's keep-alive timer, a timer per stream for
+    # its first KEEPALIVE_TIMEOUT_SECONDS (0.5 KiB on uvloop).
+    request.protocol.keep_alive(False)
     if connections.closing:
         return stream
 

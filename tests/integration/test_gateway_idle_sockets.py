@@ -60,6 +60,8 @@ async def test_idle_sockets_keep_no_header_table_and_streams_no_timer_of_their_o
                 session = getattr(served, "session", None)
                 assert session is not None
                 assert session._expiry is None  # an hour from its cap: no timer of its own
+                # ... nor aiohttp's keep-alive timer (there is no next request to wait for)
+                assert session.request.protocol._keepalive_handle is None
             assert len(app[AppKeys.heartbeats]) == 3  # the WebSockets: one wheel, no timer each
             sessions = [*pings, *app[AppKeys.heartbeats]]
             assert all(isinstance(session, Subscription) for session in sessions)
