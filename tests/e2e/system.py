@@ -80,9 +80,9 @@ def start_system(
     try:
         launcher.start()
     except Exception:
-        launcher.stop()
+        launcher.kill_all()
         raise
     try:
         yield RunningSystem(launcher=launcher, url=launcher.url, access_code=ACCESS_CODE)
     finally:
-        launcher.stop()
+        launcher.kill_all()
