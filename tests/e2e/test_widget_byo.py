@@ -28,9 +28,12 @@ KEY = "sk-demo-visitor-key-4242"
 PROVIDER_TAG = "Demo provider (offline) · terra-demo-offline"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def byo_url() -> Iterator[str]:
-    """A demo system with the BYO switch on (``python -m demo --byo``); its page's URL."""
+    """A demo system with the BYO switch on (``python -m demo --byo``); its page's URL.
+
+    Shared by the module's tests as the session's ``system`` is by the others: each test
+    starts a chat of its own in a fresh browser context and breaks nothing."""
     require_tools()
     options = LaunchOptions(
         port=free_port(),
@@ -44,7 +47,7 @@ def byo_url() -> Iterator[str]:
         launcher.start()
         yield launcher.url
     finally:
-        launcher.stop()
+        launcher.kill_all()
 
 
 def storage(page: Page) -> dict[str, Any]:
