@@ -67,13 +67,12 @@ async def test_read_verbs_run_as_ops_and_requeue_needs_a_writer(
     finally:
         await admin.aclose()
 
-    for args in (["chats"], ["show", CHAT[:8]], ["export", CHAT], ["jobs"], ["dead", "--json"]):
-        ran = await ops(redis_tls, "ops", *args)
+    # The read verbs change nothing: their processes run side by side.
+    verbs = (["chats"], ["show", CHAT[:8]], ["export", CHAT], ["jobs"], ["dead", "--json"])
+    runs = await asyncio.gather(*(ops(redis_tls, "ops", *args) for args in verbs))
+    for args, ran in zip(verbs, runs, strict=True):
         assert ran.status == 0, (args, ran.err)
-    (dead,) = [
-        json.loads(line)
-        for line in (await ops(redis_tls, "ops", "dead", "--json")).out.splitlines()
-    ]
+    (dead,) = [json.loads(line) for line in runs[-1].out.splitlines()]
     assert dead["messageId"] == accepted.message["id"]
 
     proc = await asyncio.create_subprocess_exec(
