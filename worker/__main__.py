@@ -79,8 +79,12 @@ async def run(settings: WorkerSettings, tool_settings: ToolSettings | None = Non
             started = True
             # The start-up's objects (modules, settings, connections, tool data) leave
             # the GC's generations: each full collection then scans only what answers
-            # create (the worker's 1.2 ms per short exchange spent ~6 % in the GC).
+            # create (the worker's 1.2 ms per short exchange spent ~6 % in the GC). And a
+            # young collection every 10,000 allocations instead of 700: each walks the
+            # live tasks and futures of every answer in flight, while reference counting
+            # frees nearly all of an answer's garbage anyway.
             gc.freeze()
+            gc.set_threshold(10_000, *gc.get_threshold()[1:])
             if scheduled is not None:
                 try:
                     await scheduled.start()  # no-op unless CONTENT_REFRESH_ENABLED
