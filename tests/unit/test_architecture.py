@@ -60,7 +60,7 @@ def test_ruff_format_is_clean() -> None:
 @pytest.mark.background_check("mypy")
 def test_mypy_is_clean(background_checks: dict[str, BackgroundRun]) -> None:
     """mypy --strict over the packages configured in pyproject.toml (started in the
-    background when the unit tier starts, so it runs beside the other unit tests)."""
+    background with the session: tests/conftest.py background_checks)."""
     result = background_checks["mypy"].result(timeout=110)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
