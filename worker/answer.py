@@ -362,7 +362,7 @@ class AnswerHandler:
         ``begun``: from the job's OPEN, the worker's copy of the chat (no read at all).
         """
         max_turns = self.settings.max_turns
-        recent, saved = begun.prompt_sources(message.id) if begun else ([], None)
+        recent, saved = begun.prompt_sources(message.id, max_turns) if begun else ([], None)
         if saved is None:
             for count in (max_turns * MESSAGES_PER_TURN, self.settings.messages_maxlen):
                 recent = await self.log.messages_until(chat_id, "+", count)

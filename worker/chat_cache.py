@@ -182,12 +182,30 @@ class Begun:
     opening: Opening
 
     def prompt_sources(
-        self, message_id: str
+        self, message_id: str, max_turns: int
     ) -> tuple[list[MessagePosted], dict[str, list[dict[str, Any]]] | None]:
-        """The Messages and tool memory a prompt for ``message_id`` reads (None: unknown)."""
+        """The Messages and tool memory a prompt for ``message_id`` reads (None: unknown).
+
+        Only the tail that a prompt of ``max_turns`` turns can use: from the oldest visitor
+        question it may keep (two turns each, before ``message_id``) to the newest Message;
+        the replies to those questions come after them.
+        """
         if not self.copy.has(message_id):
             return [], None
-        recent = [m for _, m in self.copy.entries]
+        entries = self.copy.entries
+        questions = (max_turns - 1) // 2 + 1  # those it may keep, and one more
+        start = 0
+        found = False
+        for index in range(len(entries) - 1, -1, -1):
+            m = entries[index][1]
+            if not found:
+                found = m.id == message_id
+            elif m.sender == "Visitor":
+                questions -= 1
+                if questions == 0:
+                    start = index
+                    break
+        recent = [m for _, m in entries[start:]]
         asked = [m.id for m in recent if m.sender == "Visitor"]
         return recent, self.copy.tool_turns(asked, self.opening.memory)
 

@@ -3,9 +3,15 @@ budget hold, and the pending messages are decided as ChatLog.unanswered_until de
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import pytest
+
 from bus import Opening
 from bus.schemas import MessagePosted
-from worker.chat_cache import ConversationCache, open_answer
+from worker.chat_cache import Begun, ConversationCache, open_answer
+from worker.conversation import PromptRules, build_prompt
 
 
 def msg(
@@ -83,3 +89,67 @@ async def test_a_reply_the_bus_forgot_makes_the_message_waiting_again() -> None:
     assert opened is not None
     _, pending = opened
     assert [m.id for _, m in pending or []] == ["m1"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("max_turns", [1, 2, 3, 5, 16])
+def test_the_prompt_from_the_copys_tail_is_the_prompt_from_the_whole_copy(
+    seed: int, max_turns: int
+) -> None:
+    """prompt_sources hands build_prompt only the tail a prompt of max_turns can use
+    (issue 10); the prompt is the same as from every Message held: questions answered,
+    unanswered, answered with an error, replies out of order, tool memory."""
+    rng = random.Random(seed)
+    messages: list[MessagePosted] = []
+    memory: dict[str, list[dict[str, Any]] | None] = {}
+    questions: list[str] = []
+    for n in range(rng.randint(1, 40)):
+        if questions and rng.random() < 0.45:
+            asked = rng.choice(questions[-3:])
+            status = rng.choice(["complete", "complete", "error", "stopped"])
+            reply = msg(n, "Terra", reply_to=asked, size=rng.randint(0, 3))
+            messages.append(reply.model_copy(update={"status": status}))
+        else:
+            question = msg(n, size=rng.randint(1, 3))
+            messages.append(question)
+            questions.append(question.id)
+            memory[question.id] = None
+            if rng.random() < 0.3:
+                memory[question.id] = [
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "id": f"t{n}",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{}"},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": f"t{n}", "content": f"r{n}"},
+                ]
+    target = msg(99, size=2)
+    messages.append(target)
+    memory[target.id] = None
+    cache = ConversationCache(window=64)
+    copy = cache.update("c", opening(*messages, fresh=True))
+    begun = Begun(copy, Opening("open", memory=memory))
+
+    recent, saved = begun.prompt_sources(target.id, max_turns)
+
+    assert saved is not None
+    whole = [m for _, m in copy.entries]
+    rules = PromptRules(tool_turns=True)
+    expected = build_prompt(
+        whole,
+        target,
+        system_prompt="S",
+        max_turns=max_turns,
+        tool_turns={k: v for k, v in memory.items() if v},
+        rules=rules,
+    )
+    got = build_prompt(
+        recent, target, system_prompt="S", max_turns=max_turns, tool_turns=saved, rules=rules
+    )
+    assert got == expected
