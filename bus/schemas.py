@@ -10,6 +10,7 @@ literal ``v``, and ignores unknown fields so producers may add optional ones.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,7 @@ __all__ = [
     "decode_event",
     "decode_job",
     "encode",
+    "iso_at_ns",
     "iso_now",
     "render_frame",
 ]
@@ -48,7 +50,24 @@ EVENT_TYPES_V1 = frozenset({"message", "workerState", "assistantChunk"})
 
 def iso_now() -> str:
     """Current UTC time as ISO 8601 with milliseconds and ``Z`` (as JavaScript prints it)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_at_ns(time.time_ns())
+
+
+_second_text: tuple[int, str] = (-1, "")
+
+
+def iso_at_ns(ns: int) -> str:
+    """``ns`` (nanoseconds since the epoch) as :func:`iso_now` prints it.
+
+    The date and time up to the second are formatted once per second (a stamp goes on
+    every event the worker writes, issue 10); milliseconds are truncated, as datetime's.
+    """
+    global _second_text
+    second, rest = divmod(ns, 1_000_000_000)
+    if _second_text[0] != second:
+        stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_text = (second, stamp)
+    return f"{_second_text[1]}.{rest // 1_000_000:03d}Z"
 
 
 class _Model(BaseModel):
