@@ -76,8 +76,14 @@ async def test_arq_cannot_enqueue_on_a_cluster(redis_cluster: RedisCluster) -> N
 
 
 async def test_refresh_runs_on_arq_redis_while_the_bus_is_on_the_cluster(
-    redis_cluster: RedisCluster, arq_redis: RedisServer, tmp_path: Path
+    redis_cluster: RedisCluster,
+    arq_redis: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # arq polls its queue every 5 s (ScheduledJobs.poll_delay): the job enqueued just after
+    # the start waited for the next poll. The same poll, sooner.
+    monkeypatch.setattr(ScheduledJobs, "poll_delay", 0.05)
     tool_settings = _site(tmp_path)
     settings = fast_settings(
         redis_cluster.url, AGENT, redis_cluster=True, arq_redis_url=arq_redis.url

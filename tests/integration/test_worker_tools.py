@@ -337,8 +337,11 @@ async def test_a_restarted_worker_continues_from_saved_rounds(
 
 
 async def test_scheduled_refresh_runs_through_arq(
-    redis_server: Any, tmp_path: Path, chatlog: ChatLog
+    redis_server: Any, tmp_path: Path, chatlog: ChatLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # arq polls its queue every 5 s (ScheduledJobs.poll_delay): the job enqueued just after
+    # the start waited for the next poll. The same poll, sooner.
+    monkeypatch.setattr(ScheduledJobs, "poll_delay", 0.05)
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("<html><body><h1>Home</h1><p>Hello moss.</p></body></html>")
