@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import structlog
@@ -204,8 +205,9 @@ class _Session(Subscription):
         try:
             async for msg in ws:
                 self.unanswered = False  # any frame shows the visitor is there
-                if msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
+                if msg.type == WSMsgType.PING:  # answered as aiohttp's autoping did
+                    with contextlib.suppress(ConnectionError, RuntimeError):  # gone: EOF next
+                        await ws.pong(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:

@@ -119,7 +119,16 @@ async def test_a_socket_is_pinged_while_it_answers_and_cut_once_it_stops(
                 server.make_url(f"/api/chat?chatId=beat&{QUERY}"), autoping=False, heartbeat=None
             ) as ws,
         ):
+            await ws.ping(b"are you there")  # the visitor's own ping is answered
             pings = 0
+            while True:
+                msg = await ws.receive(timeout=10)
+                if msg.type == aiohttp.WSMsgType.PONG:
+                    assert msg.data == b"are you there"
+                    break
+                assert msg.type == aiohttp.WSMsgType.PING
+                pings += 1
+                await ws.pong(msg.data)
             while pings < 3:  # answered: the gateway keeps pinging, the socket stays
                 msg = await ws.receive(timeout=10)
                 if msg.type == aiohttp.WSMsgType.PING:
