@@ -14,7 +14,10 @@ job. Now:
   state, the reply mapping) plus the job's ack (and the trim of finished jobs) and the
   release of the chat's lease, in the same script: a reply is never stored with its job
   left pending, and the job's stream key is passed in KEYS, so on the partitioned layout
-  it is one slot with the chat's keys.
+  it is one slot with the chat's keys. It may carry the reply's last chunk too (text the
+  worker had not written yet when the reply was complete), appended just before the
+  Message: the same events in the same order, and a short reply's chunk costs no round
+  trip of its own.
 
 Both run on the chat's keys only (plus its lease and its partition's jobs stream), so they
 keep every guarantee of the scripts they replace.
@@ -33,6 +36,7 @@ from redis.exceptions import RedisError
 
 from bus import scripts
 from bus.chatlog import ChatLog
+from bus.chunk_pipeline import chunk_json
 from bus.errors import as_bus_error, translates_redis_errors
 from bus.lease import ChatLease
 from bus.schemas import (
@@ -111,16 +115,25 @@ end
 )
 
 
+# FINISH's Message; the last chunk (ARGV[12], '' none) goes just before it, after the dup check.
+_FINISH_MESSAGE = "local mid = append(ARGV[1], ARGV[2], 'message', ARGV[6], ARGV[7])"
+_LAST_CHUNK = "if ARGV[12] ~= '' then append(ARGV[1], ARGV[12], 'chunk', ARGV[6], ARGV[7]) end\n"
+
+
 def _finish_close(finish: str) -> str:
     for ret in _FINISH_RETURNS:
         if finish.count(ret) != 1:
             raise RuntimeError(f"bus.scripts.FINISH changed: {ret!r} not found once")
         finish = finish.replace(ret, f"close_job() {ret}")
+    if finish.count(_FINISH_MESSAGE) != 1:
+        raise RuntimeError("bus.scripts.FINISH changed: its Message append not found once")
+    finish = finish.replace(_FINISH_MESSAGE, _LAST_CHUNK + _FINISH_MESSAGE)
     return _CLOSE_FN + finish
 
 
 #: KEYS: the six chat keys, the chat's lease, the job's jobs stream.
-#: ARGV: FINISH's eight, then group, job entry id, lease owner -> as FINISH
+#: ARGV: FINISH's eight, then group, job entry id, lease owner, last chunk event ('' none)
+#: -> as FINISH
 FINISH_CLOSE = _finish_close(scripts.FINISH)
 
 
@@ -245,9 +258,14 @@ class ChatAnswering:
         state: WorkerState,
         detail: str | None,
         close: JobClose,
+        last_chunk: str = "",
     ) -> tuple[dict[str, Any], bool]:
         """:meth:`bus.chatlog.ChatLog.finish_reply`, acking the job and releasing the lease
-        in the same round trip (also when a reply existed: then only those two)."""
+        in the same round trip (also when a reply existed: then only those two).
+
+        ``last_chunk``: reply text not written as a chunk yet, appended as one just before
+        the Message (not when a reply existed).
+        """
         log = self.log
         keys = log.keys
         lim = log.limits
@@ -295,6 +313,7 @@ class ChatAnswering:
                     keys.jobs_group,
                     close.entry_id,
                     close.lease_owner,
+                    chunk_json(chat_id, reply_to, last_chunk, now) if last_chunk else "",
                 ],
             )
         except RedisError as exc:

@@ -25,7 +25,6 @@ in-memory fakes of both. Rules:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -36,9 +35,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from bus import BusError, JobClose
 from bus.schemas import MessagePosted, WorkerState
-from worker.aio import cancel_and_wait
 from worker.chat_cache import AnswerStart, Begun, ConversationCache, open_answer
-from worker.chunks import ChunkWriter, until_done_or_stopped
+from worker.chunks import ChunkWriter
 from worker.conversation import (
     MessageTooLong,
     OverBudget,
@@ -54,15 +52,13 @@ from worker.ports import (
     AgentHealth,
     AnswerLog,
     AnswerOpener,
-    ReasoningSink,
     ReplyStatus,
-    ToolHost,
 )
 from worker.reasoning import ReasoningWriter
 from worker.settings import WorkerSettings
 from worker.tokenizer import ServerTokenizer
 from worker.toolkit import ToolKit
-from worker.toolloop import reply
+from worker.toolloop import reply_until_stopped
 from worker.turns import AgentTurn
 
 __all__ = [
@@ -211,8 +207,12 @@ class AnswerHandler:
         ``close``: the reply acks the job and releases the lease (see :meth:`answer_job`).
         """
 
-        async def finish(content: str, status: ReplyStatus, detail: str | None) -> None:
-            await self._finish(chat_id, message.id, content, status, detail, close, progress)
+        async def finish(
+            content: str, status: ReplyStatus, detail: str | None, last_chunk: str = ""
+        ) -> None:
+            await self._finish(
+                chat_id, message.id, content, status, detail, close, progress, last_chunk
+            )
 
         if begun is not None:
             streaming = begun.opening.streaming == message.id
@@ -246,8 +246,19 @@ class AnswerHandler:
             nonlocal prompt
             if restart:  # the tool turns saved so far are part of the new prompt
                 prompt = await self._conversation(chat_id, event_id, message)
-            return await self._reply_until_stopped(
-                prompt, writer, chat_id, message.id, tools=tools, thoughts=thoughts
+            return await reply_until_stopped(
+                self.agent,
+                prompt,
+                writer,
+                self.log,
+                chat_id,
+                message.id,
+                tools=tools,
+                thoughts=thoughts,
+                max_rounds=self.settings.max_tool_rounds,
+                cancel_poll_ms=self.settings.cancel_poll_ms,
+                # The FINISH can carry the reply's last chunk (worker.chunks, issue 10).
+                end_writer=close is not None and self.opener is not None,
             )
 
         try:
@@ -282,47 +293,12 @@ class AnswerHandler:
             content = turn.content or view.visible
             await finish(content, "stopped", "stopped")
             return "stopped"
+        last = view.current.take_last()
         if turn.finish_reason == "length":  # cut at max_tokens: an answer, marked as such
-            await finish(turn.content, "truncated", "truncated")
+            await finish(turn.content, "truncated", "truncated", last)
             return "answered"
-        await finish(turn.content, "complete", None)
+        await finish(turn.content, "complete", None, last)
         return "answered"
-
-    async def _reply_until_stopped(
-        self,
-        prompt: list[ChatCompletionMessageParam],
-        writer: ChunkWriter,
-        chat_id: str,
-        message_id: str,
-        *,
-        tools: ToolHost | None = None,
-        thoughts: ReasoningSink | None = None,
-    ) -> AgentTurn:
-        """The agent's reply, cut short as soon as the visitor asks to stop it.
-
-        The chunk writer sees a stop request at its next write; while the agent sends
-        nothing, a watcher polls the request every ``CANCEL_POLL_MS``. Either way the
-        agent call is cancelled and the text streamed so far is the (stopped) turn.
-        """
-        answer = asyncio.create_task(
-            reply(
-                self.agent,
-                prompt,
-                writer,
-                tools=tools,
-                thoughts=thoughts,
-                max_rounds=self.settings.max_tool_rounds,
-            ),
-            name="worker.reply",
-        )
-        await until_done_or_stopped(
-            self.log, chat_id, message_id, writer, answer, self.settings.cancel_poll_ms
-        )
-        if not answer.done():  # the visitor asked to stop
-            await cancel_and_wait([answer])
-            if not answer.done() or answer.cancelled() or answer.exception() is not None:
-                return AgentTurn(content=writer.text, stopped=True, deltas=writer.deltas)
-        return answer.result()
 
     async def _finish(
         self,
@@ -333,13 +309,21 @@ class AnswerHandler:
         detail: str | None,
         close: JobClose | None = None,
         progress: AnswerProgress | None = None,
+        last_chunk: str = "",
     ) -> None:
         state: WorkerState = "error" if status == "error" else "responded"
         if close is not None and self.opener is not None:
             if progress is not None:
                 progress.closing = True
             _, duplicate = await self.opener.finish_and_close(
-                chat_id, reply_to, content, status=status, state=state, detail=detail, close=close
+                chat_id,
+                reply_to,
+                content,
+                status=status,
+                state=state,
+                detail=detail,
+                close=close,
+                last_chunk=last_chunk,
             )
             if progress is not None:
                 progress.closed = True

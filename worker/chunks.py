@@ -12,6 +12,11 @@ every ``interval``. When the worker falls behind (the tick comes late or the wri
 long), the window grows up to :data:`MAX_WINDOW_FACTOR` times ``interval``, so more tokens
 go per write and every chat still gets a frame each window: no chat starves.
 
+A reply that is complete before its last text was written (:meth:`ChunkWriter.end`; a
+short reply often arrives whole in one read) leaves that text to the reply's FINISH, which
+appends it as a chunk just before the Message (:meth:`ChunkWriter.take_last`): the same
+events, one round trip fewer (issue 10).
+
 Guarantees (as before): a reply's chunks are written in order, each piece exactly once, and
 their concatenation equals its text; everything pushed before :meth:`ChunkWriter.close` is
 written before it returns, unless a write failed (raised by the next :meth:`ChunkWriter.push`
@@ -124,7 +129,7 @@ class ChunkFlusher:
     async def _flush(self) -> None:
         batch: list[ChunkWriter] = []
         for writer in list(self._writers):
-            if not writer._buffer:
+            if not writer._buffer or writer._ending:  # nothing, or the FINISH's to write
                 self._writers.pop(writer, None)
                 writer._idle.set()
                 continue
@@ -197,6 +202,8 @@ class ChunkWriter(ClosingWriter):
         self._error: BaseException | None = None
         self._stopped = False
         self._began = False
+        #: The reply is complete (:meth:`end`): what is not written yet waits for the FINISH.
+        self._ending = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._flusher: ChunkFlusher | None = None
@@ -243,11 +250,37 @@ class ChunkWriter(ClosingWriter):
         self._buffer.clear()
         self._idle.set()
 
+    def end(self) -> None:
+        """The reply is complete: text not written yet is left for :meth:`take_last` (the
+        reply's FINISH writes it), instead of a chunk write of its own."""
+        self._ending = True
+
+    def take_last(self) -> str:
+        """After :meth:`close`, the text left for the reply's FINISH ('' none)."""
+        text = "".join(self._buffer)
+        self._buffer.clear()
+        if text:
+            self.chunks += 1
+            if self.metrics is not None:
+                self.metrics.chunks.inc()
+        return text
+
     async def close(self) -> None:
-        """Write what is still buffered (at once) and return; re-raises a failed write's error."""
+        """Write what is still buffered (at once) and return; re-raises a failed write's error.
+
+        After :meth:`end` the buffered text stays for :meth:`take_last`; a restarted
+        answer's ``before_first`` (its ``streamReset``) still runs before it.
+        """
         if not self._idle.is_set() and self._flusher is not None and not self._stopped:
             self._flusher.add(self, urgent=True)  # also waits for a write in flight
             await self._idle.wait()
+        if self._ending and self._buffer and not self._stopped and not self._began:
+            self._began = True
+            if self.before_first is not None:
+                try:
+                    await self.before_first()
+                except Exception as exc:
+                    self._fail(exc)
         self._stopped = True
         if self._error is not None:
             raise self._error

@@ -166,8 +166,10 @@ class AnswerOpener(Protocol):
         state: WorkerState,
         detail: str | None,
         close: JobClose,
+        last_chunk: str = "",
     ) -> tuple[dict[str, Any], bool]:
-        """``AnswerLog.finish_reply``, acking the job and releasing the chat's lease too."""
+        """``AnswerLog.finish_reply``, acking the job and releasing the chat's lease too;
+        ``last_chunk``: reply text to append as a chunk just before the Message."""
         ...
 
 

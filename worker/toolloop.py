@@ -42,19 +42,22 @@ next question sees them intact. Rules:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, cast
 
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
+from worker.aio import cancel_and_wait
+from worker.chunks import ChunkWriter, until_done_or_stopped
 from worker.errors import AgentError
 from worker.holdback import AnswerSink, without_think
-from worker.ports import Agent, DeltaSink, ReasoningSink, ToolHost
+from worker.ports import Agent, DeltaSink, ReasoningSink, ToolHost, ToolLog
 from worker.template_shapes import fold_system_note
 from worker.turns import AgentTurn
 
-__all__ = ["ROUNDS_WARNING", "TOOL_ROUNDS_APOLOGY", "reply"]
+__all__ = ["ROUNDS_WARNING", "TOOL_ROUNDS_APOLOGY", "reply", "reply_until_stopped"]
 
 logger = structlog.get_logger("worker.toolloop")
 
@@ -96,6 +99,45 @@ async def reply(
             raise AgentError("unknown", "the model asked for tools, but none are offered")
         return turn
     return await _tool_loop(agent, messages, sink, tools, thoughts, max_rounds)
+
+
+async def reply_until_stopped(
+    agent: Agent,
+    messages: Sequence[ChatCompletionMessageParam],
+    writer: ChunkWriter,
+    log: ToolLog,
+    chat_id: str,
+    message_id: str,
+    *,
+    tools: ToolHost | None,
+    thoughts: ReasoningSink | None,
+    max_rounds: int,
+    cancel_poll_ms: int,
+    end_writer: bool = False,
+) -> AgentTurn:
+    """:func:`reply`, cut short as soon as the visitor asks to stop it.
+
+    The chunk writer sees a stop request at its next write; while the agent sends
+    nothing, a watcher polls the request every ``cancel_poll_ms``. Either way the agent
+    call is cancelled and the text streamed so far is the (stopped) turn.
+    ``end_writer``: a complete reply ends ``writer`` at once (:meth:`ChunkWriter.end`).
+    """
+
+    async def replied() -> AgentTurn:
+        turn = await reply(
+            agent, messages, writer, tools=tools, thoughts=thoughts, max_rounds=max_rounds
+        )
+        if end_writer and not turn.stopped:
+            writer.end()  # before the flusher's next turn: its text may go with the FINISH
+        return turn
+
+    answer = asyncio.create_task(replied(), name="worker.reply")
+    await until_done_or_stopped(log, chat_id, message_id, writer, answer, cancel_poll_ms)
+    if not answer.done():  # the visitor asked to stop
+        await cancel_and_wait([answer])
+        if not answer.done() or answer.cancelled() or answer.exception() is not None:
+            return AgentTurn(content=writer.text, stopped=True, deltas=writer.deltas)
+    return answer.result()
 
 
 async def _tool_loop(

@@ -257,3 +257,60 @@ async def test_the_events_open_and_finish_close_store_are_the_schemas_own_json(
     for raw in raws:
         assert raw == encode(decode_event(raw))
     assert frame == render_frame(raws[1], entries[1][0])
+
+
+async def test_finish_close_carries_the_last_chunk_just_before_the_message(
+    redis_server: RedisServer, chat_log: ChatLog, redis_client: Redis
+) -> None:
+    """A reply complete before its text was written as a chunk: FINISH_CLOSE appends that
+    chunk first, so readers get the same events in the same order as with a CHUNK call
+    before it (chunk, Message, done chunk, state), live and from the log; a retried call
+    (the reply exists) adds nothing."""
+    redis = create_redis(redis_server.url, client_name="worker")
+    listener = redis_client.pubsub()
+    try:
+        jobs = JobQueue(redis, KEYS, consumer="w1")
+        answering = ChatAnswering(ChatLog(redis, KEYS))
+        await jobs.ensure_group()
+        accepted = await chat_log.accept_visitor_message("c", "hello")
+        message_id = str(accepted.message["id"])
+        [delivery] = await jobs.take(1)
+        start = await chat_log.last_event_id("c")
+        await listener.subscribe(KEYS.chat_channel("c"))
+        close = JobClose(delivery.entry_id, delivery.partition, "w1")
+        for _ in range(2):
+            await answering.finish_and_close(
+                "c",
+                message_id,
+                "hi there",
+                status="complete",
+                state="responded",
+                detail=None,
+                close=close,
+                last_chunk="hi there",
+            )
+        live: list[str] = []
+        async with asyncio.timeout(10):
+            while len(live) < 4:  # None: the subscription's confirmation, or nothing yet
+                got = await listener.get_message(ignore_subscribe_messages=True, timeout=1)
+                if got is not None:
+                    live.append(got["data"])
+    finally:
+        await listener.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+    entries = await redis_client.xrange(KEYS.chat_events("c"), min=f"({start}")
+    events = [decode_event(fields["d"]) for _, fields in entries]
+    assert [(e.type, getattr(e, "content", None)) for e in events] == [
+        ("assistantChunk", "hi there"),
+        ("message", "hi there"),
+        ("assistantChunk", ""),
+        ("workerState", None),
+    ]
+    for raw in (fields["d"] for _, fields in entries):
+        assert raw == encode(decode_event(raw))
+    # published in the log's order, each frame naming its event and the one before it
+    previous = start
+    for (event_id, fields), published in zip(entries, live, strict=True):
+        assert published == f"{previous} {event_id} {fields['d']}"
+        previous = event_id
+    assert await chat_log.streaming_reply("c") is None

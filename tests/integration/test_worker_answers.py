@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+from aiohttp import web
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from bus import BusKeys, ChatLog, Presence, open_worker_bus
+from bus import BusKeys, ChatLog, Presence, open_worker_bus, scripts
+from bus.answering import FINISH_CLOSE
 from bus.client import create_redis
 from bus.schemas import WorkerHeartbeat
 from demo.agent import DemoAgentConfig, run_demo_agent
@@ -324,3 +328,96 @@ async def test_a_worker_answers_through_an_injected_bus(
         accepted = await chatlog.accept_visitor_message("injected", "[[demo:echo]] via my bus")
         reply = await wait_reply(chatlog, "injected", str(accepted.message["id"]))
     assert reply["content"] == "via my bus"
+
+
+class Monitor:
+    """Redis's MONITOR feed, read in the background; :meth:`mark` is a barrier: when it
+    returns, every command Redis ran before it has been read."""
+
+    def __init__(self, url: str) -> None:
+        self.redis = create_redis(url, client_name="monitor")
+        self.lines: list[str] = []
+        self._conn: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Monitor:
+        self._conn = self.redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        await self._conn.connect()
+        await self._conn.send_command("MONITOR")
+        await self._conn.read_response()
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        while True:
+            self.lines.append(str(await self._conn.read_response()))
+
+    async def mark(self, name: str) -> int:
+        """Run ``ECHO name`` and wait until the feed shows it; its index in :attr:`lines`."""
+        await self.redis.echo(name)
+        return await wait_until(
+            lambda: next((i for i, line in enumerate(self.lines) if name in line), None),
+            timeout=10,
+            message=f"MONITOR shows {name}",
+        )
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._reader is not None
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self._conn.disconnect()
+        await self.redis.aclose()
+
+
+async def test_a_reply_complete_in_one_read_costs_no_chunk_round_trip(
+    redis_server: RedisServer, chatlog: ChatLog
+) -> None:
+    """An agent whose whole short reply arrives in one read: the reply's text goes as a
+    chunk inside the FINISH round trip, not in a CHUNK call of its own (issue 10), and the
+    events are those of a streamed reply: chunk, Message, done chunk, state."""
+
+    async def complete(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        events = [{"content": "Hi "}, {"content": "there."}, {}]
+        body = b"".join(
+            b"data: "
+            + orjson.dumps(
+                {"choices": [{"index": 0, "delta": d, "finish_reason": None if d else "stop"}]}
+            )
+            + b"\n\n"
+            for d in events
+        )
+        await resp.write(body + b"data: [DONE]\n\n")  # one write: one read for the worker
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", complete)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    chunk_sha = hashlib.sha1(scripts.CHUNK.encode()).hexdigest()
+    finish_sha = hashlib.sha1(FINISH_CLOSE.encode()).hexdigest()
+    try:
+        settings = fast_settings(redis_server.url, f"http://127.0.0.1:{port}")
+        async with Worker(settings), Monitor(redis_server.url) as monitor:
+            await wait_reply(chatlog, "one-read", await post(chatlog, "one-read", "warm-up"))
+            for turn in range(3):  # the scripts are loaded now: one EVALSHA each
+                start = await monitor.mark(f"start-{turn}")
+                message_id = await post(chatlog, "one-read", f"hello {turn}")
+                reply = await wait_reply(chatlog, "one-read", message_id)
+                end = await monitor.mark(f"end-{turn}")
+                ran = monitor.lines[start:end]
+                assert not [line for line in ran if chunk_sha in line]
+                assert len([line for line in ran if finish_sha in line]) == 1
+                assert reply["content"] == "Hi there."
+                events = [e for e in await chatlog.events_after("one-read", "0-0")][-4:]
+                assert [(e.type, e.fields.get("content")) for e in events] == [
+                    ("assistantChunk", "Hi there."),
+                    ("message", "Hi there."),
+                    ("assistantChunk", ""),
+                    ("workerState", None),
+                ]
+    finally:
+        await runner.cleanup()
