@@ -8,13 +8,14 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bus.connection import connection_class_for
+from bus.connection import ClusterConnection, ClusterSSLConnection, connection_class_for
 
 __all__ = ["RedisOptions", "create_redis", "is_cluster_client"]
 
@@ -53,10 +54,17 @@ class _ClusterClient(RedisCluster):
       re-discovery, the seed node of ``REDIS_URL`` and every node it has known go back.
     - A burst over a node's ``max_connections`` waits for a free connection instead of
       failing at once (:meth:`execute_command`).
+    - A node that accepts connections and never answers (hung) fails a command after one
+      handshake's timeout, not an endless chain of them (:mod:`bus.connection`).
     """
 
     def __init__(self, *args: Any, pool_wait: float = 3.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        tls = issubclass(self.connection_kwargs["connection_class"], SSLConnection)
+        node_class = ClusterSSLConnection if tls else ClusterConnection
+        self.connection_kwargs["connection_class"] = node_class  # the nodes found later
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = node_class
         #: How long a command waits for a free connection of a node's full pool (seconds).
         self.pool_wait = pool_wait
         self._seeds = dict(self.nodes_manager.startup_nodes)

@@ -13,6 +13,9 @@ left over, or the server's close) by reading with a zero timeout: with hiredis t
 timer, a future and a turn of the event loop for every command. Whatever has arrived is
 already in the connection's stream buffer (the protocol moves it there as it comes), so
 :meth:`_QuickWrites.can_read_destructive` looks there instead, with the same answers.
+
+Every connection of the project's clients (cluster nodes included) skips redis-py's health
+check while its handshake runs (:class:`_HandshakeWithoutPing`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,32 @@ from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["QuickWriteConnection", "QuickWriteSSLConnection", "connection_class_for"]
+__all__ = [
+    "ClusterConnection",
+    "ClusterSSLConnection",
+    "QuickWriteConnection",
+    "QuickWriteSSLConnection",
+    "connection_class_for",
+]
+
+
+class _HandshakeWithoutPing:
+    """No health check inside the handshake of a socket just opened.
+
+    redis-py 5.3.1 sends the handshake (``AUTH``, ``CLIENT SETNAME``, ...) with its health
+    check on, and a new connection has never been checked: it PINGs first. On a node that
+    accepts the connection and never answers (SIGSTOPped, hung) that PING times out, and the
+    check's retry reconnects from within it, whose handshake PINGs again: one socket timeout
+    deeper each time, for as long as the node hangs (a cluster client still routing to a
+    hung master waited there for ever). Here the handshake's own reply is the check: it
+    times out once and the command fails.
+    """
+
+    async def on_connect(self) -> None:
+        conn: Connection = self  # type: ignore[assignment]
+        if conn.health_check_interval:
+            conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
+        await super().on_connect()  # type: ignore[misc]
 
 
 class _QuickWrites:
@@ -89,12 +117,20 @@ class _QuickWrites:
             raise
 
 
-class QuickWriteConnection(_QuickWrites, Connection):
+class QuickWriteConnection(_QuickWrites, _HandshakeWithoutPing, Connection):
     """A TCP connection with :class:`_QuickWrites`."""
 
 
-class QuickWriteSSLConnection(_QuickWrites, SSLConnection):
+class QuickWriteSSLConnection(_QuickWrites, _HandshakeWithoutPing, SSLConnection):
     """A TLS connection with :class:`_QuickWrites`."""
+
+
+class ClusterConnection(_HandshakeWithoutPing, Connection):
+    """A cluster node's TCP connection (redis-py's, with :class:`_HandshakeWithoutPing`)."""
+
+
+class ClusterSSLConnection(_HandshakeWithoutPing, SSLConnection):
+    """A cluster node's TLS connection (redis-py's, with :class:`_HandshakeWithoutPing`)."""
 
 
 def connection_class_for(url: str) -> type[Connection]:
