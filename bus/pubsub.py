@@ -56,6 +56,11 @@ MAX_BACKOFF = 5.0
 PING_INTERVAL = 1.0
 #: ... and dropped (then reconnected, and every chat backfilled) after this long in silence.
 DEAD_AFTER = 10.0
+#: A chat-log read the feed waits for (a confirmation's position, a gap's backfill) that
+#: takes longer ends the connection it serves (seconds); its chats are confirmed again.
+#: Longer than the client's own budget for one command on a hung node (socket timeout x
+#: retries), so the client finds the cluster again before the feed gives up on it.
+LOG_READ_TIMEOUT = 30.0
 #: The feed's connection never reconnects by itself: a drop must reach :meth:`ChatFeed.run`,
 #: which backfills every chat from its log (a silent reconnect would lose the gap).
 _NO_RETRY = Retry(NoBackoff(), 0)
@@ -263,7 +268,7 @@ class ChatFeed:
                 on_confirmed=self._on_confirmed,
                 on_message=self._on_message,
                 on_lost=self._on_lost,
-                timing=lambda: (PING_INTERVAL, DEAD_AFTER),
+                timing=lambda: (PING_INTERVAL, DEAD_AFTER, LOG_READ_TIMEOUT),
             )
         elif isinstance(redis, RedisCluster):
             raise ValueError("a Redis Cluster needs the sharded feed (BusKeys.cluster)")

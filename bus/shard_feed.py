@@ -8,8 +8,16 @@ chat's channel on the master that owns it. :class:`ShardLinks` keeps one connect
 :class:`~bus.pubsub.ChatFeed`, which keeps its guarantees per chat (gap detection by
 ``prevId``, confirmation read, log restarts, slow consumers).
 
-- Each link is read by its own task only; other tasks only write to it (:meth:`_write`), and
-  it never reconnects by itself, so every loss is seen.
+- Each link is read by its own task only; other tasks only write to it (:meth:`_send`, which
+  never waits on the node), and it never reconnects by itself, so every loss is seen.
+- A link's reader only reads. What its replies need from the chat log (a confirmation's
+  position read, a gap's backfill) runs in the link's own worker task, in the order the
+  replies came: a log read that waits (the log's client stalled by a hung node) never stops
+  the reader, so the watchdog hears a healthy node answer its pings, and a silent node's link
+  ends within ``dead_after`` whatever a log read waits for. A log read that takes longer than
+  ``log_read_timeout`` ends the link too (its chats are confirmed and backfilled again).
+- A link ends without a goodbye: its socket is aborted, never awaited (a hung node reads
+  nothing, and a TLS close would wait for its answer).
 - A chat loses its subscription when its link drops (node down, watchdog), when the node
   pushes ``sunsubscribe`` (its slot moved away) or answers ``SSUBSCRIBE`` with ``MOVED`` /
   ``ASK``. It is then *homeless*: the supervisor (:meth:`run`) refreshes the slot map
@@ -30,7 +38,7 @@ import contextlib
 import contextvars
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +46,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.errors import BusError, as_bus_error
 from bus.keys import BusKeys
@@ -54,7 +63,19 @@ MAX_BACKOFF = 5.0
 class _Link:
     """One subscriber connection to one node and the chats subscribed (or due) on it."""
 
-    __slots__ = ("chats", "connection", "last_read", "leaving", "node", "ready", "task")
+    __slots__ = (
+        "chats",
+        "connection",
+        "ended",
+        "inbox",
+        "last_read",
+        "leaving",
+        "node",
+        "pending",
+        "ready",
+        "task",
+        "worker",
+    )
 
     def __init__(self, node: str, connection: AbstractConnection) -> None:
         self.node = node
@@ -66,6 +87,13 @@ class _Link:
         self.leaving: Counter[str] = Counter()
         self.last_read = 0.0
         self.task: asyncio.Task[None] | None = None
+        #: Replies the worker hands to the feed, in order: (channel, message), where a
+        #: message of ``None`` is the channel's subscription confirmation.
+        self.inbox: deque[tuple[str, str | None]] = deque()
+        self.pending = asyncio.Event()
+        self.worker: asyncio.Task[None] | None = None
+        #: Why another task ended the link (its node went silent, its worker failed).
+        self.ended: Exception | None = None
 
 
 class ShardLinks:
@@ -79,14 +107,15 @@ class ShardLinks:
         on_confirmed: Callable[[str], Awaitable[None]],
         on_message: Callable[[str, str], Awaitable[None]],
         on_lost: Callable[[str], None],
-        timing: Callable[[], tuple[float, float]],
+        timing: Callable[[], tuple[float, float, float]],
     ) -> None:
         self._slots = slots
         self._keys = keys
         self._on_confirmed = on_confirmed
         self._on_message = on_message
         self._on_lost = on_lost
-        #: (ping after this much silence, drop after this much), read when a link starts.
+        #: (ping after this much silence, drop after this much, longest log read a link
+        #: waits for), read when a link starts.
         self._timing = timing
         self._links: dict[str, _Link] = {}
         self._home: dict[str, _Link] = {}
@@ -139,7 +168,7 @@ class ShardLinks:
         elif not link.ready:
             link = None  # connecting: it subscribes its chats once connected
         if link is not None:
-            await self._write(link, ("SSUBSCRIBE", self._keys.chat_channel(chat_id)))
+            self._send(link, ("SSUBSCRIBE", self._keys.chat_channel(chat_id)))
 
     async def unsubscribe(self, chat_id: str) -> None:
         """Drop ``chat_id``'s subscription; a link left without chats is closed."""
@@ -153,7 +182,7 @@ class ShardLinks:
         elif link.ready:
             channel = self._keys.chat_channel(chat_id)
             link.leaving[channel] += 1
-            await self._write(link, ("SUNSUBSCRIBE", channel))
+            self._send(link, ("SUNSUBSCRIBE", channel))
 
     def _place(self, chat_id: str) -> _Link | None:
         """Home ``chat_id`` on its node's link; the link if SSUBSCRIBE is to be written now
@@ -201,25 +230,34 @@ class ShardLinks:
         if link.task is not None:
             link.task.cancel()
 
-    async def _write(self, link: _Link, *commands: tuple[str, ...]) -> None:
-        """Write commands on ``link`` from any task: never read, never reconnect.
+    def _send(self, link: _Link, *commands: tuple[str, ...]) -> None:
+        """Write commands on ``link`` from any task: never read, never reconnect, never wait.
 
-        A failed write leaves the connection closed; the link's reader then ends and its
-        chats are subscribed again elsewhere.
+        The bytes go to the socket's buffer; a node that does not read them goes silent for
+        the watchdog, which ends the link. A failed write leaves the connection closed; the
+        link's reader then ends and its chats are subscribed again elsewhere.
         """
         connection = link.connection
-        if not link.ready or not connection.is_connected:
+        writer = connection._writer
+        if not link.ready or writer is None or not connection.is_connected:
             return  # the reader is failing over: the chats will move
-        packed = connection.pack_commands(commands)
         # RuntimeError: uvloop's refusal to write on a transport closed under us.
-        with contextlib.suppress(RedisError, OSError, RuntimeError):
-            await connection.send_packed_command(packed, check_health=False)
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.writelines(connection.pack_commands(commands))
+
+    def _end(self, link: _Link, why: Exception) -> None:
+        """End ``link`` from another task (the watchdog, the worker): its socket is aborted,
+        so its reader's read ends at once, whatever else waits."""
+        if link.ended is None:
+            link.ended = why
+        _abort(link.connection)
 
     # --- the links' readers ----------------------------------------------------------------
     async def _serve(self, link: _Link) -> None:
         connection = link.connection
         loop = asyncio.get_running_loop()
         watchdog: _Watchdog | None = None
+        ping_interval, dead_after, log_read_timeout = self._timing()
         try:
             # Bounded: reads have no timeout, and a hung node accepts the TCP connection
             # and then never answers the handshake (AUTH, CLIENT SETNAME).
@@ -227,11 +265,14 @@ class ShardLinks:
                 await connection.connect()  # type: ignore[no-untyped-call]
             link.ready = True
             link.last_read = loop.time()
+            link.worker = loop.create_task(
+                self._work(link, log_read_timeout), name=f"bus.feed.{link.node}.log"
+            )
             commands: list[tuple[str, ...]] = [
                 ("SSUBSCRIBE", self._keys.chat_channel(c)) for c in link.chats
             ]
-            await self._write(link, *(commands or [("PING",)]))
-            watchdog = _Watchdog(self, link, *self._timing())
+            self._send(link, *(commands or [("PING",)]))
+            watchdog = _Watchdog(self, link, ping_interval, dead_after)
             while not self._stopping:
                 if not connection.is_connected:
                     # A failed write (or the watchdog) closed it; never reconnect silently.
@@ -243,39 +284,45 @@ class ShardLinks:
                     self._misrouted(link, exc.slot_id)
                     continue
                 link.last_read = loop.time()
-                await self._on_reply(link, reply)
+                self._on_reply(link, reply)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if self._stopping:
                 return
-            self.reconnects += 1
-            failures = self._node_failures[link.node] = self._node_failures[link.node] + 1
-            self._node_retry_at[link.node] = loop.time() + _backoff(failures)
-            if isinstance(exc, RedisError | OSError):
-                as_bus_error(exc)  # a refusal (NOPERM, AUTH) is counted as bus.misconfigured
-            elif not isinstance(exc, BusError):
-                log.exception("bus.feed_failed")
-            log.warning(
-                "bus.feed_disconnected", extra={"node": link.node, "error": type(exc).__name__}
-            )
+            self._failed(link, link.ended or exc)
         finally:
             if watchdog is not None:
                 watchdog.stop()
+            if link.worker is not None:
+                link.worker.cancel()  # its log read is for chats that lose their home now
             link.ready = False
             if self._links.get(link.node) is link:
                 del self._links[link.node]
             for chat_id in tuple(link.chats):
                 self._lose(chat_id, stale=True)
+            _abort(connection)
             with contextlib.suppress(Exception):
-                await connection.disconnect()
+                await connection.disconnect(nowait=True)  # no I/O: the socket is gone
 
-    async def _on_reply(self, link: _Link, reply: Any) -> None:
+    def _failed(self, link: _Link, exc: Exception) -> None:
+        """The link was lost: its node is tried again later, ever slower."""
+        self.reconnects += 1
+        failures = self._node_failures[link.node] = self._node_failures[link.node] + 1
+        self._node_retry_at[link.node] = asyncio.get_running_loop().time() + _backoff(failures)
+        if isinstance(exc, RedisError | OSError):
+            as_bus_error(exc)  # a refusal (NOPERM, AUTH) is counted as bus.misconfigured
+        elif not isinstance(exc, BusError):
+            log.error("bus.feed_failed", exc_info=exc)
+        log.warning("bus.feed_disconnected", extra={"node": link.node, "error": type(exc).__name__})
+
+    def _on_reply(self, link: _Link, reply: Any) -> None:
+        """Sort one reply of the link's node: what needs the chat log goes to the worker."""
         if not isinstance(reply, list) or len(reply) < 3:
             return  # PONG
         kind, channel = reply[0], reply[1]
         if kind == "smessage":
-            await self._on_message(channel, reply[2])
+            self._queue(link, channel, reply[2])
             return
         chat_id = self._keys.chat_id_from_channel(channel)
         if chat_id is None:
@@ -284,7 +331,7 @@ class ShardLinks:
             if self._home.get(chat_id) is link:
                 self._node_failures.pop(link.node, None)  # the node serves: no more backoff
                 self._node_retry_at.pop(link.node, None)
-                await self._on_confirmed(channel)
+                self._queue(link, channel, None)
         elif kind == "sunsubscribe":
             if link.leaving[channel] > 0:
                 link.leaving[channel] -= 1  # the answer to ours
@@ -294,6 +341,38 @@ class ShardLinks:
                 # Pushed by the node: the chat's slot moved away from it.
                 log.info("bus.feed_slot_moved", extra={"chat_id": chat_id, "node": link.node})
                 self._lose(chat_id, stale=True)
+
+    @staticmethod
+    def _queue(link: _Link, channel: str, message: str | None) -> None:
+        link.inbox.append((channel, message))
+        link.pending.set()
+
+    async def _work(self, link: _Link, log_read_timeout: float) -> None:
+        """Hand the link's confirmations and events to the feed, in order, off the reader.
+
+        A failure (the log unreachable) or a log read longer than ``log_read_timeout`` ends
+        the link: its chats are subscribed, confirmed and backfilled again.
+        """
+        inbox = link.inbox
+        try:
+            while True:
+                await link.pending.wait()
+                link.pending.clear()
+                while inbox:
+                    channel, message = inbox.popleft()
+                    async with asyncio.timeout(log_read_timeout):
+                        if message is not None:
+                            await self._on_message(channel, message)
+                        else:
+                            chat_id = self._keys.chat_id_from_channel(channel)
+                            if chat_id is not None and self._home.get(chat_id) is link:
+                                await self._on_confirmed(channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                exc = RedisTimeoutError(f"a log read took over {log_read_timeout} s")
+            self._end(link, exc)
 
     def _misrouted(self, link: _Link, slot: int) -> None:
         """A ``MOVED``/``ASK`` answer to SSUBSCRIBE: the chats of ``slot`` go elsewhere."""
@@ -371,10 +450,11 @@ def _backoff(failures: int) -> float:
 
 
 class _Watchdog:
-    """Pings a link after ``ping_interval`` seconds without traffic and closes it after
-    ``dead_after`` seconds of silence (its reader then fails and the chats move)."""
+    """Pings a link after ``ping_interval`` seconds without traffic and ends it after
+    ``dead_after`` seconds of silence (its reader then fails and the chats move); the
+    silence is logged once, as the link ends with it."""
 
-    __slots__ = ("_dead_after", "_handle", "_link", "_ping_interval", "_sending", "_shards")
+    __slots__ = ("_dead_after", "_handle", "_link", "_ping_interval", "_shards")
 
     def __init__(
         self, shards: ShardLinks, link: _Link, ping_interval: float, dead_after: float
@@ -383,22 +463,34 @@ class _Watchdog:
         self._link = link
         self._ping_interval = ping_interval
         self._dead_after = dead_after
-        self._sending: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(ping_interval, self._tick)
+        self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            ping_interval, self._tick
+        )
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         idle = loop.time() - self._link.last_read
         if idle >= self._dead_after:
+            self._handle = None
             log.warning(
                 "bus.feed_silent", extra={"seconds": round(idle, 1), "node": self._link.node}
             )
-            self._sending = loop.create_task(self._link.connection.disconnect(nowait=True))
-        elif idle >= self._ping_interval and (self._sending is None or self._sending.done()):
-            self._sending = loop.create_task(self._shards._write(self._link, ("PING",)))
+            self._shards._end(self._link, RedisTimeoutError(f"no answer for {idle:.1f} s"))
+            return  # the link ends: nothing more to watch
+        if idle >= self._ping_interval:
+            self._shards._send(self._link, ("PING",))
         self._handle = loop.call_later(self._ping_interval, self._tick)
 
     def stop(self) -> None:
-        self._handle.cancel()
-        if self._sending is not None:
-            self._sending.cancel()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+def _abort(connection: AbstractConnection) -> None:
+    """Drop ``connection``'s socket at once, unsent bytes and TLS goodbye included: a hung
+    node reads nothing, so a graceful close would wait for it (asyncio's TLS shutdown: 30 s).
+    A read waiting on the socket ends with a connection error."""
+    writer = connection._writer
+    if writer is not None:
+        writer.transport.abort()
