@@ -5,12 +5,15 @@ stops answering pings is still cut), and its slot back at the end."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import cast
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bus import ChatLog
 from gateway import sse
 from gateway.app import create_app
 from gateway.keys import AppKeys
@@ -143,5 +146,35 @@ async def test_a_socket_is_pinged_while_it_answers_and_cut_once_it_stops(
         await wait_until(lambda: app[AppKeys.sockets].in_use == 0, 10, "slot never given back")
         assert len(app[AppKeys.heartbeats]) == 0
         assert not app[AppKeys.heartbeats].running
+    finally:
+        await server.close()
+
+
+async def test_an_http10_stream_gets_plain_events_and_pings_and_ends_at_its_cap(
+    redis_server: RedisServer, chat_log: ChatLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sse, "PING_SECONDS", 0.05)  # before create_app: the wheel's period
+    server = TestServer(create_app(gateway_settings(redis_server.url, sse_max_lifetime_seconds=2)))
+    await server.start_server()
+    app = server.app
+    assert app is not None
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /api/chat/h10/events?{QUERY} HTTP/1.0\r\nHost: t\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+        assert b"chunked" not in head.lower()
+        pings = app[AppKeys.pings]
+        await wait_until(lambda: len(pings) == 1, 10, "stream never registered")
+        (session,) = list(pings)
+        assert isinstance(session, Subscription)
+        await wait_until(lambda: session.listener is not None, 10, "replay never done")
+        await chat_log.append_chunk("h10", "m-1", "plain")
+        body = await asyncio.wait_for(reader.read(), 20)  # until the cap closes the stream
+        writer.close()
+        assert body.startswith(b"retry: 1500\r\n\r\n")  # no chunk sizes: HTTP/1.0 framing
+        assert b": ping\r\n\r\n" in body
+        data = [line for line in body.split(b"\r\n") if line.startswith(b"data: ")]
+        assert [json.loads(line[6:])["content"] for line in data] == ["plain"]
     finally:
         await server.close()
