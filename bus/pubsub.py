@@ -39,12 +39,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.chatlog import ChatLog, EventRecord, compare_ids
 from bus.errors import BusError, ResumeGap, translates_redis_errors
 from bus.keys import BusKeys
 from bus.shard_feed import ShardLinks
-from bus.slot_map import ClusterSlots, SingleNode, SlotMap
+from bus.slot_map import ClusterSlots, SingleNode, SlotMap, abort_socket
 
 __all__ = ["ChatFeed", "Listener", "LogRestarted", "SlowConsumer"]
 
@@ -257,6 +258,8 @@ class ChatFeed:
         self._task: asyncio.Task[None] | None = None
         #: Loop time of the connection's last answer (the watchdog's clock).
         self._last_read = 0.0
+        #: Why another task ended the connection (silent, or a log read failed).
+        self._ended: Exception | None = None
         self._shards: ShardLinks | None = None
         if keys.cluster if sharded is None else sharded:
             slots: SlotMap = (
@@ -486,15 +489,21 @@ class ChatFeed:
             self._pubsub = pubsub
             pool_retry: Retry | None = None
             pool_timeout: float | None = None
+            pool_errors: list[type[Exception]] = []
             try:
                 await pubsub.connect()  # type: ignore[no-untyped-call]
                 connection = pubsub.connection
                 if connection is None:
                     raise RedisConnectionError("no pub/sub connection")
                 pool_retry, connection.retry = connection.retry, _NO_RETRY
+                # Nor reconnect inside a read that failed (redis-py's PubSub does so for the
+                # errors it may retry, whatever the retry budget): on a hung Redis that
+                # handshake would wait for ever, unseen.
+                pool_errors, connection.retry_on_error = connection.retry_on_error, []
                 # Reads block without a timeout (an asyncio timeout per message cost ~9 % of
                 # the gateway's CPU); the watchdog in _read pings and notices a dead peer.
                 pool_timeout, connection.socket_timeout = connection.socket_timeout, None
+                self._ended = None
                 chats = list(self._chats)
                 for chat in self._chats.values():
                     chat.confirmed.clear()
@@ -513,39 +522,95 @@ class ChatFeed:
                 self._connected.clear()
                 if self._stopping:
                     return
-                if not isinstance(exc, RedisError | OSError | BusError):
-                    log.exception("bus.feed_failed")
+                cause = self._ended or exc
+                if not isinstance(cause, RedisError | OSError | BusError):
+                    log.error("bus.feed_failed", exc_info=cause)
                 self._reconnects += 1
                 delay = min(MAX_BACKOFF, 0.2 * 2**attempt) * (0.5 + random.random() / 2)
                 attempt += 1
-                log.warning("bus.feed_disconnected", extra={"error": type(exc).__name__})
+                log.warning("bus.feed_disconnected", extra={"error": type(cause).__name__})
                 await asyncio.sleep(delay)
             finally:
                 self._connected.clear()
                 self._pubsub = None
+                if pubsub.connection is not None:
+                    # No goodbye: a hung Redis reads nothing (a TLS close would wait for it).
+                    abort_socket(pubsub.connection)
                 if pool_retry is not None and pubsub.connection is not None:
                     pubsub.connection.retry = pool_retry  # it goes back to the pool
                     pubsub.connection.socket_timeout = pool_timeout
+                    pubsub.connection.retry_on_error = pool_errors
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self, pubsub: PubSub) -> None:
+        """Read the connection until it fails, the watchdog finds it silent or a log read
+        fails; raise why.
+
+        What a message needs from the chat log runs in a worker task, in order, so a log read
+        that waits never stops the reading (nor the watchdog's hearing a live Redis), and a
+        silent Redis ends the connection whatever waits: the reading task is cancelled."""
         loop = asyncio.get_running_loop()
         self._last_read = loop.time()
-        watchdog = _Watchdog(self, pubsub)
+        inbox: deque[dict[str, Any]] = deque()
+        pending = asyncio.Event()
+        reader = loop.create_task(self._read_loop(pubsub, inbox, pending), name="bus.feed.read")
+        worker = loop.create_task(self._work(pubsub, inbox, pending), name="bus.feed.log")
+        watchdog = _Watchdog(self, pubsub, reader)
         try:
-            while not self._stopping:
-                connection = pubsub.connection
-                if connection is None or not connection.is_connected:
-                    # A failed write (or the watchdog) dropped it; redis-py would reconnect
-                    # silently, and the gap would go unnoticed.
-                    raise RedisConnectionError("the feed's connection dropped")
-                message = await pubsub.get_message(timeout=None)
-                self._last_read = loop.time()
-                if message is not None:
-                    await self._on_pubsub(message)
+            await asyncio.wait((reader, worker), return_when=asyncio.FIRST_COMPLETED)
         finally:
             watchdog.stop()
+            reader.cancel()  # neither is awaited: either may wait on the hung socket
+            worker.cancel()  # its chats are confirmed and backfilled on the next connection
+        if self._stopping:
+            return
+        if self._ended is not None:
+            raise self._ended
+        failure = None if reader.cancelled() or not reader.done() else reader.exception()
+        if isinstance(failure, Exception):
+            raise failure
+        raise RedisConnectionError("the feed's connection dropped")
+
+    async def _read_loop(
+        self, pubsub: PubSub, inbox: deque[dict[str, Any]], pending: asyncio.Event
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            connection = pubsub.connection
+            if connection is None or not connection.is_connected:
+                # A failed write (or the watchdog) dropped it; redis-py would reconnect
+                # silently, and the gap would go unnoticed.
+                raise RedisConnectionError("the feed's connection dropped")
+            message = await pubsub.get_message(timeout=None)
+            self._last_read = loop.time()
+            if message is not None and message["type"] in ("message", "subscribe"):
+                inbox.append(message)
+                pending.set()
+
+    async def _work(
+        self, pubsub: PubSub, inbox: deque[dict[str, Any]], pending: asyncio.Event
+    ) -> None:
+        """Hand the connection's confirmations and events to the chats, in order. A failure
+        (the log unreachable) or a log read longer than :data:`LOG_READ_TIMEOUT` ends the
+        connection: the feed reconnects and backfills every chat."""
+        try:
+            while True:
+                await pending.wait()
+                pending.clear()
+                while inbox:
+                    message = inbox.popleft()
+                    async with asyncio.timeout(LOG_READ_TIMEOUT):
+                        await self._on_pubsub(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                exc = RedisTimeoutError(f"a log read took over {LOG_READ_TIMEOUT} s")
+            self._ended = self._ended or exc
+            if pubsub.connection is not None:
+                abort_socket(pubsub.connection)
+            # Returning ends the connection (_read).
 
     async def _on_pubsub(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -669,24 +734,34 @@ class ChatFeed:
 
 class _Watchdog:
     """Pings the feed's connection after a second without traffic, and drops it when nothing
-    came back for :data:`DEAD_AFTER` seconds (the reader then fails and reconnects)."""
+    came back for :data:`DEAD_AFTER` seconds (the reader then fails and reconnects); the
+    silence is logged once, as the connection ends with it."""
 
-    __slots__ = ("_feed", "_handle", "_pubsub", "_sending")
+    __slots__ = ("_feed", "_handle", "_pubsub", "_reader", "_sending")
 
-    def __init__(self, feed: ChatFeed, pubsub: PubSub) -> None:
+    def __init__(self, feed: ChatFeed, pubsub: PubSub, reader: asyncio.Task[None]) -> None:
         self._feed = feed
         self._pubsub = pubsub
+        self._reader = reader
         self._sending: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(PING_INTERVAL, self._tick)
+        self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            PING_INTERVAL, self._tick
+        )
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         idle = loop.time() - self._feed._last_read
         connection = self._pubsub.connection
         if connection is not None and idle >= DEAD_AFTER:
+            self._handle = None
             log.warning("bus.feed_silent", extra={"seconds": round(idle, 1)})
-            self._sending = loop.create_task(connection.disconnect(nowait=True))
-        elif idle >= PING_INTERVAL and (self._sending is None or self._sending.done()):
+            self._feed._ended = self._feed._ended or RedisTimeoutError(
+                f"no answer for {idle:.1f} s"
+            )
+            abort_socket(connection)
+            self._reader.cancel()  # wherever it waits (redis-py may be reconnecting in it)
+            return  # the connection ends: nothing more to watch
+        if idle >= PING_INTERVAL and (self._sending is None or self._sending.done()):
             self._sending = loop.create_task(self._ping())
         self._handle = loop.call_later(PING_INTERVAL, self._tick)
 
@@ -695,7 +770,9 @@ class _Watchdog:
             await _send(self._pubsub, "PING")
 
     def stop(self) -> None:
-        self._handle.cancel()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
         if self._sending is not None:
             self._sending.cancel()
 

@@ -50,7 +50,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.errors import BusError, as_bus_error
 from bus.keys import BusKeys
-from bus.slot_map import QUERY_TIMEOUT, SlotMap
+from bus.slot_map import QUERY_TIMEOUT, SlotMap, abort_socket
 
 __all__ = ["ShardLinks"]
 
@@ -250,7 +250,7 @@ class ShardLinks:
         so its reader's read ends at once, whatever else waits."""
         if link.ended is None:
             link.ended = why
-        _abort(link.connection)
+        abort_socket(link.connection)
 
     # --- the links' readers ----------------------------------------------------------------
     async def _serve(self, link: _Link) -> None:
@@ -301,7 +301,7 @@ class ShardLinks:
                 del self._links[link.node]
             for chat_id in tuple(link.chats):
                 self._lose(chat_id, stale=True)
-            _abort(connection)
+            abort_socket(connection)
             with contextlib.suppress(Exception):
                 await connection.disconnect(nowait=True)  # no I/O: the socket is gone
 
@@ -485,12 +485,3 @@ class _Watchdog:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-
-def _abort(connection: AbstractConnection) -> None:
-    """Drop ``connection``'s socket at once, unsent bytes and TLS goodbye included: a hung
-    node reads nothing, so a graceful close would wait for it (asyncio's TLS shutdown: 30 s).
-    A read waiting on the socket ends with a connection error."""
-    writer = connection._writer
-    if writer is not None:
-        writer.transport.abort()

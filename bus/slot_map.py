@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-__all__ = ["QUERY_TIMEOUT", "ClusterSlots", "SingleNode", "SlotMap"]
+__all__ = ["QUERY_TIMEOUT", "ClusterSlots", "SingleNode", "SlotMap", "abort_socket"]
 
 #: A node connected to (handshake included) or asked for the slot map answers within this
 #: (seconds), or it counts as down.
@@ -59,8 +59,22 @@ class SlotMap:
                 await connection.send_command(*command, check_health=False)
                 return await connection.read_response()
         finally:
+            abort_socket(connection)  # no goodbye awaited from a node that may be hung
             with contextlib.suppress(Exception):
-                await connection.disconnect()
+                await connection.disconnect(nowait=True)
+
+
+def abort_socket(connection: AbstractConnection) -> None:
+    """Drop ``connection``'s socket at once, unsent bytes and TLS goodbye included: a hung
+    node reads nothing, so a graceful close would wait for it (asyncio's TLS shutdown: 30 s).
+    A read waiting on the socket ends with a connection error."""
+    writer = connection._writer
+    if writer is not None:
+        transport = writer.transport
+        if hasattr(transport, "abort"):
+            transport.abort()
+        else:  # not a socket (fakeredis's in-process transport)
+            writer.close()
 
 
 def _private(cls: type[AbstractConnection], kwargs: dict[str, Any]) -> AbstractConnection:
@@ -107,19 +121,25 @@ class ClusterSlots(SlotMap):
         self._seeds = list(redis.nodes_manager.startup_nodes)
         self._starts: list[int] = []
         self._ranges: list[tuple[int, int, str]] = []
+        #: Nodes that did not answer their last question: asked last (a hung one costs
+        #: QUERY_TIMEOUT each time, and it is usually the node the feed just lost).
+        self._failed: set[str] = set()
 
     async def refresh(self) -> None:
         known = [node for _start, _end, node in self._ranges]
         known += [*self._seeds, *self._redis.nodes_manager.startup_nodes]
         candidates = list(dict.fromkeys(known))
         random.shuffle(candidates)  # gateways spread their questions over the nodes
+        candidates.sort(key=lambda node: node in self._failed)  # stable: still shuffled
         error: Exception | None = None
         for node in candidates:
             try:
                 reply = await self._ask(node, "CLUSTER", "SLOTS")
             except (RedisError, OSError, TimeoutError) as exc:
+                self._failed.add(node)
                 error = exc
                 continue
+            self._failed.discard(node)
             self._load(reply, node)
             return
         raise RedisConnectionError("no cluster node answered CLUSTER SLOTS") from error

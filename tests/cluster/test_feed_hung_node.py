@@ -7,8 +7,10 @@ timeout). That read must not hold the connection: the silent link ends within th
 watchdog's bound, its chat waits for its node again, the watchdog says so once (not at
 every tick), and once Redis answers again the chat is subscribed and followed.
 
-One Redis 7 (SSUBSCRIBE works there too), so the sharded feed runs its cluster code with one
-node; the cluster tests (test_feed_sharded.py) hang a master whose replica takes over.
+Both feeds, on one Redis 7: the sharded one (SSUBSCRIBE works there too) runs its cluster
+code with one node, the classic one (SUBSCRIBE) its single connection. Before, both waited
+in the log read: the connection never ended and bus.feed_silent came at every tick. The
+cluster tests (test_feed_sharded.py) hang a master whose replica takes over.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ async def hanging_feed(
         await redis.aclose()
 
 
-@pytest.mark.parametrize("sharded", [True], ids=["sharded"])
+@pytest.mark.parametrize("sharded", [True, False], ids=["sharded", "classic"])
 async def test_a_node_that_hangs_during_a_confirmation_read_loses_its_link(
     redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
