@@ -18,23 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 from collections.abc import AsyncIterator
 
 import pytest
 
-from bus import pubsub
+from bus import pubsub, slot_map
 from bus.chatlog import ChatLog
 from bus.client import RedisOptions, create_redis
 from bus.keys import BusKeys
 from bus.pubsub import ChatFeed
+from bus.slot_map import ClusterSlots
 from demo.launcher import redis_major
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer, redis_server_binary
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration]
 
 QUEUED = '{"type":"workerState","state":"queued"}'
+KEYS_SHARDED = BusKeys("hung", 16, cluster=True)
 
 
 class HangAtConfirmation:
@@ -116,3 +120,39 @@ async def test_a_node_that_hangs_during_a_confirmation_read_loses_its_link(
             assert record.event_id == event_id
         finally:
             feed.close_listener(listener)
+
+
+async def test_a_node_that_did_not_answer_is_asked_for_the_slot_map_last(
+    redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every refresh of the feed's slot map used to ask the nodes in a fresh random order, a
+    hung one (often the node whose link was just lost) as likely first as before: each time
+    a QUERY_TIMEOUT. Once it failed, it is asked after every other node."""
+    accepted = 0
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writers.append(writer)  # open, silent: a SIGSTOPped node
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung = f"127.0.0.1:{port}"
+    monkeypatch.setattr(slot_map, "QUERY_TIMEOUT", 0.2)
+    # The "random" order puts the hung node first every time.
+    monkeypatch.setattr(random, "shuffle", lambda nodes: nodes.sort(key=hung.__ne__))
+    options = RedisOptions(seeds=(("127.0.0.1", port),))
+    client = create_redis(redis_cluster.url, client_name="hung-test", options=options, cluster=True)
+    try:
+        slots = ClusterSlots(client)  # type: ignore[arg-type]
+        for _ in range(5):
+            await slots.refresh()
+            assert slots.node_of(KEYS_SHARDED.chat_channel("c")) is not None
+    finally:
+        await client.aclose()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert accepted == 1  # asked first once, then last (never reached: another answered)
