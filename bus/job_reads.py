@@ -11,6 +11,15 @@ is handed back (no delivery spent): the jobs a read returned anyway (redis-py's 
 can miss a cancel that lands while it connects; that read ends after ``block_ms``), or, when
 the cancel cut a read off as Redis served it, the jobs pending under this consumer that were
 never handed out.
+
+On one connection the read also reports whether any lane held a job when it returned
+(:attr:`BlockingReads.nothing_waits`): the lanes' ``waiting`` counters are read in the same
+pipeline, right after the XREADGROUP. When none did, the take a consumer makes before its
+next blocking read could only read what is already in the streams, which that blocking
+read returns at once, and promote nothing; a job accepted after the look is promoted by its
+accept when nothing is undelivered, or waits behind one that a blocking read takes, whose
+reader then refills. So the take's round trip is skipped (issue 10: a short exchange costs
+3 round trips).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -65,10 +75,14 @@ class BlockingReads:
         self._reads: dict[int, asyncio.Task[list[Reply]]] = {}
         #: Handing back what stopped reads took.
         self._abandoned: set[asyncio.Task[None]] = set()
+        #: The last read returned while no lane held a job and no stream had more for
+        #: this consumer (one-connection reads only; False when unknown).
+        self.nothing_waits = False
 
     async def read(self, partitions: list[int], count: int, block_ms: int) -> list[Reply] | None:
         """Up to ``count`` new jobs per partition read, in ``partitions`` order, waiting up
         to ``block_ms`` for the first; ``None`` when a consumer group is missing."""
+        self.nothing_waits = False
         try:
             if self.per_partition and len(partitions) > 1:
                 return await self._read_each(partitions, count, block_ms)
@@ -92,18 +106,26 @@ class BlockingReads:
             await asyncio.gather(*self._abandoned, return_exceptions=True)
 
     async def _xreadgroup(self, partitions: list[int], count: int, block_ms: int) -> list[Reply]:
+        streams: dict[Any, Any] = {self.keys.jobs_stream(p): ">" for p in partitions}
+        group, consumer = self.keys.jobs_group, self.consumer
+        waiting: list[object] = []
         try:
-            reply = await self.redis.xreadgroup(
-                self.keys.jobs_group,
-                self.consumer,
-                {self.keys.jobs_stream(p): ">" for p in partitions},
-                count=count,
-                block=block_ms,
-            )
+            if self.per_partition:  # a cluster: the read alone (its own slot)
+                reply = await self.redis.xreadgroup(
+                    group, consumer, streams, count=count, block=block_ms
+                )
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.xreadgroup(group, consumer, streams, count=count, block=block_ms)
+                for p in partitions:
+                    pipe.get(self.keys.queue_waiting(p))
+                reply, *waiting = await pipe.execute()
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
                 raise _NoGroup from exc
             raise
+        if waiting:
+            self.nothing_waits = all(not w or str(w) == "0" for w in waiting)
         out = [
             (self._partition_of[str(stream)], str(entry_id), fields)
             for stream, entries in reply or []

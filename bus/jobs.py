@@ -202,6 +202,10 @@ class JobQueue:
         round trip of its own). An empty result means nothing waits: block in
         :meth:`read` (the next accept wakes it).
         """
+        if self._reads.nothing_waits and not self._owed and not keep:
+            # The blocking read that just returned saw no job left anywhere (BlockingReads).
+            self._reads.nothing_waits = False
+            return []
         order = self._rotation()
         if len(order) > 1:
             busy = await self._busy_partitions()
@@ -295,9 +299,11 @@ class JobQueue:
             _to_delivery(str(entry_id), fields, partition=partition)
             for partition, entry_id, fields in replies
         ]
-        self._owed.update(d.partition for d in out[:count])
+        if not self._reads.nothing_waits:  # else no lane holds a job to make ready
+            self._owed.update(d.partition for d in out[:count])
         extra = [d.ref for d in out[count:]]
         if extra:
+            self._reads.nothing_waits = False  # they wait again
             await self.give_back(extra)
         return out[:count]
 

@@ -374,7 +374,9 @@ async def test_a_reply_complete_in_one_read_costs_no_chunk_round_trip(
 ) -> None:
     """An agent whose whole short reply arrives in one read: the reply's text goes as a
     chunk inside the FINISH round trip, not in a CHUNK call of its own (issue 10), and the
-    events are those of a streamed reply: chunk, Message, done chunk, state."""
+    events are those of a streamed reply: chunk, Message, done chunk, state. With nothing
+    else waiting, the worker goes from its blocking read back to it without a take in
+    between (its read saw every lane empty)."""
 
     async def complete(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -399,6 +401,7 @@ async def test_a_reply_complete_in_one_read_costs_no_chunk_round_trip(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     chunk_sha = hashlib.sha1(scripts.CHUNK.encode()).hexdigest()
     finish_sha = hashlib.sha1(FINISH_CLOSE.encode()).hexdigest()
+    take_sha = hashlib.sha1(scripts.JOBS_TAKE.encode()).hexdigest()
     try:
         settings = fast_settings(redis_server.url, f"http://127.0.0.1:{port}")
         async with Worker(settings), Monitor(redis_server.url) as monitor:
@@ -410,6 +413,7 @@ async def test_a_reply_complete_in_one_read_costs_no_chunk_round_trip(
                 end = await monitor.mark(f"end-{turn}")
                 ran = monitor.lines[start:end]
                 assert not [line for line in ran if chunk_sha in line]
+                assert not [line for line in ran if take_sha in line]
                 assert len([line for line in ran if finish_sha in line]) == 1
                 assert reply["content"] == "Hi there."
                 events = [e for e in await chatlog.events_after("one-read", "0-0")][-4:]
