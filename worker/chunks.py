@@ -310,9 +310,12 @@ async def watch_cancel(
     """
     interval = poll_ms / 1000
     loop = asyncio.get_running_loop()
+    deltas = writer.deltas
     while not answer.done():
         # The request was checked just before the reply started, and every chunk write
-        # returns it: poll only after an interval without a chunk (issue 10).
+        # returns it: poll only after an interval without a chunk written, and without a
+        # delta pushed either (issue 10: under load a chat's writes can come further apart
+        # than the interval; its next write, already due, reports a stop as soon).
         if at_once:
             at_once = False
         else:
@@ -320,6 +323,9 @@ async def watch_cancel(
         if writer.cancelled:
             return
         if answer.done() or loop.time() - writer.last_write_at < interval:
+            continue
+        if writer.deltas != deltas and not writer._stopped:
+            deltas = writer.deltas
             continue
         try:
             if await log.cancel_requested(chat_id, message_id):
