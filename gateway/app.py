@@ -15,7 +15,7 @@ from bus import GatewayBus, open_gateway_bus
 from gateway import auth, session, sse, ws
 from gateway.byo import routes as byo
 from gateway.byo.streams import ByoStreams
-from gateway.cors import cors_middleware
+from gateway.cors import cors_middleware, cors_on_prepare
 from gateway.errors import error_middleware, json_error
 from gateway.keys import AppKeys, Connections, RequestKeys
 from gateway.limits import limits_middleware
@@ -122,6 +122,7 @@ def create_app(settings: GatewaySettings, *, bus: GatewayBus | None = None) -> w
     app.cleanup_ctx.append(auth.codes_context)
     app.cleanup_ctx.append(session.captcha_context)
     app.cleanup_ctx.append(byo.http_context)
+    app.on_response_prepare.append(cors_on_prepare)
     app.on_shutdown.append(ws.close_all)
     app.on_shutdown.append(byo.close_streams)
     add_routes(app, settings)

@@ -4,6 +4,10 @@ The widget's own files are public: any origin may load them (module scripts need
 The API answers cross-origin requests only from ``ALLOWED_ORIGINS``; preflights are
 answered here, before routing. No credentials (cookies) are ever involved: the access
 code travels in the body or the query, as in the original relay.
+
+The headers are added as the response is prepared (:func:`cors_on_prepare`), not when the
+handler returns: a stream (SSE) is prepared inside its handler, and its headers are on the
+wire by then.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.auth import origin_listed
-from gateway.keys import AppKeys
+from gateway.keys import AppKeys, RequestKeys
 
-__all__ = ["cors_middleware"]
+__all__ = ["cors_middleware", "cors_on_prepare"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,15 +53,16 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 "Vary": "Origin",
             },
         )
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if permitted:
-            _decorate(exc.headers, origin, static)
-        raise
-    if permitted and not response.prepared:
-        _decorate(response.headers, origin, static)
-    return response
+    if permitted:
+        request[RequestKeys.cors] = (origin, static)
+    return await handler(request)
+
+
+async def cors_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the CORS headers of a permitted cross-origin request."""
+    granted = request.get(RequestKeys.cors)
+    if granted is not None:
+        _decorate(response.headers, *granted)
 
 
 def _decorate(headers: CIMultiDict[str], origin: str, static: bool) -> None:

@@ -65,3 +65,6 @@ class RequestKeys:
     #: Set when the request was refused only for a genuine but expired session token
     #: (no access code beside it): not a guess, so no failed-code attempt is spent.
     session_expired = web.RequestKey("gateway.session_expired", bool)
+    #: A permitted cross-origin request: its origin, and whether the path is public
+    #: (gateway.cors adds the headers when the response is prepared).
+    cors = web.RequestKey("gateway.cors", tuple[str, bool])

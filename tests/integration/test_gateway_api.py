@@ -509,6 +509,26 @@ async def test_cors_for_allowed_origins_and_public_static(redis_server: RedisSer
         await server.close()
 
 
+async def test_cors_reaches_an_sse_stream_of_an_allowed_origin(redis_server: RedisServer) -> None:
+    """An SSE stream is prepared inside its handler, before the CORS middleware sees the
+    response: an allowed origin's EventSource got no Access-Control-Allow-Origin and the
+    browser refused the stream; a refused origin still gets none."""
+    settings = gateway_settings(redis_server.url, allowed_origins="https://site.example")
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            target = url(server, f"/api/chat/c/events?accessCode={ACCESS_CODE}")
+            async with s.get(target, headers={"Origin": "https://site.example"}) as stream:
+                assert stream.status == 200
+                assert stream.headers["Access-Control-Allow-Origin"] == "https://site.example"
+                assert stream.headers["Vary"] == "Origin"
+            async with s.get(target, headers={"Origin": "https://evil.example"}) as other:
+                assert "Access-Control-Allow-Origin" not in other.headers
+    finally:
+        await server.close()
+
+
 async def test_forwarded_host_counts_only_from_a_trusted_proxy(gateway: TestServer) -> None:
     target = url(gateway, f"/api/chat?chatId=c&accessCode={ACCESS_CODE}")
     async with aiohttp.ClientSession() as s:
