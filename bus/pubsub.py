@@ -260,6 +260,9 @@ class ChatFeed:
         self._last_read = 0.0
         #: Why another task ended the connection (silent, or a log read failed).
         self._ended: Exception | None = None
+        #: The connection's log worker is handing messages over (the reader then queues
+        #: every message behind them, even one in sequence).
+        self._working = False
         self._shards: ShardLinks | None = None
         if keys.cluster if sharded is None else sharded:
             slots: SlotMap = (
@@ -270,6 +273,7 @@ class ChatFeed:
                 keys,
                 on_confirmed=self._on_confirmed,
                 on_message=self._on_message,
+                on_message_now=self._on_message_now,
                 on_lost=self._on_lost,
                 timing=lambda: (PING_INTERVAL, DEAD_AFTER, LOG_READ_TIMEOUT),
             )
@@ -504,6 +508,7 @@ class ChatFeed:
                 # the gateway's CPU); the watchdog in _read pings and notices a dead peer.
                 pool_timeout, connection.socket_timeout = connection.socket_timeout, None
                 self._ended = None
+                self._working = False  # a cancelled worker of the last connection
                 chats = list(self._chats)
                 for chat in self._chats.values():
                     chat.confirmed.clear()
@@ -584,7 +589,18 @@ class ChatFeed:
                 raise RedisConnectionError("the feed's connection dropped")
             message = await pubsub.get_message(timeout=None)
             self._last_read = loop.time()
-            if message is not None and message["type"] in ("message", "subscribe"):
+            if message is None:
+                continue
+            kind = message["type"]
+            if (
+                kind == "message"
+                and not inbox
+                and not pending.is_set()
+                and not self._working
+                and self._on_message_now(message["channel"], message["data"])
+            ):
+                continue  # in sequence, nothing before it waits: no hand-over (issue 10)
+            if kind in ("message", "subscribe"):
                 inbox.append(message)
                 pending.set()
 
@@ -597,11 +613,13 @@ class ChatFeed:
         try:
             while True:
                 await pending.wait()
+                self._working = True
                 pending.clear()
                 while inbox:
                     message = inbox.popleft()
                     async with asyncio.timeout(LOG_READ_TIMEOUT):
                         await self._on_pubsub(message)
+                self._working = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -637,6 +655,23 @@ class ChatFeed:
                 self._restart(chat_id, chat)
             await self._backfill(chat_id, chat, chat.last_id, None)
         chat.confirmed.set()
+
+    def _on_message_now(self, channel: str, data: str) -> bool:
+        """Dispatch an event that follows the chat's last one (or one already seen) at once,
+        without the chat log; False when it needs the log (a gap, a new log): then it goes
+        through :meth:`_on_message`, in order with what waits before it."""
+        chat_id = self.keys.chat_id_from_channel(channel)
+        chat = self._chats.get(chat_id) if chat_id else None
+        if chat is None:
+            return True
+        prev_id, event_id, payload = data.split(" ", 2)
+        last = chat.last_id or "0-0"
+        if compare_ids(event_id, last) <= 0:
+            return True  # already dispatched
+        if prev_id != last:
+            return False
+        self._dispatch(chat, EventRecord(event_id, payload, prev_id))
+        return True
 
     async def _on_message(self, channel: str, data: str) -> None:
         chat_id = self.keys.chat_id_from_channel(channel)

@@ -75,6 +75,7 @@ class _Link:
         "ready",
         "task",
         "worker",
+        "working",
     )
 
     def __init__(self, node: str, connection: AbstractConnection) -> None:
@@ -92,6 +93,8 @@ class _Link:
         self.inbox: deque[tuple[str, str | None]] = deque()
         self.pending = asyncio.Event()
         self.worker: asyncio.Task[None] | None = None
+        #: The worker is handing replies over: new ones queue behind them.
+        self.working = False
         #: Why another task ended the link (its node went silent, its worker failed).
         self.ended: Exception | None = None
 
@@ -106,6 +109,7 @@ class ShardLinks:
         *,
         on_confirmed: Callable[[str], Awaitable[None]],
         on_message: Callable[[str, str], Awaitable[None]],
+        on_message_now: Callable[[str, str], bool] = lambda _channel, _data: False,
         on_lost: Callable[[str], None],
         timing: Callable[[], tuple[float, float, float]],
     ) -> None:
@@ -113,6 +117,8 @@ class ShardLinks:
         self._keys = keys
         self._on_confirmed = on_confirmed
         self._on_message = on_message
+        #: Dispatches an event in sequence without the log (False: it needs the worker).
+        self._on_message_now = on_message_now
         self._on_lost = on_lost
         #: (ping after this much silence, drop after this much, longest log read a link
         #: waits for), read when a link starts.
@@ -322,7 +328,10 @@ class ShardLinks:
             return  # PONG
         kind, channel = reply[0], reply[1]
         if kind == "smessage":
-            self._queue(link, channel, reply[2])
+            if link.inbox or link.pending.is_set() or link.working:
+                self._queue(link, channel, reply[2])  # behind what waits: in order
+            elif not self._on_message_now(channel, reply[2]):
+                self._queue(link, channel, reply[2])  # it needs the chat log
             return
         chat_id = self._keys.chat_id_from_channel(channel)
         if chat_id is None:
@@ -357,6 +366,7 @@ class ShardLinks:
         try:
             while True:
                 await link.pending.wait()
+                link.working = True
                 link.pending.clear()
                 while inbox:
                     channel, message = inbox.popleft()
@@ -367,6 +377,7 @@ class ShardLinks:
                             chat_id = self._keys.chat_id_from_channel(channel)
                             if chat_id is not None and self._home.get(chat_id) is link:
                                 await self._on_confirmed(channel)
+                link.working = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -134,3 +134,35 @@ async def test_a_silent_feed_connection_is_dropped_and_followed_again(
         record = await asyncio.wait_for(listener.get(), 10)
     assert record.event_id == event_id
     assert feed.reconnects >= 1
+
+
+async def test_events_in_sequence_take_no_log_path(
+    feed: ChatFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event whose predecessor the chat saw last is dispatched as it is read: no hand-over
+    to the log worker, no timer (issue 10: the hung-Redis fix had routed every event
+    through a queue and a task under a log-read timeout). An event after a gap still
+    takes the log path, which backfills what the chat missed, in order."""
+    slow: list[str] = []
+    on_message = feed._on_message
+
+    async def counted(channel: str, data: str) -> None:
+        slow.append(data.split(" ", 2)[1])
+        await on_message(channel, data)
+
+    monkeypatch.setattr(feed, "_on_message", counted)
+    if feed._shards is not None:  # the links call the feed's method they were given
+        monkeypatch.setattr(feed._shards, "_on_message", counted)
+    async with feed.listen("steady") as listener:
+        sent = [await feed.log.append_event("steady", QUEUED) for _ in range(30)]
+        got = [(await asyncio.wait_for(listener.get(), 10)).event_id for _ in sent]
+        assert got == sent
+        assert slow == []
+
+        # A gap: an event published with a predecessor the feed never saw.
+        chat = feed._chats["steady"]
+        chat.last_id = sent[-3]  # as if the last two had been lost on the way
+        newest = await feed.log.append_event("steady", QUEUED)
+        got = [(await asyncio.wait_for(listener.get(), 10)).event_id for _ in range(3)]
+    assert got == [*sent[-2:], newest]
+    assert slow == [newest]
