@@ -311,10 +311,13 @@ async def test_hundreds_of_listeners_churning_over_every_node(
     connection (``RuntimeError: read() called while another coroutine ...``)."""
     chats = [c for ids in chats_by_master(redis_cluster, 20, "churn").values() for c in ids]
     failures: list[BaseException] = []
+    dropped = asyncio.Event()
 
     async def listener(n: int) -> None:
         rng = random.Random(n)
-        for _ in range(4):
+        rounds = 0
+        while rounds < 4 or not dropped.is_set():  # churning until the drops were seen
+            rounds += 1
             chat_id = rng.choice(chats)
             try:
                 async with feed.listen(chat_id) as live:
@@ -328,12 +331,17 @@ async def test_hundreds_of_listeners_churning_over_every_node(
             await asyncio.sleep(rng.random() / 20)
 
     async def drop_links() -> None:
-        for _ in range(3):
+        # At least three rounds, and until the feed has seen a drop (a round can land while
+        # no link is open: the listeners between two chats).
+        for attempt in range(100):
             await asyncio.sleep(0.3)
             for node in redis_cluster.masters():
                 await asyncio.to_thread(
                     redis_cluster.command, node, "CLIENT", "KILL", "TYPE", "pubsub"
                 )
+            if attempt >= 2 and feed.reconnects >= 1:
+                break
+        dropped.set()
 
     await asyncio.gather(*(listener(n) for n in range(300)), drop_links())
     assert [f"{exc!r} from {exc.__cause__!r}" for exc in failures] == []
