@@ -7,7 +7,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from bus import BusKeys, ChatAnswering, ChatLease, ChatLog, JobClose, JobQueue
+from bus import BusKeys, ChatAnswering, ChatLease, ChatLog, Delivery, JobClose, JobQueue
 from bus.client import create_redis
 from bus.schemas import decode_event, encode, render_frame
 from tests.support.redis_server import RedisServer
@@ -219,6 +219,19 @@ async def test_a_message_known_only_to_a_stale_copy_sets_no_state(
     assert await chat_log.last_event_id("c") == last
 
 
+async def _job_taken(
+    redis: Redis, chat_log: ChatLog
+) -> tuple[ChatAnswering, str, Delivery, str | None]:
+    """A worker's view of chat "c" with a visitor message whose job it took: its answering
+    round trips, the message's id, the job, and the chat's last event id."""
+    jobs = JobQueue(redis, KEYS, consumer="w1")
+    await jobs.ensure_group()
+    accepted = await chat_log.accept_visitor_message("c", "hello")
+    [delivery] = await jobs.take(1)
+    start = await chat_log.last_event_id("c")
+    return ChatAnswering(ChatLog(redis, KEYS)), str(accepted.message["id"]), delivery, start
+
+
 async def test_the_events_open_and_finish_close_store_are_the_schemas_own_json(
     redis_server: RedisServer, chat_log: ChatLog, redis_client: Redis
 ) -> None:
@@ -227,13 +240,7 @@ async def test_the_events_open_and_finish_close_store_are_the_schemas_own_json(
     stored Message's frame."""
     redis = create_redis(redis_server.url, client_name="worker")
     try:
-        jobs = JobQueue(redis, KEYS, consumer="w1")
-        answering = ChatAnswering(ChatLog(redis, KEYS))
-        await jobs.ensure_group()
-        accepted = await chat_log.accept_visitor_message("c", "hello")
-        message_id = str(accepted.message["id"])
-        [delivery] = await jobs.take(1)
-        start = await chat_log.last_event_id("c")
+        answering, message_id, delivery, start = await _job_taken(redis, chat_log)
         await answering.open("c", message_id, known=None, known_has_message=False, window=8)
         frame, _ = await answering.finish_and_close(
             "c",
@@ -269,13 +276,7 @@ async def test_finish_close_carries_the_last_chunk_just_before_the_message(
     redis = create_redis(redis_server.url, client_name="worker")
     listener = redis_client.pubsub()
     try:
-        jobs = JobQueue(redis, KEYS, consumer="w1")
-        answering = ChatAnswering(ChatLog(redis, KEYS))
-        await jobs.ensure_group()
-        accepted = await chat_log.accept_visitor_message("c", "hello")
-        message_id = str(accepted.message["id"])
-        [delivery] = await jobs.take(1)
-        start = await chat_log.last_event_id("c")
+        answering, message_id, delivery, start = await _job_taken(redis, chat_log)
         await listener.subscribe(KEYS.chat_channel("c"))
         close = JobClose(delivery.entry_id, delivery.partition, "w1")
         for _ in range(2):
