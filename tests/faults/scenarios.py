@@ -372,10 +372,11 @@ async def poison_job(workdir: Path) -> Poison:
         final = await client.wait_reply(message_id, within=30)
         letters = await h.until(h.dead_letters, what="the dead letter")
         requests = await h.agent_requests(marker)
-        await asyncio.sleep(2.0)  # nothing may loop: no new attempt, nothing pending
-        later = await h.agent_requests(marker)
+        # Nothing may loop: the next message of the chat is answered after anything the poison
+        # job could still cause (a new attempt would come first: one job at a time per chat).
         nxt = await post_message(gw.http, chat, "[[demo:echo]] still there?")
         answered = await client.wait_reply(nxt.message_id, within=20)
+        later = await h.agent_requests(marker)
         await client.stop()
         return Poison(
             kills=kills,

@@ -29,6 +29,15 @@ async def _post(
     return dict(await r.json())
 
 
+def _reply_to(message_id: str) -> Any:
+    """A `_ws_until` condition: Terra's stored reply to `message_id` arrived."""
+
+    def done(frame: dict[str, Any]) -> bool:
+        return frame.get("sender") == "Terra" and frame.get("replyTo") == message_id
+
+    return done
+
+
 async def _ws_until(
     ws: aiohttp.ClientWebSocketResponse, done: Any, limit: float = 30
 ) -> list[dict[str, Any]]:
@@ -155,26 +164,24 @@ async def test_idempotent_post_gets_one_reply(system: System) -> None:
     system.worker()
     base = f"http://127.0.0.1:{gw.port}"
     async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(f"{base}/api/chat?chatId=idem&accessCode={ACCESS_CODE}")
         first, second = await asyncio.gather(
             _post(s, base, "idem", "hello", clientMessageId="dbl-1"),
             _post(s, base, "idem", "hello", clientMessageId="dbl-1"),
         )
         assert first == second
-        async with asyncio.timeout(30):
-            while True:
-                state = await (
-                    await s.get(
-                        f"{base}/api/chat/idem/worker-state", params={"accessCode": ACCESS_CODE}
-                    )
-                ).json()
-                if state["state"] == "responded":
-                    break
-                await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
+        # A later message is the barrier: a second job for "hello" would be answered before it.
+        later = await _post(s, base, "idem", "[[demo:echo]] and then")
+        await _ws_until(ws, _reply_to(later["id"]))
         history = await (
             await s.get(f"{base}/api/chat/idem/messages", params={"accessCode": ACCESS_CODE})
         ).json()
-        assert [m["sender"] for m in history] == ["Visitor", "Terra"]
+        assert [m["id"] for m in history if m["sender"] == "Visitor"] == [first["id"], later["id"]]
+        assert [m["replyTo"] for m in history if m["sender"] == "Terra"] == [
+            first["id"],
+            later["id"],
+        ]
+        await ws.close()
 
 
 async def test_restarted_worker_does_not_re_answer(system: System) -> None:
@@ -192,12 +199,16 @@ async def test_restarted_worker_does_not_re_answer(system: System) -> None:
         answered = [r for r in completions["requests"] if r.get("max_tokens") != 4]
         worker.kill()
         system.worker("worker-again")
-        await asyncio.sleep(3)  # give the new worker time to (wrongly) re-answer
+        # The new worker answering a new message is the barrier: re-answering an old one
+        # (a job read again, a reply not seen) would reach the agent before it.
+        third = await _post(s, base, "rs", "third question")
+        await _ws_until(ws, _reply_to(third["id"]))
         completions = await (await s.get(f"{system.agent_base}/_demo/requests")).json()
         again = [r for r in completions["requests"] if r.get("max_tokens") != 4]
-        assert len(again) == len(answered) == 2
+        assert len(answered) == 2
+        assert len(again) == 3
         history = await (
             await s.get(f"{base}/api/chat/rs/messages", params={"accessCode": ACCESS_CODE})
         ).json()
-        assert [m["sender"] for m in history] == ["Visitor", "Terra", "Visitor", "Terra"]
+        assert [m["sender"] for m in history] == ["Visitor", "Terra"] * 3
         await ws.close()
