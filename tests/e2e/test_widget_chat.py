@@ -153,10 +153,16 @@ def test_stop_ends_the_reply_and_new_messages_badge(
     expect(widget.typing).to_be_hidden()
     widget.shot(shots, "08-stopped")
     # Whatever Terra had written is kept and marked as stopped; nothing more streams.
-    if widget.terra.count():
+    stopped = widget.terra.count()
+    if stopped:
         expect(widget.terra.last.locator(".tag")).to_have_text("Stopped")
-    page.wait_for_timeout(1500)
+    kept = widget.terra.last.locator(".bubble").inner_text() if stopped else ""
+    # The next reply is the barrier: more of the stopped one would have arrived before it.
+    widget.send("And now? [[demo:echo]]")
+    expect(widget.wait_reply(count=stopped + 1)).to_contain_text("And now?")
     expect(widget.stream).to_have_count(0)
+    if stopped:
+        assert widget.terra.first.locator(".bubble").inner_text() == kept
 
 
 XSS = (
@@ -172,7 +178,11 @@ def test_an_xss_payload_renders_inert(page: Page, system: RunningSystem, shots: 
     widget.send(f"{XSS} [[demo:echo]]")
     reply = widget.wait_reply()
     expect(reply).to_contain_text("bold")
-    page.wait_for_timeout(500)
+    # A broken image of our own is the barrier: the reply's handlers would have run first.
+    page.evaluate(
+        "() => new Promise(done => { const img = new Image(); img.onerror = () => done();"
+        " img.src = '/xss-barrier.png'; })"
+    )
 
     assert page.evaluate("window.__xss") is None
     # Visitor text is shown as typed; Terra's Markdown is sanitised.
