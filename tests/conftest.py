@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.background import BackgroundRun
+from tests.support.background import BackgroundCheck, start_or_follow
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The checks a test may collect with ``@pytest.mark.background_check(name)``: commands
 #: run from the repository root.
 BACKGROUND_COMMANDS = {"mypy": [sys.executable, "-m", "mypy"]}
+#: How long a check another xdist worker may still collect outlives its claimant's tests.
+BACKGROUND_LINGER_SECONDS = 120.0
 
 
 @pytest.fixture
@@ -32,22 +35,32 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session", autouse=True)
 def background_checks(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, BackgroundRun]]:
+) -> Iterator[dict[str, BackgroundCheck]]:
     """The background checks the selected tests ask for, started before the first test.
 
     mypy over the tree takes half a minute of one core on a fresh clone (no cache). Started
     with the session at the lowest CPU priority (nice 19), it runs on what the tests leave
     idle (most of them wait on real processes) and never slows them; the test that collects
-    it runs last before the browser tests and finds it done.
+    it runs last before the browser tests and finds it done. With pytest-xdist the first
+    worker to start claims each check (in the workers' shared temp directory) and the others
+    follow its run; the claimant lets an unfinished run go on for up to
+    ``BACKGROUND_LINGER_SECONDS`` after its own last test, for the test in another worker.
     """
     wanted = {
         str(marker.args[0])
         for item in request.session.items
         for marker in item.iter_markers("background_check")
     }
+    in_worker = "PYTEST_XDIST_WORKER" in os.environ
+    base = tmp_path_factory.getbasetemp()
     runs = {
-        name: BackgroundRun(
-            BACKGROUND_COMMANDS[name], cwd=ROOT, workdir=tmp_path_factory.mktemp(name), nice=19
+        name: start_or_follow(
+            BACKGROUND_COMMANDS[name],
+            cwd=ROOT,
+            shared=base.parent if in_worker else base,
+            name=name,
+            nice=19,
+            linger=BACKGROUND_LINGER_SECONDS if in_worker else 0.0,
         )
         for name in sorted(wanted)
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.background import BackgroundRun
+from tests.support.background import BackgroundCheck
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -58,7 +58,7 @@ def test_ruff_format_is_clean() -> None:
 
 
 @pytest.mark.background_check("mypy")
-def test_mypy_is_clean(background_checks: dict[str, BackgroundRun]) -> None:
+def test_mypy_is_clean(background_checks: dict[str, BackgroundCheck]) -> None:
     """mypy --strict over the packages configured in pyproject.toml (started in the
     background with the session: tests/conftest.py background_checks)."""
     result = background_checks["mypy"].result(timeout=110)
