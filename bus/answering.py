@@ -216,7 +216,7 @@ class ChatAnswering:
         lim = log.limits
         try:
             reply = await self._open(
-                keys=[*log._chat_keys(chat_id), log.keys.chat_lease(chat_id)],
+                keys=[*log.chat_keys(chat_id), log.keys.chat_lease(chat_id)],
                 args=[
                     log.keys.chat_channel(chat_id),
                     _state_json(chat_id, "processing", None, iso_now()),
@@ -297,7 +297,7 @@ class ChatAnswering:
         try:
             result = await self._finish_close(
                 keys=[
-                    *log._chat_keys(chat_id),
+                    *log.chat_keys(chat_id),
                     keys.chat_lease(chat_id),
                     keys.jobs_stream(close.partition),
                 ],

@@ -38,7 +38,6 @@ from bus.errors import (
     translates_redis_errors,
 )
 from bus.schemas import (
-    ChunkProduced,
     MessagePosted,
     WorkerState,
     WorkerStateChanged,
@@ -130,22 +129,10 @@ class ByoLog:
         self._accept = redis.register_script(scripts.for_layout(BYO_ACCEPT, cluster))
         self._renew = redis.register_script(BYO_RENEW)
         self._client_bytes = ClientBytes(redis, self._keys)
-        self._finish = redis.register_script(scripts.for_layout(scripts.FINISH, cluster))
 
     def _lane(self, chat_id: str, tag: str) -> str:
         """The client's lane in the chat's partition (its bytes counter sits beside it)."""
         return self._keys.queue_lane(self._keys.partition_of(chat_id), tag)
-
-    def _chat_keys(self, chat_id: str) -> list[str]:
-        k = self._keys
-        return [
-            k.chat_events(chat_id),
-            k.chat_meta(chat_id),
-            k.chat_messages(chat_id),
-            k.chat_replies(chat_id),
-            k.chat_memory(chat_id),
-            k.chat_cancel(chat_id),
-        ]
 
     async def accept(
         self,
@@ -191,7 +178,7 @@ class ByoLog:
                 if retry_ms is not None:
                     raise QuotaExceeded("client", retry_ms)
             result = await self._accept(
-                keys=[*self._chat_keys(chat_id)[:5], f"{self._lane(chat_id, tag)}:bytes"],
+                keys=[*self._log.chat_keys(chat_id)[:5], f"{self._lane(chat_id, tag)}:bytes"],
                 args=[
                     self._keys.chat_channel(chat_id),
                     data[0],
@@ -261,40 +248,14 @@ class ByoLog:
         detail: str | None = None,
     ) -> dict[str, Any]:
         """Store the answer to ``reply_to`` (at most one), end its stream, set the state."""
-        message = MessagePosted(
-            id=str(uuid.uuid4()),
-            chatId=chat_id,
-            sender="Terra",
-            content=content,
-            createdAt=iso_now(),
-            replyTo=reply_to,
-            status=None if status == "complete" else status,
+        frame, _ = await self._log.finish_reply(
+            chat_id,
+            reply_to,
+            content,
+            status=status,
+            state=state,
+            detail=detail,
             provider=provider,
             model=model,
         )
-        done = ChunkProduced(
-            chatId=chat_id, content="", done=True, emittedAt=iso_now(), replyTo=reply_to
-        )
-        state_event = WorkerStateChanged(
-            chatId=chat_id, state=state, detail=detail, updatedAt=iso_now()
-        )
-        lim = self._log.limits
-        try:
-            result = await self._finish(
-                keys=self._chat_keys(chat_id),
-                args=[
-                    self._keys.chat_channel(chat_id),
-                    encode(message),
-                    reply_to,
-                    encode(done),
-                    encode(state_event),
-                    lim.events_maxlen,
-                    lim.messages_maxlen,
-                    lim.retention_ms,
-                ],
-            )
-        except RedisError as exc:
-            raise as_bus_error(exc) from exc
-        if result[0] == "dup":
-            return {"eventId": str(result[1])}
-        return render_frame(encode(message), str(result[1]))
+        return frame

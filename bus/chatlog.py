@@ -196,7 +196,9 @@ class ChatLog:
             self._messages[key] = message
         return message
 
-    def _chat_keys(self, chat_id: str) -> list[str]:
+    def chat_keys(self, chat_id: str) -> list[str]:
+        """The chat's keys in the order every chat script takes them (events, meta, messages,
+        replies, memory, cancel)."""
         k = self.keys
         return [
             k.chat_events(chat_id),
@@ -250,7 +252,7 @@ class ChatLog:
             request_id=request_id or str(uuid.uuid4()),
             enqueued_at=time.time(),
         )
-        keys = self._chat_keys(chat_id)[:5]
+        keys = self.chat_keys(chat_id)[:5]
         idem = (
             self.keys.chat_idempotency(chat_id, client_message_id) if client_message_id else keys[0]
         )
@@ -349,7 +351,7 @@ class ChatLog:
         lim = self.limits
         try:
             _, streaming, cancelled = await self._begin(
-                keys=self._chat_keys(chat_id),
+                keys=self.chat_keys(chat_id),
                 args=[
                     self.keys.chat_channel(chat_id),
                     encode(event),
@@ -371,7 +373,7 @@ class ChatLog:
         lim = self.limits
         try:
             event_id = await self._append(
-                keys=self._chat_keys(chat_id)[:5],
+                keys=self.chat_keys(chat_id)[:5],
                 args=[
                     self.keys.chat_channel(chat_id),
                     data,
@@ -400,7 +402,7 @@ class ChatLog:
         lim = self.limits
         try:
             event_id, cancelled = await self._chunk(
-                keys=self._chat_keys(chat_id),
+                keys=self.chat_keys(chat_id),
                 args=[
                     self.keys.chat_channel(chat_id),
                     encode(chunk),
@@ -431,12 +433,15 @@ class ChatLog:
         status: Literal["complete", "stopped", "error", "truncated"] = "complete",
         state: WorkerState = "responded",
         detail: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Store Terra's final reply to ``reply_to``, end its stream and set the state.
 
         At most one reply per visitor message is ever stored: if one exists, nothing is
         written and ``(existing frame stub, True)`` is returned. Otherwise writes, in one
         round trip and in this order, the Message, a ``done`` chunk and the worker state.
+        ``provider`` and ``model`` name a bring-your-own-model answer's source.
         """
         message = MessagePosted(
             id=str(uuid.uuid4()),
@@ -446,6 +451,8 @@ class ChatLog:
             createdAt=iso_now(),
             replyTo=reply_to,
             status=None if status == "complete" else status,
+            provider=provider,
+            model=model,
         )
         done = ChunkProduced(
             chatId=chat_id, content="", done=True, emittedAt=iso_now(), replyTo=reply_to
@@ -457,7 +464,7 @@ class ChatLog:
         self._recent.pop(chat_id, None)  # a new Message: the snapshot is stale
         try:
             result = await self._finish(
-                keys=self._chat_keys(chat_id),
+                keys=self.chat_keys(chat_id),
                 args=[
                     self.keys.chat_channel(chat_id),
                     encode(message),

@@ -64,7 +64,7 @@ async def write_chunks(log: ChatLog, items: Sequence[ChunkItem]) -> list[ChunkRe
     emitted = iso_now()
     calls = [
         (
-            log._chat_keys(chat_id),
+            log.chat_keys(chat_id),
             [
                 log.keys.chat_channel(chat_id),
                 chunk_json(chat_id, reply_to, content, emitted),
