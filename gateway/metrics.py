@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
@@ -26,10 +25,8 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from bus import misconfigurations
+from bus.misconfig_metrics import RedisMisconfigCollector
 
 __all__ = ["DeliveryMeter", "GatewayMetrics", "LiveFrames", "observe_many", "package_version"]
 
@@ -141,22 +138,6 @@ def observe_many(histogram: Histogram, value: float, count: int) -> None:
     bounds = histogram._upper_bounds
     histogram._buckets[bisect_left(bounds, value)].inc(count)
     histogram._sum.inc(value * count)
-
-
-class RedisMisconfigCollector(Collector):
-    """``terrarium_redis_misconfig_total{kind}``: Redis refusals this process met that are
-    misconfiguration, not outages (MOVED, CROSSSLOT, NOPERM, ...; ``bus.errors``)."""
-
-    def collect(self) -> Iterator[Metric]:
-        """The process's counts by kind, read at scrape time."""
-        family = CounterMetricFamily(
-            "terrarium_redis_misconfig",
-            "Redis refusals that mean misconfiguration (MOVED, CROSSSLOT, NOPERM, ...), by kind",
-            labels=["kind"],
-        )
-        for kind, count in misconfigurations().items():
-            family.add_metric([kind], count)
-        yield family
 
 
 class GatewayMetrics:

@@ -10,7 +10,6 @@ collector adds ``process_*``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from wsgiref.simple_server import WSGIServer
 
@@ -24,10 +23,8 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from bus import misconfigurations
+from bus.misconfig_metrics import RedisMisconfigCollector
 from worker.errors import CATEGORIES
 
 # ``_created`` doubles every counter's and histogram's series for no dashboard's use.
@@ -57,22 +54,6 @@ def package_version() -> str:
         return version("terrarium-webchat")
     except PackageNotFoundError:
         return "unknown"
-
-
-class RedisMisconfigCollector(Collector):
-    """``terrarium_redis_misconfig_total{kind}``: Redis refusals this process met that are
-    misconfiguration, not outages (MOVED, CROSSSLOT, NOPERM, ...; ``bus.errors``)."""
-
-    def collect(self) -> Iterator[Metric]:
-        """The process's counts by kind, read at scrape time."""
-        family = CounterMetricFamily(
-            "terrarium_redis_misconfig",
-            "Redis refusals that mean misconfiguration (MOVED, CROSSSLOT, NOPERM, ...), by kind",
-            labels=["kind"],
-        )
-        for kind, count in misconfigurations().items():
-            family.add_metric([kind], count)
-        yield family
 
 
 class WorkerMetrics:
