@@ -27,6 +27,7 @@ from bus.gateway_bus import FeedStatus, GatewayBus, open_gateway_bus
 from bus.jobs import Delivery, JobQueue, JobRef
 from bus.keys import BusKeys, is_valid_chat_id
 from bus.lease import ChatLease
+from bus.misconfig_metrics import RedisMisconfigCollector
 from bus.presence import Presence
 from bus.pubsub import LogRestarted, SlowConsumer
 from bus.ratelimit import Budget, RateDecision
@@ -60,6 +61,7 @@ __all__ = [
     "Presence",
     "QuotaExceeded",
     "RateDecision",
+    "RedisMisconfigCollector",
     "ReplyInProgress",
     "ResumeGap",
     "SchemaError",

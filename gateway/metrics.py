@@ -26,7 +26,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from bus.misconfig_metrics import RedisMisconfigCollector
+from bus import RedisMisconfigCollector
 
 __all__ = ["DeliveryMeter", "GatewayMetrics", "LiveFrames", "observe_many", "package_version"]
 

@@ -24,7 +24,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from bus.misconfig_metrics import RedisMisconfigCollector
+from bus import RedisMisconfigCollector
 from worker.errors import CATEGORIES
 
 # ``_created`` doubles every counter's and histogram's series for no dashboard's use.

@@ -78,7 +78,7 @@ def test_the_bus_exports_its_front_ends_not_its_redis_plumbing() -> None:
             *("open_arq_redis", "close_arq_redis", "BusSettings", "BusKeys"),
             "describe_settings_error",
             *("BusError", "BusUnavailable", "BusRejected", "BacklogFull", "ResumeGap"),
-            "misconfigurations",
+            *("misconfigurations", "RedisMisconfigCollector"),
             *("StorageFull", "TooManyWaiting", "QuotaExceeded"),
             *("SchemaError", "SlowConsumer", "LogRestarted"),
             *("AcceptedMessage", "Delivery", "EventRecord", "RateDecision", "Budget"),
