@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from bus import scripts
 from bus.chunk_pipeline import ChunkItem, ChunkResult, write_chunks
@@ -306,10 +306,8 @@ class ChatLog:
                     lim.reply_bytes_reserved,
                 ],
             )
-        except OutOfMemoryError as exc:  # at maxmemory (noeviction): Redis refused the write
-            raise StorageFull("Redis is at its maxmemory") from exc
-        except RedisError as exc:
-            raise as_bus_error(exc) from exc  # an outage, or a refusal (NOPERM, ...)
+        except RedisError as exc:  # an outage, a refusal (NOPERM, ...), or maxmemory: full
+            raise as_bus_error(exc) from exc
         if charge is not None and result[0] != "new":  # nothing stored: give the bytes back
             await self._client_bytes.refund(tag, charge)
         if result[0] == "byo":

@@ -40,6 +40,7 @@ from redis.exceptions import (
     MovedError,
     NoPermissionError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
@@ -122,7 +123,8 @@ class BacklogFull(BusError):
 
 
 class StorageFull(BacklogFull):
-    """Redis is above the memory budget for new messages: nothing was stored; back off."""
+    """Redis is above the memory budget for new messages, or at its maxmemory (any write):
+    nothing was stored; back off."""
 
 
 class TooManyWaiting(BusError):
@@ -213,6 +215,8 @@ def as_bus_error(exc: BaseException) -> BusError:
         return _rejected("AUTH", f"{kind}: {text}")
     if isinstance(exc, NoPermissionError):  # the ACL: its message has no leading NOPERM
         return _rejected("NOPERM", f"NOPERM {text}")
+    if isinstance(exc, OutOfMemoryError):  # noeviction at maxmemory: full, not misconfigured
+        return StorageFull("Redis is at its maxmemory")
     for cls, word in _PARSED:  # redis-py strips the error code of these: put it back
         if isinstance(exc, cls):
             return _rejected(word, f"{word} {text}")

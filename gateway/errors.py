@@ -28,11 +28,22 @@ from enum import IntEnum
 import structlog
 from aiohttp import web
 
-from bus import BusRejected, BusUnavailable
+from bus import BusRejected, BusUnavailable, StorageFull
 
-__all__ = ["CloseCode", "error_middleware", "json_error"]
+__all__ = [
+    "STORAGE_RETRY_AFTER_SECONDS",
+    "CloseCode",
+    "busy",
+    "error_middleware",
+    "json_error",
+    "seconds_text",
+]
 
 log = structlog.get_logger("gateway.http")
+
+#: Redis above its memory budget for new messages, or at its maxmemory: the visitor tries
+#: again after this long.
+STORAGE_RETRY_AFTER_SECONDS = 60
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,6 +76,26 @@ def json_error(
     )
     exc.set_status(status)
     return exc
+
+
+def seconds_text(seconds: int) -> str:
+    """``1 second``, ``30 seconds``; from two minutes on, ``59 minutes``, from two hours on,
+    ``23 hours`` (rounded up)."""
+    if seconds >= 7200:
+        return f"{-(-seconds // 3600)} hours"
+    if seconds >= 120:
+        return f"{-(-seconds // 60)} minutes"
+    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
+
+
+def busy(retry_after_seconds: int) -> web.HTTPException:
+    """A 503 "Terra is busy" (no room to store new messages) with ``Retry-After``."""
+    return json_error(
+        503,
+        "Terra is busy right now and could not take your message. "
+        f"Please try again in {seconds_text(retry_after_seconds)}.",
+        headers={"Retry-After": str(retry_after_seconds)},
+    )
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
@@ -105,6 +136,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise json_error(
             503, "Service temporarily unavailable", headers={"Retry-After": "2"}
         ) from None
+    except StorageFull:  # a write at Redis's maxmemory (a message route says it itself)
+        log.warning("gateway.storage_full", path=request.path)
+        raise busy(STORAGE_RETRY_AFTER_SECONDS) from None
     except BusRejected as exc:  # reachable but refusing: configuration, not an outage
         log.error("gateway.redis_refused", path=request.path, kind=exc.kind, reason=str(exc))
         raise json_error(

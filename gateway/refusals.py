@@ -6,7 +6,7 @@ import structlog
 from aiohttp import web
 
 from bus import QuotaExceeded, StorageFull
-from gateway.errors import json_error
+from gateway.errors import STORAGE_RETRY_AFTER_SECONDS, busy, json_error, seconds_text
 from gateway.metrics import GatewayMetrics
 
 __all__ = [
@@ -22,8 +22,6 @@ log = structlog.get_logger("gateway.refusals")
 
 #: A client at its socket cap (or a full process) is asked to come back after this long.
 RETRY_SOCKET_SECONDS = 10
-#: Redis above its memory budget for new messages: the visitor tries again after this long.
-STORAGE_RETRY_AFTER_SECONDS = 60
 
 _SENTENCES = {
     "post": "You are sending messages too quickly.",
@@ -42,26 +40,6 @@ def too_many(what: str, retry_after_seconds: int, *, count: int = 0) -> web.HTTP
     return json_error(
         429,
         f"{lead} Please wait {seconds_text(retry_after_seconds)} and try again.",
-        headers={"Retry-After": str(retry_after_seconds)},
-    )
-
-
-def seconds_text(seconds: int) -> str:
-    """``1 second``, ``30 seconds``; from two minutes on, ``59 minutes``, from two hours on,
-    ``23 hours`` (rounded up)."""
-    if seconds >= 7200:
-        return f"{-(-seconds // 3600)} hours"
-    if seconds >= 120:
-        return f"{-(-seconds // 60)} minutes"
-    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
-
-
-def busy(retry_after_seconds: int) -> web.HTTPException:
-    """A 503 "Terra is busy" (no room to store new messages) with ``Retry-After``."""
-    return json_error(
-        503,
-        "Terra is busy right now and could not take your message. "
-        f"Please try again in {seconds_text(retry_after_seconds)}.",
         headers={"Retry-After": str(retry_after_seconds)},
     )
 

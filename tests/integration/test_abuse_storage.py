@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bus import BusKeys, ChatLog, StorageFull
+from bus.byo import ByoLog
 from bus.chatlog import ChatLimits
 from gateway.app import create_app
 from tests.integration.conftest import gateway_settings
@@ -131,6 +132,59 @@ async def test_at_redis_maxmemory_a_post_is_refused_as_storage_full_not_a_500(
         await ChatLog(redis_client, KEYS).accept_visitor_message("oom", "no room at all")
     await redis_client.config_set("maxmemory", 0)
     assert await ChatLog(redis_client, KEYS).history("oom", 10) == []
+
+
+async def test_at_redis_maxmemory_a_byo_message_is_refused_as_storage_full_too(
+    redis_client: Redis, maxmemory_reset: None
+) -> None:
+    """A BYO visitor message meets Redis's OOM refusal as Terra's does (it was a bare
+    BusError, a 500)."""
+    log = ChatLog(redis_client, KEYS)
+    await redis_client.config_set("maxmemory", 1)
+    with pytest.raises(StorageFull):
+        await ByoLog(redis_client, log).accept(
+            "oom-byo", "no room", provider="Mine", model="m", lease_ms=60_000
+        )
+    await redis_client.config_set("maxmemory", 0)
+    assert await log.history("oom-byo", 10) == []
+
+
+async def test_at_redis_maxmemory_no_route_answers_a_server_error(
+    redis_server: RedisServer, redis_client: Redis, maxmemory_reset: None
+) -> None:
+    """At maxmemory every write meets Redis's OOM refusal, the rate limit's included: each
+    route answers 503 "Terra is busy" with Retry-After (it was a 500), and nothing stored
+    before is lost."""
+    server = await serve(redis_server.url)
+    try:
+        status, accepted, _ = await post(server, "kept", content="stored before")
+        assert status == 200
+        await redis_client.config_set("maxmemory", 1)
+        async with aiohttp.ClientSession() as http:
+            for method, path, body in [
+                ("POST", "/api/chat/kept/messages", {"content": "one more"}),
+                ("POST", "/api/chat/kept/cancel", {"messageId": accepted["id"]}),
+                ("POST", "/api/chat/fresh/messages", {"content": "a new chat"}),
+                ("GET", "/api/chat/kept/messages", None),
+            ]:
+                async with http.request(
+                    method,
+                    str(server.make_url(path)),
+                    json=None if body is None else {"accessCode": ACCESS_CODE, **body},
+                    headers={"X-Access-Code": ACCESS_CODE},
+                ) as response:
+                    answer = await response.json()
+                    assert response.status == 503, (path, response.status, answer)
+                    assert "Terra is busy" in answer["error"], (path, answer)
+                    assert int(response.headers["Retry-After"]) > 0
+        await redis_client.config_set("maxmemory", 0)
+        status, again, _ = await post(server, "kept", content="after the storm")
+        assert status == 200
+    finally:
+        await server.close()
+    history = await ChatLog(redis_client, KEYS).history("kept", 10)
+    assert [m["id"] for m in history] == [accepted["id"], again["id"]]
+    assert await ChatLog(redis_client, KEYS).history("fresh", 10) == []
 
 
 async def test_a_client_past_its_bytes_per_day_gets_429_and_others_do_not(

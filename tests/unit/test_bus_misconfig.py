@@ -168,3 +168,17 @@ async def test_a_connection_redis_py_tore_down_under_a_command_is_an_outage() ->
         await Part().inside_redis()
     with pytest.raises(AttributeError, match="a bug of ours"):
         await Part().ours()
+
+
+def test_redis_at_maxmemory_is_storage_full_not_a_refusal_or_an_unknown_error() -> None:
+    """noeviction's OOM refusal means "full", whichever write met it: every caller answers
+    it as it answers a message over the memory budget (the gateway: 503 "Terra is busy")."""
+    from redis.exceptions import OutOfMemoryError
+
+    from bus.errors import StorageFull
+
+    before = misconfigurations()
+    error = as_bus_error(OutOfMemoryError("command not allowed when used memory > 'maxmemory'."))
+    assert isinstance(error, StorageFull)
+    assert "maxmemory" in str(error)
+    assert misconfigurations() == before  # not counted as misconfiguration
