@@ -205,7 +205,8 @@ def as_bus_error(exc: BaseException) -> BusError:
 
     Outages (unreachable, timed out, a cluster without a master for a slot) become
     :class:`BusUnavailable`; refusals become :class:`BusRejected`, counted by kind and
-    logged once here with Redis's words as ``bus.misconfigured``.
+    logged once here with Redis's words as ``bus.misconfigured``; a write refused at
+    ``maxmemory`` (noeviction) becomes :class:`StorageFull`.
     """
     if isinstance(exc, BusError):
         return exc
