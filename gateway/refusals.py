@@ -11,9 +11,6 @@ from gateway.metrics import GatewayMetrics
 
 __all__ = [
     "RETRY_SOCKET_SECONDS",
-    "STORAGE_RETRY_AFTER_SECONDS",
-    "busy",
-    "seconds_text",
     "storage_refusal",
     "too_many",
 ]

@@ -18,11 +18,11 @@ from bus import (
     is_valid_chat_id,
 )
 from gateway.auth import require_code
-from gateway.errors import json_error
+from gateway.errors import json_error, seconds_text
 from gateway.history import dumps, page_headers, read_page
 from gateway.keys import AppKeys, RequestKeys
 from gateway.limits import client_of
-from gateway.refusals import seconds_text, storage_refusal, too_many
+from gateway.refusals import storage_refusal, too_many
 from gateway.starters import starter_prompts
 
 __all__ = [

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from bus import QuotaExceeded, StorageFull
+from gateway.errors import STORAGE_RETRY_AFTER_SECONDS
 from gateway.metrics import GatewayMetrics
-from gateway.refusals import STORAGE_RETRY_AFTER_SECONDS, storage_refusal
+from gateway.refusals import storage_refusal
 
 
 def refused(metrics: GatewayMetrics, scope: str) -> float:
