@@ -27,7 +27,7 @@ def test_the_second_claimant_follows_the_first_ones_run(tmp_path: Path) -> None:
 
 
 def test_a_run_still_going_at_the_end_is_killed_after_its_linger(tmp_path: Path) -> None:
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    run = BackgroundRun(sleeper, cwd=tmp_path, workdir=tmp_path / "w", linger=0.1)
+    waits_for_a_signal = [sys.executable, "-c", "import signal; signal.pause()"]
+    run = BackgroundRun(waits_for_a_signal, cwd=tmp_path, workdir=tmp_path / "w", linger=0.1)
     run.stop()
     assert run.proc.returncode == -signal.SIGKILL
