@@ -8,7 +8,8 @@ How an answer ends (the Message's ``status``, the worker state):
 
 - the provider finished: complete, ``responded``;
 - the visitor pressed stop: the text so far, ``stopped`` (seen at the next chunk write or
-  within ``STOP_POLL_SECONDS`` while the provider is silent);
+  within ``STOP_POLL_SECONDS`` while the provider is silent, when text already received is
+  written too);
 - ``finish_reason: length``, or past ``BYO_MAX_ANSWER_CHARS`` or ``BYO_MAX_ANSWER_SECONDS``:
   the text so far, ``truncated``;
 - the provider refused or failed: the text so far plus a sentence saying what to do,
@@ -75,6 +76,8 @@ class _Progress:
     last_flush: float = 0.0
     last_renew: float = 0.0
     status: Status = "complete"
+    #: Held while a chunk is written: the pump and the supervisor's flush keep their order.
+    flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def conversation(history: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -156,7 +159,10 @@ async def _answer(
             if now - progress.last_renew >= lease / 3000:  # the chat's answer is still ours
                 progress.last_renew = now
                 await bus.renew_byo_lease(job.chat_id, job.message_id, lease)
-            if await bus.byo_stop_requested(job.chat_id, job.message_id):
+            # Text in hand while the provider is silent goes out now, not with its next word.
+            quiet = now - progress.last_flush >= CHUNK_INTERVAL_SECONDS
+            stop = quiet and await _flush(job, bus, progress)
+            if stop or await bus.byo_stop_requested(job.chat_id, job.message_id):
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
@@ -227,13 +233,14 @@ async def _pump(
 
 async def _flush(job: AnswerJob, bus: GatewayBus, progress: _Progress) -> bool:
     """Write the pending text as one chunk; True when the visitor asked to stop."""
-    if not progress.pending:
-        return False
-    progress.last_flush = time.monotonic()
-    text = "".join(progress.pending)
-    progress.pending.clear()
-    progress.text.append(text)
-    return await bus.append_byo_chunk(job.chat_id, job.message_id, text)
+    async with progress.flushing:
+        if not progress.pending:
+            return False
+        progress.last_flush = time.monotonic()
+        text = "".join(progress.pending)
+        progress.pending.clear()
+        progress.text.append(text)
+        return await bus.append_byo_chunk(job.chat_id, job.message_id, text)
 
 
 async def _finish(

@@ -17,8 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
 
-from bus import open_gateway_bus
+from bus import BusKeys, open_gateway_bus
 from gateway.app import create_app
 from tests.integration.conftest import gateway_settings
 from tests.support.fake_provider import FakeProvider, run_fake_provider
@@ -97,6 +98,17 @@ async def answered(
         return messages if sum(m["sender"] == "Terra" for m in messages) >= count else None
 
     return await wait_until(probe, 10, f"{count} answer(s) in {chat}")
+
+
+async def streamed(redis: Redis, chat: str, text: str) -> None:
+    """Wait until the chat's log holds exactly ``text`` in chunks: the gateway has read it."""
+
+    async def probe() -> bool:
+        entries = await redis.xrange(BusKeys().chat_events(chat))
+        chunks = [json.loads(fields["d"]) for _, fields in entries]
+        return "".join(c["content"] for c in chunks if c["type"] == "assistantChunk") == text
+
+    await wait_until(probe, 10, f"{text!r} streamed into {chat}'s log")
 
 
 async def test_providers_are_listed_without_urls(server: TestServer) -> None:
@@ -257,10 +269,13 @@ async def test_bad_requests_are_clear_and_never_echo_the_key(
         assert "has space" not in text
 
 
-async def test_one_answer_at_a_time_and_stop(server: TestServer, fake: FakeProvider) -> None:
+async def test_one_answer_at_a_time_and_stop(
+    server: TestServer, fake: FakeProvider, redis_client: Redis
+) -> None:
     async with aiohttp.ClientSession() as s:
         assert (await send(s, server, "stop-1", "wait", model="stall")).status == 200
         await asyncio.wait_for(fake.stalled.wait(), 10)
+        await streamed(redis_client, "stop-1", "You said:")
         r = await send(s, server, "stop-1", "another")
         assert r.status == 409
         assert "still being written" in (await r.json())["error"]
@@ -273,6 +288,21 @@ async def test_one_answer_at_a_time_and_stop(server: TestServer, fake: FakeProvi
         # The chat takes a new message once the answer ended.
         assert (await send(s, server, "stop-1", "again")).status == 200
         assert (await answered(s, server, "stop-1", 2))[-1]["content"] == "You said: again"
+
+
+async def test_words_in_hand_reach_the_visitor_while_the_provider_is_silent(
+    server: TestServer, fake: FakeProvider, redis_client: Redis
+) -> None:
+    """Chunks were written only when the next word came, so text the gateway held was kept
+    from the visitor for as long as the provider paused (a model thinking, a stall)."""
+
+    async with aiohttp.ClientSession() as s:
+        assert (await send(s, server, "pause-1", "wait", model="stall")).status == 200
+        await asyncio.wait_for(fake.stalled.wait(), 10)
+        await streamed(redis_client, "pause-1", "You said:")
+        fake.release.set()
+        answer = (await answered(s, server, "pause-1"))[-1]
+    assert answer["content"] == "You said: wait"
 
 
 async def test_answers_are_capped_and_truncated(server: TestServer) -> None:
