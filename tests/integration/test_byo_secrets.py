@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from bus import BusKeys
 from tests.support.fake_provider import FakeProvider, run_fake_provider
 from tests.support.system import ACCESS_CODE, Process, System
 from tests.support.wait import wait_until
@@ -182,16 +183,25 @@ async def test_a_whole_byo_conversation_leaves_the_key_nowhere(
 
 
 async def test_a_gateway_shutting_down_mid_answer_ends_it_as_interrupted(
-    system: System, fake: FakeProvider
+    system: System, fake: FakeProvider, redis_client: Redis
 ) -> None:
     gw = byo_gateway(system, fake)
     other = system.gateway("gateway-2")
     assert gw.port is not None
     assert other.port is not None
+
+    async def streamed_both_words() -> bool:
+        # The provider has sent "You said:"; the gateway has read it once it is in the chat's
+        # log (on a busy box the provider's stall came before the gateway read the second
+        # word, and the interrupted answer held "You" only).
+        entries = await redis_client.xrange(BusKeys().chat_events("down"))
+        return " said:" in "".join(str(fields) for _, fields in entries)
+
     async with aiohttp.ClientSession() as s:
         v = Visitor(s, gw.port)
         assert await v.send("down", "please wait", model="stall") == 200
         await asyncio.wait_for(fake.stalled.wait(), 10)
+        await wait_until(streamed_both_words, 10, "the gateway streamed the first two words")
         gw.signal(signal.SIGTERM)
         assert gw.wait(15) == 0
         # Another gateway serves the chat: the answer ended, saying what to do.
