@@ -46,6 +46,9 @@ __all__ = [
     "wait_for_port",
 ]
 
+#: How long :meth:`Launcher.start` waits for each worker's first heartbeat.
+WORKER_READY_SECONDS = 30.0
+
 #: How much of a failed child's log an error message quotes.
 LOG_TAIL_CHARS = 3000
 
@@ -193,6 +196,14 @@ def wait_for_port(
             time.sleep(0.05)
 
 
+def _await_check_in(worker: Child, timeout: float) -> None:
+    """Wait for a worker's first heartbeat (its metrics port opens after it)."""
+    try:
+        worker.wait_listening(timeout)
+    except ChildFailed as exc:
+        raise ChildFailed(f"{worker.name} never checked in (no first heartbeat): {exc}") from None
+
+
 class Child:
     """One child process: its command, environment, log file and (optional) port.
 
@@ -218,8 +229,9 @@ class Child:
         self.host = host
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_within: float = 20.0) -> Child:
-        """Start the process; with a port, return once it accepts connections."""
+    def start(self, ready_within: float | None = 20.0) -> Child:
+        """Start the process; with a port, return once it accepts connections (unless
+        ``ready_within`` is None: then :meth:`wait_listening` tells)."""
         handle: IO[bytes] | None = self.log.open("ab") if self.log is not None else None
         try:
             self.proc = subprocess.Popen(
@@ -233,9 +245,17 @@ class Child:
         finally:
             if handle is not None:
                 handle.close()
-        if self.port is not None:
-            wait_for_port(self.host, self.port, ready_within, self.proc, self.log)
+        if ready_within is not None:
+            self.wait_listening(ready_within)
         return self
+
+    def wait_listening(self, timeout: float) -> None:
+        """Return once the child accepts connections on its port (none: at once).
+
+        Raises :class:`ChildFailed` when it exits first or nothing listens in time.
+        """
+        if self.port is not None and self.proc is not None:
+            wait_for_port(self.host, self.port, timeout, self.proc, self.log)
 
     @property
     def pid(self) -> int:
@@ -346,16 +366,18 @@ class Launcher:
         env: Mapping[str, str],
         *,
         port: int | None = None,
-        ready_within: float = 20.0,
+        ready_within: float | None = 20.0,
+        host: str | None = None,
     ) -> Child:
-        """Start one child (kept for :meth:`stop`); with a port, wait until it listens."""
+        """Start one child (kept for :meth:`stop`); with a port, wait until it listens
+        (on ``host``, by default the gateway's), unless ``ready_within`` is None."""
         log = self.tmpdir / f"{name}.log" if self.options.quiet else None
-        child = self.child_type(name, args, env, log=log, port=port, host=self.options.host)
+        child = self.child_type(name, args, env, log=log, port=port, host=host or self.options.host)
         self.children.append(child)
         return child.start(ready_within)
 
     def start(self) -> None:
-        """Start every part and return once the gateway answers.
+        """Start every part; return once the gateway answers and every worker has checked in.
 
         Raises :class:`ChildFailed` naming the part that did not come up.
         """
@@ -382,8 +404,12 @@ class Launcher:
         self.gateway = self.add_gateway(
             "gateway", self.port, {**gateway_env, **self.options.extra_env}
         )
-        for index in range(self.options.workers):
-            self.add_worker(f"worker{index}", {"WORKER_NAME": f"demo-worker-{index}"})
+        workers = [
+            self._start_worker(f"worker{index}", {"WORKER_NAME": f"demo-worker-{index}"}, True)
+            for index in range(self.options.workers)
+        ]
+        for worker in workers:  # started together, awaited in turn
+            _await_check_in(worker, WORKER_READY_SECONDS)
 
     def add_redis(self, appendonly: bool = True) -> Child:
         """A private redis-server on a free port in the work directory (URL: :func:`redis_url`)."""
@@ -414,14 +440,37 @@ class Launcher:
         }
         return self.spawn(name, [sys.executable, "-m", "gateway"], {**base, **env}, port=port)
 
-    def add_worker(self, name: str, env: Mapping[str, str]) -> Child:
-        """A worker with this system's Redis and agent (``env`` wins)."""
-        base = {
+    def add_worker(
+        self, name: str, env: Mapping[str, str], *, ready_within: float | None = None
+    ) -> Child:
+        """A worker with this system's Redis and agent (``env`` wins).
+
+        With ``ready_within`` (seconds), return only once the worker has joined the job queue
+        and published its first heartbeat, so the page does not call Terra away meanwhile.
+        The sign is the worker's metrics endpoint, which opens only after both: it gets a
+        free loopback port unless ``env`` sets ``WORKER_METRICS_PORT``.
+        """
+        worker = self._start_worker(name, env, ready_within is not None)
+        if ready_within is not None:
+            _await_check_in(worker, ready_within)
+        return worker
+
+    def _start_worker(self, name: str, env: Mapping[str, str], watched: bool) -> Child:
+        """Start a worker without waiting; ``watched``: with a metrics port to await."""
+        merged = {
             "REDIS_URL": self.redis_url,
             "AGENT_API_URL": self.agent_url,
             **self.options.extra_env,
+            **env,
         }
-        return self.spawn(name, [sys.executable, "-m", "worker"], {**base, **env})
+        command = [sys.executable, "-m", "worker"]
+        if not watched:
+            return self.spawn(name, command, merged)
+        merged.setdefault("WORKER_METRICS_HOST", "127.0.0.1")
+        merged.setdefault("WORKER_METRICS_PORT", str(free_port()))
+        port = int(merged["WORKER_METRICS_PORT"])
+        host = merged["WORKER_METRICS_HOST"]
+        return self.spawn(name, command, merged, port=port, ready_within=None, host=host)
 
     def stop(self) -> None:
         """Stop the children, newest first, Redis last: SIGTERM, SIGKILL after a grace period.

@@ -184,6 +184,7 @@ class Worker:
             )
         await self.bus.jobs.ensure_group()
         await self.heartbeat.publish()
+        # Opened only now: launchers take the open port as "checked in" (demo.launcher).
         if s.worker_metrics_port is not None:
             self.metrics.serve(s.worker_metrics_port, s.worker_metrics_host)
         self._reader = asyncio.create_task(self._read_loop(), name="worker.read")

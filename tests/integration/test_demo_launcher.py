@@ -3,6 +3,7 @@ the wanted port is taken, and Ctrl-C/SIGTERM stops everything it started."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,10 +14,11 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from demo.launcher import port_is_free
+from demo.launcher import ChildFailed, Launcher, LaunchOptions, port_is_free
 from tests.support.wait import wait_until_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -113,3 +115,32 @@ def test_demo_moves_to_a_free_port_and_says_so_when_the_port_is_taken(taken_port
     assert "Traceback" not in demo.text
     port = int(url.rsplit(":", 1)[1].strip("/"))
     assert port_is_free("127.0.0.1", port), "the demo's gateway outlived the demo"
+
+
+def test_the_printed_url_finds_the_worker_checked_in() -> None:
+    """The banner means the whole system is up: a visitor who opens the URL at once must not
+    be told that Terra is away because the worker had not published its first heartbeat."""
+    demo = Demo()
+    try:
+        url = demo.banner_url()
+        with urllib.request.urlopen(f"{url}api/health?accessCode={ACCESS_CODE}", timeout=10) as r:
+            health = json.load(r)
+        worker = next(node for node in health["chain"] if node["id"] == "worker")
+        assert health["workerReady"], health
+        assert worker["status"] == "online", worker
+    finally:
+        code = demo.stop()
+    assert code == 0, demo.text
+
+
+def test_a_worker_that_never_checks_in_fails_the_start_with_its_reason(tmp_path: Path) -> None:
+    launcher = Launcher(
+        LaunchOptions(quiet=True, workdir=tmp_path, redis_url="redis://127.0.0.1:1")
+    )
+    try:
+        with pytest.raises(ChildFailed) as failed:
+            launcher.add_worker("worker0", {"HEARTBEAT_INTERVAL_MS": "-1"}, ready_within=60)
+    finally:
+        launcher.stop()
+    assert "worker0 never checked in" in str(failed.value)
+    assert "HEARTBEAT_INTERVAL_MS" in str(failed.value)  # the worker's own one-line refusal

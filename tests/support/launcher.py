@@ -22,7 +22,7 @@ class Process(Child):
 
     @property
     def http(self) -> int:
-        """The port this child serves HTTP on (a gateway, the agent); an error for a worker."""
+        """The port this child serves HTTP on (a gateway, the agent, a ready worker's metrics)."""
         if self.port is None:
             raise RuntimeError(f"{self.name} serves no port")
         return self.port
@@ -46,10 +46,12 @@ class TestLauncher(Launcher):
         env: Mapping[str, str],
         *,
         port: int | None = None,
-        ready_within: float = 20.0,
+        ready_within: float | None = 20.0,
+        host: str | None = None,
     ) -> Process:
         """As :meth:`Launcher.spawn`, typed as the restartable :class:`Process`."""
-        return cast(Process, super().spawn(name, args, env, port=port, ready_within=ready_within))
+        child = super().spawn(name, args, env, port=port, ready_within=ready_within, host=host)
+        return cast(Process, child)
 
     def add_agent(self, port: int, *args: str) -> Process:
         """As :meth:`Launcher.add_agent`, typed as :class:`Process`."""
@@ -59,9 +61,11 @@ class TestLauncher(Launcher):
         """As :meth:`Launcher.add_gateway`, typed as :class:`Process`."""
         return cast(Process, super().add_gateway(name, port, env))
 
-    def add_worker(self, name: str, env: Mapping[str, str]) -> Process:
+    def add_worker(
+        self, name: str, env: Mapping[str, str], *, ready_within: float | None = None
+    ) -> Process:
         """As :meth:`Launcher.add_worker`, typed as :class:`Process`."""
-        return cast(Process, super().add_worker(name, env))
+        return cast(Process, super().add_worker(name, env, ready_within=ready_within))
 
     def kill_gateway(self) -> None:
         """SIGKILL the gateway (a crash: no close frames); the rest keeps running."""
