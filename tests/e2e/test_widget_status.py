@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, WebSocketRoute, expect
 
 from tests.e2e.system import RunningSystem
 from tests.e2e.widget import Widget
@@ -120,6 +121,49 @@ def test_a_stopped_worker_is_reported_and_the_message_waits(
     widget.wait_reply(timeout=30_000)
     expect(widget.banner).to_be_hidden()
     expect(widget.status_text).to_have_text("Terra is online", timeout=15_000)
+
+
+def test_a_worker_at_work_is_not_called_away_by_an_older_health_check(
+    page: Page, system: RunningSystem
+) -> None:
+    """Health said the worker had not checked in; then a live frame says it is answering.
+    The frame is the newer truth: the widget checks again at once instead of showing
+    "Terra is away" and hiding the typing dots until its next poll."""
+    checks: list[bool] = []
+    stale = [True]
+
+    def health(route: Route) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        if stale[0]:
+            body["workerReady"] = False
+            for node in body["chain"]:
+                if node["id"] in ("worker", "agent", "llm"):
+                    node.update(status="offline", detail="Worker has not checked in yet")
+        checks.append(stale[0])
+        route.fulfill(response=answer, json=body)
+
+    sockets: list[WebSocketRoute] = []
+
+    def tap(ws: WebSocketRoute) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.clock.install()
+    page.route(re.compile(r".*/api/health(\?.*)?$"), health)
+    page.route_web_socket(re.compile(r".*/api/chat\?.*"), tap)
+    widget = chat(page, system)
+    expect(widget.status_text).to_have_text("Terra is away: messages will wait")
+    # From here the page's timers stand still: no periodic health poll can come.
+    page.clock.pause_at(page.evaluate("Date.now()") / 1000)  # seconds, in Python
+    stale[0] = False
+    before = len(checks)
+    frame = {"type": "workerState", "state": "processing", "detail": None}
+    sockets[-1].send(json.dumps({"chatId": "x", "updatedAt": "2030-01-01T00:00:00.000Z", **frame}))
+    page.clock.run_for(50)  # what the widget schedules "now" runs; a poll 5 s away does not
+    expect(widget.typing).to_be_visible()
+    expect(widget.status_text).to_have_text("Terra is online")
+    assert checks[before:] == [False], "exactly one fresh health check"
 
 
 def test_a_page_whose_origin_is_not_allowed_is_told_so(

@@ -522,8 +522,11 @@ export class ChatSession extends EventTarget {
     if (!AWAITING.has(state)) this.stopping = false;
     if (state === "error" || state === "idle") this.#dropUnfinishedStream();
     if (state === "error") this.#recordFailure(detail);
-    // Waiting or failing: look at the worker and the agent now, not at the next poll.
+    // Waiting or failing: look at the worker and the agent now, not at the next poll. So too
+    // when a worker is at work while the last check found none: that check is the older news.
+    const workerSeenAway = this.chain.some((node) => node.id === "worker" && node.status === "offline");
     if (state !== previous && (state === "queued" || state === "error")) this.#checkHealthSoon();
+    else if (state === "processing" && workerSeenAway) this.#checkHealthSoon();
     this.#changed("status");
   }
 
